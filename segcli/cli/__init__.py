@@ -1,0 +1,73 @@
+"""The `segcli` command line: one module per command, errors rendered once, here.
+
+Nothing in this package imports torch at module level; commands import the engine
+inside their functions, so `segcli --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from segcli import __version__
+from segcli.cli import plugins as plugins_command
+from segcli.cli import predict as predict_command
+from segcli.cli import prepare as prepare_command
+from segcli.cli import train as train_command
+from segcli.cli import visualize as visualize_command
+from segcli.cli.output import print_error
+from segcli.errors import SegcliError
+
+app = typer.Typer(
+    name="segcli",
+    help="Semantic segmentation from a folder of images to a trained model and coloured "
+    "predictions. Datasets, models, losses, metrics and recipes come from plugins.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"segcli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
+    ),
+) -> None:
+    if debug:
+        os.environ["SEGCLI_DEBUG"] = "1"
+
+
+prepare_command.add_to(app)
+train_command.add_to(app)
+predict_command.add_to(app)
+visualize_command.add_to(app)
+plugins_command.add_to(app)
+
+
+def main() -> None:
+    """Console entry point: run the app and turn expected errors into one red line."""
+    from segcli.plugins import get_plugins
+
+    debug = "--debug" in sys.argv or bool(os.environ.get("SEGCLI_DEBUG"))
+    try:
+        get_plugins().add_commands(app)
+        app()
+    except SegcliError as error:
+        if debug:
+            raise
+        print_error(error)
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        print_error(SegcliError("interrupted; no partial output was kept"))
+        sys.exit(130)

@@ -1,0 +1,76 @@
+"""`segcli plugins` and `segcli list KIND`: what is installed and what it registered."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.table import Table
+
+from segcli.cli.output import console
+from segcli.errors import UsageError
+
+_KIND_ALIASES = {
+    "dataset": "dataset", "datasets": "dataset",
+    "model": "model", "models": "model",
+    "loss": "loss", "losses": "loss",
+    "metric": "metric", "metrics": "metric",
+    "recipe": "recipe", "recipes": "recipe",
+}
+
+
+def plugins(
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+) -> None:
+    """List installed plugins: distribution, version, status and what each registered."""
+    from segcli.plugins import get_plugins
+
+    statuses = get_plugins().statuses
+    if as_json:
+        typer.echo(json.dumps([s.as_dict() for s in statuses], indent=2))
+        return
+    table = Table(title="segcli plugins")
+    for column in ("plugin", "distribution", "status", "registered"):
+        table.add_column(column)
+    for status in statuses:
+        registered = "; ".join(f"{k}s: {', '.join(v)}" for k, v in status.registered.items())
+        state = {"ok": "[green]ok[/]", "disabled": "[dim]disabled[/]"}.get(
+            status.status, f"[red]failed[/]: {status.error}"
+        )
+        distribution = f"{status.distribution or '?'} {status.version or ''}".strip()
+        table.add_row(status.name, distribution, state, registered or "-")
+    console.print(table)
+
+
+def list_names(
+    kind: str = typer.Argument(..., help="datasets, models, losses, metrics or recipes"),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+) -> None:
+    """List the names of one kind, with descriptions and the plugin that registered each."""
+    from segcli.plugins import get_plugins
+
+    key = _KIND_ALIASES.get(kind.lower())
+    if key is None:
+        raise UsageError(
+            f"unknown kind {kind!r}; valid kinds: datasets, models, losses, metrics, recipes"
+        )
+    registry = get_plugins().registries[key]
+    if as_json:
+        rows = [
+            {"name": e.name, "description": e.description, "plugin": e.origin.plugin,
+             "distribution": e.origin.distribution}
+            for e in registry
+        ]
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"segcli {key}s")
+    for column in ("name", "description", "plugin"):
+        table.add_column(column)
+    for entry in registry:
+        table.add_row(entry.name, entry.description, str(entry.origin))
+    console.print(table)
+
+
+def add_to(app: typer.Typer) -> None:
+    app.command("plugins")(plugins)
+    app.command("list")(list_names)

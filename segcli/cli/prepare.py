@@ -1,0 +1,200 @@
+"""`segcli prepare DATASET [RAW] [options]`: one sub-command per registered dataset preparer.
+
+The sub-commands are built on demand from each preparer's signature, so a plugin's
+keyword-only parameters become real, documented options (`--val-fraction 0.15`), and
+`segcli --help` never loads a preparer.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import typing
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from segcli.cli.output import console, error_console
+
+_COMMON_OPTIONS = ("out", "force", "workers", "skip_unpaired")
+
+
+class _DatasetCommands(TyperGroup):
+    """Lists registered datasets as sub-commands and builds each one when it is asked for."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        from segcli.plugins import get_plugins
+
+        return get_plugins().datasets.names()
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        from segcli.plugins import get_plugins
+
+        entry = get_plugins().datasets.entry(cmd_name)
+        sub_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+        sub_app.command(cmd_name, help=entry.description)(_command_for(cmd_name, entry.load()))
+        return typer.main.get_command(sub_app)
+
+
+def _command_for(name: str, preparer: Any) -> Any:
+    """A function whose signature Typer turns into the sub-command's arguments and options."""
+    needs_raw = getattr(preparer, "needs_raw", True)
+    hints = typing.get_type_hints(preparer, include_extras=True)
+    options = [
+        p for p in inspect.signature(preparer).parameters.values() if p.kind is p.KEYWORD_ONLY
+    ]
+    raw_help = "Folder with the raw dataset in its original layout."
+    parameters = []
+    if needs_raw:
+        parameters.append(
+            inspect.Parameter(
+                "raw",
+                inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                annotation=Annotated[Path | None, typer.Argument(help=raw_help, show_default=False)],
+                default=None,
+            )
+        )
+    for option in options:
+        annotation, help_text = _split_help(hints.get(option.name, str))
+        parameters.append(
+            inspect.Parameter(
+                option.name,
+                inspect.Parameter.KEYWORD_ONLY,
+                annotation=Annotated[annotation, typer.Option(help=help_text)],
+                default=option.default,
+            )
+        )
+    parameters += [
+        inspect.Parameter(
+            "out", inspect.Parameter.KEYWORD_ONLY, default=None,
+            annotation=Annotated[Path | None, typer.Option(help=f"Output folder [default: data/{name}]")],
+        ),
+        inspect.Parameter(
+            "force", inspect.Parameter.KEYWORD_ONLY, default=False,
+            annotation=Annotated[bool, typer.Option(help="Replace an existing output folder.")],
+        ),
+        inspect.Parameter(
+            "workers", inspect.Parameter.KEYWORD_ONLY, default=None,
+            annotation=Annotated[int | None, typer.Option(help="Worker processes [default: cores].")],
+        ),
+        inspect.Parameter(
+            "skip_unpaired", inspect.Parameter.KEYWORD_ONLY, default=False,
+            annotation=Annotated[
+                bool, typer.Option(help="Leave out images without masks and masks without images.")
+            ],
+        ),
+    ]
+
+    def command(**values: Any) -> None:
+        common = {key: values.pop(key) for key in _COMMON_OPTIONS}
+        run_prepare(name, preparer, values.pop("raw", None), values, **common)
+
+    command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in parameters}
+    command.__doc__ = inspect.getdoc(preparer)
+    return command
+
+
+def _split_help(annotation: Any) -> tuple[Any, str | None]:
+    if typing.get_origin(annotation) is Annotated:
+        base, *extras = typing.get_args(annotation)
+        return base, next((e for e in extras if isinstance(e, str)), None)
+    return annotation, None
+
+
+def run_prepare(
+    name: str,
+    preparer: Any,
+    raw: Path | None,
+    options: dict[str, Any],
+    *,
+    out: Path | None = None,
+    force: bool = False,
+    workers: int | None = None,
+    skip_unpaired: bool = False,
+) -> None:
+    """Plan, build and report one dataset (what every `segcli prepare X` runs)."""
+    from rich.progress import Progress
+
+    from segcli import __version__
+    from segcli.data.prepare import build_dataset, require_raw_dir
+    from segcli.plugins import get_plugins
+
+    if getattr(preparer, "needs_raw", True):
+        raw = require_raw_dir(raw, name)
+    out = Path(out or Path("data") / name)
+    entry = get_plugins().datasets.entry(name)
+    plan = preparer(raw, **options)
+    recorded = {
+        "name": name,
+        "plugin": entry.origin.plugin,
+        "distribution": entry.origin.distribution,
+        "version": entry.origin.version,
+        "segcli_version": __version__,
+        "raw": str(Path(raw).resolve()) if raw else None,
+        "options": {k: str(v) if isinstance(v, Path) else v for k, v in options.items()},
+    }
+    with Progress(console=error_console, transient=True) as progress:
+        task = progress.add_task(f"preparing {name}", total=len(plan.samples))
+        try:
+            report = build_dataset(
+                plan, out, force=force, workers=workers or os.cpu_count(),
+                skip_unpaired=skip_unpaired, preparer=recorded,
+                progress=lambda done, total: progress.update(task, completed=done),
+            )
+        except Exception as error:
+            progress.stop()
+            for problem in getattr(error, "problems", [])[:20]:
+                error_console.print(f"  [red]•[/] {problem}", markup=True, highlight=False)
+            raise
+    print_report(report)
+
+
+def print_report(report: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"prepared {report.name} -> {report.out} in {report.seconds:.1f} s")
+    splits = sorted(set(report.pairs) | set(report.unlabelled))
+    table.add_column("")
+    for split in splits:
+        table.add_column(split, justify="right")
+    table.add_row("pairs", *[str(report.pairs.get(s, 0)) for s in splits])
+    table.add_row("images without labels", *[str(report.unlabelled.get(s, 0)) for s in splits])
+    table.add_row("raw mask values", *[_values(report.raw_values.get(s)) for s in splits])
+    table.add_row("class ids written", *[_values(report.mapped_values.get(s)) for s in splits])
+    class_names = next(iter(report.class_share.values()), {})
+    for class_name in class_names:
+        table.add_row(
+            f"  {class_name}",
+            *[_share(report.class_share.get(s, {}).get(class_name)) for s in splits],
+        )
+    console.print(table)
+    for note in report.notes:
+        console.print(f"[cyan]note:[/] {note}", highlight=False)
+    skipped = report.unpaired_images + report.unpaired_masks
+    if skipped:
+        console.print(f"[yellow]skipped {len(skipped)} unpaired file(s)[/] (listed in report.json)")
+
+
+def _values(values: list[int] | None) -> str:
+    if not values:
+        return "-"
+    text = ", ".join(str(v) for v in values[:12])
+    return text + (", ..." if len(values) > 12 else "")
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f} %"
+
+
+prepare_app = typer.Typer(
+    cls=_DatasetCommands,
+    help="Turn a raw dataset folder into segcli's canonical prepared dataset.",
+    no_args_is_help=True,
+)
+
+
+def add_to(app: typer.Typer) -> None:
+    app.add_typer(prepare_app, name="prepare")

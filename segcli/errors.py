@@ -1,0 +1,71 @@
+"""One exception type per kind of failure; the CLI renders each once, as one line.
+
+Every error carries an exit code so scripts can tell the failures apart. The
+codes are part of the public interface (see docs/errors.md).
+"""
+
+from __future__ import annotations
+
+
+class SegcliError(Exception):
+    """Base class: an expected failure with a one-line message for the user."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class UsageError(SegcliError):
+    """The command line or configuration is wrong: unknown key, wrong type, bad option."""
+
+    exit_code = 2
+
+
+class UnknownNameError(UsageError):
+    """A dataset, model, loss, metric or recipe name that no plugin registered."""
+
+
+class ConfigError(UsageError):
+    """A configuration value is missing, unknown or of the wrong type."""
+
+
+class DataError(SegcliError):
+    """Input data is missing, empty, corrupt or inconsistent (bad mask values, size mismatch)."""
+
+    exit_code = 3
+
+
+class PluginError(SegcliError):
+    """A plugin failed to load, registered a clashing name or broke its contract."""
+
+    exit_code = 4
+
+
+class CheckpointError(SegcliError):
+    """A checkpoint is missing, corrupt or does not fit the model it is loaded into."""
+
+    exit_code = 5
+
+
+class OutputError(SegcliError):
+    """An output location cannot be written, or exists and --force was not given."""
+
+    exit_code = 6
+
+
+class ResourceError(SegcliError):
+    """The machine ran out of something: memory (CPU or GPU), disk."""
+
+    exit_code = 7
+
+
+class PartialFailure(SegcliError):
+    """The command finished, but some inputs were skipped (each was reported)."""
+
+    exit_code = 8

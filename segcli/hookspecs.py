@@ -1,0 +1,91 @@
+"""The hooks a segcli plugin can implement: one per kind of thing it adds.
+
+Each ``register_*`` hook receives a ``register`` callable and calls it once per name::
+
+    register(name, target, description)
+
+``target`` is either the object itself or, preferably, a lazy ``"module:attribute"`` path
+that segcli imports only when the name is used, so listing plugins stays fast and never
+imports torch. ``description`` is one line shown by ``segcli list``.
+
+What ``target`` must be depends on the kind (see the docstring of each hook).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import typer
+
+hookspec = pluggy.HookspecMarker("segcli")
+
+Register = Callable[[str, Any, str], None]
+"""``register(name, target, description)``; see the module docstring."""
+
+
+@hookspec
+def register_datasets(register: Register) -> None:
+    """Register dataset preparers, used by ``segcli prepare NAME``.
+
+    ``target``: a function ``prepare(raw: pathlib.Path | None, **options) -> DatasetPlan``
+    (see ``segcli.data.prepare``). Its keyword-only parameters become the command's
+    options: ``val_fraction: float = 0.15`` turns into ``--val-fraction``; annotate them
+    ``Annotated[float, "help text"]`` to document them. A preparer that needs no raw folder
+    (a synthetic dataset) sets ``prepare.needs_raw = False``.
+    """
+
+
+@hookspec
+def register_models(register: Register) -> None:
+    """Register segmentation architectures.
+
+    ``target``: a factory ``(num_classes: int, in_channels: int, **options) -> torch.nn.Module``
+    whose module maps ``(N, in_channels, H, W)`` float images to ``(N, K, H', W')`` logits,
+    ``K = num_classes`` (or ``K = 1`` for a single-logit binary model built with
+    ``num_classes=1``). Options are the factory's keyword arguments; a model whose output is
+    smaller than its input (valid convolutions) or that needs sizes divisible by a stride
+    sets the attributes documented in docs/models.md and the engine handles it.
+    """
+
+
+@hookspec
+def register_losses(register: Register) -> None:
+    """Register losses.
+
+    ``target``: a factory ``(num_classes: int, ignore_index: int, **options) -> callable``;
+    the callable maps ``(logits (N,K,H,W), target (N,H,W) int64)`` to a scalar tensor and
+    ignores pixels whose target is ``ignore_index``.
+    """
+
+
+@hookspec
+def register_metrics(register: Register) -> None:
+    """Register metrics.
+
+    ``target``: a factory ``(num_classes: int, ignore_index: int, **options) -> metric`` where
+    the metric has ``reset()``, ``update(pred (N,H,W) int64, target (N,H,W) int64)`` (no host
+    synchronisation: keep state on the tensors' device) and ``compute() -> dict[str, float |
+    list[float]]``. Keys are reported as ``<metric>/<key>``; lists are per class.
+    """
+
+
+@hookspec
+def register_recipes(register: Register) -> None:
+    """Register recipes: named training configurations, used by ``segcli train --plugin NAME``.
+
+    ``target``: a ``dict`` in the layout of ``segcli train --print-config`` (sections
+    ``dataset``, ``model``, ``loss``, ``metrics``, ``train``, ``input``, ``augment``); keys
+    left out take their defaults.
+    """
+
+
+@hookspec
+def register_commands(app: typer.Typer) -> None:
+    """Add commands to the ``segcli`` command line: ``@app.command()`` on your functions.
+
+    Keep heavy imports inside the command functions: this hook runs on every start.
+    """

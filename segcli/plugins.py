@@ -1,0 +1,209 @@
+"""Discovering plugins through entry points, isolating broken ones, and keeping the registries.
+
+Built-in plugins are found exactly like third-party ones: through the ``segcli``
+entry-point group of installed distributions. Each entry point is imported and each of
+its hooks called on its own, so one broken plugin is reported and skipped rather than
+taking the command line down with it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from dataclasses import dataclass, field
+from importlib import metadata
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from segcli import hookspecs
+from segcli.errors import PluginError
+from segcli.registry import Origin, Registry
+
+ENTRY_POINT_GROUP = "segcli"
+KINDS = ("dataset", "model", "loss", "metric", "recipe")
+_HOOK_OF_KIND = {
+    "dataset": "register_datasets",
+    "model": "register_models",
+    "loss": "register_losses",
+    "metric": "register_metrics",
+    "recipe": "register_recipes",
+}
+
+
+@dataclass
+class PluginStatus:
+    """What `segcli plugins` shows for one plugin."""
+
+    name: str
+    module: str
+    distribution: str | None
+    version: str | None
+    status: str = "ok"  # ok | failed | disabled
+    error: str | None = None
+    hooks: list[str] = field(default_factory=list)
+    registered: dict[str, list[str]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "module": self.module,
+            "distribution": self.distribution,
+            "version": self.version,
+            "status": self.status,
+            "error": self.error,
+            "hooks": self.hooks,
+            "registered": self.registered,
+        }
+
+
+class Plugins:
+    """All loaded plugins and the registries they filled."""
+
+    def __init__(self) -> None:
+        self.manager = pluggy.PluginManager(ENTRY_POINT_GROUP)
+        self.manager.add_hookspecs(hookspecs)
+        self.statuses: list[PluginStatus] = []
+        self.registries: dict[str, Registry[Any]] = {kind: Registry(kind) for kind in KINDS}
+
+    @property
+    def datasets(self) -> Registry[Any]:
+        return self.registries["dataset"]
+
+    @property
+    def models(self) -> Registry[Any]:
+        return self.registries["model"]
+
+    @property
+    def losses(self) -> Registry[Any]:
+        return self.registries["loss"]
+
+    @property
+    def metrics(self) -> Registry[Any]:
+        return self.registries["metric"]
+
+    @property
+    def recipes(self) -> Registry[Any]:
+        return self.registries["recipe"]
+
+    def add(self, module: ModuleType, status: PluginStatus) -> None:
+        """Register one plugin module and run its registration hooks, isolating failures."""
+        try:
+            self.manager.register(module, name=status.name)
+        except Exception as exc:  # pluggy rejects unknown hooks or wrong signatures
+            self._fail(status, exc)
+            return
+        status.hooks = sorted(
+            hook.name
+            for hook in self.manager.get_hookcallers(module) or []
+        )
+        origin = Origin(status.name, status.distribution, status.version)
+        for kind, hook_name in _HOOK_OF_KIND.items():
+            implementation = getattr(module, hook_name, None)
+            if hook_name not in status.hooks or implementation is None:
+                continue
+            registry = self.registries[kind]
+
+            def register(name: str, target: Any, description: str = "", _r=registry) -> None:
+                _r.add(name, target, description, origin)
+
+            try:
+                implementation(register=register)
+            except Exception as exc:
+                for each in self.registries.values():
+                    each.remove_from(status.name)
+                self.manager.unregister(module)
+                self._fail(status, exc)
+                return
+            names = [e.name for e in registry if e.origin.plugin == status.name]
+            if names:
+                status.registered[kind] = names
+        self.statuses.append(status)
+
+    def _fail(self, status: PluginStatus, exc: BaseException) -> None:
+        status.status = "failed"
+        status.error = _one_line(exc)
+        status.registered = {}
+        if os.environ.get("SEGCLI_DEBUG"):
+            traceback.print_exception(exc, file=sys.stderr)
+        self.statuses.append(status)
+
+    def add_commands(self, app: Any) -> None:
+        """Let plugins add CLI commands; a failing one is marked failed, the CLI goes on."""
+        for status in self.statuses:
+            if status.status != "ok" or "register_commands" not in status.hooks:
+                continue
+            module = self.manager.get_plugin(status.name)
+            try:
+                module.register_commands(app=app)
+            except Exception as exc:
+                status.status, status.error = "failed", _one_line(exc)
+
+    def status_of(self, name: str) -> PluginStatus:
+        for status in self.statuses:
+            if status.name == name:
+                return status
+        raise PluginError(f"no plugin named {name!r} is installed")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def _name_list(variable: str) -> set[str] | None:
+    value = os.environ.get(variable)
+    if value is None:
+        return None
+    return {part.strip() for part in value.split(",") if part.strip()}
+
+
+def load_plugins() -> Plugins:
+    """Load every installed plugin (honouring SEGCLI_DISABLE_PLUGINS / SEGCLI_LOAD_PLUGINS)."""
+    plugins = Plugins()
+    disabled = _name_list("SEGCLI_DISABLE_PLUGINS") or set()
+    only = _name_list("SEGCLI_LOAD_PLUGINS")
+    seen: set[str] = set()
+    for entry_point in sorted(
+        metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name
+    ):
+        if entry_point.name in seen:  # the same distribution visible twice on sys.path
+            continue
+        seen.add(entry_point.name)
+        dist = getattr(entry_point, "dist", None)
+        status = PluginStatus(
+            name=entry_point.name,
+            module=entry_point.value,
+            distribution=dist.metadata["Name"] if dist is not None else None,
+            version=dist.version if dist is not None else None,
+        )
+        if entry_point.name in disabled or (only is not None and entry_point.name not in only):
+            status.status = "disabled"
+            plugins.statuses.append(status)
+            continue
+        try:
+            module = entry_point.load()
+        except Exception as exc:  # a broken plugin must never take the CLI down
+            plugins._fail(status, exc)
+            continue
+        plugins.add(module, status)
+    return plugins
+
+
+_loaded: Plugins | None = None
+
+
+def get_plugins() -> Plugins:
+    """The plugins of this process, loaded on first use."""
+    global _loaded
+    if _loaded is None:
+        _loaded = load_plugins()
+    return _loaded
+
+
+def reset_plugins() -> None:
+    """Forget the loaded plugins, so the next `get_plugins()` discovers them again (tests)."""
+    global _loaded
+    _loaded = None
