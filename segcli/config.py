@@ -47,8 +47,11 @@ class TrainConfig:
     optimizer: str = "adam"
     weight_decay: float = 0.0
     momentum: float = 0.9
-    scheduler: str = "none"
+    scheduler: str = "none"  # none | poly | cosine | step
     warmup_epochs: float = 0.0
+    step_epochs: int = 30  # step scheduler: multiply lr by gamma every step_epochs
+    gamma: float = 0.1
+    poly_power: float = 0.9
     accumulate: int = 1
     clip_grad: float = 0.0
     amp: str = "off"
@@ -63,6 +66,7 @@ class TrainConfig:
     log_every: int = 20
     channels_last: bool = False
     compile: bool = False
+    threshold: float = 0.5  # probability above which a single-logit model predicts class 1
 
 
 @dataclass

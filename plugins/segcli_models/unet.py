@@ -18,7 +18,14 @@ def _conv_block(in_channels: int, out_channels: int, batch_norm: bool) -> nn.Seq
 
 
 class UNet(nn.Module):
-    """Encoder-decoder with skip connections; input sizes need not be divisible by 2**depth."""
+    """Encoder-decoder with skip connections.
+
+    Any input size works when called directly (upsampled maps are padded to their skip's
+    size); `size_divisor` lets the engine pad to a multiple of 2**depth instead, so no
+    pooling step floors away a row and the borders stay aligned.
+    """
+
+    head_prefixes = ("head.",)
 
     def __init__(
         self,
@@ -30,6 +37,11 @@ class UNet(nn.Module):
         bilinear: bool = True,
     ) -> None:
         super().__init__()
+        if depth < 1:
+            raise ValueError(f"depth must be at least 1, got {depth}")
+        if base_width < 1:
+            raise ValueError(f"base_width must be at least 1, got {base_width}")
+        self.size_divisor = 2**depth
         widths = [base_width * 2**i for i in range(depth + 1)]
         self.stem = _conv_block(in_channels, widths[0], batch_norm)
         self.down = nn.ModuleList(
@@ -75,4 +87,7 @@ def build_unet(
     batch_norm: bool = True,
     bilinear: bool = True,
 ) -> UNet:
+    """U-Net with 'same' padding: `depth` poolings, `base_width` channels at full resolution
+    (doubling per level), batch-norm after every convolution, and bilinear upsampling
+    followed by a 1x1 convolution (or a 2x2 transposed convolution when `bilinear=False`)."""
     return UNet(num_classes, in_channels, depth, base_width, batch_norm, bilinear)

@@ -1,5 +1,141 @@
+"""`segcli train`: run a recipe or configuration, with a live progress display."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
 import typer
+
+from segcli.cli.output import console, error_console
+
+
+class RichReporter:
+    """Progress bar per run: epoch, step, loss, images/s, ETA and the best metric so far."""
+
+    def __init__(self, monitor: str) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.monitor = monitor
+        self.progress = Progress(
+            TextColumn("[bold]epoch {task.fields[epoch]}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total} steps"),
+            TextColumn("loss {task.fields[loss]}"),
+            TextColumn("{task.fields[speed]} img/s"),
+            TextColumn("best {task.fields[best]}"),
+            TimeRemainingColumn(),
+            console=error_console,
+            transient=True,
+        )
+        self.task: Any = None
+        self.best = "-"
+
+    def start(self, run_dir: Path, epochs: int, steps_per_epoch: int) -> None:
+        console.print(f"run folder: [bold]{run_dir}[/]")
+        self.progress.start()
+        self.task = self.progress.add_task("train", total=epochs * steps_per_epoch, epoch=1, loss="-", speed="-", best="-")
+        self.steps_per_epoch = steps_per_epoch
+
+    def step(self, epoch: int, step: int, loss: float, images_per_second: float) -> None:
+        self.progress.update(
+            self.task, completed=epoch * self.steps_per_epoch + step, epoch=epoch + 1,
+            loss=f"{loss:.4f}", speed=f"{images_per_second:.1f}",
+        )
+
+    def epoch_end(self, record: dict[str, Any], best: float | None) -> None:
+        value = record.get(self.monitor)
+        shown = f"{value:.4f}" if isinstance(value, float) else "-"
+        best_text = f"{best:.4f}" if best is not None else "-"
+        self.progress.update(self.task, best=best_text)
+        self.progress.console.print(
+            f"epoch {record['epoch']}: train loss {record['train/loss']:.4f}"
+            + (f", val loss {record['val/loss']:.4f}" if "val/loss" in record else "")
+            + f", {self.monitor} {shown} (best {best_text}), {record['seconds']:.1f} s",
+            highlight=False,
+        )
+
+    def stop(self) -> None:
+        self.progress.stop()
+
+
+def train(
+    plugin: str = typer.Option(None, "--plugin", "-p", help="Recipe to train (see `segcli list recipes`)."),
+    config_file: Path = typer.Option(None, "--config", "-c", help="TOML configuration (e.g. a run's config.toml)."),
+    overrides: list[str] = typer.Option([], "--set", "-s", help="Override one key: --set train.lr=1e-3 (repeatable)."),
+    print_config: bool = typer.Option(False, "--print-config", help="Print the resolved configuration and exit."),
+    resume: str = typer.Option(None, "--resume", help="Continue a run: its folder, or 'last' for the newest."),
+    max_steps: int = typer.Option(None, "--max-steps", help="Stop after this many optimizer steps (smoke tests)."),
+) -> None:
+    """Train a model. `segcli train --plugin shapes-unet` trains the quick-start recipe."""
+    from segcli.config import build_config, to_toml
+    from segcli.errors import UsageError
+    from segcli.plugins import get_plugins
+
+    if resume:
+        if plugin or config_file or overrides:
+            raise UsageError("--resume continues a run with its saved configuration; drop --plugin/--config/--set")
+        _train(None, max_steps, _resume_target(resume))
+        return
+    if not plugin and not config_file:
+        raise UsageError("say what to train: --plugin RECIPE or --config FILE", hint="`segcli list recipes` shows the recipes")
+    recipe = None
+    if plugin:
+        recipe = get_plugins().recipes.get(plugin)
+    config = build_config(recipe, config_file, overrides)
+    if plugin:
+        config.recipe = plugin
+    if print_config:
+        typer.echo(to_toml(config), nl=False)
+        return
+    _train(config, max_steps, None)
+
+
+def _resume_target(resume: str) -> Path:
+    from segcli.engine.runs import newest_run
+
+    return newest_run() if resume == "last" else Path(resume)
+
+
+def _train(config: Any, max_steps: int | None, resume: Path | None) -> None:
+    from segcli.engine.train import fit
+
+    monitor = config.train.monitor if config else "confusion/miou"
+    reporter = RichReporter(monitor)
+    try:
+        run_dir = fit(config, max_steps=max_steps, resume=resume, reporter=reporter)
+    finally:
+        reporter.stop()
+    print_summary(run_dir)
+
+
+def print_summary(run_dir: Path) -> None:
+    import json
+
+    from rich.table import Table
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    best = next((r for r in records if r["epoch"] == summary["best_epoch"]), records[-1])
+    console.print(
+        f"[bold green]done[/]: {summary['epochs_run']} epoch(s), best {summary['monitor']} = "
+        f"{summary['best']:.4f} at epoch {summary['best_epoch']}" if summary["best"] is not None else "[bold green]done[/]"
+    )
+    iou = best.get("confusion/iou")
+    if iou:
+        from segcli.data.format import read_dataset_info  # noqa: F401  (class names come from the checkpoint)
+        from segcli.engine.checkpoint import load_checkpoint
+
+        classes = [c["name"] for c in load_checkpoint(run_dir / "best.safetensors").meta["classes"]]
+        table = Table(title="per-class IoU of the best checkpoint")
+        table.add_column("class")
+        table.add_column("IoU", justify="right")
+        for name, value in zip(classes, iou, strict=False):
+            table.add_row(name, "-" if value != value else f"{value:.4f}")
+        console.print(table)
+    console.print(f"checkpoints: {run_dir}/best.safetensors, {run_dir}/last.safetensors")
+    console.print(f"next: segcli predict --colorize FOLDER   (uses {run_dir}/best.safetensors)")
 
 
 def add_to(app: typer.Typer) -> None:
-    pass
+    app.command("train")(train)

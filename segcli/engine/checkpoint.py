@@ -1,0 +1,117 @@
+"""Checkpoints as safetensors files: tensors in the body, JSON metadata in the header.
+
+Loading never executes code from the file. Nested training state (optimiser, scheduler,
+RNG) is flattened: its tensors go into the body under `state/...` keys and the rest of
+its structure into the header. Writes go to a temporary file that is renamed over the
+old one, so a crash at any moment leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as safetensors_bytes
+
+from segcli.errors import CheckpointError, OutputError
+
+SUFFIX = ".safetensors"
+_TENSOR = "__tensor__"
+
+
+def _flatten(tree: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(tree, torch.Tensor):
+        key = f"state/{prefix}"
+        tensors[key] = tree.detach().to("cpu").contiguous()
+        return {_TENSOR: key}
+    if isinstance(tree, dict):
+        if not all(isinstance(k, (str, int)) for k in tree):
+            raise TypeError(f"cannot store dict keys of {prefix}")
+        # keys are kept with their type so optimizer state ids (ints) survive the round trip
+        return {"__dict__": [[k, _flatten(v, f"{prefix}.{k}", tensors)] for k, v in tree.items()]}
+    if isinstance(tree, (list, tuple)):
+        items = [_flatten(v, f"{prefix}.{i}", tensors) for i, v in enumerate(tree)]
+        return {"__tuple__": items} if isinstance(tree, tuple) else items
+    return tree
+
+
+def _unflatten(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(tree, dict):
+        if _TENSOR in tree:
+            return tensors[tree[_TENSOR]]
+        if "__dict__" in tree:
+            return {k: _unflatten(v, tensors) for k, v in tree["__dict__"]}
+        if "__tuple__" in tree:
+            return tuple(_unflatten(v, tensors) for v in tree["__tuple__"])
+    if isinstance(tree, list):
+        return [_unflatten(v, tensors) for v in tree]
+    return tree
+
+
+def save_checkpoint(
+    path: Path,
+    model_state: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+    training_state: dict[str, Any] | None = None,
+) -> None:
+    """Atomically write weights, JSON-able `meta` and optional nested `training_state`."""
+    path = Path(path)
+    tensors = {f"model/{k}": v.detach().to("cpu").contiguous() for k, v in model_state.items()}
+    header = {"segcli.meta": json.dumps(meta)}
+    if training_state is not None:
+        header["segcli.state"] = json.dumps(_flatten(training_state, "", tensors))
+    data = safetensors_bytes(tensors, metadata=header)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                stream.write(data)
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise OutputError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
+
+
+class Checkpoint:
+    """A loaded checkpoint: `model_state`, `meta` and (for `last`) `training_state`."""
+
+    def __init__(self, path: Path, model_state: dict, meta: dict, training_state: dict | None):
+        self.path = path
+        self.model_state = model_state
+        self.meta = meta
+        self.training_state = training_state
+
+
+def load_checkpoint(path: Path, *, with_training_state: bool = False) -> Checkpoint:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist", hint="check the path or run `segcli train`")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+            if "segcli.meta" not in header:
+                raise CheckpointError(f"{path} is a safetensors file but not a segcli checkpoint")
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+        meta = json.loads(header["segcli.meta"])
+        state = None
+        if with_training_state and "segcli.state" in header:
+            state = _unflatten(json.loads(header["segcli.state"]), tensors)
+    except CheckpointError:
+        raise
+    except (SafetensorError, OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or unreadable: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+            hint="use another checkpoint (e.g. last or best of the run)",
+        ) from None
+    model_state = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
+    return Checkpoint(path, model_state, meta, state)

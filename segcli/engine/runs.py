@@ -1,0 +1,103 @@
+"""Run folders: naming, what they record for reproducibility, and finding checkpoints."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from segcli import __version__
+from segcli.config import RunConfig, to_toml
+from segcli.errors import CheckpointError, OutputError
+from segcli.engine.checkpoint import SUFFIX
+
+
+def create_run_dir(config: RunConfig) -> Path:
+    """`<runs_dir>/<YYYYmmdd-HHMMSS>-<recipe>/`, unique even when two runs start together."""
+    label = config.recipe or f"{config.model.name}-{config.dataset.name}"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path(config.runs_dir)
+    for attempt in range(1000):
+        path = base / (f"{stamp}-{label}" + (f"-{attempt}" if attempt else ""))
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise OutputError(f"cannot create run folder {path}: {exc.strerror or exc}") from None
+    raise OutputError(f"cannot find a free run folder name under {base}")
+
+
+def record_run(run_dir: Path, config: RunConfig) -> None:
+    """What is needed to repeat the run: resolved config, command line, versions, git state."""
+    (run_dir / "config.toml").write_text(to_toml(config))
+    (run_dir / "command.txt").write_text(" ".join(_quote(a) for a in sys.argv) + "\n")
+    (run_dir / "environment.json").write_text(json.dumps(environment(), indent=2))
+
+
+def environment() -> dict[str, Any]:
+    import numpy
+    import torch
+    import torchvision
+
+    return {
+        "segcli": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+        "git": _git_state(),
+    }
+
+
+def _git_state() -> dict[str, Any] | None:
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+        if commit.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain"], capture_output=True, text=True, timeout=5
+        )
+        return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _quote(arg: str) -> str:
+    return arg if arg and all(c.isalnum() or c in "-_./=:,[]" for c in arg) else repr(arg)
+
+
+def newest_run(runs_dir: Path = Path("runs")) -> Path:
+    runs = [p for p in Path(runs_dir).glob("*/") if (p / "config.toml").is_file()]
+    if not runs:
+        raise CheckpointError(
+            f"no training runs found in {runs_dir}/",
+            hint="train one with `segcli train --plugin shapes-unet`, or pass --checkpoint",
+        )
+    return max(runs, key=lambda p: (p.stat().st_mtime, p.name))
+
+
+def find_checkpoint(spec: Path | None, runs_dir: Path = Path("runs"), which: str = "best") -> Path:
+    """A checkpoint file from a file path, a run folder, or (None) the newest run."""
+    if spec is None:
+        spec = newest_run(runs_dir)
+    spec = Path(spec)
+    if spec.is_dir():
+        for name in (which, "best", "last"):
+            candidate = spec / f"{name}{SUFFIX}"
+            if candidate.is_file():
+                return candidate
+        raise CheckpointError(f"run folder {spec} has no checkpoint", hint="was the run stopped before its first epoch ended?")
+    if not spec.exists():
+        raise CheckpointError(f"checkpoint {spec} does not exist")
+    return spec

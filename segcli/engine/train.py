@@ -1,0 +1,432 @@
+"""Training: `fit` runs a whole configuration; `train_one_epoch` and `evaluate` are the loops.
+
+The step loop never synchronises with the device except every `train.log_every` steps,
+when the running loss is read once for display.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from segcli.config import RunConfig, build_config, load_toml
+from segcli.data.dataset import EpochSampler, SegmentationDataset, build_transforms, collate
+from segcli.data.format import DatasetInfo, read_dataset_info
+from segcli.engine.build import (
+    build_loss,
+    build_metrics,
+    build_model,
+    forward,
+    predictions,
+    resolve_device,
+)
+from segcli.engine.checkpoint import SUFFIX, load_checkpoint, save_checkpoint
+from segcli.engine.runs import create_run_dir, environment, record_run
+from segcli.errors import CheckpointError, ConfigError, DataError, ResourceError
+from segcli.plugins import get_plugins
+
+
+class Reporter(Protocol):
+    """What the training loop tells its display (the CLI's rich progress, or nothing)."""
+
+    def start(self, run_dir: Path, epochs: int, steps_per_epoch: int) -> None: ...
+    def step(self, epoch: int, step: int, loss: float, images_per_second: float) -> None: ...
+    def epoch_end(self, record: dict[str, Any], best: float | None) -> None: ...
+
+
+class _Silent:
+    def start(self, run_dir: Path, epochs: int, steps_per_epoch: int) -> None:
+        pass
+
+    def step(self, epoch: int, step: int, loss: float, images_per_second: float) -> None:
+        pass
+
+    def epoch_end(self, record: dict[str, Any], best: float | None) -> None:
+        pass
+
+
+@dataclass
+class TrainingState:
+    """Where a run is; saved in `last` so that a resumed run continues exactly."""
+
+    epoch: int = 0  # the next epoch to run
+    step: int = 0  # optimizer steps taken
+    best: float | None = None
+    best_epoch: int | None = None
+    epochs_without_improvement: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def ensure_dataset(config: RunConfig) -> Path:
+    """The prepared dataset folder; a synthetic dataset is prepared on the spot if missing."""
+    root = config.dataset_path()
+    if (root / "dataset.json").is_file():
+        return root
+    plugins = get_plugins()
+    entry = plugins.datasets.entry(config.dataset.name)
+    preparer = entry.load()
+    if getattr(preparer, "needs_raw", True) or root.exists():
+        raise DataError(
+            f"dataset {config.dataset.name!r} is not prepared at {root}",
+            hint=f"run `segcli prepare {config.dataset.name} PATH/TO/RAW --out {root}` first",
+        )
+    from segcli.data.prepare import build_dataset
+
+    build_dataset(preparer(None), root, preparer={"name": config.dataset.name, "options": {}})
+    return root
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def build_optimizer(config: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
+    train = config.train
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    name = train.optimizer.lower()
+    if name == "sgd":
+        return torch.optim.SGD(parameters, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(parameters, lr=train.lr, weight_decay=train.weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(parameters, lr=train.lr, weight_decay=train.weight_decay)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(parameters, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
+    raise ConfigError(f"unknown optimizer {train.optimizer!r}; valid: sgd, adam, adamw, rmsprop")
+
+
+def lr_factor(config: RunConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    """Learning-rate multiplier per optimizer step: linear warm-up, then the schedule."""
+    train = config.train
+    total = max(1, train.epochs * steps_per_epoch)
+    warmup = int(train.warmup_epochs * steps_per_epoch)
+    name = train.scheduler.lower()
+    if name not in ("none", "poly", "cosine", "step"):
+        raise ConfigError(f"unknown scheduler {train.scheduler!r}; valid: none, poly, cosine, step")
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        if name == "poly":
+            return (1 - progress) ** train.poly_power
+        if name == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * progress))
+        if name == "step":
+            return train.gamma ** (step // max(1, train.step_epochs * steps_per_epoch))
+        return 1.0
+
+    return factor
+
+
+def autocast_for(amp: str, device: torch.device):
+    if amp == "off":
+        return nullcontext()
+    if amp == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if amp == "fp16":
+        if device.type != "cuda":
+            raise ConfigError("train.amp=fp16 needs a CUDA device", hint="use --set train.amp=bf16 on CPU")
+        return torch.autocast("cuda", dtype=torch.float16)
+    raise ConfigError(f"unknown train.amp {amp!r}; valid: off, bf16, fp16")
+
+
+def make_loader(dataset: SegmentationDataset, sampler: EpochSampler, config: RunConfig, device: torch.device, batch_size: int) -> DataLoader:
+    workers = max(0, config.train.workers)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+        collate_fn=collate,
+        drop_last=False,
+    )
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    loss_fn: Callable,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler | None,
+    config: RunConfig,
+    device: torch.device,
+    state: TrainingState,
+    reporter: Reporter,
+    max_steps: int | None = None,
+) -> float:
+    """One pass over the training data; returns the mean loss (one host sync, at the end)."""
+    model.train()
+    accumulate = max(1, config.train.accumulate)
+    memory_format = torch.channels_last if config.train.channels_last else torch.contiguous_format
+    loss_sum = torch.zeros((), device=device)
+    batches = 0
+    window_images, window_start = 0, time.perf_counter()
+    optimizer.zero_grad(set_to_none=True)
+    for index, (images, masks) in enumerate(loader):
+        images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        masks = masks.to(device, non_blocking=True)
+        with autocast_for(config.train.amp, device):
+            loss = loss_fn(forward(model, images), masks)
+        (scaler.scale(loss / accumulate) if scaler else loss / accumulate).backward()
+        loss_sum += loss.detach()
+        batches += 1
+        window_images += images.shape[0]
+        last_batch = index + 1 == len(loader)
+        if (index + 1) % accumulate == 0 or last_batch:
+            if config.train.clip_grad > 0:
+                if scaler:
+                    scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), config.train.clip_grad)
+            if scaler:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            if state.step % max(1, config.train.log_every) == 0 or last_batch:
+                elapsed = time.perf_counter() - window_start
+                reporter.step(state.epoch, index + 1, float(loss_sum / batches), window_images / max(elapsed, 1e-9))
+                window_images, window_start = 0, time.perf_counter()
+            if max_steps is not None and state.step >= max_steps:
+                break
+    return float(loss_sum / max(1, batches))
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    loss_fn: Callable | None,
+    metrics: dict[str, Any],
+    device: torch.device,
+    config: RunConfig,
+) -> dict[str, Any]:
+    """Validation loss and every metric over a loader, keyed `<metric>/<key>`."""
+    model.eval()
+    for metric in metrics.values():
+        metric.reset()
+    loss_sum = torch.zeros((), device=device)
+    batches = 0
+    for images, masks in loader:
+        images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
+        with autocast_for(config.train.amp, device):
+            logits = forward(model, images)
+            if loss_fn is not None:
+                loss_sum += loss_fn(logits, masks).float()
+        batches += 1
+        predicted = predictions(logits.float(), config.train.threshold)
+        for metric in metrics.values():
+            metric.update(predicted, masks)
+    results: dict[str, Any] = {}
+    if loss_fn is not None:
+        results["val/loss"] = float(loss_sum / max(1, batches))
+    for name, metric in metrics.items():
+        for key, value in metric.compute().items():
+            results[f"{name}/{key}"] = value
+    return results
+
+
+def _improved(value: float, best: float | None, mode: str) -> bool:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return False
+    return best is None or (value > best if mode == "max" else value < best)
+
+
+def fit(
+    config: RunConfig,
+    *,
+    max_steps: int | None = None,
+    resume: Path | None = None,
+    reporter: Reporter | None = None,
+) -> Path:
+    """Train a configuration to the end (or `max_steps`); returns the run folder."""
+    reporter = reporter or _Silent()
+    if resume is not None:
+        config, run_dir, checkpoint = _resume_point(resume)
+    plugins = get_plugins()
+    root = ensure_dataset(config)
+    info = read_dataset_info(root)
+    if config.train.monitor_mode not in ("max", "min"):
+        raise ConfigError("train.monitor_mode must be max or min")
+    seed_everything(config.train.seed, config.train.deterministic)
+    device = resolve_device(config.train.device)
+    model = build_model(config, info, plugins)
+    if config.model.weights:
+        _load_weights(model, Path(config.model.weights))
+    model.to(device)
+    if config.train.channels_last:
+        model.to(memory_format=torch.channels_last)
+    loss_fn = build_loss(config, info, plugins)
+    if isinstance(loss_fn, nn.Module):
+        loss_fn.to(device)
+    metrics = build_metrics(config, info, plugins)
+    train_set = SegmentationDataset(root, config.dataset.train_split, build_transforms(config.input, config.augment, info.image_channels), config.train.seed, info)
+    validate = config.dataset.val_split in info.labelled_splits
+    monitor = config.train.monitor if validate else "train/loss"
+    mode = config.train.monitor_mode if validate else "min"
+    train_sampler = EpochSampler(len(train_set), shuffle=True, seed=config.train.seed)
+    batch_size = config.train.batch_size
+    train_loader = make_loader(train_set, train_sampler, config, device, batch_size)
+    val_loader = None
+    if validate:
+        val_set = SegmentationDataset(root, config.dataset.val_split, build_transforms(config.input, None, info.image_channels), config.train.seed, info)
+        val_loader = make_loader(val_set, EpochSampler(len(val_set), shuffle=False), config, device, batch_size)
+    steps_per_epoch = math.ceil(len(train_loader) / max(1, config.train.accumulate))
+    optimizer = build_optimizer(config, model)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, steps_per_epoch))
+    scaler = torch.amp.GradScaler("cuda") if config.train.amp == "fp16" else None
+    model_to_run = torch.compile(model) if config.train.compile else model
+
+    state = TrainingState()
+    if resume is not None:
+        state = _restore(checkpoint, model, optimizer, scheduler, scaler)
+    else:
+        run_dir = create_run_dir(config)
+        record_run(run_dir, config)
+    meta = _checkpoint_meta(config, info)
+    reporter.start(run_dir, config.train.epochs, len(train_loader))
+
+    try:
+        while state.epoch < config.train.epochs:
+            train_sampler.set_epoch(state.epoch)
+            started = time.perf_counter()
+            train_loss = train_one_epoch(model_to_run, train_loader, loss_fn, optimizer, scheduler, scaler, config, device, state, reporter, max_steps)
+            record: dict[str, Any] = {"epoch": state.epoch + 1, "step": state.step, "lr": optimizer.param_groups[0]["lr"], "train/loss": train_loss}
+            last_epoch = state.epoch + 1 == config.train.epochs or (max_steps is not None and state.step >= max_steps)
+            if val_loader is not None and ((state.epoch + 1) % max(1, config.train.val_every) == 0 or last_epoch):
+                record.update(evaluate(model_to_run, val_loader, loss_fn, metrics, device, config))
+            record["seconds"] = round(time.perf_counter() - started, 3)
+            state.history.append(record)
+            _append_metrics(run_dir, record)
+            if monitor in record and not isinstance(record[monitor], (int, float)):
+                raise ConfigError(f"train.monitor {monitor!r} is not a number", hint="pick a scalar key from metrics.jsonl")
+            if monitor in record and _improved(record[monitor], state.best, mode):
+                state.best, state.best_epoch = record[monitor], record["epoch"]
+                state.epochs_without_improvement = 0
+                save_checkpoint(run_dir / f"best{SUFFIX}", model.state_dict(), {**meta, "epoch": record["epoch"], "metrics": record})
+            elif monitor in record:
+                state.epochs_without_improvement += 1
+            elif val_loader is not None and monitor not in record and record.get("val/loss") is not None and state.epoch == 0 and monitor != "train/loss":
+                raise ConfigError(f"train.monitor {monitor!r} is not reported; available: {', '.join(k for k in record if isinstance(record[k], (int, float)))}")
+            state.epoch += 1
+            save_checkpoint(run_dir / f"last{SUFFIX}", model.state_dict(), {**meta, "epoch": state.epoch, "metrics": record}, _training_state(state, optimizer, scheduler, scaler))
+            reporter.epoch_end(record, state.best)
+            patience = config.train.early_stop_patience
+            if patience > 0 and state.epochs_without_improvement >= patience:
+                break
+            if max_steps is not None and state.step >= max_steps:
+                break
+    except torch.cuda.OutOfMemoryError:
+        raise ResourceError(
+            "the GPU ran out of memory during training; the last checkpoint is intact",
+            hint=f"lower train.batch_size (now {config.train.batch_size}) or input.size, or use --set train.accumulate=2",
+        ) from None
+    (run_dir / "summary.json").write_text(json.dumps({"best": state.best, "best_epoch": state.best_epoch, "monitor": monitor, "epochs_run": state.epoch, "steps": state.step}, indent=2))
+    return run_dir
+
+
+def _checkpoint_meta(config: RunConfig, info: DatasetInfo) -> dict[str, Any]:
+    return {
+        "config": config.to_dict(),
+        "classes": [{"id": c.id, "name": c.name, "color": list(c.color)} for c in info.classes],
+        "image_channels": info.image_channels,
+        "dataset": info.name,
+        "environment": environment(),
+    }
+
+
+def _training_state(state: TrainingState, optimizer, scheduler, scaler) -> dict[str, Any]:
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return {
+        "progress": asdict(state),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict() if scaler else None,
+        "rng": rng,
+    }
+
+
+def _resume_point(spec: Path) -> tuple[RunConfig, Path, Any]:
+    run_dir = Path(spec)
+    if run_dir.is_file():
+        run_dir = run_dir.parent
+    last = run_dir / f"last{SUFFIX}"
+    if not (run_dir / "config.toml").is_file():
+        raise CheckpointError(f"{run_dir} is not a run folder (no config.toml)")
+    if not last.is_file():
+        raise CheckpointError(f"{run_dir} has no last{SUFFIX} to resume from", hint="the run stopped before its first epoch ended; start it again")
+    config = build_config(config_file=run_dir / "config.toml")
+    _ = load_toml  # config.toml is the single source of the resumed configuration
+    return config, run_dir, load_checkpoint(last, with_training_state=True)
+
+
+def _restore(checkpoint, model, optimizer, scheduler, scaler) -> TrainingState:
+    saved = checkpoint.training_state
+    if saved is None:
+        raise CheckpointError(f"{checkpoint.path} holds no training state to resume from")
+    model.load_state_dict(checkpoint.model_state)
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    if scaler is not None and saved.get("scaler"):
+        scaler.load_state_dict(saved["scaler"])
+    torch.set_rng_state(saved["rng"]["torch"])
+    if "cuda" in saved["rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
+    return TrainingState(**saved["progress"])
+
+
+def _load_weights(model: nn.Module, path: Path) -> None:
+    try:
+        from segcli.weights import load_weights_into
+    except ImportError:
+        load_weights_into = None
+    if load_weights_into is not None:
+        load_weights_into(model, path)
+        return
+    checkpoint = load_checkpoint(path)
+    model.load_state_dict(checkpoint.model_state)
+
+
+def _append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
+    with open(run_dir / "metrics.jsonl", "a") as stream:
+        stream.write(json.dumps(record) + "\n")
+    scalars = {k: v for k, v in record.items() if isinstance(v, (int, float))}
+    path = run_dir / "metrics.csv"
+    rows = []
+    if path.exists():
+        with open(path, newline="") as stream:
+            rows = list(csv.DictReader(stream))
+    rows.append(scalars)
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    with open(path, "w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
