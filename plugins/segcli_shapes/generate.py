@@ -69,7 +69,7 @@ def render(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
     mask = np.zeros((size, size), np.uint8)
     for _ in range(rng.integers(1, 5)):
         kind = int(rng.integers(1, 4))
-        color = tuple(int(c) for c in rng.integers(0, 256, 3))
+        color = _tint(rng, kind)
         shape = np.zeros_like(mask)
         _draw(shape, kind, rng, size)
         image[shape > 0] = color
@@ -77,6 +77,16 @@ def render(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
     noise = rng.normal(0, 6, image.shape)
     image = np.clip(image.astype(np.float32) + noise, 0, 255).astype(np.uint8)
     return image, mask
+
+
+# Each class leans to its own hue, jittered widely: a small model learns the task in
+# minutes on a CPU, and where a background patch has the same hue, shape must decide.
+_HUES = {1: (200, 60, 60), 2: (60, 190, 70), 3: (60, 90, 210)}
+
+
+def _tint(rng: np.random.Generator, kind: int) -> tuple[int, int, int]:
+    jitter = rng.integers(-55, 56, 3)
+    return tuple(int(v) for v in np.clip(np.array(_HUES[kind]) + jitter, 0, 255))
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:

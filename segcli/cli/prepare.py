@@ -162,6 +162,7 @@ def print_report(report: Any) -> None:
         table.add_column(split, justify="right")
     table.add_row("pairs", *[str(report.pairs.get(s, 0)) for s in splits])
     table.add_row("images without labels", *[str(report.unlabelled.get(s, 0)) for s in splits])
+    table.add_row("masks with only class 0", *[str(report.empty_masks.get(s, 0)) for s in splits])
     table.add_row("raw mask values", *[_values(report.raw_values.get(s)) for s in splits])
     table.add_row("class ids written", *[_values(report.mapped_values.get(s)) for s in splits])
     class_names = next(iter(report.class_share.values()), {})

@@ -1,0 +1,1 @@
+"""Datasets: the canonical prepared format, the prepare pipeline and the torch Dataset."""

@@ -1,0 +1,71 @@
+"""Reading and writing images and masks, with errors that name the file."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from segcli.errors import DataError, OutputError
+
+
+def open_image(path: Path) -> Image.Image:
+    """Open and fully decode an image file (EXIF orientation applied)."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return ImageOps.exif_transpose(image)
+    except FileNotFoundError:
+        raise DataError(f"image {path} does not exist") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(
+            f"cannot read image {path}: {exc}".rstrip(),
+            hint="the file is corrupt or not an image; replace or remove it",
+        ) from None
+
+
+def to_uint8(array: np.ndarray) -> np.ndarray:
+    """Scale 16-bit or float pixel data to uint8 the same way everywhere (training and predict)."""
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype in (np.uint16, np.int32, np.uint32, np.int64):
+        top = 65535 if array.max(initial=0) > 255 else 255
+        return (array.astype(np.float32) * (255.0 / top)).round().astype(np.uint8)
+    if array.dtype == bool:
+        return array.astype(np.uint8) * 255
+    return np.clip(array.astype(np.float32) * 255.0, 0, 255).round().astype(np.uint8)
+
+
+def read_image(path: Path, channels: int = 3) -> np.ndarray:
+    """An image as uint8 ``(H, W, channels)``; grey is expanded to RGB or RGB reduced to grey."""
+    image = open_image(path)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = to_uint8(np.asarray(image))
+        image = Image.fromarray(array)
+    if channels == 1:
+        return np.array(image.convert("L"))[:, :, None]
+    return np.array(image.convert("RGB"))
+
+
+def read_mask(path: Path) -> np.ndarray:
+    """A prepared mask as uint8 ``(H, W)``."""
+    image = open_image(path)
+    if image.mode not in ("L", "P"):
+        raise DataError(f"mask {path} has mode {image.mode}; prepared masks are 8-bit single-channel")
+    return np.array(image)
+
+
+def write_png_atomic(path: Path, array: np.ndarray) -> None:
+    """Write a PNG via a temporary file in the same folder, so a reader never sees half a file."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(handle, "wb") as stream:
+            Image.fromarray(array).save(stream, format="PNG")
+        os.replace(temporary, path)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
