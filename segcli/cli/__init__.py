@@ -12,6 +12,8 @@ import sys
 import typer
 
 from segcli import __version__
+from segcli.cli import evaluate as evaluate_command
+from segcli.cli import export as export_command
 from segcli.cli import plugins as plugins_command
 from segcli.cli import predict as predict_command
 from segcli.cli import prepare as prepare_command
@@ -51,6 +53,8 @@ def _root(
 prepare_command.add_to(app)
 train_command.add_to(app)
 predict_command.add_to(app)
+evaluate_command.add_to(app)
+export_command.add_to(app)
 visualize_command.add_to(app)
 plugins_command.add_to(app)
 

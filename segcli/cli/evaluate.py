@@ -1,0 +1,7 @@
+"""`segcli evaluate` (being written)."""
+
+import typer
+
+
+def add_to(app: typer.Typer) -> None:
+    pass
