@@ -47,7 +47,7 @@ class TrainConfig:
     optimizer: str = "adam"
     weight_decay: float = 0.0
     momentum: float = 0.9
-    scheduler: str = "none"  # none | poly | cosine | step
+    scheduler: str = "none"  # none | poly | cosine | step | onecycle
     warmup_epochs: float = 0.0
     step_epochs: int = 30  # step scheduler: multiply lr by gamma every step_epochs
     gamma: float = 0.1
@@ -67,6 +67,12 @@ class TrainConfig:
     channels_last: bool = False
     compile: bool = False
     threshold: float = 0.5  # probability above which a single-logit model predicts class 1
+    ema: float = 0.0  # decay of an exponential moving average of the weights; 0 = off
+
+
+@dataclass
+class LogConfig:
+    tensorboard: bool = False
 
 
 @dataclass
@@ -95,6 +101,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     input: InputConfig = field(default_factory=InputConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     runs_dir: str = "runs"
 
     def dataset_path(self) -> Path:

@@ -63,7 +63,8 @@ def trained_run(shapes_dataset, tmp_path_factory) -> Path:
         overrides=[
             f"dataset.path={shapes_dataset}".replace("=", '="', 1) + '"',
             f'runs_dir="{runs}"',
-            "train.epochs=2", "train.workers=0", "input.size=[64,64]", "train.batch_size=8",
+            "train.epochs=2", "train.workers=0", "input.size=[32,32]", "train.batch_size=16",
+            "model.base_width=4", "model.depth=2",
         ],
     )
     config.recipe = "shapes-unet"

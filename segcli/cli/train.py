@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +107,8 @@ def _train(config: Any, max_steps: int | None, resume: Path | None) -> None:
         run_dir = fit(config, max_steps=max_steps, resume=resume, reporter=reporter)
     finally:
         reporter.stop()
-    print_summary(run_dir)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, only the first process reports
+        print_summary(run_dir)
 
 
 def print_summary(run_dir: Path) -> None:

@@ -1,15 +1,19 @@
-"""Prediction: from a checkpoint and image files to index masks (and colour pictures).
+"""Prediction: from a checkpoint (or an exported model) and image files to masks and pictures.
 
-Images are loaded in background workers, resized to the size the model was trained at,
-run in batches, and the logits resized back to each image's original size, so every
-output mask has exactly its input's size.
+Images are loaded in background workers and preprocessed as in training: resized to the
+checkpoint's `input.size` (or kept at their own size when the model was trained at native
+size, padded by the engine to the model's size divisor). Everything after the model works
+on class probabilities: test-time flips are averaged there, sliding windows are blended
+there, and the probabilities are resized back to each image's own size in horizontal
+strips, so no output needs full-resolution float maps of every class at once.
 """
 
 from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,10 +27,21 @@ from segcli.config import build_config
 from segcli.data.dataset import normalisation
 from segcli.data.format import IMAGE_SUFFIXES, ClassInfo, DatasetInfo
 from segcli.data.io import read_image, write_png_atomic
-from segcli.engine.build import build_model, forward, predictions, resolve_device
+from segcli.engine.build import build_model, forward, probabilities, resolve_device
 from segcli.engine.checkpoint import load_checkpoint
+from segcli.engine.tiling import check_tiling, sliding_window
 from segcli.errors import CheckpointError, DataError, OutputError, UsageError
-from segcli.palette import colorize
+from segcli.palette import colorize, overlay
+
+# flip dimensions of each test-time view; the views' probabilities are averaged
+TTA_VIEWS: dict[str, list[tuple[int, ...]]] = {
+    "none": [()],
+    "flip": [(), (3,)],
+    "flip-hv": [(), (3,), (2,), (2, 3)],
+}
+PROBABILITY_FORMATS = ("npy", "png")
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+STRIP_ROWS = 256  # rows of full-resolution probabilities held at once when resizing back
 
 
 @dataclass
@@ -37,67 +52,203 @@ class PredictReport:
 
 
 class Predictor:
-    """A model restored from a checkpoint with the preprocessing it was trained with."""
+    """A model with the preprocessing it was trained with, from a segcli checkpoint
+    (`.safetensors`) or an export made by `segcli export` (`.onnx`, TorchScript `.pt`)."""
 
-    def __init__(self, checkpoint_path: Path, device: str = "auto") -> None:
-        checkpoint = load_checkpoint(checkpoint_path)
-        meta = checkpoint.meta
+    def __init__(
+        self,
+        checkpoint_path: Path,
+        device: str = "auto",
+        *,
+        amp: str = "auto",
+        tta: str = "none",
+        threshold: float | None = None,
+    ) -> None:
+        checkpoint_path = Path(checkpoint_path)
+        self.device = resolve_device(device)
+        if checkpoint_path.suffix in (".onnx", ".pt"):
+            from segcli.engine.export import load_exported
+
+            meta, self.model = load_exported(checkpoint_path, self.device)
+            self.exported = True
+        else:
+            checkpoint = load_checkpoint(checkpoint_path)
+            meta = checkpoint.meta
+            self.exported = False
         try:
             self.config = build_config(meta["config"])
-            self.classes = [ClassInfo(c["id"], c["name"], tuple(c["color"])) for c in meta["classes"]]
+            self.classes = [
+                ClassInfo(c["id"], c["name"], tuple(c["color"])) for c in meta["classes"]
+            ]
             self.channels = int(meta["image_channels"])
         except (KeyError, TypeError) as exc:
             raise CheckpointError(f"{checkpoint_path} lacks segcli metadata ({exc})") from None
-        self.config.model.backbone_weights = None  # the checkpoint holds all weights
-        info = DatasetInfo(name=meta.get("dataset", "?"), classes=self.classes, splits={}, image_channels=self.channels)
-        self.device = resolve_device(device)
-        self.model = build_model(self.config, info)
-        try:
-            self.model.load_state_dict(checkpoint.model_state)
-        except RuntimeError as exc:
-            raise CheckpointError(f"{checkpoint_path} does not fit model {self.config.model.name!r}: {str(exc).splitlines()[0]}") from None
-        self.model.to(self.device).eval()
+        self.meta = meta
+        if not self.exported:
+            self.config.model.backbone_weights = None  # the checkpoint holds all weights
+            self.model = build_model(self.config, self.dataset_info())
+            try:
+                self.model.load_state_dict(checkpoint.model_state)
+            except RuntimeError as exc:
+                raise CheckpointError(
+                    f"{checkpoint_path} does not fit model {self.config.model.name!r}: "
+                    f"{str(exc).splitlines()[0]}"
+                ) from None
+            self.model.to(self.device).eval()
         self.mean, self.std = normalisation(self.config.input, self.channels)
         self.size = list(self.config.input.size) if self.config.input.size else None
-        self.threshold = self.config.train.threshold
+        self.num_classes = max(2, len(self.classes))
+        if threshold is not None and self.num_classes != 2:
+            raise UsageError(
+                f"--threshold applies to binary models; this one has {self.num_classes} classes",
+                hint="leave --threshold out: the most probable class is taken",
+            )
+        self.threshold = self.config.train.threshold if threshold is None else threshold
+        if not 0 < self.threshold < 1:
+            raise UsageError(f"--threshold {self.threshold} must lie between 0 and 1")
+        if tta not in TTA_VIEWS:
+            raise UsageError(f"unknown --tta {tta!r}; valid: {', '.join(TTA_VIEWS)}")
+        self.views = TTA_VIEWS[tta]
+        if amp not in AMP_MODES:
+            raise UsageError(f"unknown --amp {amp!r}; valid: {', '.join(AMP_MODES)}")
+        if amp == "auto":
+            amp = "fp16" if self.device.type == "cuda" and not self.exported else "off"
+        self.amp = "off" if self.exported else amp
         self.palette = [c.color for c in self.classes]
+        self._mean = torch.tensor(self.mean).view(-1, 1, 1)
+        self._std = torch.tensor(self.std).view(-1, 1, 1)
+
+    def dataset_info(self) -> DatasetInfo:
+        return DatasetInfo(
+            name=self.meta.get("dataset", "?"), classes=self.classes, splits={},
+            image_channels=self.channels,
+        )
+
+    def normalise(self, image: np.ndarray) -> torch.Tensor:
+        """uint8 (H, W, C) -> normalised float (C, H, W) at the image's own size."""
+        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255)
+        return (tensor - self._mean) / self._std
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
-        tensor = torch.from_numpy(image).permute(2, 0, 1).float().div_(255)
+        """As in training: resized to `input.size` when the model was trained resized."""
+        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255)
         if self.size:
-            tensor = F.interpolate(tensor[None], size=self.size, mode="bilinear", align_corners=False, antialias=True)[0]
-        mean = torch.tensor(self.mean).view(-1, 1, 1)
-        std = torch.tensor(self.std).view(-1, 1, 1)
-        return (tensor - mean) / std
+            tensor = F.interpolate(
+                tensor[None], size=self.size, mode="bilinear", align_corners=False, antialias=True
+            )[0]
+        return (tensor - self._mean) / self._std
 
     @torch.no_grad()
-    def predict_batch(self, batch: torch.Tensor, sizes: list[tuple[int, int]]) -> list[np.ndarray]:
-        logits = forward(self.model, batch.to(self.device)).float()
-        masks = []
-        for row, (height, width) in zip(logits, sizes, strict=True):
-            if row.shape[-2:] != (height, width):
-                row = F.interpolate(row[None], size=(height, width), mode="bilinear", align_corners=False)[0]
-            masks.append(predictions(row[None], self.threshold)[0].to(torch.uint8).cpu().numpy())
-        return masks
+    def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
+        """(N, K, h, w) float32 CPU class probabilities for a preprocessed batch, TTA averaged."""
+        from segcli.engine.train import autocast_for
+
+        batch = batch.to(self.device, non_blocking=True)
+        total = None
+        for dims in self.views:
+            view = batch.flip(dims) if dims else batch
+            with autocast_for(self.amp, self.device):
+                logits = forward(self.model, view)
+            probs = probabilities(logits.float())
+            probs = probs.flip(dims) if dims else probs
+            total = probs if total is None else total + probs
+        return (total / len(self.views)).cpu()
+
+    def window_probabilities(self, windows: list[np.ndarray]) -> torch.Tensor:
+        return self.probabilities(torch.stack([self.normalise(w) for w in windows]))
+
+    def decide(self, probs: torch.Tensor) -> torch.Tensor:
+        """uint8 class indices from (K, ...) probabilities: threshold for binary, else argmax."""
+        if probs.shape[0] == 2:
+            return (probs[1] > self.threshold).to(torch.uint8)
+        return probs.argmax(0).to(torch.uint8)
+
+    def predict_image(
+        self, image: np.ndarray, emit: Callable[[int, torch.Tensor], None], *,
+        tile: int | None = None, overlap: float = 0.25, batch_size: int = 4,
+        progress: Callable[[float], None] | None = None,
+    ) -> None:
+        """`emit(top, (K, rows, W) probabilities)` strips covering one image at its own size."""
+        if tile:
+            sliding_window(
+                image, self.window_probabilities, self.num_classes, emit,
+                tile=tile, overlap=overlap, batch_size=batch_size, progress=progress,
+            )
+            return
+        probs = self.probabilities(self.preprocess(image)[None])[0]
+        emit_resized(probs, *image.shape[:2], emit=emit)
+        if progress:
+            progress(1)
+
+    def predict_mask(self, image: np.ndarray, **tiling: Any) -> np.ndarray:
+        """The (H, W) uint8 class mask of one image (uint8 H, W, C)."""
+        mask = np.empty(image.shape[:2], np.uint8)
+
+        def keep(top: int, probs: torch.Tensor) -> None:
+            mask[top : top + probs.shape[1]] = self.decide(probs).numpy()
+
+        self.predict_image(image, keep, **tiling)
+        return mask
 
 
-def discover_inputs(inputs: Iterable[Path | str], recursive: bool = False) -> list[tuple[Path, Path]]:
+def _source_index(size_out: int, size_in: int, start: int, stop: int):
+    """Bilinear source rows/columns as torch's interpolate (align_corners=False) computes them."""
+    coords = ((torch.arange(start, stop, dtype=torch.float64) + 0.5) * (size_in / size_out) - 0.5)
+    coords = coords.clamp_(min=0)
+    low = coords.floor().long().clamp_(max=size_in - 1)
+    high = (low + 1).clamp_(max=size_in - 1)
+    return low, high, (coords - low).float()
+
+
+def resized_strips(
+    probs: torch.Tensor, height: int, width: int, rows: int = STRIP_ROWS
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """Bilinear resize of (K, h, w) to (K, height, width), one strip of `rows` rows at a time."""
+    in_h, in_w = probs.shape[-2:]
+    if (in_h, in_w) == (height, width):
+        for top in range(0, height, rows):
+            yield top, probs[:, top : top + rows]
+        return
+    left, right, fx = _source_index(width, in_w, 0, width)
+    for top in range(0, height, rows):
+        upper, lower, fy = _source_index(height, in_h, top, min(top + rows, height))
+        vertical = torch.lerp(probs[:, upper], probs[:, lower], fy[:, None])
+        yield top, torch.lerp(vertical[:, :, left], vertical[:, :, right], fx)
+
+
+def emit_resized(
+    probs: torch.Tensor, height: int, width: int, *, emit: Callable[[int, torch.Tensor], None]
+) -> None:
+    for top, strip in resized_strips(probs, height, width):
+        emit(top, strip)
+
+
+def discover_inputs(
+    inputs: Iterable[Path | str], recursive: bool = False
+) -> list[tuple[Path, Path]]:
     """(image, path relative to its input root) for files, folders and glob patterns."""
     found: list[tuple[Path, Path]] = []
+    inputs = list(inputs)
     for item in inputs:
         text = str(item)
-        if any(ch in text for ch in "*?["):
+        if glob.has_magic(text):
             matches = sorted(Path(p) for p in glob.glob(text, recursive=True))
+            matches = [m for m in matches if m.is_file()]
             if not matches:
                 raise DataError(f"no files match {text!r}")
-            found += [(m, Path(m.name)) for m in matches if m.is_file()]
+            root = _glob_root(text)
+            found += [
+                (m, m.relative_to(root) if _inside(m, root) else Path(m.name)) for m in matches
+            ]
             continue
         path = Path(item)
         if path.is_file():
             found.append((path, Path(path.name)))
         elif path.is_dir():
             pattern = "**/*" if recursive else "*"
-            images = sorted(p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            images = sorted(
+                p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            )
             found += [(p, p.relative_to(path)) for p in images]
         else:
             raise DataError(f"input {path} does not exist")
@@ -109,48 +260,139 @@ def discover_inputs(inputs: Iterable[Path | str], recursive: bool = False) -> li
     return found
 
 
+def _glob_root(pattern: str) -> Path:
+    """The folder part of a glob pattern before its first wildcard: outputs mirror below it."""
+    parts = Path(pattern).parts
+    fixed = []
+    for part in parts:
+        if glob.has_magic(part):
+            break
+        fixed.append(part)
+    return Path(*fixed) if fixed else Path(".")
+
+
+def output_stems(files: list[tuple[Path, Path]]) -> list[Path]:
+    """`<rel>/<stem>` per input, or `<rel>/<name>` where two share a stem (a.png, a.jpg)."""
+    stems = [relative.with_suffix("") for _, relative in files]
+    seen: dict[str, int] = {}
+    for stem in stems:
+        seen[str(stem).lower()] = seen.get(str(stem).lower(), 0) + 1
+    return [
+        relative if seen[str(stem).lower()] > 1 else stem
+        for (_, relative), stem in zip(files, stems, strict=True)
+    ]
+
+
 class _ImageFiles(Dataset):
-    def __init__(self, files: list[tuple[Path, Path]], predictor: Predictor) -> None:
+    """Loads (in DataLoader workers) what the main process needs of each image, nothing more."""
+
+    def __init__(self, files: list[tuple[Path, Path]], predictor: Predictor, keep_image: bool,
+                 preprocess: bool) -> None:
         self.files = files
         self.predictor = predictor
+        self.keep_image = keep_image
+        self.preprocess = preprocess
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        path, relative = self.files[index]
+        path = self.files[index][0]
         try:
             image = read_image(path, self.predictor.channels)
         except DataError as exc:
-            return {"path": path, "relative": relative, "error": str(exc)}
-        return {"path": path, "relative": relative, "image": image, "tensor": self.predictor.preprocess(image)}
+            return {"index": index, "error": str(exc)}
+        item: dict[str, Any] = {"index": index, "shape": image.shape[:2]}
+        if self.keep_image:
+            item["image"] = image
+        if self.preprocess:
+            item["tensor"] = self.predictor.preprocess(image)
+        return item
+
+
+class ImageOutputs:
+    """One image's output files, filled strip by strip and written atomically at the end."""
+
+    def __init__(self, predictor: Predictor, base: Path, height: int, width: int, *,
+                 colorize_masks: bool, overlay_alpha: float | None, probability_format: str | None):
+        self.predictor = predictor
+        self.base = base
+        self.colorize_masks = colorize_masks
+        self.overlay_alpha = overlay_alpha
+        self.mask = np.empty((height, width), np.uint8)
+        self.confidence = None
+        if probability_format == "png":
+            self.confidence = np.empty((height, width), np.uint8)
+        self.probability_file: Path | None = None
+        self.probability_map = None
+        if probability_format == "npy":
+            base.parent.mkdir(parents=True, exist_ok=True)
+            handle, name = tempfile.mkstemp(dir=base.parent, prefix=f".{base.name}.", suffix=".tmp")
+            os.close(handle)
+            self.probability_file = Path(name)
+            self.probability_map = np.lib.format.open_memmap(
+                name, mode="w+", dtype=np.float16, shape=(predictor.num_classes, height, width)
+            )
+
+    def add(self, top: int, probs: torch.Tensor) -> None:
+        rows = probs.shape[1]
+        mask = self.predictor.decide(probs)
+        self.mask[top : top + rows] = mask.numpy()
+        if self.confidence is not None:
+            chosen = probs.gather(0, mask.long()[None])[0]
+            self.confidence[top : top + rows] = chosen.mul(255).round_().to(torch.uint8).numpy()
+        if self.probability_map is not None:
+            self.probability_map[:, top : top + rows] = probs.numpy()
+
+    def write(self, image: np.ndarray | None) -> list[Path]:
+        mask_path = self.path(".png")
+        written = [mask_path]
+        write_png_atomic(mask_path, self.mask)
+        palette = self.predictor.palette
+        if self.colorize_masks:
+            written.append(self.path(".color.png"))
+            write_png_atomic(written[-1], colorize(self.mask, palette))
+        if self.overlay_alpha is not None:
+            written.append(self.path(".overlay.png"))
+            blended = np.empty((*self.mask.shape, 3), np.uint8)
+            for top in range(0, self.mask.shape[0], STRIP_ROWS):  # float copies stay strip-sized
+                rows = slice(top, top + STRIP_ROWS)
+                blended[rows] = overlay(image[rows], self.mask[rows], palette, self.overlay_alpha)
+            write_png_atomic(written[-1], blended)
+        if self.confidence is not None:
+            written.append(self.path(".confidence.png"))
+            write_png_atomic(written[-1], self.confidence)
+        if self.probability_map is not None:
+            written.append(self.path(".probs.npy"))
+            self.probability_map.flush()
+            self.probability_map = None
+            try:
+                os.replace(self.probability_file, written[-1])
+            except OSError as exc:
+                raise OutputError(f"cannot write {written[-1]}: {exc.strerror or exc}") from None
+        return written
+
+    def discard(self) -> None:
+        self.probability_map = None
+        if self.probability_file is not None:
+            self.probability_file.unlink(missing_ok=True)
+
+    def path(self, suffix: str) -> Path:
+        return self.base.with_name(self.base.name + suffix)
 
 
 def default_output_dir(inputs: list[Path | str]) -> Path:
-    first = Path(str(inputs[0]).split("*")[0].rstrip("/") or ".")
+    first = _glob_root(str(inputs[0])) if glob.has_magic(str(inputs[0])) else Path(inputs[0])
     base = first if first.is_dir() else first.parent
     return base.parent / f"{base.resolve().name}-pred"
 
 
-def predict_paths(
-    checkpoint: Path,
-    inputs: list[Path | str],
-    out_dir: Path | None = None,
-    *,
-    colorize_masks: bool = False,
-    recursive: bool = False,
-    batch_size: int = 4,
-    workers: int = 2,
-    device: str = "auto",
-    progress: Any = None,
-) -> PredictReport:
-    """Predict every input image; a broken image is reported in `failed`, the rest go on."""
-    files = discover_inputs(inputs, recursive)
-    out_dir = Path(out_dir) if out_dir else default_output_dir(inputs)
+def prepare_output_dir(out_dir: Path, inputs: list[Path | str]) -> Path:
     for item in inputs:
-        if Path(item).is_dir() and _inside(out_dir, Path(item)):
+        root = _glob_root(str(item)) if glob.has_magic(str(item)) else Path(item)
+        if root.is_dir() and _inside(out_dir, root):
             raise UsageError(
-                f"output folder {out_dir} is inside the input folder {item}",
+                f"output folder {out_dir} is inside the input folder {root}",
                 hint="choose an --out outside the input, so inputs and outputs never mix",
             )
     try:
@@ -159,36 +401,93 @@ def predict_paths(
         raise OutputError(f"cannot create output folder {out_dir}: {exc.strerror or exc}") from None
     if not os.access(out_dir, os.W_OK):
         raise OutputError(f"cannot write into {out_dir}: permission denied")
-    predictor = Predictor(checkpoint, device)
+    return out_dir
+
+
+def predict_paths(
+    checkpoint: Path,
+    inputs: list[Path | str],
+    out_dir: Path | None = None,
+    *,
+    colorize_masks: bool = False,
+    overlay_alpha: float | None = None,
+    probability_format: str | None = None,
+    threshold: float | None = None,
+    recursive: bool = False,
+    batch_size: int = 4,
+    workers: int = 2,
+    device: str = "auto",
+    amp: str = "auto",
+    tta: str = "none",
+    tile: int | None = None,
+    overlap: float = 0.25,
+    progress: Callable[[float], None] | None = None,
+) -> PredictReport:
+    """Predict every input image; a broken image is reported in `failed`, the rest go on."""
+    if probability_format not in (None, *PROBABILITY_FORMATS):
+        raise UsageError(f"unknown --probabilities {probability_format!r}; valid: npy, png")
+    if overlay_alpha is not None and not 0 < overlay_alpha <= 1:
+        raise UsageError(f"--alpha {overlay_alpha} must lie in (0, 1]")
+    if batch_size < 1:
+        raise UsageError(f"--batch-size {batch_size} must be at least 1")
+    if tile:
+        check_tiling(tile, overlap)
+    files = discover_inputs(inputs, recursive)
+    bases = output_stems(files)
+    out_dir = prepare_output_dir(Path(out_dir) if out_dir else default_output_dir(inputs), inputs)
+    predictor = Predictor(checkpoint, device, amp=amp, tta=tta, threshold=threshold)
+    batched = bool(predictor.size) and not tile  # all preprocessed tensors share one size
+    dataset = _ImageFiles(
+        files, predictor, keep_image=bool(tile) or overlay_alpha is not None, preprocess=not tile
+    )
     loader = DataLoader(
-        _ImageFiles(files, predictor), batch_size=batch_size, num_workers=workers if len(files) > batch_size else 0,
-        collate_fn=list, pin_memory=predictor.device.type == "cuda",
+        dataset, batch_size=batch_size if batched else 1, collate_fn=list,
+        num_workers=workers if len(files) > 1 else 0,
+        pin_memory=predictor.device.type == "cuda",
     )
     report = PredictReport(out_dir=str(out_dir))
+
+    def save(item: dict[str, Any], produce: Callable[[Callable], None]) -> None:
+        outputs = ImageOutputs(
+            predictor, out_dir / bases[item["index"]], *item["shape"],
+            colorize_masks=colorize_masks, overlay_alpha=overlay_alpha,
+            probability_format=probability_format,
+        )
+        try:
+            produce(outputs.add)
+            report.written += [str(p) for p in outputs.write(item.get("image"))]
+        finally:
+            outputs.discard()
+
     for items in loader:
         good = [item for item in items if "error" not in item]
-        report.failed += [(str(item["path"]), item["error"]) for item in items if "error" in item]
-        if good:
-            if predictor.size:
-                batches = [(good, torch.stack([item["tensor"] for item in good]))]
-            else:  # native sizes differ: one image per forward pass
-                batches = [([item], item["tensor"][None]) for item in good]
-            for group, tensor in batches:
-                masks = predictor.predict_batch(tensor, [item["image"].shape[:2] for item in group])
-                for item, mask in zip(group, masks, strict=True):
-                    target = out_dir / item["relative"].with_suffix(".png")
-                    write_png_atomic(target, mask)
-                    report.written.append(str(target))
-                    if colorize_masks:
-                        write_png_atomic(target.with_name(f"{target.stem}.color.png"), colorize(mask, predictor.palette))
+        for item in items:
+            if "error" in item:
+                report.failed.append((str(files[item["index"]][0]), item["error"]))
+                if progress:
+                    progress(1)
+        if not good:
+            continue
+        if tile:
+            for item in good:
+                save(item, lambda emit, image=item["image"]: predictor.predict_image(
+                    image, emit, tile=tile, overlap=overlap, batch_size=batch_size,
+                    progress=progress,
+                ))
+            continue
+        batch_probs = predictor.probabilities(torch.stack([item["tensor"] for item in good]))
+        for item, probs in zip(good, batch_probs, strict=True):
+            save(item, lambda emit, probs=probs, shape=item["shape"]: emit_resized(
+                probs, *shape, emit=emit
+            ))
         if progress:
-            progress(len(items))
+            progress(len(good))
     return report
 
 
 def _inside(child: Path, parent: Path) -> bool:
     try:
-        child.resolve().relative_to(parent.resolve())
+        Path(child).resolve().relative_to(Path(parent).resolve())
         return True
     except ValueError:
         return False

@@ -18,11 +18,13 @@ from typing import Any, Protocol
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
-from segcli.config import RunConfig, build_config, load_toml
+from segcli.config import RunConfig, build_config
 from segcli.data.dataset import EpochSampler, SegmentationDataset, build_transforms, collate
 from segcli.data.format import DatasetInfo, read_dataset_info
+from segcli.engine import distributed
 from segcli.engine.build import (
     build_loss,
     build_metrics,
@@ -60,12 +62,11 @@ class _Silent:
 class TrainingState:
     """Where a run is; saved in `last` so that a resumed run continues exactly."""
 
-    epoch: int = 0  # the next epoch to run
+    epoch: int = 0  # epochs completed = the next epoch to run
     step: int = 0  # optimizer steps taken
     best: float | None = None
     best_epoch: int | None = None
     epochs_without_improvement: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 def ensure_dataset(config: RunConfig) -> Path:
@@ -73,9 +74,7 @@ def ensure_dataset(config: RunConfig) -> Path:
     root = config.dataset_path()
     if (root / "dataset.json").is_file():
         return root
-    plugins = get_plugins()
-    entry = plugins.datasets.entry(config.dataset.name)
-    preparer = entry.load()
+    preparer = get_plugins().datasets.get(config.dataset.name)
     if getattr(preparer, "needs_raw", True) or root.exists():
         raise DataError(
             f"dataset {config.dataset.name!r} is not prepared at {root}",
@@ -115,22 +114,32 @@ def build_optimizer(config: RunConfig, model: nn.Module) -> torch.optim.Optimize
     raise ConfigError(f"unknown optimizer {train.optimizer!r}; valid: sgd, adam, adamw, rmsprop")
 
 
+SCHEDULERS = ("none", "poly", "cosine", "step", "onecycle")
+
+
 def lr_factor(config: RunConfig, steps_per_epoch: int) -> Callable[[int], float]:
-    """Learning-rate multiplier per optimizer step: linear warm-up, then the schedule."""
+    """Learning-rate multiplier per optimizer step: linear warm-up, then the schedule.
+
+    A plain function of the step, so a resumed run (LambdaLR restores the step count) has
+    exactly the learning rate an uninterrupted one would.
+    """
     train = config.train
     total = max(1, train.epochs * steps_per_epoch)
     warmup = int(train.warmup_epochs * steps_per_epoch)
     name = train.scheduler.lower()
-    if name not in ("none", "poly", "cosine", "step"):
-        raise ConfigError(f"unknown scheduler {train.scheduler!r}; valid: none, poly, cosine, step")
+    if name not in SCHEDULERS:
+        raise ConfigError(f"unknown scheduler {train.scheduler!r}; valid: {', '.join(SCHEDULERS)}")
+    if name == "onecycle":
+        warmup = warmup or int(0.3 * total)  # one-cycle's usual 30 % rise
 
     def factor(step: int) -> float:
         if step < warmup:
-            return (step + 1) / (warmup + 1)
+            start = 0.04 if name == "onecycle" else 0.0
+            return start + (1 - start) * (step + 1) / (warmup + 1)
         progress = min(1.0, (step - warmup) / max(1, total - warmup))
         if name == "poly":
             return (1 - progress) ** train.poly_power
-        if name == "cosine":
+        if name in ("cosine", "onecycle"):
             return 0.5 * (1 + math.cos(math.pi * progress))
         if name == "step":
             return train.gamma ** (step // max(1, train.step_epochs * steps_per_epoch))
@@ -151,17 +160,18 @@ def autocast_for(amp: str, device: torch.device):
     raise ConfigError(f"unknown train.amp {amp!r}; valid: off, bf16, fp16")
 
 
-def make_loader(dataset: SegmentationDataset, sampler: EpochSampler, config: RunConfig, device: torch.device, batch_size: int) -> DataLoader:
+def make_loader(dataset: SegmentationDataset, sampler: EpochSampler, config: RunConfig, device: torch.device) -> DataLoader:
     workers = max(0, config.train.workers)
     return DataLoader(
         dataset,
-        batch_size=batch_size,
+        batch_size=config.train.batch_size,
         sampler=sampler,
         num_workers=workers,
         pin_memory=device.type == "cuda",
         persistent_workers=workers > 0,
         collate_fn=collate,
-        drop_last=False,
+        # worker seeds come from this generator, not the global RNG, which stays the model's
+        generator=torch.Generator().manual_seed(config.train.seed),
     )
 
 
@@ -171,14 +181,16 @@ def train_one_epoch(
     loss_fn: Callable,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler | None,
     config: RunConfig,
     device: torch.device,
     state: TrainingState,
-    reporter: Reporter,
+    *,
+    scaler: torch.amp.GradScaler | None = None,
+    ema: AveragedModel | None = None,
+    reporter: Reporter | None = None,
     max_steps: int | None = None,
-) -> float:
-    """One pass over the training data; returns the mean loss (one host sync, at the end)."""
+) -> torch.Tensor:
+    """One pass over the training data; returns the mean loss as a tensor (no host sync)."""
     model.train()
     accumulate = max(1, config.train.accumulate)
     memory_format = torch.channels_last if config.train.channels_last else torch.contiguous_format
@@ -196,26 +208,29 @@ def train_one_epoch(
         batches += 1
         window_images += images.shape[0]
         last_batch = index + 1 == len(loader)
-        if (index + 1) % accumulate == 0 or last_batch:
-            if config.train.clip_grad > 0:
-                if scaler:
-                    scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), config.train.clip_grad)
+        if (index + 1) % accumulate and not last_batch:
+            continue
+        if config.train.clip_grad > 0:
             if scaler:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            state.step += 1
-            if state.step % max(1, config.train.log_every) == 0 or last_batch:
-                elapsed = time.perf_counter() - window_start
-                reporter.step(state.epoch, index + 1, float(loss_sum / batches), window_images / max(elapsed, 1e-9))
-                window_images, window_start = 0, time.perf_counter()
-            if max_steps is not None and state.step >= max_steps:
-                break
-    return float(loss_sum / max(1, batches))
+                scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), config.train.clip_grad)
+        if scaler:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema.update_parameters(model)
+        state.step += 1
+        if reporter is not None and (state.step % max(1, config.train.log_every) == 0 or last_batch):
+            elapsed = time.perf_counter() - window_start
+            reporter.step(state.epoch, index + 1, float(loss_sum / batches), window_images / max(elapsed, 1e-9))
+            window_images, window_start = 0, time.perf_counter()
+        if max_steps is not None and state.step >= max_steps:
+            break
+    return loss_sum / max(1, batches)
 
 
 @torch.no_grad()
@@ -226,6 +241,7 @@ def evaluate(
     metrics: dict[str, Any],
     device: torch.device,
     config: RunConfig,
+    context: distributed.Distributed | None = None,
 ) -> dict[str, Any]:
     """Validation loss and every metric over a loader, keyed `<metric>/<key>`."""
     model.eval()
@@ -243,39 +259,61 @@ def evaluate(
         predicted = predictions(logits.float(), config.train.threshold)
         for metric in metrics.values():
             metric.update(predicted, masks)
+    mean_loss = loss_sum / max(1, batches)
+    if context is not None and context.enabled:
+        mean_loss = distributed.mean_across(mean_loss)
+        for metric in metrics.values():
+            distributed.sum_metric_state(metric)
     results: dict[str, Any] = {}
     if loss_fn is not None:
-        results["val/loss"] = float(loss_sum / max(1, batches))
+        results["val/loss"] = float(mean_loss)
     for name, metric in metrics.items():
         for key, value in metric.compute().items():
             results[f"{name}/{key}"] = value
     return results
 
 
-def _improved(value: float, best: float | None, mode: str) -> bool:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+def _improved(value: Any, best: float | None, mode: str) -> bool:
+    if not isinstance(value, (int, float)) or math.isnan(value):
         return False
     return best is None or (value > best if mode == "max" else value < best)
 
 
 def fit(
-    config: RunConfig,
+    config: RunConfig | None,
     *,
     max_steps: int | None = None,
     resume: Path | None = None,
     reporter: Reporter | None = None,
 ) -> Path:
-    """Train a configuration to the end (or `max_steps`); returns the run folder."""
-    reporter = reporter or _Silent()
+    """Train a configuration to the end (or `max_steps`); returns the run folder.
+
+    With `resume`, the configuration, weights, optimiser, scheduler, RNG and progress come
+    from the run folder's `last` checkpoint, and training continues where it ended.
+    """
+    checkpoint = None
     if resume is not None:
         config, run_dir, checkpoint = _resume_point(resume)
+    assert config is not None
+    context = distributed.start(config.train.device)
+    try:
+        return _fit(config, context, max_steps, checkpoint, reporter or _Silent())
+    finally:
+        distributed.stop(context)
+
+
+def _fit(config: RunConfig, context: distributed.Distributed, max_steps: int | None, checkpoint: Any, reporter: Reporter) -> Path:
     plugins = get_plugins()
-    root = ensure_dataset(config)
+    root = ensure_dataset(config) if context.is_main else config.dataset_path()
+    if context.enabled:
+        torch.distributed.barrier()  # rank 0 may have prepared the dataset
     info = read_dataset_info(root)
     if config.train.monitor_mode not in ("max", "min"):
         raise ConfigError("train.monitor_mode must be max or min")
     seed_everything(config.train.seed, config.train.deterministic)
     device = resolve_device(config.train.device)
+    if context.enabled and device.type == "cuda":
+        device = torch.device("cuda", context.local_rank)
     model = build_model(config, info, plugins)
     if config.model.weights:
         _load_weights(model, Path(config.model.weights))
@@ -286,69 +324,108 @@ def fit(
     if isinstance(loss_fn, nn.Module):
         loss_fn.to(device)
     metrics = build_metrics(config, info, plugins)
+
     train_set = SegmentationDataset(root, config.dataset.train_split, build_transforms(config.input, config.augment, info.image_channels), config.train.seed, info)
+    train_sampler = EpochSampler(len(train_set), shuffle=True, seed=config.train.seed, rank=context.rank, world_size=context.world_size)
+    train_loader = make_loader(train_set, train_sampler, config, device)
     validate = config.dataset.val_split in info.labelled_splits
-    monitor = config.train.monitor if validate else "train/loss"
-    mode = config.train.monitor_mode if validate else "min"
-    train_sampler = EpochSampler(len(train_set), shuffle=True, seed=config.train.seed)
-    batch_size = config.train.batch_size
-    train_loader = make_loader(train_set, train_sampler, config, device, batch_size)
     val_loader = None
     if validate:
         val_set = SegmentationDataset(root, config.dataset.val_split, build_transforms(config.input, None, info.image_channels), config.train.seed, info)
-        val_loader = make_loader(val_set, EpochSampler(len(val_set), shuffle=False), config, device, batch_size)
+        val_sampler = EpochSampler(len(val_set), shuffle=False, rank=context.rank, world_size=context.world_size)
+        val_loader = make_loader(val_set, val_sampler, config, device)
+    monitor = config.train.monitor if validate else "train/loss"
+    mode = config.train.monitor_mode if validate else "min"
+
     steps_per_epoch = math.ceil(len(train_loader) / max(1, config.train.accumulate))
     optimizer = build_optimizer(config, model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, steps_per_epoch))
     scaler = torch.amp.GradScaler("cuda") if config.train.amp == "fp16" else None
-    model_to_run = torch.compile(model) if config.train.compile else model
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.train.ema), use_buffers=True) if config.train.ema > 0 else None
+    trained = model
+    if context.enabled:
+        trained = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.train.compile:
+        trained = torch.compile(trained)
+    evaluated = ema.module if ema is not None else model
 
-    state = TrainingState()
-    if resume is not None:
-        state = _restore(checkpoint, model, optimizer, scheduler, scaler)
+    if checkpoint is not None:
+        run_dir = checkpoint.path.parent
+        state = _restore(checkpoint, model, optimizer, scheduler, scaler, ema)
+        if context.is_main:
+            _forget_metrics_after(run_dir, state.epoch)
     else:
-        run_dir = create_run_dir(config)
-        record_run(run_dir, config)
+        state = TrainingState()
+        run_dir = Path(distributed.broadcast_text(str(create_run_dir(config)) if context.is_main else None, context)) if context.enabled else create_run_dir(config)
+        if context.is_main:
+            record_run(run_dir, config)
     meta = _checkpoint_meta(config, info)
-    reporter.start(run_dir, config.train.epochs, len(train_loader))
+    writer = _tensorboard(run_dir) if config.log.tensorboard and context.is_main else None
+    if context.is_main:
+        reporter.start(run_dir, config.train.epochs, len(train_loader))
 
     try:
         while state.epoch < config.train.epochs:
             train_sampler.set_epoch(state.epoch)
             started = time.perf_counter()
-            train_loss = train_one_epoch(model_to_run, train_loader, loss_fn, optimizer, scheduler, scaler, config, device, state, reporter, max_steps)
-            record: dict[str, Any] = {"epoch": state.epoch + 1, "step": state.step, "lr": optimizer.param_groups[0]["lr"], "train/loss": train_loss}
-            last_epoch = state.epoch + 1 == config.train.epochs or (max_steps is not None and state.step >= max_steps)
-            if val_loader is not None and ((state.epoch + 1) % max(1, config.train.val_every) == 0 or last_epoch):
-                record.update(evaluate(model_to_run, val_loader, loss_fn, metrics, device, config))
+            train_loss = train_one_epoch(
+                trained, train_loader, loss_fn, optimizer, scheduler, config, device, state,
+                scaler=scaler, ema=ema, reporter=reporter if context.is_main else None, max_steps=max_steps,
+            )
+            if context.enabled:
+                train_loss = distributed.mean_across(train_loss)
+            stopping = max_steps is not None and state.step >= max_steps
+            record: dict[str, Any] = {"epoch": state.epoch + 1, "step": state.step, "lr": optimizer.param_groups[0]["lr"], "train/loss": float(train_loss)}
+            final = state.epoch + 1 == config.train.epochs or stopping
+            if val_loader is not None and ((state.epoch + 1) % max(1, config.train.val_every) == 0 or final):
+                record.update(evaluate(evaluated, val_loader, loss_fn, metrics, device, config, context))
+                if monitor not in record:
+                    scalars = ", ".join(k for k, v in record.items() if isinstance(v, float))
+                    raise ConfigError(f"train.monitor {monitor!r} is not reported; choose one of: {scalars}")
             record["seconds"] = round(time.perf_counter() - started, 3)
-            state.history.append(record)
-            _append_metrics(run_dir, record)
-            if monitor in record and not isinstance(record[monitor], (int, float)):
-                raise ConfigError(f"train.monitor {monitor!r} is not a number", hint="pick a scalar key from metrics.jsonl")
-            if monitor in record and _improved(record[monitor], state.best, mode):
-                state.best, state.best_epoch = record[monitor], record["epoch"]
-                state.epochs_without_improvement = 0
-                save_checkpoint(run_dir / f"best{SUFFIX}", model.state_dict(), {**meta, "epoch": record["epoch"], "metrics": record})
-            elif monitor in record:
-                state.epochs_without_improvement += 1
-            elif val_loader is not None and monitor not in record and record.get("val/loss") is not None and state.epoch == 0 and monitor != "train/loss":
-                raise ConfigError(f"train.monitor {monitor!r} is not reported; available: {', '.join(k for k in record if isinstance(record[k], (int, float)))}")
             state.epoch += 1
-            save_checkpoint(run_dir / f"last{SUFFIX}", model.state_dict(), {**meta, "epoch": state.epoch, "metrics": record}, _training_state(state, optimizer, scheduler, scaler))
-            reporter.epoch_end(record, state.best)
+            if monitor in record:
+                if _improved(record[monitor], state.best, mode):
+                    state.best, state.best_epoch = float(record[monitor]), record["epoch"]
+                    state.epochs_without_improvement = 0
+                    if context.is_main:
+                        save_checkpoint(run_dir / f"best{SUFFIX}", evaluated.state_dict(), {**meta, "epoch": record["epoch"], "metrics": record})
+                else:
+                    state.epochs_without_improvement += 1
+            if context.is_main:
+                _append_metrics(run_dir, record)
+                if writer is not None:
+                    for key, value in record.items():
+                        if isinstance(value, float):
+                            writer.add_scalar(key, value, record["epoch"])
+                save_checkpoint(run_dir / f"last{SUFFIX}", evaluated.state_dict(), {**meta, "epoch": state.epoch, "metrics": record}, _training_state(state, model, optimizer, scheduler, scaler, ema))
+                reporter.epoch_end(record, state.best)
             patience = config.train.early_stop_patience
-            if patience > 0 and state.epochs_without_improvement >= patience:
-                break
-            if max_steps is not None and state.step >= max_steps:
+            if stopping or (patience > 0 and state.epochs_without_improvement >= patience):
                 break
     except torch.cuda.OutOfMemoryError:
         raise ResourceError(
             "the GPU ran out of memory during training; the last checkpoint is intact",
             hint=f"lower train.batch_size (now {config.train.batch_size}) or input.size, or use --set train.accumulate=2",
         ) from None
-    (run_dir / "summary.json").write_text(json.dumps({"best": state.best, "best_epoch": state.best_epoch, "monitor": monitor, "epochs_run": state.epoch, "steps": state.step}, indent=2))
+    finally:
+        if writer is not None:
+            writer.close()
+    if context.is_main:
+        summary = {"best": state.best, "best_epoch": state.best_epoch, "monitor": monitor, "mode": mode, "epochs_run": state.epoch, "steps": state.step}
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return run_dir
+
+
+def _tensorboard(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError(
+            "log.tensorboard=true needs the tensorboard package, which is not installed",
+            hint="pip install tensorboard, or drop --set log.tensorboard=true",
+        ) from None
+    return SummaryWriter(str(run_dir / "tensorboard"))
 
 
 def _checkpoint_meta(config: RunConfig, info: DatasetInfo) -> dict[str, Any]:
@@ -361,12 +438,15 @@ def _checkpoint_meta(config: RunConfig, info: DatasetInfo) -> dict[str, Any]:
     }
 
 
-def _training_state(state: TrainingState, optimizer, scheduler, scaler) -> dict[str, Any]:
+def _training_state(state: TrainingState, model, optimizer, scheduler, scaler, ema) -> dict[str, Any]:
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
     return {
         "progress": asdict(state),
+        # `last` holds the EMA weights as its model weights, so the raw ones travel here
+        "raw_model": model.state_dict() if ema is not None else None,
+        "ema_updates": int(ema.n_averaged) if ema is not None else None,
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict() if scaler else None,
@@ -378,21 +458,24 @@ def _resume_point(spec: Path) -> tuple[RunConfig, Path, Any]:
     run_dir = Path(spec)
     if run_dir.is_file():
         run_dir = run_dir.parent
-    last = run_dir / f"last{SUFFIX}"
     if not (run_dir / "config.toml").is_file():
-        raise CheckpointError(f"{run_dir} is not a run folder (no config.toml)")
+        raise CheckpointError(f"{run_dir} is not a run folder (it has no config.toml)")
+    last = run_dir / f"last{SUFFIX}"
     if not last.is_file():
         raise CheckpointError(f"{run_dir} has no last{SUFFIX} to resume from", hint="the run stopped before its first epoch ended; start it again")
-    config = build_config(config_file=run_dir / "config.toml")
-    _ = load_toml  # config.toml is the single source of the resumed configuration
-    return config, run_dir, load_checkpoint(last, with_training_state=True)
+    return build_config(config_file=run_dir / "config.toml"), run_dir, load_checkpoint(last, with_training_state=True)
 
 
-def _restore(checkpoint, model, optimizer, scheduler, scaler) -> TrainingState:
+def _restore(checkpoint, model, optimizer, scheduler, scaler, ema) -> TrainingState:
     saved = checkpoint.training_state
     if saved is None:
         raise CheckpointError(f"{checkpoint.path} holds no training state to resume from")
-    model.load_state_dict(checkpoint.model_state)
+    if ema is not None:
+        model.load_state_dict(saved["raw_model"])
+        ema.module.load_state_dict(checkpoint.model_state)
+        ema.n_averaged.fill_(saved["ema_updates"])
+    else:
+        model.load_state_dict(checkpoint.model_state)
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
     if scaler is not None and saved.get("scaler"):
@@ -404,29 +487,35 @@ def _restore(checkpoint, model, optimizer, scheduler, scaler) -> TrainingState:
 
 
 def _load_weights(model: nn.Module, path: Path) -> None:
-    try:
-        from segcli.weights import load_weights_into
-    except ImportError:
-        load_weights_into = None
-    if load_weights_into is not None:
-        load_weights_into(model, path)
-        return
-    checkpoint = load_checkpoint(path)
-    model.load_state_dict(checkpoint.model_state)
+    from segcli.weights import load_weights_into
+
+    load_weights_into(model, path)
+
+
+def _forget_metrics_after(run_dir: Path, epoch: int) -> None:
+    """Drop records of epochs that ended after `last` was saved (the process was killed)."""
+    path = run_dir / "metrics.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    path.unlink(missing_ok=True)
+    (run_dir / "metrics.csv").unlink(missing_ok=True)
+    for record in records:
+        if record["epoch"] <= epoch:
+            _append_metrics(run_dir, record)
 
 
 def _append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
     with open(run_dir / "metrics.jsonl", "a") as stream:
         stream.write(json.dumps(record) + "\n")
-    scalars = {k: v for k, v in record.items() if isinstance(v, (int, float))}
     path = run_dir / "metrics.csv"
     rows = []
     if path.exists():
         with open(path, newline="") as stream:
             rows = list(csv.DictReader(stream))
-    rows.append(scalars)
+    rows.append({k: v for k, v in record.items() if isinstance(v, (int, float))})
     columns = list(dict.fromkeys(k for row in rows for k in row))
-    with open(path, "w", newline="") as stream:
+    temporary = path.with_suffix(".csv.tmp")
+    with open(temporary, "w", newline="") as stream:
         writer = csv.DictWriter(stream, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
+    temporary.replace(path)
