@@ -172,8 +172,10 @@ def _set_path(config: RunConfig, key: str, value: Any, source: str) -> None:
     parts = key.split(".")
     target: Any = config
     for index, part in enumerate(parts[:-1]):
-        if type(target) in _OPEN_SECTIONS and part == "options":
-            target.options[".".join(parts[index + 1 :])] = value
+        if type(target) in _OPEN_SECTIONS and (part == "options" or part not in _fields(target)):
+            # `loss.dice.smooth` -> options["dice.smooth"]: an option of one part of a sum
+            start = index + 1 if part == "options" else index
+            target.options[".".join(parts[start:])] = value
             return
         if not _is_section(target, part):
             raise ConfigError(_unknown_key(target, ".".join(parts[: index + 1]), source))

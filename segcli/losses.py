@@ -79,7 +79,9 @@ def _split_options(
             if not takers and len(parts) > 1:
                 listed = "; ".join(f"{n}: {', '.join(option_names(factories[n])) or 'none'}"
                                    for n in parts)
-                raise ConfigError(f"no part of loss {'+'.join(parts)} has option {key!r} ({listed})")
+                raise ConfigError(
+                    f"no part of loss {'+'.join(parts)} has option {key!r} ({listed})"
+                )
             if len(takers) > 1 and len(parts) > 1:
                 raise ConfigError(
                     f"loss option {key!r} is accepted by {' and '.join(takers)}; say which",
@@ -100,7 +102,9 @@ def _split_options(
 class WeightedLossSum(nn.Module):
     """sum_i weight_i * loss_i(logits, target). `single_logit` if any part needs one logit."""
 
-    def __init__(self, names: list[str], weights: list[float], losses: list[Callable], single_logit: bool):
+    def __init__(
+        self, names: list[str], weights: list[float], losses: list[Callable], single_logit: bool
+    ) -> None:
         super().__init__()
         self.names = names
         self.weights = weights
@@ -149,9 +153,13 @@ def build_loss(
         try:
             loss = factory(num_classes, ignore_index, **kwargs)
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"loss {name!r} rejected its options {per_part[name]}: {exc}") from None
+            raise ConfigError(
+                f"loss {name!r} rejected its options {per_part[name]}: {exc}"
+            ) from None
         if not callable(loss):
-            raise PluginError(f"loss {name!r} factory returned {type(loss).__name__}, not a callable")
+            raise PluginError(
+                f"loss {name!r} factory returned {type(loss).__name__}, not a callable"
+            )
         losses.append(loss)
     single = any(getattr(factories[name], "single_logit", False) for name in names)
     return WeightedLossSum(names, [w for _, w in parsed], losses, single)

@@ -82,7 +82,9 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"weights file {path} is not a readable safetensors file: {exc}") from None
+        raise CheckpointError(
+            f"weights file {path} is not a readable safetensors file: {exc}"
+        ) from None
     if any(key.startswith("model/") for key in state):  # a segcli checkpoint
         state = {key[len("model/") :]: v for key, v in state.items() if key.startswith("model/")}
     return state
@@ -100,7 +102,9 @@ def _read_torch(path: Path) -> dict[str, torch.Tensor]:
             hint="re-save it with torch.save(model.state_dict(), path)",
         ) from None
     except (RuntimeError, OSError, EOFError, ValueError) as exc:
-        raise CheckpointError(f"weights file {path} is corrupt or not a PyTorch file: {exc}") from None
+        raise CheckpointError(
+            f"weights file {path} is corrupt or not a PyTorch file: {exc}"
+        ) from None
     while isinstance(data, Mapping) and not _is_state(data):
         inner = next((data[k] for k in _WRAPPER_KEYS if isinstance(data.get(k), Mapping)), None)
         if inner is None:

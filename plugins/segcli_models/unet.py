@@ -35,6 +35,7 @@ class UNet(nn.Module):
         base_width: int = 64,
         batch_norm: bool = True,
         bilinear: bool = True,
+        max_width: int | None = None,
     ) -> None:
         super().__init__()
         if depth < 1:
@@ -42,7 +43,8 @@ class UNet(nn.Module):
         if base_width < 1:
             raise ValueError(f"base_width must be at least 1, got {base_width}")
         self.size_divisor = 2**depth
-        widths = [base_width * 2**i for i in range(depth + 1)]
+        widths = [min(base_width * 2**i, max_width or base_width * 2**depth)
+                  for i in range(depth + 1)]
         self.stem = _conv_block(in_channels, widths[0], batch_norm)
         self.down = nn.ModuleList(
             _conv_block(widths[i], widths[i + 1], batch_norm) for i in range(depth)
@@ -86,8 +88,11 @@ def build_unet(
     base_width: int = 64,
     batch_norm: bool = True,
     bilinear: bool = True,
+    max_width: int | None = None,
 ) -> UNet:
     """U-Net with 'same' padding: `depth` poolings, `base_width` channels at full resolution
     (doubling per level), batch-norm after every convolution, and bilinear upsampling
-    followed by a 1x1 convolution (or a 2x2 transposed convolution when `bilinear=False`)."""
-    return UNet(num_classes, in_channels, depth, base_width, batch_norm, bilinear)
+    followed by a 1x1 convolution (or a 2x2 transposed convolution when `bilinear=False`).
+    `max_width` caps the channel count of the deeper levels (512 gives the common
+    64..512 U-Net of depth 4)."""
+    return UNet(num_classes, in_channels, depth, base_width, batch_norm, bilinear, max_width)

@@ -29,8 +29,8 @@ LABPICS_DEEPLABV3 = {
 
 ISBI_UNET = {
     "dataset": {"name": "isbi2012"},
-    "model": {"name": "unet", "depth": 4, "base_width": 64, "batch_norm": True,
-              "bilinear": True},
+    "model": {"name": "unet", "depth": 4, "base_width": 64, "max_width": 512,
+              "batch_norm": True, "bilinear": True},
     "loss": {"name": "bce"},
     "metrics": ["confusion", "binary"],
     "train": {"epochs": 40, "batch_size": 1, "lr": 1e-5, "optimizer": "rmsprop",
@@ -79,7 +79,7 @@ RECIPES = [
      "DeepLabV3-ResNet50 on LabPics vessels/filled (3 classes), Adam 1e-5, 800x800; "
      "COCO weights via model.backbone_weights"),
     ("isbi-unet", ISBI_UNET,
-     "U-Net 64..1024, BN, bilinear on ISBI 2012 EM membranes (grey 512x512), BCE, "
+     "U-Net 64..512, BN, bilinear on ISBI 2012 EM membranes (grey 512x512), BCE, "
      "RMSprop 1e-5, batch 1, 40 epochs"),
     ("idd-lite-erfnet", IDD_LITE_ERFNET,
      "ERFNet on IDD-Lite (7 classes + void), 160x320, Adam 5e-4 wd 1e-4, batch 2, 100 epochs"),

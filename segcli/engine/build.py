@@ -13,6 +13,8 @@ from torch.nn import functional as F
 from segcli.config import RunConfig
 from segcli.data.format import IGNORE_INDEX, DatasetInfo
 from segcli.errors import ConfigError, PluginError
+from segcli.losses import build_loss as build_weighted_loss
+from segcli.losses import is_single_logit
 from segcli.plugins import Plugins, get_plugins
 
 
@@ -35,9 +37,7 @@ def call_factory(kind: str, name: str, factory: Callable[..., Any], *args: Any, 
 
 def single_logit(config: RunConfig, plugins: Plugins | None = None) -> bool:
     """A loss marked `single_logit` (binary cross-entropy) wants a model with one output."""
-    plugins = plugins or get_plugins()
-    names = [part.split(":")[0].strip() for part in config.loss.name.split("+")]
-    return any(getattr(plugins.losses.get(n), "single_logit", False) for n in names if n in plugins.losses)
+    return is_single_logit((plugins or get_plugins()).losses, config.loss.name)
 
 
 def build_model(config: RunConfig, info: DatasetInfo, plugins: Plugins | None = None) -> nn.Module:
@@ -55,18 +55,10 @@ def build_model(config: RunConfig, info: DatasetInfo, plugins: Plugins | None = 
 
 def build_loss(config: RunConfig, info: DatasetInfo, plugins: Plugins | None = None) -> Callable:
     plugins = plugins or get_plugins()
-    try:
-        from segcli.losses import build_loss as build_combined
-    except ImportError:
-        build_combined = None
-    class_pixels = info.class_pixels.get(config.dataset.train_split)
-    if build_combined is not None:
-        return build_combined(
-            plugins.losses, config.loss.name, info.num_classes, IGNORE_INDEX,
-            dict(config.loss.options), class_pixels,
-        )
-    factory = plugins.losses.get(config.loss.name)
-    return call_factory("loss", config.loss.name, factory, info.num_classes, IGNORE_INDEX, **config.loss.options)
+    return build_weighted_loss(
+        plugins.losses, config.loss.name, info.num_classes, IGNORE_INDEX,
+        dict(config.loss.options), info.class_pixels.get(config.dataset.train_split),
+    )
 
 
 def build_metrics(config: RunConfig, info: DatasetInfo, plugins: Plugins | None = None) -> dict[str, Any]:

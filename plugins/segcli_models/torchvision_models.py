@@ -1,0 +1,156 @@
+"""torchvision's segmentation models, returning a logits tensor and loading local weights.
+
+The modules are torchvision's own (built with ``weights=None, weights_backbone=None``, so
+nothing is downloaded); only ``forward`` is ours, to return the ``out`` tensor instead of a
+dict. The state-dict keys stay torchvision's, so its files load as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torchvision.models import segmentation
+from torchvision.models.segmentation.deeplabv3 import ASPPPooling
+from torchvision.models.segmentation.lraspp import LRASPP
+
+from segcli.weights import load_matching, read_state_dict
+
+
+class _SingleValueSafeBatchNorm(nn.BatchNorm2d):
+    """ASPP's image-pooling branch normalises a 1x1 map: with one image in a training batch
+    there is one value per channel, which batch statistics cannot normalise, so that batch
+    uses the running statistics instead of failing."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and x.shape[0] * x.shape[2] * x.shape[3] == 1:
+            return F.batch_norm(
+                x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
+            )
+        return super().forward(x)
+
+
+class SegmentationLogits(nn.Module):
+    """A torchvision segmentation model (backbone + classifier) whose forward returns logits."""
+
+    ignore_prefixes = ("aux_classifier.",)
+
+    def __init__(self, model: nn.Module, size_divisor: int, head_prefixes: tuple[str, ...]):
+        super().__init__()
+        self.backbone = model.backbone
+        self.classifier = model.classifier
+        self._takes_feature_dict = isinstance(model, LRASPP)
+        self.size_divisor = size_divisor
+        self.head_prefixes = head_prefixes
+        for module in self.classifier.modules():
+            if isinstance(module, ASPPPooling):
+                module[2] = _swap_batch_norm(module[2])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.backbone(x)
+        logits = self.classifier(features if self._takes_feature_dict else features["out"])
+        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def _swap_batch_norm(norm: nn.BatchNorm2d) -> _SingleValueSafeBatchNorm:
+    safe = _SingleValueSafeBatchNorm(norm.num_features, norm.eps, norm.momentum)
+    safe.load_state_dict(norm.state_dict())
+    return safe
+
+
+def _input_conv(model: SegmentationLogits) -> tuple[nn.Module, str]:
+    """The module holding the backbone's input convolution, and its attribute name there."""
+    if hasattr(model.backbone, "conv1"):  # ResNet
+        return model.backbone, "conv1"
+    return getattr(model.backbone, "0"), "0"  # MobileNetV3: Conv2dNormActivation, conv first
+
+
+def replace_input_conv(parent: nn.Module, attribute: str, in_channels: int) -> None:
+    """Replace an RGB input convolution by one taking `in_channels` channels.
+
+    The RGB kernels are averaged and scaled by 3/in_channels, so a grey image gives the
+    same response as that grey image copied to three channels (pretrained weights survive).
+    """
+    old: nn.Conv2d = getattr(parent, attribute)
+    new = nn.Conv2d(
+        in_channels, old.out_channels, old.kernel_size, old.stride, old.padding,
+        old.dilation, old.groups, old.bias is not None,
+    )
+    with torch.no_grad():
+        new.weight.copy_(old.weight.mean(1, keepdim=True).expand_as(new.weight) * 3 / in_channels)
+        if old.bias is not None:
+            new.bias.copy_(old.bias)
+    setattr(parent, attribute, new)
+
+
+def _build(
+    builder: Callable[..., nn.Module],
+    name: str,
+    num_classes: int,
+    in_channels: int,
+    backbone_weights: str | None,
+    size_divisor: int,
+    head_prefixes: tuple[str, ...],
+) -> SegmentationLogits:
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+    kwargs = {"weights": None, "weights_backbone": None, "num_classes": num_classes}
+    if builder is not segmentation.lraspp_mobilenet_v3_large:
+        kwargs["aux_loss"] = False
+    model = SegmentationLogits(builder(**kwargs), size_divisor, head_prefixes)
+    if backbone_weights:
+        load_backbone_weights(model, backbone_weights, name)
+    if in_channels != 3:
+        replace_input_conv(*_input_conv(model), in_channels)
+    return model
+
+
+def load_backbone_weights(model: SegmentationLogits, path: str, name: str) -> None:
+    """Load an ImageNet classifier's state dict into the backbone, or a whole torchvision
+    segmentation state dict (COCO: keys ``backbone.*``) into the model, head aside."""
+    state = read_state_dict(path)
+    if any(key.startswith("backbone.") for key in state):
+        load_matching(
+            model, state, source=path, target=name,
+            head_prefixes=model.head_prefixes, ignore_prefixes=model.ignore_prefixes,
+        )
+    else:
+        load_matching(
+            model.backbone, state, source=path, target=f"the backbone of {name}",
+            ignore_prefixes=("fc.", "classifier."),
+        )
+
+
+def build_deeplabv3_resnet50(
+    num_classes: int, in_channels: int = 3, *, backbone_weights: str | None = None
+) -> SegmentationLogits:
+    """torchvision DeepLabV3 with a ResNet-50 backbone (output stride 8), no auxiliary head."""
+    return _build(segmentation.deeplabv3_resnet50, "deeplabv3-resnet50", num_classes,
+                  in_channels, backbone_weights, 8, ("classifier.4.",))
+
+
+def build_deeplabv3_resnet101(
+    num_classes: int, in_channels: int = 3, *, backbone_weights: str | None = None
+) -> SegmentationLogits:
+    """torchvision DeepLabV3 with a ResNet-101 backbone (output stride 8), no auxiliary head."""
+    return _build(segmentation.deeplabv3_resnet101, "deeplabv3-resnet101", num_classes,
+                  in_channels, backbone_weights, 8, ("classifier.4.",))
+
+
+def build_fcn_resnet50(
+    num_classes: int, in_channels: int = 3, *, backbone_weights: str | None = None
+) -> SegmentationLogits:
+    """torchvision FCN with a ResNet-50 backbone (output stride 8), no auxiliary head."""
+    return _build(segmentation.fcn_resnet50, "fcn-resnet50", num_classes,
+                  in_channels, backbone_weights, 8, ("classifier.4.",))
+
+
+def build_lraspp_mobilenet_v3(
+    num_classes: int, in_channels: int = 3, *, backbone_weights: str | None = None
+) -> SegmentationLogits:
+    """torchvision LR-ASPP with a MobileNetV3-Large backbone (output stride 16)."""
+    return _build(segmentation.lraspp_mobilenet_v3_large, "lraspp-mobilenet-v3", num_classes,
+                  in_channels, backbone_weights, 16,
+                  ("classifier.low_classifier.", "classifier.high_classifier."))

@@ -1,0 +1,457 @@
+"""The contract suite: checks any model, loss or metric plugin can run against itself.
+
+Plain functions that raise ``AssertionError`` naming the broken property, so they work in
+any test runner::
+
+    from segcli.testing import check_loss, check_metric, check_model
+    from my_plugin import build_my_net
+
+    def test_my_net_keeps_the_contract():
+        check_model(build_my_net, options={"width": 8})
+
+segcli's own tests run them over everything registered (tests/plugins/test_contracts.py),
+so a plugin is checked the moment it registers. What each check asserts is documented in
+its docstring and in docs/models.md and docs/losses-and-metrics.md.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.overrides import TorchFunctionMode
+
+from segcli.errors import SegcliError
+
+__all__ = [
+    "check_loss",
+    "check_metric",
+    "check_model",
+    "padded_forward",
+    "pixels_from_matrix",
+]
+
+IGNORE_INDEX = 255
+
+
+def _fail(kind: str, name: str, prop: str, detail: str) -> None:
+    raise AssertionError(f"{kind} {name!r} breaks the contract [{prop}]: {detail}")
+
+
+def _name(factory: Callable[..., Any], name: str | None) -> str:
+    return name or getattr(factory, "__qualname__", repr(factory))
+
+
+# ---------------------------------------------------------------------------------- models
+
+
+def padded_forward(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Run `model` as the engine does, without the final resize: pad the input bottom/right
+    to a multiple of the model's `size_divisor`, then crop the logits back by the padding."""
+    height, width = images.shape[-2:]
+    divisor = int(getattr(model, "size_divisor", 1) or 1)
+    pad_h, pad_w = -height % divisor, -width % divisor
+    if pad_h or pad_w:
+        images = F.pad(images, [0, pad_w, 0, pad_h])
+    logits = model(images)
+    if isinstance(logits, dict):
+        logits = logits["out"]
+    if pad_h or pad_w:
+        logits = logits[..., : logits.shape[-2] - pad_h, : logits.shape[-1] - pad_w]
+    return logits
+
+
+def check_model(
+    factory: Callable[..., nn.Module],
+    *,
+    num_classes: int = 3,
+    in_channels: int = 3,
+    options: Mapping[str, Any] | None = None,
+    sizes: Sequence[tuple[int, int]] = ((33, 47),),
+    name: str | None = None,
+) -> None:
+    """Check a model factory ``(num_classes, in_channels, **options) -> nn.Module``.
+
+    Properties: *output shape* (N, K, H, W) at each odd size in `sizes`, after the engine's
+    padding to `size_divisor` -- or smaller in both sides when the model declares
+    ``shrinks_output = True``; *gradients reach every parameter* (non-zero and finite);
+    *batch of 1 in train mode* works; *eval-mode determinism*; *state-dict round trip*
+    through a safetensors file into a freshly built model gives the same outputs.
+    """
+    name = _name(factory, name)
+    options = dict(options or {})
+
+    def build() -> nn.Module:
+        model = factory(num_classes, in_channels, **options)
+        if not isinstance(model, nn.Module):
+            _fail("model", name, "factory result",
+                  f"returned {type(model).__name__}, not nn.Module")
+        return model
+
+    torch.manual_seed(0)
+    model = build()
+    model.eval()
+    for height, width in sizes:
+        images = torch.randn(2, in_channels, height, width)
+        with torch.no_grad():
+            logits = padded_forward(model, images)
+        _check_output_shape(model, name, logits, num_classes, height, width)
+    height, width = sizes[0]
+    images = torch.randn(2, in_channels, height, width)
+    _check_gradients(model, name, images)
+    _check_single_image_batch(model, name, images[:1])
+    _check_eval_determinism(model, name, images)
+    _check_round_trip(model, build, name, images)
+
+
+def _check_output_shape(model, name, logits, num_classes, height, width) -> None:
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 4:
+        _fail("model", name, "output shape",
+              f"expected a 4-D logits tensor, got {_describe(logits)}")
+    batch, channels, out_h, out_w = logits.shape
+    where = f"for input 2x?x{height}x{width}"
+    if batch != 2 or channels != num_classes:
+        _fail("model", name, "output shape",
+              f"{where} got {tuple(logits.shape)}, expected (2, {num_classes}, ...)")
+    if getattr(model, "shrinks_output", False):
+        if not (0 < out_h <= height and 0 < out_w <= width):
+            _fail("model", name, "output shape",
+                  f"{where} got {out_h}x{out_w}; a shrinks_output model must not grow the input")
+    elif (out_h, out_w) != (height, width):
+        _fail("model", name, "output shape",
+              f"{where} got {out_h}x{out_w}; set size_divisor if the model needs padding, or "
+              "shrinks_output = True for valid convolutions")
+    if not logits.is_floating_point() or not torch.isfinite(logits).all():
+        _fail("model", name, "output shape", f"{where} logits are not finite floats")
+
+
+def _check_gradients(model: nn.Module, name: str, images: torch.Tensor) -> None:
+    model.train()
+    model.zero_grad(set_to_none=True)
+    logits = padded_forward(model, images)
+    weights = torch.randn(logits.shape, generator=torch.Generator().manual_seed(1))
+    (logits * weights).mean().backward()
+    missing, zero, not_finite = [], [], []
+    for parameter_name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        if parameter.grad is None:
+            missing.append(parameter_name)
+        elif not torch.isfinite(parameter.grad).all():
+            not_finite.append(parameter_name)
+        elif not parameter.grad.any():
+            zero.append(parameter_name)
+    for problem, names in (("get no gradient", missing), ("get a zero gradient", zero),
+                           ("get non-finite gradients", not_finite)):
+        if names:
+            _fail("model", name, "gradients reach every parameter",
+                  f"{len(names)} parameters {problem}: {_few(names)}")
+    model.zero_grad(set_to_none=True)
+
+
+def _check_single_image_batch(model: nn.Module, name: str, image: torch.Tensor) -> None:
+    model.train()
+    try:
+        logits = padded_forward(model, image)
+        logits.float().mean().backward()
+    except Exception as exc:  # noqa: BLE001 - any failure here is the finding
+        _fail("model", name, "batch of 1 in train mode", f"{type(exc).__name__}: {exc}")
+    if not torch.isfinite(logits).all():
+        _fail("model", name, "batch of 1 in train mode", "logits are not finite")
+    model.zero_grad(set_to_none=True)
+
+
+def _check_eval_determinism(model: nn.Module, name: str, images: torch.Tensor) -> None:
+    model.eval()
+    with torch.no_grad():
+        first = padded_forward(model, images)
+        second = padded_forward(model, images)
+    if not torch.equal(first, second):
+        _fail("model", name, "eval-mode determinism",
+              f"two eval-mode passes differ by up to {float((first - second).abs().max()):.3g} "
+              "(dropout or batch statistics active in eval mode?)")
+
+
+def _check_round_trip(model, build, name, images) -> None:
+    from segcli.weights import load_weights_into, save_state_dict
+
+    model.eval()
+    with torch.no_grad():
+        expected = padded_forward(model, images)
+    torch.manual_seed(12345)  # a fresh model whose initial weights differ
+    fresh = build().eval()
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "weights.safetensors"
+        try:
+            save_state_dict(model, path)
+            report = load_weights_into(fresh, path)
+        except (SegcliError, RuntimeError, ValueError) as exc:
+            _fail("model", name, "state-dict round trip", f"{type(exc).__name__}: {exc}")
+    if report.reinitialised:
+        _fail("model", name, "state-dict round trip",
+              f"tensors not restored: {_few(report.reinitialised)}")
+    with torch.no_grad():
+        restored = padded_forward(fresh, images)
+    if not torch.allclose(expected, restored, rtol=0, atol=1e-6):
+        _fail("model", name, "state-dict round trip",
+              f"outputs differ by {float((expected - restored).abs().max()):.3g} after reloading "
+              "(is some state kept outside parameters and buffers?)")
+
+
+# ---------------------------------------------------------------------------------- losses
+
+
+def check_loss(
+    factory: Callable[..., Callable],
+    *,
+    num_classes: int = 3,
+    binary: bool | None = None,
+    options: Mapping[str, Any] | None = None,
+    name: str | None = None,
+) -> None:
+    """Check a loss factory ``(num_classes, ignore_index, **options) -> loss``.
+
+    `binary` (default: the factory's ``single_logit`` attribute) feeds one logit channel and
+    targets in {0, 1} with ``num_classes=2``. Properties: *scalar output*; *finite
+    gradients* that are not all zero; *near-zero for a perfect prediction*; *ignore index
+    honoured* (ignored pixels change neither value nor gradient, an all-ignored batch gives
+    a finite value); *shape validation* (mismatched target raises ValueError or a segcli
+    error that mentions the shapes).
+    """
+    name = _name(factory, name)
+    binary = bool(getattr(factory, "single_logit", False)) if binary is None else binary
+    classes = 2 if binary else num_classes
+    channels = 1 if binary else num_classes
+    loss_fn = factory(classes, IGNORE_INDEX, **dict(options or {}))
+    generator = torch.Generator().manual_seed(0)
+    target = torch.randint(0, classes, (2, 9, 11), generator=generator)
+    ignored = torch.zeros_like(target, dtype=torch.bool)
+    ignored[0, :3] = True
+    ignored[1, :, :2] = True
+    target_with_ignore = target.masked_fill(ignored, IGNORE_INDEX)
+    logits = torch.randn(2, channels, 9, 11, generator=generator, requires_grad=True)
+
+    value = loss_fn(logits, target_with_ignore)
+    if not isinstance(value, torch.Tensor) or value.dim() != 0 or not value.is_floating_point():
+        _fail("loss", name, "scalar output",
+              f"returned {_describe(value)}, expected a 0-d float tensor")
+    value.backward()
+    if logits.grad is None or not torch.isfinite(logits.grad).all() or not torch.isfinite(value):
+        _fail("loss", name, "finite gradients",
+              f"value {float(value)} or its gradient is not finite")
+    if not logits.grad.any():
+        _fail("loss", name, "finite gradients", "the gradient is zero everywhere")
+
+    perfect = _perfect_logits(target, channels)
+    perfect_value = float(loss_fn(perfect, target))
+    if not abs(perfect_value) < 1e-3:
+        _fail("loss", name, "near-zero for a perfect prediction",
+              f"confident correct logits give {perfect_value:.4g}")
+
+    if logits.grad[ignored.unsqueeze(1).expand_as(logits)].any():
+        _fail("loss", name, "ignore index honoured", "ignored pixels receive a gradient")
+    changed = logits.detach().clone()
+    changed[ignored.unsqueeze(1).expand_as(changed)] = 50.0
+    if not torch.allclose(loss_fn(changed, target_with_ignore), value.detach(), atol=1e-6):
+        _fail("loss", name, "ignore index honoured",
+              "the logits of ignored pixels change the value")
+    all_ignored = torch.full_like(target, IGNORE_INDEX)
+    if not torch.isfinite(loss_fn(logits.detach(), all_ignored)):
+        _fail("loss", name, "ignore index honoured",
+              "a batch with every pixel ignored gives NaN/inf")
+
+    wrong_target = torch.randint(0, classes, (2, 10, 11), generator=generator)
+    try:
+        loss_fn(logits.detach(), wrong_target)
+    except (ValueError, SegcliError) as exc:
+        if "shape" not in str(exc).lower():
+            _fail("loss", name, "shape validation", f"the error does not mention shapes: {exc}")
+    except Exception as exc:  # noqa: BLE001 - e.g. torch's own broadcasting error
+        _fail("loss", name, "shape validation",
+              f"logits (2, {channels}, 9, 11) with target (2, 10, 11) raise an unclear "
+              f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+    else:
+        _fail("loss", name, "shape validation",
+              f"logits (2, {channels}, 9, 11) with target (2, 10, 11) raise no error")
+
+
+def _perfect_logits(target: torch.Tensor, channels: int, margin: float = 20.0) -> torch.Tensor:
+    if channels == 1:
+        return (margin * (2 * target.float() - 1)).unsqueeze(1)
+    return margin * F.one_hot(target, channels).permute(0, 3, 1, 2).float()
+
+
+# --------------------------------------------------------------------------------- metrics
+
+
+def pixels_from_matrix(matrix: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pred, target) of shape (1, 1, P) holding exactly `matrix[t][p]` pixels of truth t
+    predicted as p: feeds a hand-made confusion matrix to any metric."""
+    truth, predicted = [], []
+    for t, row in enumerate(matrix):
+        for p, count in enumerate(row):
+            truth += [t] * int(count)
+            predicted += [p] * int(count)
+    return (torch.tensor(predicted, dtype=torch.int64).view(1, 1, -1),
+            torch.tensor(truth, dtype=torch.int64).view(1, 1, -1))
+
+
+def check_metric(
+    factory: Callable[..., Any],
+    *,
+    num_classes: int = 3,
+    options: Mapping[str, Any] | None = None,
+    known: Iterable[tuple[torch.Tensor, torch.Tensor, Mapping[str, Any]]] = (),
+    name: str | None = None,
+) -> None:
+    """Check a metric factory ``(num_classes, ignore_index, **options) -> metric``.
+
+    Properties: *interface* (reset, update, compute -> dict of str to float or lists);
+    *no host sync in update* (no .item(), .tolist(), .cpu(), boolean-mask indexing,
+    nonzero, unique or bincount); *accumulation* (two updates equal one with both
+    batches); *reset*; *ignore index honoured* (neither predictions at ignored pixels nor
+    an extra, wholly ignored image change anything); *known values*: each (pred, target,
+    expected) of `known` -- see `pixels_from_matrix` -- gives the expected values (to 1e-9;
+    NaN matches NaN).
+    """
+    name = _name(factory, name)
+    options = dict(options or {})
+
+    def build():
+        return factory(num_classes, IGNORE_INDEX, **options)
+
+    metric = build()
+    for method in ("reset", "update", "compute"):
+        if not callable(getattr(metric, method, None)):
+            _fail("metric", name, "interface", f"it has no {method}() method")
+    generator = torch.Generator().manual_seed(0)
+    target = torch.randint(0, num_classes, (4, 9, 11), generator=generator)
+    target[0, :3] = IGNORE_INDEX
+    pred = torch.randint(0, num_classes, (4, 9, 11), generator=generator)
+
+    metric.reset()
+    with _NoHostSync(name):
+        metric.update(pred[:2], target[:2])
+        metric.update(pred[2:], target[2:])
+    twice = metric.compute()
+    _check_result_types(name, twice)
+    once = build()
+    once.reset()
+    once.update(pred, target)
+    _compare(name, "accumulation", once.compute(), twice, "two updates differ from one update")
+
+    metric.reset()
+    metric.update(pred[2:], target[2:])
+    fresh = build()
+    fresh.reset()
+    fresh.update(pred[2:], target[2:])
+    _compare(name, "reset", fresh.compute(), metric.compute(), "reset() does not clear the state")
+
+    shuffled = pred.clone()
+    ignored = target == IGNORE_INDEX
+    shuffled[ignored] = (shuffled[ignored] + 1) % num_classes
+    other = build()
+    other.reset()
+    other.update(shuffled, target)
+    _compare(name, "ignore index honoured", once.compute(), other.compute(),
+             "predictions at ignored pixels change the result")
+    other.reset()
+    all_ignored = torch.full_like(target[:1], IGNORE_INDEX)
+    other.update(torch.cat([pred, pred[:1]]), torch.cat([target, all_ignored]))
+    _compare(name, "ignore index honoured", once.compute(), other.compute(),
+             "an extra image whose pixels are all ignored changes the result")
+
+    for index, (case_pred, case_target, expected) in enumerate(known):
+        metric = build()
+        metric.reset()
+        metric.update(case_pred, case_target)
+        result = metric.compute()
+        for key, value in expected.items():
+            if key not in result:
+                _fail("metric", name, "known values", f"case {index}: no key {key!r}")
+            if not _same(result[key], value, tolerance=1e-9):
+                _fail("metric", name, "known values",
+                      f"case {index}: {key} is {result[key]!r}, expected {value!r}")
+
+
+def _check_result_types(name: str, result: Any) -> None:
+    if not isinstance(result, dict) or not all(isinstance(k, str) for k in result):
+        _fail("metric", name, "interface", f"compute() returned {_describe(result)}, not a dict")
+    for key, value in result.items():
+        if not _plain(value):
+            _fail("metric", name, "interface",
+                  f"compute()[{key!r}] is {type(value).__name__}; use float or lists of floats")
+
+
+def _plain(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _compare(name: str, prop: str, expected: dict, actual: dict, detail: str) -> None:
+    if expected.keys() != actual.keys():
+        _fail("metric", name, prop, f"{detail}: keys {sorted(actual)} vs {sorted(expected)}")
+    for key in expected:
+        if not _same(actual[key], expected[key], tolerance=1e-9):
+            _fail("metric", name, prop, f"{detail} ({key}: {actual[key]!r} vs {expected[key]!r})")
+
+
+def _same(actual: Any, expected: Any, tolerance: float) -> bool:
+    if isinstance(expected, (list, tuple)):
+        return (isinstance(actual, (list, tuple)) and len(actual) == len(expected)
+                and all(_same(a, e, tolerance) for a, e in zip(actual, expected, strict=True)))
+    if isinstance(expected, float) and math.isnan(expected):
+        return isinstance(actual, float) and math.isnan(actual)
+    return isinstance(actual, (int, float)) and abs(actual - expected) <= tolerance
+
+
+class _NoHostSync(TorchFunctionMode):
+    """Fails on the tensor operations that make the host wait for the device."""
+
+    _SYNCING = {
+        torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.numpy, torch.Tensor.cpu,
+        torch.Tensor.__bool__, torch.Tensor.__int__, torch.Tensor.__float__,
+        torch.Tensor.nonzero, torch.nonzero, torch.Tensor.masked_select, torch.masked_select,
+        torch.unique, torch.Tensor.unique, torch.bincount, torch.Tensor.bincount,
+        torch.argwhere,
+    }
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        syncing = func in self._SYNCING
+        if func is torch.Tensor.__getitem__ and _has_boolean_index(args[1]):
+            syncing = True
+        if func is torch.where and len(args) + len(kwargs) == 1:
+            syncing = True
+        if syncing:
+            _fail("metric", self.name, "no host sync in update",
+                  f"update() calls {getattr(func, '__qualname__', func)}, which waits for the "
+                  "device; keep counts in tensors (torch.where, scatter_add_, sum)")
+        return func(*args, **kwargs)
+
+
+def _has_boolean_index(index: Any) -> bool:
+    items = index if isinstance(index, tuple) else (index,)
+    return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in items)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
+    return type(value).__name__
+
+
+def _few(names: Sequence[str], shown: int = 4) -> str:
+    text = ", ".join(names[:shown])
+    return text + (f" (+{len(names) - shown} more)" if len(names) > shown else "")
