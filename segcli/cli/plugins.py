@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import typer
-from rich.table import Table
 
 from segcli.cli.output import console
 from segcli.errors import UsageError
@@ -29,6 +28,8 @@ def plugins(
     if as_json:
         typer.echo(json.dumps([s.as_dict() for s in statuses], indent=2))
         return
+    from rich.table import Table
+
     table = Table(title="segcli plugins")
     for column in ("plugin", "distribution", "status", "registered"):
         table.add_column(column)
@@ -63,6 +64,8 @@ def list_names(
         ]
         typer.echo(json.dumps(rows, indent=2))
         return
+    from rich.table import Table
+
     table = Table(title=f"segcli {key}s")
     for column in ("name", "description", "plugin"):
         table.add_column(column)
