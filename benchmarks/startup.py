@@ -1,6 +1,6 @@
 """Wall time of `segcli --help` (and `segcli plugins`) in fresh processes: target < 0.3 s.
 
-    python benchmarks/startup.py [--runs 15]
+python benchmarks/startup.py [--runs 15]
 """
 
 from __future__ import annotations
@@ -20,10 +20,14 @@ def main() -> None:
         times = []
         for _ in range(args.runs):
             started = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "segcli", *command], capture_output=True, check=True)
+            subprocess.run(
+                [sys.executable, "-m", "segcli", *command], capture_output=True, check=True
+            )
             times.append(time.perf_counter() - started)
-        print(f"segcli {' '.join(command):12s} median {statistics.median(times):.3f} s  "
-              f"min {min(times):.3f} s  ({args.runs} runs)")
+        print(
+            f"segcli {' '.join(command):12s} median {statistics.median(times):.3f} s  "
+            f"min {min(times):.3f} s  ({args.runs} runs)"
+        )
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Runs, in one process and interleaved round by round, on the same model, batches and
 in-memory tensors:
-  bare      for x, y in batches: loss = ce(model(x), y); loss.backward(); opt.step(); opt.zero_grad()
+  bare      for x, y in batches: ce(model(x), y).backward(); opt.step(); opt.zero_grad()
   segcli    segcli.engine.train.train_one_epoch (the loop `segcli train` runs)
   tutorial  the bare loop plus a per-step `loss.item()` and print, as tutorials write it
 and prints images/s for each (median over rounds) and the ratios to the bare loop.
@@ -34,7 +34,9 @@ def synchronize(device: torch.device) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--size", type=int, default=128)
@@ -55,7 +57,9 @@ def main() -> None:
     batches = [
         (
             torch.randn(args.batch_size, 3, args.size, args.size, generator=generator).to(device),
-            torch.randint(0, 4, (args.batch_size, args.size, args.size), generator=generator).to(device),
+            torch.randint(0, 4, (args.batch_size, args.size, args.size), generator=generator).to(
+                device
+            ),
         )
         for _ in range(args.steps)
     ]
@@ -74,7 +78,9 @@ def main() -> None:
             optimizer.zero_grad(set_to_none=True)
 
     def segcli_loop() -> None:
-        train_one_epoch(model, batches, loss_fn, optimizer, scheduler, config, device, TrainingState())
+        train_one_epoch(
+            model, batches, loss_fn, optimizer, scheduler, config, device, TrainingState()
+        )
 
     def tutorial() -> None:
         model.train()
@@ -99,14 +105,19 @@ def main() -> None:
             synchronize(device)
             speeds[name].append(args.steps * args.batch_size / (time.perf_counter() - started))
 
-    print(f"device {device}, unet base_width={args.base_width} depth={args.depth}, "
-          f"batch {args.batch_size}x3x{args.size}x{args.size}, {args.steps} steps x {args.rounds} rounds, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"device {device}, unet base_width={args.base_width} depth={args.depth}, "
+        f"batch {args.batch_size}x3x{args.size}x{args.size}, "
+        f"{args.steps} steps x {args.rounds} rounds, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
     bare_speed = statistics.median(speeds["bare"])
     for name, values in speeds.items():
         median = statistics.median(values)
-        print(f"{name:9s} {median:8.2f} img/s  (min {min(values):.2f}, max {max(values):.2f})  "
-              f"ratio to bare {median / bare_speed:.3f}")
+        print(
+            f"{name:9s} {median:8.2f} img/s  (min {min(values):.2f}, max {max(values):.2f})  "
+            f"ratio to bare {median / bare_speed:.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ The public API for plugin authors is small and stable:
 
 - ``segcli.hookimpl``: the marker for hook implementations (see ``segcli.hookspecs``);
 - ``segcli.errors``: the exception types, one per kind of failure;
-- ``segcli.data.prepare``: what a dataset preparer returns (``DatasetPlan``, ``Sample``, ``ClassInfo``);
+- ``segcli.data.prepare``: what a dataset preparer returns (``DatasetPlan``, ``Sample``,
+  ``ClassInfo``);
 - ``segcli.testing``: the contract checks a plugin's own tests can run.
 
 Importing this package imports neither torch nor any plugin.

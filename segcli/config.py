@@ -7,12 +7,13 @@ back with `segcli train --config` repeats the run.
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from segcli.errors import ConfigError
 
@@ -146,7 +147,9 @@ def parse_override(text: str) -> tuple[str, Any]:
     """`a.b=value` -> ("a.b", value); the value is read as TOML (numbers, booleans, lists)."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"--set {text!r} is not of the form key=value", hint="e.g. --set train.lr=1e-3")
+        raise ConfigError(
+            f"--set {text!r} is not of the form key=value", hint="e.g. --set train.lr=1e-3"
+        )
     raw = raw.strip()
     if raw.lower() in ("none", "null"):
         return key.strip(), None
@@ -184,8 +187,10 @@ def _set_path(config: RunConfig, key: str, value: Any, source: str) -> None:
 
 
 def _is_section(target: Any, key: str) -> bool:
-    return dataclasses.is_dataclass(target) and key in _fields(target) and dataclasses.is_dataclass(
-        getattr(target, key)
+    return (
+        dataclasses.is_dataclass(target)
+        and key in _fields(target)
+        and dataclasses.is_dataclass(getattr(target, key))
     )
 
 
@@ -246,7 +251,11 @@ def _example(hint: Any) -> str:
 def to_toml(config: RunConfig) -> str:
     """The resolved configuration as TOML (read back by `load_toml`)."""
     data = config.to_dict()
-    lines = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict) and v is not None]
+    lines = [
+        f"{k} = {_toml_value(v)}"
+        for k, v in data.items()
+        if not isinstance(v, dict) and v is not None
+    ]
     for section, values in data.items():
         if not isinstance(values, dict):
             continue

@@ -95,10 +95,7 @@ class Plugins:
         except Exception as exc:  # pluggy rejects unknown hooks or wrong signatures
             self._fail(status, exc)
             return
-        status.hooks = sorted(
-            hook.name
-            for hook in self.manager.get_hookcallers(module) or []
-        )
+        status.hooks = sorted(hook.name for hook in self.manager.get_hookcallers(module) or [])
         origin = Origin(status.name, status.distribution, status.version)
         for kind, hook_name in _HOOK_OF_KIND.items():
             implementation = getattr(module, hook_name, None)

@@ -40,7 +40,9 @@ class Entry(Generic[T]):
     def load(self) -> T:
         """Import a lazy target on first use; later calls return the same object."""
         if self._loaded is None:
-            self._loaded = _resolve(self.target, self) if isinstance(self.target, str) else self.target
+            self._loaded = (
+                _resolve(self.target, self) if isinstance(self.target, str) else self.target
+            )
         return self._loaded
 
 
@@ -68,7 +70,9 @@ class Registry(Generic[T]):
 
     def add(self, name: str, target: T | str, description: str, origin: Origin) -> None:
         if not isinstance(name, str) or not name:
-            raise PluginError(f"plugin {origin} registered a {self.kind} with an empty or non-text name")
+            raise PluginError(
+                f"plugin {origin} registered a {self.kind} with an empty or non-text name"
+            )
         if name in self._entries:
             first = self._entries[name].origin
             raise PluginError(

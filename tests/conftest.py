@@ -42,8 +42,9 @@ def cli(capsys, monkeypatch):
 @pytest.fixture(scope="session")
 def shapes_dataset(tmp_path_factory) -> Path:
     """A small prepared shapes dataset (48 train, 16 val, 4 test images of 64x64)."""
-    from segcli.data.prepare import build_dataset
     from segcli_shapes.generate import prepare
+
+    from segcli.data.prepare import build_dataset
 
     out = tmp_path_factory.mktemp("datasets") / "shapes"
     build_dataset(prepare(None, train=48, val=16, test=4, size=64), out, workers=1)
@@ -53,9 +54,10 @@ def shapes_dataset(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def trained_run(shapes_dataset, tmp_path_factory) -> Path:
     """A run trained for a few steps on the small shapes dataset (checkpoints best/last)."""
+    from segcli_recipes import SHAPES_UNET
+
     from segcli.config import build_config
     from segcli.engine.train import fit
-    from segcli_recipes import SHAPES_UNET
 
     runs = tmp_path_factory.mktemp("runs")
     config = build_config(
@@ -63,8 +65,12 @@ def trained_run(shapes_dataset, tmp_path_factory) -> Path:
         overrides=[
             f"dataset.path={shapes_dataset}".replace("=", '="', 1) + '"',
             f'runs_dir="{runs}"',
-            "train.epochs=2", "train.workers=0", "input.size=[32,32]", "train.batch_size=16",
-            "model.base_width=4", "model.depth=2",
+            "train.epochs=2",
+            "train.workers=0",
+            "input.size=[32,32]",
+            "train.batch_size=16",
+            "model.base_width=4",
+            "model.depth=2",
         ],
     )
     config.recipe = "shapes-unet"

@@ -17,14 +17,20 @@ def test_round_trip_keeps_weights_meta_and_nested_state(tmp_path):
     model(torch.randn(4, 3)).sum().backward()
     optimizer.step()
     path = tmp_path / "last.safetensors"
-    state = {"optimizer": optimizer.state_dict(), "rng": {"torch": torch.get_rng_state()}, "epoch": 3}
+    state = {
+        "optimizer": optimizer.state_dict(),
+        "rng": {"torch": torch.get_rng_state()},
+        "epoch": 3,
+    }
     save_checkpoint(path, model.state_dict(), {"classes": ["a", "b"]}, state)
     loaded = load_checkpoint(path, with_training_state=True)
     assert loaded.meta == {"classes": ["a", "b"]}
     assert torch.equal(loaded.model_state["weight"], model.weight)
     restored = torch.optim.Adam(torch.nn.Linear(3, 2).parameters())
     restored.load_state_dict(loaded.training_state["optimizer"])
-    assert torch.equal(restored.state_dict()["state"][0]["exp_avg"], optimizer.state_dict()["state"][0]["exp_avg"])
+    assert torch.equal(
+        restored.state_dict()["state"][0]["exp_avg"], optimizer.state_dict()["state"][0]["exp_avg"]
+    )
     assert loaded.training_state["epoch"] == 3
 
 

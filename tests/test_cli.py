@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 
@@ -30,15 +28,26 @@ def test_unknown_dataset_is_a_usage_error(cli, tmp_path):
 
 
 def test_unknown_model_from_set(cli, tmp_path, shapes_dataset):
-    result = cli("train", "--plugin", "shapes-unet", "--set", f"dataset.path={shapes_dataset}",
-                 "--set", "model.name=resnet-magic", cwd=tmp_path)
+    result = cli(
+        "train",
+        "--plugin",
+        "shapes-unet",
+        "--set",
+        f"dataset.path={shapes_dataset}",
+        "--set",
+        "model.name=resnet-magic",
+        cwd=tmp_path,
+    )
     assert result.exit_code == 2
     assert "unknown model 'resnet-magic'" in one_error_line(result.stderr)
 
 
 @pytest.mark.parametrize(
     "override, message",
-    [("train.epoch=3", "unknown configuration key 'train.epoch'"), ("train.epochs=lots", "must be int")],
+    [
+        ("train.epoch=3", "unknown configuration key 'train.epoch'"),
+        ("train.epochs=lots", "must be int"),
+    ],
 )
 def test_bad_set_values(cli, tmp_path, override, message):
     result = cli("train", "--plugin", "shapes-unet", "--set", override, cwd=tmp_path)
@@ -47,8 +56,16 @@ def test_bad_set_values(cli, tmp_path, override, message):
 
 
 def test_unknown_model_option_lists_valid_options(cli, tmp_path, shapes_dataset):
-    result = cli("train", "--plugin", "shapes-unet", "--set", f"dataset.path={shapes_dataset}",
-                 "--set", "model.widht=3", cwd=tmp_path)
+    result = cli(
+        "train",
+        "--plugin",
+        "shapes-unet",
+        "--set",
+        f"dataset.path={shapes_dataset}",
+        "--set",
+        "model.widht=3",
+        cwd=tmp_path,
+    )
     assert result.exit_code == 2
     line = one_error_line(result.stderr)
     assert "no option 'widht'" in line and "base_width" in line
@@ -60,10 +77,20 @@ def test_training_an_unprepared_dataset_says_which_prepare_to_run(cli, tmp_path)
 
     if "isbi2012" not in get_plugins().datasets:
         pytest.skip("dataset plugins not installed")
-    result = cli("train", "--plugin", "shapes-unet", "--set", "dataset.name=isbi2012",
-                 "--set", f"dataset.path={tmp_path / 'isbi'}", cwd=tmp_path)
+    result = cli(
+        "train",
+        "--plugin",
+        "shapes-unet",
+        "--set",
+        "dataset.name=isbi2012",
+        "--set",
+        f"dataset.path={tmp_path / 'isbi'}",
+        cwd=tmp_path,
+    )
     assert result.exit_code == 3
-    assert f"segcli prepare isbi2012 PATH/TO/RAW --out {tmp_path / 'isbi'}" in one_error_line(result.stderr)
+    assert f"segcli prepare isbi2012 PATH/TO/RAW --out {tmp_path / 'isbi'}" in one_error_line(
+        result.stderr
+    )
     assert not (tmp_path / "runs").exists()
 
 
@@ -86,7 +113,12 @@ def test_existing_output_needs_force(cli, tmp_path):
     assert result.exit_code == 6
     assert "already exists" in one_error_line(result.stderr)
     assert (out / "dataset.json").read_text() == before
-    assert cli("prepare", "shapes", "--train", "5", "--val", "1", "--out", str(out), "--force").exit_code == 0
+    assert (
+        cli(
+            "prepare", "shapes", "--train", "5", "--val", "1", "--out", str(out), "--force"
+        ).exit_code
+        == 0
+    )
     assert '"train": 5' in (out / "dataset.json").read_text()
     assert [p.name for p in tmp_path.iterdir()] == ["shapes"]
 
@@ -146,7 +178,9 @@ def test_predict_bad_input_folder(cli, tmp_path, trained_run, kind):
     assert not (tmp_path / "in-pred").exists()
 
 
-def test_predict_reports_a_corrupt_image_and_finishes_the_rest(cli, tmp_path, trained_run, shapes_dataset):
+def test_predict_reports_a_corrupt_image_and_finishes_the_rest(
+    cli, tmp_path, trained_run, shapes_dataset
+):
     import shutil
 
     folder = tmp_path / "in"
@@ -154,7 +188,9 @@ def test_predict_reports_a_corrupt_image_and_finishes_the_rest(cli, tmp_path, tr
     for image in sorted((shapes_dataset / "test" / "images").iterdir())[:2]:
         shutil.copy(image, folder / image.name)
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    result = cli("predict", str(folder), "--checkpoint", str(trained_run), "--out", str(tmp_path / "out"))
+    result = cli(
+        "predict", str(folder), "--checkpoint", str(trained_run), "--out", str(tmp_path / "out")
+    )
     assert result.exit_code == 8
     assert "broken.png" in result.stderr
     assert len(list((tmp_path / "out").glob("*.png"))) == 2

@@ -1,6 +1,5 @@
-import tomllib
-
 import pytest
+import tomllib
 
 from segcli.config import build_config, parse_override, to_toml
 from segcli.errors import ConfigError

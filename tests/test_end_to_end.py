@@ -25,8 +25,9 @@ def test_prepare_writes_the_canonical_layout(shapes_dataset):
 
 
 def test_shapes_is_deterministic_from_its_seed(tmp_path):
-    from segcli.data.prepare import Sample
     from segcli_shapes.generate import render
+
+    from segcli.data.prepare import Sample
 
     sample = Sample("train", "x", None, "generated", {"seed": 3, "index": 7, "size": 64})
     first, second = render(sample), render(sample)
@@ -35,9 +36,19 @@ def test_shapes_is_deterministic_from_its_seed(tmp_path):
 
 def test_train_writes_a_reproducible_run(trained_run):
     names = {p.name for p in trained_run.iterdir()}
-    assert {"config.toml", "command.txt", "environment.json", "metrics.jsonl", "metrics.csv",
-            "best.safetensors", "last.safetensors", "summary.json"} <= names
-    records = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
+    assert {
+        "config.toml",
+        "command.txt",
+        "environment.json",
+        "metrics.jsonl",
+        "metrics.csv",
+        "best.safetensors",
+        "last.safetensors",
+        "summary.json",
+    } <= names
+    records = [
+        json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()
+    ]
     assert [r["epoch"] for r in records] == [1, 2]
     assert 0.0 <= records[-1]["confusion/miou"] <= 1.0
     from segcli.engine.checkpoint import load_checkpoint
@@ -48,10 +59,24 @@ def test_train_writes_a_reproducible_run(trained_run):
     assert "torch" in meta["environment"]
 
 
-def test_train_prepares_shapes_when_missing_and_predicts_with_the_newest_run(cli, tmp_path, shapes_dataset):
+def test_train_prepares_shapes_when_missing_and_predicts_with_the_newest_run(
+    cli, tmp_path, shapes_dataset
+):
     result = cli(
-        "train", "--plugin", "shapes-unet", "--set", "train.epochs=1", "--set", "train.workers=0",
-        "--set", "input.size=[32,32]", "--set", "model.base_width=4", "--max-steps", "2", cwd=tmp_path,
+        "train",
+        "--plugin",
+        "shapes-unet",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "train.workers=0",
+        "--set",
+        "input.size=[32,32]",
+        "--set",
+        "model.base_width=4",
+        "--max-steps",
+        "2",
+        cwd=tmp_path,
     )
     assert result.exit_code == 0, result.stderr
     assert (tmp_path / "data" / "shapes" / "dataset.json").is_file()
@@ -76,14 +101,18 @@ def test_train_prepares_shapes_when_missing_and_predicts_with_the_newest_run(cli
 
 
 def test_print_config_shows_the_resolved_configuration(cli, tmp_path):
-    result = cli("train", "--plugin", "shapes-unet", "--set", "train.lr=0.5", "--print-config", cwd=tmp_path)
+    result = cli(
+        "train", "--plugin", "shapes-unet", "--set", "train.lr=0.5", "--print-config", cwd=tmp_path
+    )
     assert result.exit_code == 0
     assert "lr = 0.5" in result.stdout and 'recipe = "shapes-unet"' in result.stdout
     assert not (tmp_path / "runs").exists()
 
 
 def test_config_file_from_a_run_repeats_it(cli, trained_run, tmp_path):
-    result = cli("train", "--config", str(trained_run / "config.toml"), "--print-config", cwd=tmp_path)
+    result = cli(
+        "train", "--config", str(trained_run / "config.toml"), "--print-config", cwd=tmp_path
+    )
     assert result.exit_code == 0
     assert (trained_run / "config.toml").read_text() == result.stdout
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-FAKE_MODEL_PLUGIN = '''
+FAKE_MODEL_PLUGIN = """
 import segcli
 
 @segcli.hookimpl
@@ -21,7 +21,7 @@ def register_models(register):
 def build(num_classes, in_channels=3):
     import torch
     return torch.nn.Conv2d(in_channels, num_classes, 1)
-'''
+"""
 
 
 def make_distribution(site: Path, dist: str, module: str, source: str, entry_name: str) -> None:
@@ -37,8 +37,16 @@ def make_distribution(site: Path, dist: str, module: str, source: str, entry_nam
 def site(tmp_path) -> Path:
     site = tmp_path / "site"
     site.mkdir()
-    make_distribution(site, "segcli-fake-models", "fake_segcli_models", FAKE_MODEL_PLUGIN, "fake-models")
-    make_distribution(site, "segcli-broken", "broken_segcli_plugin", "raise ImportError('needs libfoo 9')\n", "broken")
+    make_distribution(
+        site, "segcli-fake-models", "fake_segcli_models", FAKE_MODEL_PLUGIN, "fake-models"
+    )
+    make_distribution(
+        site,
+        "segcli-broken",
+        "broken_segcli_plugin",
+        "raise ImportError('needs libfoo 9')\n",
+        "broken",
+    )
     return site
 
 
@@ -46,7 +54,11 @@ def segcli(site: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("SEGCLI_")}
     environment.update(PYTHONPATH=str(site), **env)
     return subprocess.run(
-        [sys.executable, "-m", "segcli", *args], capture_output=True, text=True, env=environment, timeout=120
+        [sys.executable, "-m", "segcli", *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=120,
     )
 
 
@@ -67,13 +79,17 @@ def test_third_party_model_appears_and_broken_plugin_is_reported(site):
 
 
 def test_commands_still_work_with_a_broken_plugin_installed(site, tmp_path):
-    result = segcli(site, "prepare", "shapes", "--train", "4", "--val", "2", "--out", str(tmp_path / "s"))
+    result = segcli(
+        site, "prepare", "shapes", "--train", "4", "--val", "2", "--out", str(tmp_path / "s")
+    )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "s" / "dataset.json").is_file()
 
 
 def test_disable_and_load_lists(site):
-    disabled = json.loads(segcli(site, "plugins", "--json", SEGCLI_DISABLE_PLUGINS="fake-models,broken").stdout)
+    disabled = json.loads(
+        segcli(site, "plugins", "--json", SEGCLI_DISABLE_PLUGINS="fake-models,broken").stdout
+    )
     assert {p["name"]: p["status"] for p in disabled}["fake-models"] == "disabled"
     only = segcli(site, "list", "models", "--json", SEGCLI_LOAD_PLUGINS="fake-models")
     assert [row["name"] for row in json.loads(only.stdout)] == ["tiny-fake"]
@@ -82,14 +98,14 @@ def test_disable_and_load_lists(site):
 def test_a_hook_that_raises_is_isolated(tmp_path):
     site = tmp_path / "site"
     site.mkdir()
-    source = '''
+    source = """
     import segcli
 
     @segcli.hookimpl
     def register_models(register):
         register("half-registered", object(), "")
         raise RuntimeError("hook exploded")
-    '''
+    """
     make_distribution(site, "segcli-exploding", "exploding_plugin", source, "exploding")
     result = segcli(site, "plugins", "--json")
     plugins = {p["name"]: p for p in json.loads(result.stdout)}
@@ -102,13 +118,13 @@ def test_a_hook_that_raises_is_isolated(tmp_path):
 def test_a_name_registered_twice_fails_the_second_plugin(tmp_path):
     site = tmp_path / "site"
     site.mkdir()
-    source = '''
+    source = """
     import segcli
 
     @segcli.hookimpl
     def register_models(register):
         register("unet", "os:getcwd", "an impostor")
-    '''
+    """
     make_distribution(site, "segcli-impostor", "impostor_plugin", source, "zz-impostor")
     plugins = {p["name"]: p for p in json.loads(segcli(site, "plugins", "--json").stdout)}
     assert plugins["zz-impostor"]["status"] == "failed"

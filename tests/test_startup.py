@@ -19,11 +19,17 @@ print("HEAVY:" + ",".join(heavy), file=sys.stderr)
 """
 
 
-@pytest.mark.parametrize("args", [["--help"], ["plugins"], ["plugins", "--json"], ["list", "models"], ["prepare", "--help"]])
+@pytest.mark.parametrize(
+    "args",
+    [["--help"], ["plugins"], ["plugins", "--json"], ["list", "models"], ["prepare", "--help"]],
+)
 def test_light_commands_do_not_import_torch(args):
     result = subprocess.run(
-        [sys.executable, "-c", PROBE.format(args=args)], capture_output=True, text=True,
-        env={**os.environ, "COLUMNS": "100"}, timeout=60,
+        [sys.executable, "-c", PROBE.format(args=args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "100"},
+        timeout=60,
     )
     heavy = result.stderr.strip().splitlines()[-1]
     assert heavy == "HEAVY:", f"{args} imported {heavy}"

@@ -92,6 +92,8 @@ def _tint(rng: np.random.Generator, kind: int) -> tuple[int, int, int]:
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     coarse = rng.integers(0, 256, (4, 4, 3)).astype(np.float32)
     smooth = cv2.resize(coarse, (size, size), interpolation=cv2.INTER_CUBIC)
+    # muted (half-way to grey) so that the tinted shapes stand out from most backgrounds
+    smooth = 0.5 * smooth + 0.5 * smooth.mean(axis=2, keepdims=True)
     stripes = np.sin(np.arange(size) / rng.uniform(2, 8))[None, :, None] * rng.uniform(0, 25)
     return np.clip(smooth + stripes, 0, 255).astype(np.uint8)
 
@@ -107,6 +109,7 @@ def _draw(canvas: np.ndarray, kind: int, rng: np.random.Generator, size: int) ->
         corners = cv2.boxPoints(((cx, cy), (2 * half_w, 2 * half_h), angle))
         cv2.fillPoly(canvas, [corners.astype(np.int32)], 1)
     else:
+        radius = min(int(radius * 1.3), cx, cy, size - cx, size - cy)  # area like the others
         angles = rng.uniform(0, 2 * np.pi) + np.array([0, 2 * np.pi / 3, 4 * np.pi / 3])
         angles += rng.uniform(-0.3, 0.3, 3)
         points = np.stack([cx + radius * np.cos(angles), cy + radius * np.sin(angles)], 1)

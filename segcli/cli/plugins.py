@@ -10,11 +10,16 @@ from segcli.cli.output import console
 from segcli.errors import UsageError
 
 _KIND_ALIASES = {
-    "dataset": "dataset", "datasets": "dataset",
-    "model": "model", "models": "model",
-    "loss": "loss", "losses": "loss",
-    "metric": "metric", "metrics": "metric",
-    "recipe": "recipe", "recipes": "recipe",
+    "dataset": "dataset",
+    "datasets": "dataset",
+    "model": "model",
+    "models": "model",
+    "loss": "loss",
+    "losses": "loss",
+    "metric": "metric",
+    "metrics": "metric",
+    "recipe": "recipe",
+    "recipes": "recipe",
 }
 
 
@@ -58,8 +63,12 @@ def list_names(
     registry = get_plugins().registries[key]
     if as_json:
         rows = [
-            {"name": e.name, "description": e.description, "plugin": e.origin.plugin,
-             "distribution": e.origin.distribution}
+            {
+                "name": e.name,
+                "description": e.description,
+                "plugin": e.origin.plugin,
+                "distribution": e.origin.distribution,
+            }
             for e in registry
         ]
         typer.echo(json.dumps(rows, indent=2))

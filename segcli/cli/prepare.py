@@ -52,7 +52,9 @@ def _command_for(name: str, preparer: Any) -> Any:
             inspect.Parameter(
                 "raw",
                 inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                annotation=Annotated[Path | None, typer.Argument(help=raw_help, show_default=False)],
+                annotation=Annotated[
+                    Path | None, typer.Argument(help=raw_help, show_default=False)
+                ],
                 default=None,
             )
         )
@@ -68,19 +70,31 @@ def _command_for(name: str, preparer: Any) -> Any:
         )
     parameters += [
         inspect.Parameter(
-            "out", inspect.Parameter.KEYWORD_ONLY, default=None,
-            annotation=Annotated[Path | None, typer.Option(help=f"Output folder [default: data/{name}]")],
+            "out",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation=Annotated[
+                Path | None, typer.Option(help=f"Output folder [default: data/{name}]")
+            ],
         ),
         inspect.Parameter(
-            "force", inspect.Parameter.KEYWORD_ONLY, default=False,
+            "force",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=False,
             annotation=Annotated[bool, typer.Option(help="Replace an existing output folder.")],
         ),
         inspect.Parameter(
-            "workers", inspect.Parameter.KEYWORD_ONLY, default=None,
-            annotation=Annotated[int | None, typer.Option(help="Worker processes [default: cores].")],
+            "workers",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation=Annotated[
+                int | None, typer.Option(help="Worker processes [default: cores].")
+            ],
         ),
         inspect.Parameter(
-            "skip_unpaired", inspect.Parameter.KEYWORD_ONLY, default=False,
+            "skip_unpaired",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=False,
             annotation=Annotated[
                 bool, typer.Option(help="Leave out images without masks and masks without images.")
             ],
@@ -140,8 +154,12 @@ def run_prepare(
         task = progress.add_task(f"preparing {name}", total=len(plan.samples))
         try:
             report = build_dataset(
-                plan, out, force=force, workers=workers or os.cpu_count(),
-                skip_unpaired=skip_unpaired, preparer=recorded,
+                plan,
+                out,
+                force=force,
+                workers=workers or os.cpu_count(),
+                skip_unpaired=skip_unpaired,
+                preparer=recorded,
                 progress=lambda done, total: progress.update(task, completed=done),
             )
         except Exception as error:

@@ -35,13 +35,18 @@ class RichReporter:
     def start(self, run_dir: Path, epochs: int, steps_per_epoch: int) -> None:
         console.print(f"run folder: [bold]{run_dir}[/]")
         self.progress.start()
-        self.task = self.progress.add_task("train", total=epochs * steps_per_epoch, epoch=1, loss="-", speed="-", best="-")
+        self.task = self.progress.add_task(
+            "train", total=epochs * steps_per_epoch, epoch=1, loss="-", speed="-", best="-"
+        )
         self.steps_per_epoch = steps_per_epoch
 
     def step(self, epoch: int, step: int, loss: float, images_per_second: float) -> None:
         self.progress.update(
-            self.task, completed=epoch * self.steps_per_epoch + step, epoch=epoch + 1,
-            loss=f"{loss:.4f}", speed=f"{images_per_second:.1f}",
+            self.task,
+            completed=epoch * self.steps_per_epoch + step,
+            epoch=epoch + 1,
+            loss=f"{loss:.4f}",
+            speed=f"{images_per_second:.1f}",
         )
 
     def epoch_end(self, record: dict[str, Any], best: float | None) -> None:
@@ -61,12 +66,24 @@ class RichReporter:
 
 
 def train(
-    plugin: str = typer.Option(None, "--plugin", "-p", help="Recipe to train (see `segcli list recipes`)."),
-    config_file: Path = typer.Option(None, "--config", "-c", help="TOML configuration (e.g. a run's config.toml)."),
-    overrides: list[str] = typer.Option([], "--set", "-s", help="Override one key: --set train.lr=1e-3 (repeatable)."),
-    print_config: bool = typer.Option(False, "--print-config", help="Print the resolved configuration and exit."),
-    resume: str = typer.Option(None, "--resume", help="Continue a run: its folder, or 'last' for the newest."),
-    max_steps: int = typer.Option(None, "--max-steps", help="Stop after this many optimizer steps (smoke tests)."),
+    plugin: str = typer.Option(
+        None, "--plugin", "-p", help="Recipe to train (see `segcli list recipes`)."
+    ),
+    config_file: Path = typer.Option(
+        None, "--config", "-c", help="TOML configuration (e.g. a run's config.toml)."
+    ),
+    overrides: list[str] = typer.Option(
+        [], "--set", "-s", help="Override one key: --set train.lr=1e-3 (repeatable)."
+    ),
+    print_config: bool = typer.Option(
+        False, "--print-config", help="Print the resolved configuration and exit."
+    ),
+    resume: str = typer.Option(
+        None, "--resume", help="Continue a run: its folder, or 'last' for the newest."
+    ),
+    max_steps: int = typer.Option(
+        None, "--max-steps", help="Stop after this many optimizer steps (smoke tests)."
+    ),
 ) -> None:
     """Train a model. `segcli train --plugin shapes-unet` trains the quick-start recipe."""
     from segcli.config import build_config, to_toml
@@ -75,11 +92,17 @@ def train(
 
     if resume:
         if plugin or config_file or overrides:
-            raise UsageError("--resume continues a run with its saved configuration; drop --plugin/--config/--set")
+            raise UsageError(
+                "--resume continues a run with its saved configuration; "
+                "drop --plugin/--config/--set"
+            )
         _train(None, max_steps, _resume_target(resume))
         return
     if not plugin and not config_file:
-        raise UsageError("say what to train: --plugin RECIPE or --config FILE", hint="`segcli list recipes` shows the recipes")
+        raise UsageError(
+            "say what to train: --plugin RECIPE or --config FILE",
+            hint="`segcli list recipes` shows the recipes",
+        )
     recipe = None
     if plugin:
         recipe = get_plugins().recipes.get(plugin)
@@ -121,7 +144,9 @@ def print_summary(run_dir: Path) -> None:
     best = next((r for r in records if r["epoch"] == summary["best_epoch"]), records[-1])
     console.print(
         f"[bold green]done[/]: {summary['epochs_run']} epoch(s), best {summary['monitor']} = "
-        f"{summary['best']:.4f} at epoch {summary['best_epoch']}" if summary["best"] is not None else "[bold green]done[/]"
+        f"{summary['best']:.4f} at epoch {summary['best_epoch']}"
+        if summary["best"] is not None
+        else "[bold green]done[/]"
     )
     iou = best.get("confusion/iou")
     if iou:

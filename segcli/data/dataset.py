@@ -108,8 +108,12 @@ class SegmentationDataset(Dataset):
         image = read_image(image_path, self.info.image_channels)
         mask = read_mask(mask_path)
         if mask.shape != image.shape[:2]:
-            raise DataError(f"{mask_path} is {mask.shape[::-1]} but {image_path} is {image.shape[1::-1]}")
-        image_tensor = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1))
+            raise DataError(
+                f"{mask_path} is {mask.shape[::-1]} but {image_path} is {image.shape[1::-1]}"
+            )
+        image_tensor = tv_tensors.Image(
+            torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+        )
         mask_tensor = tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(mask)))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(_sample_seed(self.seed, epoch, index))
@@ -157,7 +161,9 @@ class EpochSampler(Sampler[tuple[int, int]]):
             generator = torch.Generator().manual_seed(self.seed * 9_973 + self.epoch)
             order = torch.randperm(self.size, generator=generator).tolist()
         if self.world_size > 1:
-            per_rank = self.size // self.world_size if self.drop_last else -(-self.size // self.world_size)
+            per_rank = (
+                self.size // self.world_size if self.drop_last else -(-self.size // self.world_size)
+            )
             order = (order * 2)[: per_rank * self.world_size]
             order = order[self.rank :: self.world_size]
         return order
@@ -170,6 +176,8 @@ class EpochSampler(Sampler[tuple[int, int]]):
         return len(self._order()) - self.start
 
 
-def collate(batch: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+def collate(
+    batch: Sequence[tuple[torch.Tensor, torch.Tensor]],
+) -> tuple[torch.Tensor, torch.Tensor]:
     images, masks = zip(*batch, strict=True)
     return torch.stack(images), torch.stack(masks)

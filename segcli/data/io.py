@@ -54,7 +54,9 @@ def read_mask(path: Path) -> np.ndarray:
     """A prepared mask as uint8 ``(H, W)``."""
     image = open_image(path)
     if image.mode not in ("L", "P"):
-        raise DataError(f"mask {path} has mode {image.mode}; prepared masks are 8-bit single-channel")
+        raise DataError(
+            f"mask {path} has mode {image.mode}; prepared masks are 8-bit single-channel"
+        )
     return np.array(image)
 
 
@@ -63,7 +65,9 @@ def write_png_atomic(path: Path, array: np.ndarray) -> None:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        handle, temporary = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+        )
         with os.fdopen(handle, "wb") as stream:
             Image.fromarray(array).save(stream, format="PNG")
         os.replace(temporary, path)

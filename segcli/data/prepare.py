@@ -363,9 +363,12 @@ def _dataset_info(plan: DatasetPlan, results, preparer: dict[str, Any]) -> Datas
             labelled.add(r.split)
             previous = class_pixels.get(r.split, [0] * len(plan.classes))
             class_pixels[r.split] = [
-                a + int(b) for a, b in zip(previous, r.class_counts[: len(plan.classes)], strict=True)
+                a + int(b)
+                for a, b in zip(previous, r.class_counts[: len(plan.classes)], strict=True)
             ]
-            ignore_pixels[r.split] = ignore_pixels.get(r.split, 0) + int(r.class_counts[IGNORE_INDEX])
+            ignore_pixels[r.split] = ignore_pixels.get(r.split, 0) + int(
+                r.class_counts[IGNORE_INDEX]
+            )
     return DatasetInfo(
         name=plan.name,
         classes=list(plan.classes),

@@ -18,16 +18,21 @@ from segcli.losses import is_single_logit
 from segcli.plugins import Plugins, get_plugins
 
 
-def call_factory(kind: str, name: str, factory: Callable[..., Any], *args: Any, **options: Any) -> Any:
+def call_factory(
+    kind: str, name: str, factory: Callable[..., Any], *args: Any, **options: Any
+) -> Any:
     """Call a plugin factory, turning unknown options into an error that lists the valid ones."""
     parameters = inspect.signature(factory).parameters
     takes_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
     positional = [p for p in parameters.values() if p.kind is p.POSITIONAL_OR_KEYWORD][: len(args)]
-    accepted = [n for n, p in parameters.items() if p not in positional and p.kind is not p.VAR_KEYWORD]
+    accepted = [
+        n for n, p in parameters.items() if p not in positional and p.kind is not p.VAR_KEYWORD
+    ]
     unknown = [key for key in options if key not in parameters]
     if unknown and not takes_any:
         raise ConfigError(
-            f"{kind} {name!r} has no option {unknown[0]!r}; its options: {', '.join(accepted) or 'none'}"
+            f"{kind} {name!r} has no option {unknown[0]!r}; "
+            f"its options: {', '.join(accepted) or 'none'}"
         )
     try:
         return factory(*args, **options)
@@ -47,21 +52,32 @@ def build_model(config: RunConfig, info: DatasetInfo, plugins: Plugins | None = 
     options = dict(config.model.options)
     if config.model.backbone_weights:
         options["backbone_weights"] = config.model.backbone_weights
-    model = call_factory("model", config.model.name, factory, outputs, info.image_channels, **options)
+    model = call_factory(
+        "model", config.model.name, factory, outputs, info.image_channels, **options
+    )
     if not isinstance(model, nn.Module):
-        raise PluginError(f"model {config.model.name!r} factory returned {type(model).__name__}, not a torch.nn.Module")
+        raise PluginError(
+            f"model {config.model.name!r} factory returned {type(model).__name__}, "
+            "not a torch.nn.Module"
+        )
     return model
 
 
 def build_loss(config: RunConfig, info: DatasetInfo, plugins: Plugins | None = None) -> Callable:
     plugins = plugins or get_plugins()
     return build_weighted_loss(
-        plugins.losses, config.loss.name, info.num_classes, IGNORE_INDEX,
-        dict(config.loss.options), info.class_pixels.get(config.dataset.train_split),
+        plugins.losses,
+        config.loss.name,
+        info.num_classes,
+        IGNORE_INDEX,
+        dict(config.loss.options),
+        info.class_pixels.get(config.dataset.train_split),
     )
 
 
-def build_metrics(config: RunConfig, info: DatasetInfo, plugins: Plugins | None = None) -> dict[str, Any]:
+def build_metrics(
+    config: RunConfig, info: DatasetInfo, plugins: Plugins | None = None
+) -> dict[str, Any]:
     plugins = plugins or get_plugins()
     metrics = {}
     for name in config.metrics:
@@ -122,7 +138,10 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} was asked for but CUDA is not available", hint="--set train.device=cpu")
+        raise ConfigError(
+            f"device {name!r} was asked for but CUDA is not available",
+            hint="--set train.device=cpu",
+        )
     try:
         return torch.device(name)
     except RuntimeError:

@@ -68,7 +68,9 @@ def save_checkpoint(
     data = safetensors_bytes(tensors, metadata=header)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        handle, temporary = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+        )
         try:
             with os.fdopen(handle, "wb") as stream:
                 stream.write(data)
@@ -95,7 +97,9 @@ class Checkpoint:
 def load_checkpoint(path: Path, *, with_training_state: bool = False) -> Checkpoint:
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist", hint="check the path or run `segcli train`")
+        raise CheckpointError(
+            f"checkpoint {path} does not exist", hint="check the path or run `segcli train`"
+        )
     try:
         with safe_open(str(path), framework="pt") as handle:
             header = handle.metadata() or {}
@@ -110,8 +114,13 @@ def load_checkpoint(path: Path, *, with_training_state: bool = False) -> Checkpo
         raise
     except (SafetensorError, OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
         raise CheckpointError(
-            f"checkpoint {path} is corrupt or unreadable: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+            f"checkpoint {path} is corrupt or unreadable: {_first_line(exc)}",
             hint="use another checkpoint (e.g. last or best of the run)",
         ) from None
-    model_state = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
+    model_state = {k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")}
     return Checkpoint(path, model_state, meta, state)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

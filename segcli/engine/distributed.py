@@ -31,7 +31,9 @@ def start(device_name: str) -> Distributed:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return Distributed()
-    context = Distributed(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
+    context = Distributed(
+        int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0"))
+    )
     use_cuda = torch.cuda.is_available() and device_name != "cpu"
     if use_cuda:
         torch.cuda.set_device(context.local_rank)

@@ -12,8 +12,8 @@ from typing import Any
 
 from segcli import __version__
 from segcli.config import RunConfig, to_toml
-from segcli.errors import CheckpointError, OutputError
 from segcli.engine.checkpoint import SUFFIX
+from segcli.errors import CheckpointError, OutputError
 
 
 def create_run_dir(config: RunConfig) -> Path:
@@ -66,7 +66,10 @@ def _git_state() -> dict[str, Any] | None:
         if commit.returncode != 0:
             return None
         dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain"], capture_output=True, text=True, timeout=5
+            ["git", "-C", str(root), "status", "--porcelain"],
+            capture_output=True,
+            text=True,
+            timeout=5,
         )
         return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
     except (OSError, subprocess.SubprocessError):
@@ -97,7 +100,10 @@ def find_checkpoint(spec: Path | None, runs_dir: Path = Path("runs"), which: str
             candidate = spec / f"{name}{SUFFIX}"
             if candidate.is_file():
                 return candidate
-        raise CheckpointError(f"run folder {spec} has no checkpoint", hint="was the run stopped before its first epoch ended?")
+        raise CheckpointError(
+            f"run folder {spec} has no checkpoint",
+            hint="was the run stopped before its first epoch ended?",
+        )
     if not spec.exists():
         raise CheckpointError(f"checkpoint {spec} does not exist")
     return spec

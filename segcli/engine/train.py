@@ -12,7 +12,7 @@ import math
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -104,13 +104,17 @@ def build_optimizer(config: RunConfig, model: nn.Module) -> torch.optim.Optimize
     parameters = [p for p in model.parameters() if p.requires_grad]
     name = train.optimizer.lower()
     if name == "sgd":
-        return torch.optim.SGD(parameters, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
+        return torch.optim.SGD(
+            parameters, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay
+        )
     if name == "adam":
         return torch.optim.Adam(parameters, lr=train.lr, weight_decay=train.weight_decay)
     if name == "adamw":
         return torch.optim.AdamW(parameters, lr=train.lr, weight_decay=train.weight_decay)
     if name == "rmsprop":
-        return torch.optim.RMSprop(parameters, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
+        return torch.optim.RMSprop(
+            parameters, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay
+        )
     raise ConfigError(f"unknown optimizer {train.optimizer!r}; valid: sgd, adam, adamw, rmsprop")
 
 
@@ -155,12 +159,16 @@ def autocast_for(amp: str, device: torch.device):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     if amp == "fp16":
         if device.type != "cuda":
-            raise ConfigError("train.amp=fp16 needs a CUDA device", hint="use --set train.amp=bf16 on CPU")
+            raise ConfigError(
+                "train.amp=fp16 needs a CUDA device", hint="use --set train.amp=bf16 on CPU"
+            )
         return torch.autocast("cuda", dtype=torch.float16)
     raise ConfigError(f"unknown train.amp {amp!r}; valid: off, bf16, fp16")
 
 
-def make_loader(dataset: SegmentationDataset, sampler: EpochSampler, config: RunConfig, device: torch.device) -> DataLoader:
+def make_loader(
+    dataset: SegmentationDataset, sampler: EpochSampler, config: RunConfig, device: torch.device
+) -> DataLoader:
     workers = max(0, config.train.workers)
     return DataLoader(
         dataset,
@@ -224,9 +232,16 @@ def train_one_epoch(
         if ema is not None:
             ema.update_parameters(model)
         state.step += 1
-        if reporter is not None and (state.step % max(1, config.train.log_every) == 0 or last_batch):
+        if reporter is not None and (
+            state.step % max(1, config.train.log_every) == 0 or last_batch
+        ):
             elapsed = time.perf_counter() - window_start
-            reporter.step(state.epoch, index + 1, float(loss_sum / batches), window_images / max(elapsed, 1e-9))
+            reporter.step(
+                state.epoch,
+                index + 1,
+                float(loss_sum / batches),
+                window_images / max(elapsed, 1e-9),
+            )
             window_images, window_start = 0, time.perf_counter()
         if max_steps is not None and state.step >= max_steps:
             break
@@ -302,7 +317,13 @@ def fit(
         distributed.stop(context)
 
 
-def _fit(config: RunConfig, context: distributed.Distributed, max_steps: int | None, checkpoint: Any, reporter: Reporter) -> Path:
+def _fit(
+    config: RunConfig,
+    context: distributed.Distributed,
+    max_steps: int | None,
+    checkpoint: Any,
+    reporter: Reporter,
+) -> Path:
     plugins = get_plugins()
     root = ensure_dataset(config) if context.is_main else config.dataset_path()
     if context.enabled:
@@ -325,14 +346,34 @@ def _fit(config: RunConfig, context: distributed.Distributed, max_steps: int | N
         loss_fn.to(device)
     metrics = build_metrics(config, info, plugins)
 
-    train_set = SegmentationDataset(root, config.dataset.train_split, build_transforms(config.input, config.augment, info.image_channels), config.train.seed, info)
-    train_sampler = EpochSampler(len(train_set), shuffle=True, seed=config.train.seed, rank=context.rank, world_size=context.world_size)
+    train_set = SegmentationDataset(
+        root,
+        config.dataset.train_split,
+        build_transforms(config.input, config.augment, info.image_channels),
+        config.train.seed,
+        info,
+    )
+    train_sampler = EpochSampler(
+        len(train_set),
+        shuffle=True,
+        seed=config.train.seed,
+        rank=context.rank,
+        world_size=context.world_size,
+    )
     train_loader = make_loader(train_set, train_sampler, config, device)
     validate = config.dataset.val_split in info.labelled_splits
     val_loader = None
     if validate:
-        val_set = SegmentationDataset(root, config.dataset.val_split, build_transforms(config.input, None, info.image_channels), config.train.seed, info)
-        val_sampler = EpochSampler(len(val_set), shuffle=False, rank=context.rank, world_size=context.world_size)
+        val_set = SegmentationDataset(
+            root,
+            config.dataset.val_split,
+            build_transforms(config.input, None, info.image_channels),
+            config.train.seed,
+            info,
+        )
+        val_sampler = EpochSampler(
+            len(val_set), shuffle=False, rank=context.rank, world_size=context.world_size
+        )
         val_loader = make_loader(val_set, val_sampler, config, device)
     monitor = config.train.monitor if validate else "train/loss"
     mode = config.train.monitor_mode if validate else "min"
@@ -341,10 +382,16 @@ def _fit(config: RunConfig, context: distributed.Distributed, max_steps: int | N
     optimizer = build_optimizer(config, model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, steps_per_epoch))
     scaler = torch.amp.GradScaler("cuda") if config.train.amp == "fp16" else None
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.train.ema), use_buffers=True) if config.train.ema > 0 else None
+    ema = (
+        AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.train.ema), use_buffers=True)
+        if config.train.ema > 0
+        else None
+    )
     trained = model
     if context.enabled:
-        trained = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        trained = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     if config.train.compile:
         trained = torch.compile(trained)
     evaluated = ema.module if ema is not None else model
@@ -356,7 +403,15 @@ def _fit(config: RunConfig, context: distributed.Distributed, max_steps: int | N
             _forget_metrics_after(run_dir, state.epoch)
     else:
         state = TrainingState()
-        run_dir = Path(distributed.broadcast_text(str(create_run_dir(config)) if context.is_main else None, context)) if context.enabled else create_run_dir(config)
+        run_dir = (
+            Path(
+                distributed.broadcast_text(
+                    str(create_run_dir(config)) if context.is_main else None, context
+                )
+            )
+            if context.enabled
+            else create_run_dir(config)
+        )
         if context.is_main:
             record_run(run_dir, config)
     meta = _checkpoint_meta(config, info)
@@ -369,19 +424,40 @@ def _fit(config: RunConfig, context: distributed.Distributed, max_steps: int | N
             train_sampler.set_epoch(state.epoch)
             started = time.perf_counter()
             train_loss = train_one_epoch(
-                trained, train_loader, loss_fn, optimizer, scheduler, config, device, state,
-                scaler=scaler, ema=ema, reporter=reporter if context.is_main else None, max_steps=max_steps,
+                trained,
+                train_loader,
+                loss_fn,
+                optimizer,
+                scheduler,
+                config,
+                device,
+                state,
+                scaler=scaler,
+                ema=ema,
+                reporter=reporter if context.is_main else None,
+                max_steps=max_steps,
             )
             if context.enabled:
                 train_loss = distributed.mean_across(train_loss)
             stopping = max_steps is not None and state.step >= max_steps
-            record: dict[str, Any] = {"epoch": state.epoch + 1, "step": state.step, "lr": optimizer.param_groups[0]["lr"], "train/loss": float(train_loss)}
+            record: dict[str, Any] = {
+                "epoch": state.epoch + 1,
+                "step": state.step,
+                "lr": optimizer.param_groups[0]["lr"],
+                "train/loss": float(train_loss),
+            }
             final = state.epoch + 1 == config.train.epochs or stopping
-            if val_loader is not None and ((state.epoch + 1) % max(1, config.train.val_every) == 0 or final):
-                record.update(evaluate(evaluated, val_loader, loss_fn, metrics, device, config, context))
+            if val_loader is not None and (
+                (state.epoch + 1) % max(1, config.train.val_every) == 0 or final
+            ):
+                record.update(
+                    evaluate(evaluated, val_loader, loss_fn, metrics, device, config, context)
+                )
                 if monitor not in record:
                     scalars = ", ".join(k for k, v in record.items() if isinstance(v, float))
-                    raise ConfigError(f"train.monitor {monitor!r} is not reported; choose one of: {scalars}")
+                    raise ConfigError(
+                        f"train.monitor {monitor!r} is not reported; choose one of: {scalars}"
+                    )
             record["seconds"] = round(time.perf_counter() - started, 3)
             state.epoch += 1
             if monitor in record:
@@ -389,7 +465,11 @@ def _fit(config: RunConfig, context: distributed.Distributed, max_steps: int | N
                     state.best, state.best_epoch = float(record[monitor]), record["epoch"]
                     state.epochs_without_improvement = 0
                     if context.is_main:
-                        save_checkpoint(run_dir / f"best{SUFFIX}", evaluated.state_dict(), {**meta, "epoch": record["epoch"], "metrics": record})
+                        save_checkpoint(
+                            run_dir / f"best{SUFFIX}",
+                            evaluated.state_dict(),
+                            {**meta, "epoch": record["epoch"], "metrics": record},
+                        )
                 else:
                     state.epochs_without_improvement += 1
             if context.is_main:
@@ -398,7 +478,12 @@ def _fit(config: RunConfig, context: distributed.Distributed, max_steps: int | N
                     for key, value in record.items():
                         if isinstance(value, float):
                             writer.add_scalar(key, value, record["epoch"])
-                save_checkpoint(run_dir / f"last{SUFFIX}", evaluated.state_dict(), {**meta, "epoch": state.epoch, "metrics": record}, _training_state(state, model, optimizer, scheduler, scaler, ema))
+                save_checkpoint(
+                    run_dir / f"last{SUFFIX}",
+                    evaluated.state_dict(),
+                    {**meta, "epoch": state.epoch, "metrics": record},
+                    _training_state(state, model, optimizer, scheduler, scaler, ema),
+                )
                 reporter.epoch_end(record, state.best)
             patience = config.train.early_stop_patience
             if stopping or (patience > 0 and state.epochs_without_improvement >= patience):
@@ -406,13 +491,21 @@ def _fit(config: RunConfig, context: distributed.Distributed, max_steps: int | N
     except torch.cuda.OutOfMemoryError:
         raise ResourceError(
             "the GPU ran out of memory during training; the last checkpoint is intact",
-            hint=f"lower train.batch_size (now {config.train.batch_size}) or input.size, or use --set train.accumulate=2",
+            hint=f"lower train.batch_size (now {config.train.batch_size}) or input.size, "
+            "or use --set train.accumulate=2",
         ) from None
     finally:
         if writer is not None:
             writer.close()
     if context.is_main:
-        summary = {"best": state.best, "best_epoch": state.best_epoch, "monitor": monitor, "mode": mode, "epochs_run": state.epoch, "steps": state.step}
+        summary = {
+            "best": state.best,
+            "best_epoch": state.best_epoch,
+            "monitor": monitor,
+            "mode": mode,
+            "epochs_run": state.epoch,
+            "steps": state.step,
+        }
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return run_dir
 
@@ -438,7 +531,9 @@ def _checkpoint_meta(config: RunConfig, info: DatasetInfo) -> dict[str, Any]:
     }
 
 
-def _training_state(state: TrainingState, model, optimizer, scheduler, scaler, ema) -> dict[str, Any]:
+def _training_state(
+    state: TrainingState, model, optimizer, scheduler, scaler, ema
+) -> dict[str, Any]:
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -462,8 +557,15 @@ def _resume_point(spec: Path) -> tuple[RunConfig, Path, Any]:
         raise CheckpointError(f"{run_dir} is not a run folder (it has no config.toml)")
     last = run_dir / f"last{SUFFIX}"
     if not last.is_file():
-        raise CheckpointError(f"{run_dir} has no last{SUFFIX} to resume from", hint="the run stopped before its first epoch ended; start it again")
-    return build_config(config_file=run_dir / "config.toml"), run_dir, load_checkpoint(last, with_training_state=True)
+        raise CheckpointError(
+            f"{run_dir} has no last{SUFFIX} to resume from",
+            hint="the run stopped before its first epoch ended; start it again",
+        )
+    return (
+        build_config(config_file=run_dir / "config.toml"),
+        run_dir,
+        load_checkpoint(last, with_training_state=True),
+    )
 
 
 def _restore(checkpoint, model, optimizer, scheduler, scaler, ema) -> TrainingState:

@@ -18,8 +18,14 @@ from segcli.engine.checkpoint import load_checkpoint
 from segcli.engine.train import fit
 
 TINY = [
-    "model.base_width=4", "model.depth=2", "input.size=[32,32]", "train.batch_size=8",
-    "train.workers=0", "train.deterministic=true", "augment.hflip=0.5", "augment.rotate=10.0",
+    "model.base_width=4",
+    "model.depth=2",
+    "input.size=[32,32]",
+    "train.batch_size=8",
+    "train.workers=0",
+    "train.deterministic=true",
+    "augment.hflip=0.5",
+    "augment.rotate=10.0",
 ]
 
 
@@ -39,13 +45,21 @@ def records(run_dir: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_resume_after_sigkill_mid_epoch_matches_an_uninterrupted_run(shapes_dataset, tmp_path):
-    epochs = ["train.epochs=4", "train.scheduler=cosine", "train.warmup_epochs=0.5", "train.ema=0.9"]
+    epochs = [
+        "train.epochs=4",
+        "train.scheduler=cosine",
+        "train.warmup_epochs=0.5",
+        "train.ema=0.9",
+    ]
     reference = fit(tiny_config(shapes_dataset, tmp_path / "reference", *epochs))
 
     config_file = tmp_path / "config.toml"
     config_file.write_text(to_toml(tiny_config(shapes_dataset, tmp_path / "killed", *epochs)))
-    process = subprocess.Popen([sys.executable, "-m", "segcli", "train", "--config", str(config_file)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "segcli", "train", "--config", str(config_file)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.time() + 120
     metrics = None
     while time.time() < deadline and process.poll() is None:
@@ -54,17 +68,24 @@ def test_resume_after_sigkill_mid_epoch_matches_an_uninterrupted_run(shapes_data
             metrics = found[0]
             break
         time.sleep(0.05)
-    assert metrics is not None, process.stderr.read().decode() if process.poll() is not None else "timeout"
+    assert metrics is not None, (
+        process.stderr.read().decode() if process.poll() is not None else "timeout"
+    )
     time.sleep(0.3)  # into the second epoch
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     run_dir = metrics.parent
-    assert load_checkpoint(run_dir / "last.safetensors").meta["epoch"] < 4, "killed too late to test"
+    assert load_checkpoint(run_dir / "last.safetensors").meta["epoch"] < 4, (
+        "killed too late to test"
+    )
 
     resumed = fit(None, resume=run_dir)
     assert resumed == run_dir
     assert records(resumed) == records(reference)
-    final, expected = load_checkpoint(resumed / "last.safetensors"), load_checkpoint(reference / "last.safetensors")
+    final, expected = (
+        load_checkpoint(resumed / "last.safetensors"),
+        load_checkpoint(reference / "last.safetensors"),
+    )
     for key, value in expected.model_state.items():
         assert torch.equal(final.model_state[key], value), key
 
@@ -78,18 +99,38 @@ def test_gradient_accumulation_matches_the_larger_batch(shapes_dataset, tmp_path
     info = read_dataset_info(shapes_dataset)
     weights = []
     for batch, accumulate in ((16, 1), (4, 4)):
-        config = tiny_config(shapes_dataset, tmp_path, "model.batch_norm=false", "augment.hflip=0.0",
-                             "augment.rotate=0.0", f"train.batch_size={batch}", f"train.accumulate={accumulate}",
-                             "train.optimizer=sgd", "train.momentum=0.0", "train.lr=0.5")
+        config = tiny_config(
+            shapes_dataset,
+            tmp_path,
+            "model.batch_norm=false",
+            "augment.hflip=0.0",
+            "augment.rotate=0.0",
+            f"train.batch_size={batch}",
+            f"train.accumulate={accumulate}",
+            "train.optimizer=sgd",
+            "train.momentum=0.0",
+            "train.lr=0.5",
+        )
         torch.manual_seed(0)
         model = build_model(config, info)
-        dataset = SegmentationDataset(shapes_dataset, "train", build_transforms(config.input, None, 3), 0, info)
+        dataset = SegmentationDataset(
+            shapes_dataset, "train", build_transforms(config.input, None, 3), 0, info
+        )
         dataset.pairs = dataset.pairs[:16]
         loader = make_loader(dataset, EpochSampler(16, shuffle=True), config, torch.device("cpu"))
         optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
         state = TrainingState()
-        train_one_epoch(model, loader, build_loss(config, info), optimizer, scheduler, config, torch.device("cpu"), state)
+        train_one_epoch(
+            model,
+            loader,
+            build_loss(config, info),
+            optimizer,
+            scheduler,
+            config,
+            torch.device("cpu"),
+            state,
+        )
         assert state.step == 1
         weights.append([p.detach().clone() for p in model.parameters()])
     for big, accumulated in zip(*weights, strict=True):
@@ -97,8 +138,17 @@ def test_gradient_accumulation_matches_the_larger_batch(shapes_dataset, tmp_path
 
 
 def test_early_stopping_and_best_checkpoint(shapes_dataset, tmp_path):
-    run = fit(tiny_config(shapes_dataset, tmp_path, "train.epochs=6", "train.lr=0.0",
-                          "train.early_stop_patience=2", "train.monitor=val/loss", "train.monitor_mode=min"))
+    run = fit(
+        tiny_config(
+            shapes_dataset,
+            tmp_path,
+            "train.epochs=6",
+            "train.lr=0.0",
+            "train.early_stop_patience=2",
+            "train.monitor=val/loss",
+            "train.monitor_mode=min",
+        )
+    )
     rows = records(run)
     assert len(rows) == 3  # the first epoch sets the best, two more without improvement stop it
     summary = json.loads((run / "summary.json").read_text())
@@ -110,7 +160,9 @@ def test_best_checkpoint_is_the_epoch_with_the_best_monitored_value(shapes_datas
     rows = records(run)
     best_row = max(rows, key=lambda r: r["confusion/miou"])
     assert load_checkpoint(run / "best.safetensors").meta["epoch"] == best_row["epoch"]
-    assert json.loads((run / "summary.json").read_text())["best"] == pytest.approx(best_row["confusion/miou"])
+    assert json.loads((run / "summary.json").read_text())["best"] == pytest.approx(
+        best_row["confusion/miou"]
+    )
     header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"epoch", "train/loss", "val/loss", "confusion/miou"} <= set(header)
 
@@ -118,11 +170,15 @@ def test_best_checkpoint_is_the_epoch_with_the_best_monitored_value(shapes_datas
 def test_schedules_warm_up_and_decay():
     from segcli.engine.train import lr_factor
 
-    config = build_config(overrides=["train.epochs=10", "train.warmup_epochs=1", "train.scheduler=poly"])
+    config = build_config(
+        overrides=["train.epochs=10", "train.warmup_epochs=1", "train.scheduler=poly"]
+    )
     factor = lr_factor(config, steps_per_epoch=10)
     assert factor(0) < factor(5) < factor(9) <= 1.0
     assert factor(99) < 0.05
-    onecycle = lr_factor(build_config(overrides=["train.epochs=10", "train.scheduler=onecycle"]), 10)
+    onecycle = lr_factor(
+        build_config(overrides=["train.epochs=10", "train.scheduler=onecycle"]), 10
+    )
     assert onecycle(0) < onecycle(29) and onecycle(29) > onecycle(99)
 
 
@@ -132,9 +188,21 @@ def test_two_process_ddp_on_cpu_writes_the_same_layout(shapes_dataset, tmp_path)
     config_file = tmp_path / "ddp.toml"
     config_file.write_text(to_toml(tiny_config(shapes_dataset, tmp_path / "ddp", "train.epochs=2")))
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "segcli", "train", "--config", str(config_file)],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "segcli",
+            "train",
+            "--config",
+            str(config_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
