@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -60,16 +63,36 @@ def read_mask(path: Path) -> np.ndarray:
     return np.array(image)
 
 
-def write_png_atomic(path: Path, array: np.ndarray) -> None:
-    """Write a PNG via a temporary file in the same folder, so a reader never sees half a file."""
+@contextmanager
+def atomic_write(path: Path, *, durable: bool = False) -> Iterator[BinaryIO]:
+    """A binary stream whose contents replace `path` only once the block succeeds.
+
+    The data goes to a temporary file in the same folder, renamed over `path` at the end,
+    so a reader (or a crash at any moment) never sees half a file. `durable` also flushes
+    it to disk before the rename (checkpoints).
+    """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(
             dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
         )
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    try:
         with os.fdopen(handle, "wb") as stream:
-            Image.fromarray(array).save(stream, format="PNG")
+            yield stream
+            if durable:
+                stream.flush()
+                os.fsync(stream.fileno())
         os.replace(temporary, path)
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        Path(temporary).unlink(missing_ok=True)
+
+
+def write_png_atomic(path: Path, array: np.ndarray) -> None:
+    """Write an array as a PNG file, atomically."""
+    with atomic_write(path) as stream:
+        Image.fromarray(array).save(stream, format="PNG")

@@ -9,8 +9,6 @@ old one, so a crash at any moment leaves the previous checkpoint intact.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +16,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 
-from segcli.errors import CheckpointError, OutputError
+from segcli.data.io import atomic_write
+from segcli.errors import CheckpointError
 
 SUFFIX = ".safetensors"
 _TENSOR = "__tensor__"
@@ -66,22 +65,8 @@ def save_checkpoint(
     if training_state is not None:
         header["segcli.state"] = json.dumps(_flatten(training_state, "", tensors))
     data = safetensors_bytes(tensors, metadata=header)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(
-            dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
-        )
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                stream.write(data)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-    except OSError as exc:
-        raise OutputError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
+    with atomic_write(Path(path), durable=True) as stream:
+        stream.write(data)
 
 
 class Checkpoint:
