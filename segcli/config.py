@@ -82,6 +82,20 @@ class InputConfig:
     mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
 
+    def normalisation(self, channels: int) -> tuple[list[float], list[float]]:
+        """Mean and std with one value per image channel (grey takes the mean of RGB values)."""
+        mean, std = list(self.mean), list(self.std)
+        if len(mean) != len(std):
+            raise ConfigError("input.mean and input.std must have the same length")
+        if len(mean) == channels:
+            return mean, std
+        if channels == 1 and len(mean) == 3:
+            return [sum(mean) / 3], [sum(std) / 3]
+        raise ConfigError(
+            f"input.mean has {len(mean)} values but the images have {channels} channel(s)",
+            hint=f"--set input.mean=[...] with {channels} value(s)",
+        )
+
 
 @dataclass
 class AugmentConfig:

@@ -1,7 +1,102 @@
-"""`segcli evaluate` (being written)."""
+"""`segcli evaluate`: scores of a checkpoint on a prepared split, per class, saved as JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
+from segcli.cli.output import console, error_console
+
+
+def evaluate(
+    dataset_dir: Path = typer.Argument(..., help="A prepared dataset folder (with dataset.json)."),
+    split: str = typer.Option("val", "--split", help="Labelled split to evaluate: val, test, ..."),
+    checkpoint: Path = typer.Option(
+        None,
+        "--checkpoint",
+        help="Checkpoint, run folder or exported model [default: newest run's best].",
+    ),
+    out: Path = typer.Option(
+        None, "--out", "-o", help="JSON report [default: <run>/eval-<split>.json]."
+    ),
+    save_predictions: bool = typer.Option(
+        False,
+        "--save-predictions",
+        help="Also write each predicted mask (and colour) next to the report.",
+    ),
+    tile: int = typer.Option(
+        None, "--tile", help="Sliding-window inference with SIZE-pixel windows."
+    ),
+    overlap: float = typer.Option(0.25, "--overlap", help="Fraction of each --tile window shared."),
+    tta: str = typer.Option("none", "--tta", help="none, flip or flip-hv."),
+    workers: int = typer.Option(2, "--workers", help="Background processes loading images."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    runs_dir: Path = typer.Option(
+        Path("runs"), "--runs-dir", help="Where to look for the newest run."
+    ),
+) -> None:
+    """Score the model's masks against a split's masks, at the images' own sizes."""
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from segcli.engine.evaluate import (
+        default_report_path,
+        evaluate_split,
+        labelled_pairs,
+        write_json_atomic,
+    )
+    from segcli.engine.predict import Predictor, reuse_freed_memory
+    from segcli.engine.runs import find_checkpoint
+
+    checkpoint_path = find_checkpoint(checkpoint, runs_dir)
+    reuse_freed_memory()
+    total = len(labelled_pairs(dataset_dir, split))
+    report_path = out or default_report_path(checkpoint_path, split)
+    predictions_dir = (
+        report_path.with_name(f"{report_path.stem}-predictions") if save_predictions else None
+    )
+    predictor = Predictor(checkpoint_path, device, tta=tta)
+    console.print(f"checkpoint: {checkpoint_path}")
+    with Progress(console=error_console, transient=True) as progress:
+        task = progress.add_task(f"evaluating {split}", total=total)
+        report = evaluate_split(
+            predictor,
+            dataset_dir,
+            split,
+            tile=tile,
+            overlap=overlap,
+            workers=workers,
+            predictions_dir=predictions_dir,
+            progress=lambda count: progress.advance(task, count),
+        )
+    report["checkpoint"] = str(checkpoint_path)
+    write_json_atomic(report_path, report)
+
+    names = [c["name"] for c in report["classes"]]
+    per_class = {
+        key: value
+        for key, value in report["metrics"].items()
+        if isinstance(value, list) and len(value) == len(names) and not isinstance(value[0], list)
+    }
+    table = Table(title=f"{dataset_dir.name} / {split}: {total} image(s)")
+    table.add_column("class")
+    for key in per_class:
+        table.add_column(key, justify="right")
+    for index, name in enumerate(names):
+        table.add_row(name, *(_number(values[index]) for values in per_class.values()))
+    console.print(table)
+    for key, value in report["metrics"].items():
+        if isinstance(value, float):
+            console.print(f"{key}: [bold]{_number(value)}[/]")
+    console.print(
+        f"wrote {report_path}" + (f" and masks in {predictions_dir}" if predictions_dir else "")
+    )
+
+
+def _number(value: float) -> str:
+    return "-" if value != value else f"{value:.4f}"  # NaN: class absent from truth and prediction
+
 
 def add_to(app: typer.Typer) -> None:
-    pass
+    app.command("evaluate")(evaluate)

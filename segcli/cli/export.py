@@ -1,7 +1,53 @@
-"""`segcli export` (being written)."""
+"""`segcli export`: a checkpoint as ONNX or TorchScript, checked against PyTorch."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
+from segcli.cli.output import console
+
+
+def export(
+    checkpoint: Path = typer.Option(
+        None, "--checkpoint", help="Checkpoint file or run folder [default: newest run's best]."
+    ),
+    fmt: str = typer.Option(..., "--format", help="onnx or torchscript."),
+    out: Path = typer.Option(
+        None, "--out", "-o", help="Model file [default: next to the checkpoint, .onnx or .pt]."
+    ),
+    dynamic: bool = typer.Option(
+        False,
+        "--dynamic",
+        help="Any batch size and image size (needed for --tile and native sizes).",
+    ),
+    opset: int = typer.Option(None, "--opset", help="ONNX opset [default: the exporter's]."),
+    tolerance: float = typer.Option(
+        1e-3, "--tolerance", help="Largest accepted |exported - PyTorch| logit difference."
+    ),
+    runs_dir: Path = typer.Option(
+        Path("runs"), "--runs-dir", help="Where to look for the newest run."
+    ),
+) -> None:
+    """Export a model plus a sidecar JSON (classes, palette, preprocessing).
+
+    The export is run on sample inputs next to the PyTorch model and the largest logit
+    difference is reported; above --tolerance nothing is written.
+    """
+    from segcli.engine.export import export_checkpoint
+    from segcli.engine.runs import find_checkpoint
+
+    checkpoint_path = find_checkpoint(checkpoint, runs_dir)
+    console.print(f"checkpoint: {checkpoint_path}")
+    with console.status(f"exporting to {fmt}"):
+        report = export_checkpoint(
+            checkpoint_path, fmt, out, dynamic=dynamic, opset=opset, tolerance=tolerance
+        )
+    shapes = ", ".join("x".join(map(str, shape)) for shape in report.checked_shapes)
+    console.print(f"wrote [bold]{report.path}[/] and {report.sidecar.name} ({report.exporter})")
+    console.print(f"parity with PyTorch on {shapes}: max abs difference {report.max_abs_diff:.3g}")
+
 
 def add_to(app: typer.Typer) -> None:
-    pass
+    app.command("export")(export)

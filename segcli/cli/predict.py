@@ -1,4 +1,4 @@
-"""`segcli predict`: masks (and colour pictures) for images, files or folders."""
+"""`segcli predict`: masks (and colour pictures, overlays, probabilities) for images."""
 
 from __future__ import annotations
 
@@ -11,36 +11,112 @@ from segcli.cli.output import console, error_console, print_warning
 
 def predict(
     inputs: list[str] = typer.Argument(..., help="Image files, folders or glob patterns."),
-    checkpoint: Path = typer.Option(None, "--checkpoint", help="Checkpoint file or run folder [default: newest run's best]."),
-    out: Path = typer.Option(None, "--out", "-o", help="Output folder [default: <input>-pred next to the input]."),
-    colorize: bool = typer.Option(False, "--colorize", help="Also write <name>.color.png with the class palette."),
-    recursive: bool = typer.Option(False, "--recursive", "-r", help="Include images in subfolders (the tree is mirrored)."),
-    batch_size: int = typer.Option(4, "--batch-size", help="Images per forward pass."),
+    checkpoint: Path = typer.Option(
+        None,
+        "--checkpoint",
+        help="Checkpoint, run folder, or exported model (.onnx, .pt) [default: newest run's best].",
+    ),
+    out: Path = typer.Option(
+        None, "--out", "-o", help="Output folder [default: <input>-pred next to the input]."
+    ),
+    colorize: bool = typer.Option(
+        False, "--colorize", help="Also write <name>.color.png with the class palette."
+    ),
+    overlay: bool = typer.Option(
+        False,
+        "--overlay",
+        help="Also write <name>.overlay.png: image blended with the colour mask.",
+    ),
+    alpha: float = typer.Option(0.5, "--alpha", help="Opacity of the colour mask in --overlay."),
+    probabilities: str = typer.Option(
+        None,
+        "--probabilities",
+        help="npy: <name>.probs.npy, float16 (classes, H, W); png: <name>.confidence.png, "
+        "probability of the predicted class x 255.",
+    ),
+    threshold: float = typer.Option(
+        None,
+        "--threshold",
+        help="Binary models: foreground above this probability [default: train.threshold].",
+    ),
+    recursive: bool = typer.Option(
+        False, "--recursive", "-r", help="Include images in subfolders (the tree is mirrored)."
+    ),
+    tile: int = typer.Option(
+        None,
+        "--tile",
+        help="Sliding-window inference with SIZE-pixel windows at the image's own resolution.",
+    ),
+    overlap: float = typer.Option(
+        0.25, "--overlap", help="Fraction of each --tile window shared with its neighbours."
+    ),
+    tta: str = typer.Option(
+        "none", "--tta", help="Test-time augmentation: none, flip (horizontal) or flip-hv."
+    ),
+    batch_size: int = typer.Option(
+        4, "--batch-size", help="Images (or --tile windows) per forward pass."
+    ),
+    workers: int = typer.Option(2, "--workers", help="Background processes loading images."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where to look for the newest run."),
+    amp: str = typer.Option(
+        "auto", "--amp", help="Mixed precision: auto (fp16 on CUDA), off, bf16, fp16."
+    ),
+    runs_dir: Path = typer.Option(
+        Path("runs"), "--runs-dir", help="Where to look for the newest run."
+    ),
 ) -> None:
-    """Predict a mask for every image, at the image's own size."""
-    from rich.progress import Progress
+    """Predict a mask for every image, at the image's own size.
 
-    from segcli.engine.predict import discover_inputs, predict_paths
+    Exit code 8 ("partial") when some images could not be read: each is reported, the
+    others are predicted.
+    """
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from segcli.engine.predict import discover_inputs, predict_paths, reuse_freed_memory
     from segcli.engine.runs import find_checkpoint
     from segcli.errors import PartialFailure
 
     checkpoint_path = find_checkpoint(checkpoint, runs_dir)
+    reuse_freed_memory()
     total = len(discover_inputs(inputs, recursive))
     console.print(f"checkpoint: {checkpoint_path}")
-    with Progress(console=error_console, transient=True) as progress:
+    columns = (TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=error_console, transient=True) as progress:
         task = progress.add_task("predicting", total=total)
         report = predict_paths(
-            checkpoint_path, inputs, out, colorize_masks=colorize, recursive=recursive,
-            batch_size=batch_size, device=device,
+            checkpoint_path,
+            inputs,
+            out,
+            colorize_masks=colorize,
+            overlay_alpha=alpha if overlay else None,
+            probability_format=probabilities,
+            threshold=threshold,
+            recursive=recursive,
+            batch_size=batch_size,
+            workers=workers,
+            device=device,
+            amp=amp,
+            tta=tta,
+            tile=tile,
+            overlap=overlap,
             progress=lambda count: progress.advance(task, count),
         )
-    console.print(f"wrote {len(report.written)} mask(s){' and colour images' if colorize else ''} to [bold]{report.out_dir}[/]")
+    images = total - len(report.failed)
+    console.print(
+        f"predicted {images} image(s): {len(report.written)} file(s) in [bold]{report.out_dir}[/]"
+    )
     for path, reason in report.failed:
         print_warning(f"skipped {path}: {reason}")
     if report.failed:
-        raise PartialFailure(f"{len(report.failed)} of {total} image(s) could not be read and were skipped")
+        raise PartialFailure(
+            f"{len(report.failed)} of {total} image(s) could not be read and were skipped"
+        )
 
 
 def add_to(app: typer.Typer) -> None:

@@ -8,21 +8,112 @@ import typer
 
 from segcli.cli.output import console
 
-visualize_app = typer.Typer(help="Write pictures (PNG) of datasets, predictions and training runs.", no_args_is_help=True)
+visualize_app = typer.Typer(
+    help="Write pictures (PNG) of datasets, predictions and training runs.", no_args_is_help=True
+)
 
 
 @visualize_app.command("samples")
 def samples(
     dataset_dir: Path = typer.Argument(..., help="A prepared dataset folder (with dataset.json)."),
-    split: str = typer.Option(None, "--split", help="Split to sample [default: the first labelled one]."),
+    split: str = typer.Option(
+        None, "--split", help="Split to sample [default: the first labelled one]."
+    ),
     count: int = typer.Option(8, "--count", "-n", help="Number of samples."),
     seed: int = typer.Option(0, "--seed", help="Which random samples."),
-    out: Path = typer.Option(None, "--out", "-o", help="PNG file [default: <dataset_dir>/samples.png]."),
+    out: Path = typer.Option(
+        None, "--out", "-o", help="PNG file [default: <dataset_dir>/samples.png]."
+    ),
 ) -> None:
     """A grid of images with their colour masks and a class legend."""
     from segcli.visualize import sample_grid, save_picture
 
-    path = save_picture(sample_grid(dataset_dir, split, count, seed), out or dataset_dir / "samples.png")
+    path = save_picture(
+        sample_grid(dataset_dir, split, count, seed), out or dataset_dir / "samples.png"
+    )
+    console.print(f"wrote {path}")
+
+
+@visualize_app.command("predictions")
+def predictions(
+    dataset_dir: Path = typer.Argument(..., help="A prepared dataset folder (with dataset.json)."),
+    checkpoint: Path = typer.Option(
+        None,
+        "--checkpoint",
+        help="Checkpoint, run folder or exported model [default: newest run's best].",
+    ),
+    split: str = typer.Option("val", "--split", help="Labelled split to show."),
+    count: int = typer.Option(6, "--count", "-n", help="Number of samples (rows)."),
+    worst_first: bool = typer.Option(
+        False, "--worst-first", help="The samples with the lowest per-image mean IoU, worst on top."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Which random samples (without --worst-first)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    out: Path = typer.Option(
+        None, "--out", "-o", help="PNG file [default: <run>/predictions-<split>.png]."
+    ),
+    runs_dir: Path = typer.Option(
+        Path("runs"), "--runs-dir", help="Where to look for the newest run."
+    ),
+) -> None:
+    """Rows of image / truth / prediction / error map, each labelled with its mean IoU."""
+    from segcli.engine.predict import Predictor
+    from segcli.engine.runs import find_checkpoint
+    from segcli.visualize import prediction_rows, save_picture
+
+    checkpoint_path = find_checkpoint(checkpoint, runs_dir)
+    picture = prediction_rows(
+        dataset_dir,
+        Predictor(checkpoint_path, device),
+        split,
+        count,
+        worst_first=worst_first,
+        seed=seed,
+    )
+    path = save_picture(picture, out or checkpoint_path.parent / f"predictions-{split}.png")
+    console.print(f"wrote {path}")
+
+
+@visualize_app.command("curves")
+def curves(
+    run_dirs: list[Path] = typer.Argument(..., help="One or more run folders (overlaid)."),
+    keys: list[str] = typer.Option(
+        None, "--key", "-k", help="Quantity to plot, e.g. val/loss (repeatable) [default: all]."
+    ),
+    out: Path = typer.Option(
+        None, "--out", "-o", help="PNG file [default: <first run>/curves.png]."
+    ),
+) -> None:
+    """Loss and metrics per epoch, one panel each, several runs overlaid."""
+    from segcli.visualize import curves as draw_curves
+    from segcli.visualize import save_picture
+
+    path = save_picture(draw_curves(run_dirs, keys or None), out or run_dirs[0] / "curves.png")
+    console.print(f"wrote {path}")
+
+
+@visualize_app.command("confusion")
+def confusion(
+    source: Path = typer.Argument(
+        ..., help="A run folder (best epoch) or a `segcli evaluate` JSON."
+    ),
+    out: Path = typer.Option(
+        None, "--out", "-o", help="PNG file [default: confusion.png in the run / next to the JSON]."
+    ),
+) -> None:
+    """Row-normalised confusion matrix heat map with class names."""
+    from segcli.errors import DataError
+    from segcli.visualize import confusion_picture, confusion_source, save_picture
+
+    if not source.exists():
+        raise DataError(f"{source} does not exist", hint="pass a run folder or an evaluation JSON")
+    matrix, names, title = confusion_source(source)
+    default = (
+        source / "confusion.png"
+        if source.is_dir()
+        else source.with_name(f"{source.stem}-confusion.png")
+    )
+    path = save_picture(confusion_picture(matrix, names, title), out or default)
     console.print(f"wrote {path}")
 
 

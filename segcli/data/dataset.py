@@ -20,22 +20,7 @@ from torchvision.transforms import v2
 from segcli.config import AugmentConfig, InputConfig
 from segcli.data.format import IGNORE_INDEX, DatasetInfo, read_dataset_info, split_files
 from segcli.data.io import read_image, read_mask
-from segcli.errors import ConfigError, DataError
-
-
-def normalisation(input_config: InputConfig, channels: int) -> tuple[list[float], list[float]]:
-    """Mean and std with one value per image channel (grey takes the mean of RGB values)."""
-    mean, std = list(input_config.mean), list(input_config.std)
-    if len(mean) != len(std):
-        raise ConfigError("input.mean and input.std must have the same length")
-    if len(mean) == channels:
-        return mean, std
-    if channels == 1 and len(mean) == 3:
-        return [sum(mean) / 3], [sum(std) / 3]
-    raise ConfigError(
-        f"input.mean has {len(mean)} values but the images have {channels} channel(s)",
-        hint=f"--set input.mean=[...] with {channels} value(s)",
-    )
+from segcli.errors import DataError
 
 
 def build_transforms(
@@ -68,7 +53,7 @@ def build_transforms(
             )
     if input_config.size:
         steps.append(v2.Resize(list(input_config.size), antialias=True))
-    mean, std = normalisation(input_config, channels)
+    mean, std = input_config.normalisation(channels)
     steps += [
         v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
         v2.Normalize(mean, std),

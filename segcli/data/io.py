@@ -63,6 +63,15 @@ def read_mask(path: Path) -> np.ndarray:
     return np.array(image)
 
 
+def publish_file(temporary: Path | str, path: Path | str) -> None:
+    """Rename a finished temporary file over `path`, with the permissions open() would give
+    it (mkstemp makes files readable by their owner only)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)
+    os.replace(temporary, path)
+
+
 @contextmanager
 def atomic_write(path: Path, *, durable: bool = False) -> Iterator[BinaryIO]:
     """A binary stream whose contents replace `path` only once the block succeeds.
@@ -85,7 +94,7 @@ def atomic_write(path: Path, *, durable: bool = False) -> Iterator[BinaryIO]:
             if durable:
                 stream.flush()
                 os.fsync(stream.fileno())
-        os.replace(temporary, path)
+        publish_file(temporary, path)
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:

@@ -8,8 +8,6 @@ describe the masks a user gets, not the downscaled training view.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,10 +17,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from segcli.data.format import IGNORE_INDEX, read_dataset_info, split_files
-from segcli.data.io import read_image, read_mask, write_png_atomic
+from segcli.data.io import atomic_write, read_image, read_mask, write_png_atomic
 from segcli.engine.build import build_metrics
 from segcli.engine.predict import Predictor
-from segcli.errors import DataError, OutputError
+from segcli.errors import DataError
 from segcli.palette import colorize
 
 
@@ -49,7 +47,9 @@ class _LabelledImages(Dataset):
         image_path, mask_path = self.pairs[index]
         image, mask = read_image(image_path, self.channels), read_mask(mask_path)
         if mask.shape != image.shape[:2]:
-            raise DataError(f"{mask_path} is {mask.shape[::-1]} but {image_path} is {image.shape[1::-1]}")
+            raise DataError(
+                f"{mask_path} is {mask.shape[::-1]} but {image_path} is {image.shape[1::-1]}"
+            )
         return image_path, image, mask
 
 
@@ -60,7 +60,9 @@ def _unchanged(item: Any) -> Any:
 def labelled_pairs(dataset_dir: Path, split: str) -> list[tuple[Path, Path]]:
     info = read_dataset_info(dataset_dir)
     if split not in info.splits:
-        raise DataError(f"{dataset_dir} has no split {split!r}; its splits: {', '.join(info.splits)}")
+        raise DataError(
+            f"{dataset_dir} has no split {split!r}; its splits: {', '.join(info.splits)}"
+        )
     pairs = [(image, mask) for image, mask in split_files(dataset_dir, split) if mask is not None]
     if not pairs:
         raise DataError(
@@ -100,21 +102,32 @@ def evaluate_split(
     for metric in metrics.values():
         metric.reset()
     loader = DataLoader(
-        _LabelledImages(pairs, predictor.channels), batch_size=None, collate_fn=_unchanged,
+        _LabelledImages(pairs, predictor.channels),
+        batch_size=None,
+        collate_fn=_unchanged,
         num_workers=workers if len(pairs) > 1 else 0,
     )
     per_image = []
     for image_path, image, truth in loader:
-        prediction = predictor.predict_mask(image, tile=tile, overlap=overlap, batch_size=batch_size)
+        prediction = predictor.predict_mask(
+            image, tile=tile, overlap=overlap, batch_size=batch_size
+        )
         pred_tensor = torch.from_numpy(prediction).long()[None]
         truth_tensor = torch.from_numpy(truth).long()[None]
         for metric in metrics.values():
             metric.update(pred_tensor, truth_tensor)
-        per_image.append({"image": Path(image_path).name, "miou": image_iou(prediction, truth, len(predictor.classes))})
+        per_image.append(
+            {
+                "image": Path(image_path).name,
+                "miou": image_iou(prediction, truth, len(predictor.classes)),
+            }
+        )
         if predictions_dir is not None:
             stem = Path(image_path).stem
             write_png_atomic(predictions_dir / f"{stem}.png", prediction)
-            write_png_atomic(predictions_dir / f"{stem}.color.png", colorize(prediction, predictor.palette))
+            write_png_atomic(
+                predictions_dir / f"{stem}.color.png", colorize(prediction, predictor.palette)
+            )
         if progress:
             progress(1)
     scores: dict[str, Any] = {}
@@ -125,7 +138,9 @@ def evaluate_split(
         "dataset": str(dataset_dir),
         "split": split,
         "images": len(pairs),
-        "classes": [{"id": c.id, "name": c.name, "color": list(c.color)} for c in predictor.classes],
+        "classes": [
+            {"id": c.id, "name": c.name, "color": list(c.color)} for c in predictor.classes
+        ],
         "metrics": scores,
         "per_image": per_image,
     }
@@ -140,12 +155,5 @@ def default_report_path(checkpoint: Path, split: str) -> Path:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(handle, "w") as stream:
-            json.dump(data, stream, indent=2, allow_nan=True)
-        os.replace(temporary, path)
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    with atomic_write(path) as stream:
+        stream.write(json.dumps(data, indent=2).encode())

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from segcli.data.io import atomic_write, publish_file
 from segcli.errors import CheckpointError, ConfigError, OutputError, PluginError, UsageError
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -89,7 +90,9 @@ def export_checkpoint(
     samples = [torch.randn(1, predictor.channels, height, width, generator=generator)]
     if dynamic:  # another batch size and image size prove the axes really are dynamic
         samples.append(
-            torch.randn(2, predictor.channels, height + divisor, width + 2 * divisor, generator=generator)
+            torch.randn(
+                2, predictor.channels, height + divisor, width + 2 * divisor, generator=generator
+            )
         )
     path = Path(out) if out else checkpoint.with_suffix(FORMATS[fmt])
     if path.suffix != FORMATS[fmt]:
@@ -111,15 +114,17 @@ def export_checkpoint(
         difference = parity(model, run, samples)
         if difference > tolerance:
             raise PluginError(
-                f"the {fmt} export of {predictor.config.model.name!r} differs from PyTorch by up to "
-                f"{difference:.3g} (tolerance {tolerance:g}); nothing was written",
+                f"the {fmt} export of {predictor.config.model.name!r} differs from PyTorch by "
+                f"up to {difference:.3g} (tolerance {tolerance:g}); nothing was written",
                 hint="pass a larger --tolerance to keep it anyway",
             )
-        os.replace(temporary, path)
+        publish_file(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
     sidecar = sidecar_path(path)
-    _write_text_atomic(sidecar, json.dumps(describe(predictor, fmt, dynamic, divisor, (height, width), checkpoint), indent=2))
+    with atomic_write(sidecar) as stream:
+        description = describe(predictor, fmt, dynamic, divisor, (height, width), checkpoint)
+        stream.write(json.dumps(description, indent=2).encode())
     return ExportReport(path, sidecar, exporter, difference, [tuple(s.shape) for s in samples])
 
 
@@ -133,8 +138,9 @@ def parity(model: nn.Module, exported: Any, samples: list[torch.Tensor]) -> floa
     return worst
 
 
-def describe(predictor: Any, fmt: str, dynamic: bool, divisor: int, size: tuple[int, int],
-             checkpoint: Path) -> dict[str, Any]:
+def describe(
+    predictor: Any, fmt: str, dynamic: bool, divisor: int, size: tuple[int, int], checkpoint: Path
+) -> dict[str, Any]:
     """The sidecar: everything needed to use the exported graph, in segcli or elsewhere."""
     config = predictor.config
     return {
@@ -146,20 +152,28 @@ def describe(predictor: Any, fmt: str, dynamic: bool, divisor: int, size: tuple[
         "classes": predictor.meta["classes"],
         "palette": [list(color) for color in predictor.palette],
         "image_channels": predictor.channels,
-        "outputs": "one logit (sigmoid > threshold)" if _single_logit(predictor) else "class logits (argmax)",
+        "outputs": "one logit (sigmoid > threshold)"
+        if _single_logit(predictor)
+        else "class logits (argmax)",
         "threshold": config.train.threshold,
         "preprocessing": {
             "resize": list(predictor.size) if predictor.size else None,
             "resize_mode": "bilinear, antialiased; logits resized back to the image size"
-            if predictor.size else "none: native size",
+            if predictor.size
+            else "none: native size",
             "scale": "pixel / 255 (16-bit images: / 65535)",
             "mean": predictor.mean,
             "std": predictor.std,
             "pad_to_multiple_of": divisor,
             "pad_mode": "reflect, bottom/right; logits cropped back",
         },
-        "input": {"name": "images", "shape": ["batch", predictor.channels, "height", "width"]
-                  if dynamic else [1, predictor.channels, *size], "dynamic": dynamic},
+        "input": {
+            "name": "images",
+            "shape": ["batch", predictor.channels, "height", "width"]
+            if dynamic
+            else [1, predictor.channels, *size],
+            "dynamic": dynamic,
+        },
         "config": predictor.meta["config"],
     }
 
@@ -170,8 +184,9 @@ def _single_logit(predictor: Any) -> bool:
     return single_logit(predictor.config)
 
 
-def _export_onnx(model: nn.Module, sample: torch.Tensor, path: Path, dynamic: bool,
-                 opset: int | None) -> str:
+def _export_onnx(
+    model: nn.Module, sample: torch.Tensor, path: Path, dynamic: bool, opset: int | None
+) -> str:
     dynamic_shapes = None
     if dynamic:
         dim = torch.export.Dim
@@ -181,8 +196,14 @@ def _export_onnx(model: nn.Module, sample: torch.Tensor, path: Path, dynamic: bo
         with contextlib.redirect_stdout(chatter), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                model, (sample,), str(path), dynamo=True, external_data=False,
-                input_names=["images"], output_names=["logits"], opset_version=opset,
+                model,
+                (sample,),
+                str(path),
+                dynamo=True,
+                external_data=False,
+                input_names=["images"],
+                output_names=["logits"],
+                opset_version=opset,
                 dynamic_shapes=dynamic_shapes,
             )
     except Exception as exc:  # noqa: BLE001 - any exporter failure is reported the same way
@@ -209,19 +230,10 @@ def _export_torchscript(model: nn.Module, sample: torch.Tensor, path: Path) -> s
     return f"torch.jit.trace, torch {torch.__version__}"
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    try:
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
 def _require_onnx(purpose: str, need_script: bool = False) -> None:
     missing = [
-        name for name in ("onnx", "onnxruntime", *(("onnxscript",) if need_script else ()))
+        name
+        for name in ("onnx", "onnxruntime", *(("onnxscript",) if need_script else ()))
         if not _importable(name)
     ]
     if missing:
@@ -249,23 +261,32 @@ class _OnnxModel:
         try:
             self.session = onnxruntime.InferenceSession(str(path), providers=providers)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
-            raise CheckpointError(f"onnxruntime cannot load {path}: {str(exc).splitlines()[0]}") from None
+            raise CheckpointError(
+                f"onnxruntime cannot load {path}: {str(exc).splitlines()[0]}"
+            ) from None
         self.input = self.session.get_inputs()[0]
         self.size_divisor = size_divisor
         self.path = path
+        dims = [d if isinstance(d, int) else None for d in self.input.shape]
+        self.static_batch = dims[0] is not None
+        self.fixed_size = tuple(dims[2:]) if None not in dims[2:] else None
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        fixed = [d if isinstance(d, int) else None for d in self.input.shape]
-        if fixed[2:] != [None, None] and list(images.shape[2:]) != fixed[2:]:
+    def check_size(self, height: int, width: int) -> None:
+        if self.fixed_size and (height, width) != self.fixed_size:
             raise UsageError(
-                f"{self.path} was exported for {fixed[2]}x{fixed[3]} inputs, not "
-                f"{images.shape[2]}x{images.shape[3]}",
+                f"{self.path} was exported for {self.fixed_size[0]}x{self.fixed_size[1]} inputs, "
+                f"not {height}x{width}",
                 hint="export again with --dynamic to predict with --tile or at native sizes",
             )
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        self.check_size(*images.shape[2:])
         array = images.detach().cpu().float().numpy()
-        if fixed[0] is not None:  # a static batch dimension: one image per run
-            outputs = [self.session.run(None, {self.input.name: array[i : i + 1]})[0]
-                       for i in range(array.shape[0])]
+        if self.static_batch:  # one image per run
+            outputs = [
+                self.session.run(None, {self.input.name: array[i : i + 1]})[0]
+                for i in range(array.shape[0])
+            ]
             return torch.from_numpy(np.concatenate(outputs))
         return torch.from_numpy(self.session.run(None, {self.input.name: array})[0])
 

@@ -10,8 +10,10 @@ strips, so no output needs full-resolution float maps of every class at once.
 
 from __future__ import annotations
 
+import ctypes
 import glob
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -24,9 +26,8 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from segcli.config import build_config
-from segcli.data.dataset import normalisation
 from segcli.data.format import IMAGE_SUFFIXES, ClassInfo, DatasetInfo
-from segcli.data.io import read_image, write_png_atomic
+from segcli.data.io import publish_file, read_image, write_png_atomic
 from segcli.engine.build import build_model, forward, probabilities, resolve_device
 from segcli.engine.checkpoint import load_checkpoint
 from segcli.engine.tiling import check_tiling, sliding_window
@@ -42,6 +43,26 @@ TTA_VIEWS: dict[str, list[tuple[int, ...]]] = {
 PROBABILITY_FORMATS = ("npy", "png")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 STRIP_ROWS = 256  # rows of full-resolution probabilities held at once when resizing back
+
+
+def reuse_freed_memory() -> None:
+    """Let glibc keep freed activation buffers for the next batch instead of unmapping them.
+
+    A batch's convolution activations are tens of MB, above glibc's largest automatic mmap
+    threshold (32 MB), so by default every forward pass maps fresh pages, faults them in
+    zeroed and unmaps them again: on CPU that cost about a quarter of inference time
+    (benchmarks/predict_throughput.py). Buffers up to 256 MB now come from the heap and up to
+    512 MB of free heap is kept; larger ones (whole decoded images) are still returned.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to tune
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    mallopt(m_mmap_threshold, 256 << 20)
+    mallopt(m_trim_threshold, 512 << 20)
 
 
 @dataclass
@@ -95,7 +116,7 @@ class Predictor:
                     f"{str(exc).splitlines()[0]}"
                 ) from None
             self.model.to(self.device).eval()
-        self.mean, self.std = normalisation(self.config.input, self.channels)
+        self.mean, self.std = self.config.input.normalisation(self.channels)
         self.size = list(self.config.input.size) if self.config.input.size else None
         self.num_classes = max(2, len(self.classes))
         if threshold is not None and self.num_classes != 2:
@@ -120,7 +141,9 @@ class Predictor:
 
     def dataset_info(self) -> DatasetInfo:
         return DatasetInfo(
-            name=self.meta.get("dataset", "?"), classes=self.classes, splits={},
+            name=self.meta.get("dataset", "?"),
+            classes=self.classes,
+            splits={},
             image_channels=self.channels,
         )
 
@@ -164,15 +187,26 @@ class Predictor:
         return probs.argmax(0).to(torch.uint8)
 
     def predict_image(
-        self, image: np.ndarray, emit: Callable[[int, torch.Tensor], None], *,
-        tile: int | None = None, overlap: float = 0.25, batch_size: int = 4,
+        self,
+        image: np.ndarray,
+        emit: Callable[[int, torch.Tensor], None],
+        *,
+        tile: int | None = None,
+        overlap: float = 0.25,
+        batch_size: int = 4,
         progress: Callable[[float], None] | None = None,
     ) -> None:
         """`emit(top, (K, rows, W) probabilities)` strips covering one image at its own size."""
         if tile:
             sliding_window(
-                image, self.window_probabilities, self.num_classes, emit,
-                tile=tile, overlap=overlap, batch_size=batch_size, progress=progress,
+                image,
+                self.window_probabilities,
+                self.num_classes,
+                emit,
+                tile=tile,
+                overlap=overlap,
+                batch_size=batch_size,
+                progress=progress,
             )
             return
         probs = self.probabilities(self.preprocess(image)[None])[0]
@@ -193,7 +227,7 @@ class Predictor:
 
 def _source_index(size_out: int, size_in: int, start: int, stop: int):
     """Bilinear source rows/columns as torch's interpolate (align_corners=False) computes them."""
-    coords = ((torch.arange(start, stop, dtype=torch.float64) + 0.5) * (size_in / size_out) - 0.5)
+    coords = (torch.arange(start, stop, dtype=torch.float64) + 0.5) * (size_in / size_out) - 0.5
     coords = coords.clamp_(min=0)
     low = coords.floor().long().clamp_(max=size_in - 1)
     high = (low + 1).clamp_(max=size_in - 1)
@@ -286,8 +320,13 @@ def output_stems(files: list[tuple[Path, Path]]) -> list[Path]:
 class _ImageFiles(Dataset):
     """Loads (in DataLoader workers) what the main process needs of each image, nothing more."""
 
-    def __init__(self, files: list[tuple[Path, Path]], predictor: Predictor, keep_image: bool,
-                 preprocess: bool) -> None:
+    def __init__(
+        self,
+        files: list[tuple[Path, Path]],
+        predictor: Predictor,
+        keep_image: bool,
+        preprocess: bool,
+    ) -> None:
         self.files = files
         self.predictor = predictor
         self.keep_image = keep_image
@@ -313,8 +352,17 @@ class _ImageFiles(Dataset):
 class ImageOutputs:
     """One image's output files, filled strip by strip and written atomically at the end."""
 
-    def __init__(self, predictor: Predictor, base: Path, height: int, width: int, *,
-                 colorize_masks: bool, overlay_alpha: float | None, probability_format: str | None):
+    def __init__(
+        self,
+        predictor: Predictor,
+        base: Path,
+        height: int,
+        width: int,
+        *,
+        colorize_masks: bool,
+        overlay_alpha: float | None,
+        probability_format: str | None,
+    ):
         self.predictor = predictor
         self.base = base
         self.colorize_masks = colorize_masks
@@ -367,7 +415,7 @@ class ImageOutputs:
             self.probability_map.flush()
             self.probability_map = None
             try:
-                os.replace(self.probability_file, written[-1])
+                publish_file(self.probability_file, written[-1])
             except OSError as exc:
                 raise OutputError(f"cannot write {written[-1]}: {exc.strerror or exc}") from None
         return written
@@ -434,14 +482,18 @@ def predict_paths(
         check_tiling(tile, overlap)
     files = discover_inputs(inputs, recursive)
     bases = output_stems(files)
-    out_dir = prepare_output_dir(Path(out_dir) if out_dir else default_output_dir(inputs), inputs)
     predictor = Predictor(checkpoint, device, amp=amp, tta=tta, threshold=threshold)
+    if tile and hasattr(predictor.model, "check_size"):  # a static ONNX export: fail before writing
+        predictor.model.check_size(tile, tile)
+    out_dir = prepare_output_dir(Path(out_dir) if out_dir else default_output_dir(inputs), inputs)
     batched = bool(predictor.size) and not tile  # all preprocessed tensors share one size
     dataset = _ImageFiles(
         files, predictor, keep_image=bool(tile) or overlay_alpha is not None, preprocess=not tile
     )
     loader = DataLoader(
-        dataset, batch_size=batch_size if batched else 1, collate_fn=list,
+        dataset,
+        batch_size=batch_size if batched else 1,
+        collate_fn=list,
         num_workers=workers if len(files) > 1 else 0,
         pin_memory=predictor.device.type == "cuda",
     )
@@ -449,8 +501,11 @@ def predict_paths(
 
     def save(item: dict[str, Any], produce: Callable[[Callable], None]) -> None:
         outputs = ImageOutputs(
-            predictor, out_dir / bases[item["index"]], *item["shape"],
-            colorize_masks=colorize_masks, overlay_alpha=overlay_alpha,
+            predictor,
+            out_dir / bases[item["index"]],
+            *item["shape"],
+            colorize_masks=colorize_masks,
+            overlay_alpha=overlay_alpha,
             probability_format=probability_format,
         )
         try:
@@ -470,16 +525,26 @@ def predict_paths(
             continue
         if tile:
             for item in good:
-                save(item, lambda emit, image=item["image"]: predictor.predict_image(
-                    image, emit, tile=tile, overlap=overlap, batch_size=batch_size,
-                    progress=progress,
-                ))
+                save(
+                    item,
+                    lambda emit, image=item["image"]: predictor.predict_image(
+                        image,
+                        emit,
+                        tile=tile,
+                        overlap=overlap,
+                        batch_size=batch_size,
+                        progress=progress,
+                    ),
+                )
             continue
         batch_probs = predictor.probabilities(torch.stack([item["tensor"] for item in good]))
         for item, probs in zip(good, batch_probs, strict=True):
-            save(item, lambda emit, probs=probs, shape=item["shape"]: emit_resized(
-                probs, *shape, emit=emit
-            ))
+            save(
+                item,
+                lambda emit, probs=probs, shape=item["shape"]: emit_resized(
+                    probs, *shape, emit=emit
+                ),
+            )
         if progress:
             progress(len(good))
     return report

@@ -1,0 +1,193 @@
+"""`segcli predict`: mirrored trees, original sizes, extra outputs, tiles, TTA, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+EXPECTED_SIZES = {  # output (width, height) = displayed input size
+    "a": (64, 64),
+    "rotated": (20, 30),
+    "sub/b": (50, 37),
+    "sub/grey": (40, 64),
+    "sub/deeper/c16": (64, 64),
+}
+
+
+def test_folder_tree_is_mirrored_at_input_sizes_and_a_corrupt_file_is_partial(
+    cli, image_tree, trained_run, tmp_path
+):
+    out = tmp_path / "out"
+    result = cli(
+        "predict",
+        str(image_tree),
+        "--recursive",
+        "--checkpoint",
+        str(trained_run),
+        "--out",
+        str(out),
+        "--colorize",
+        "--overlay",
+        "--alpha",
+        "0.4",
+        "--probabilities",
+        "npy",
+    )
+    assert result.exit_code == 8, result.stderr  # "partial": the others completed
+    assert "broken.png" in result.stderr and "1 of 6 image(s)" in result.stderr
+    masks = {
+        p.relative_to(out).as_posix()[: -len(".png")]
+        for p in out.rglob("*.png")
+        if p.name.count(".") == 1
+    }
+    assert masks == set(EXPECTED_SIZES)
+    for stem, size in EXPECTED_SIZES.items():
+        mask = Image.open(out / f"{stem}.png")
+        assert mask.size == size and mask.mode == "L"
+        assert set(np.unique(np.asarray(mask))) <= {0, 1, 2, 3}
+        for suffix in (".color.png", ".overlay.png"):
+            picture = Image.open(out / f"{stem}{suffix}")
+            assert picture.size == size and picture.mode == "RGB"
+        probs = np.load(out / f"{stem}.probs.npy")
+        assert probs.dtype == np.float16 and probs.shape == (4, size[1], size[0])
+        np.testing.assert_allclose(probs.astype(np.float32).sum(0), 1, atol=5e-3)
+        assert np.array_equal(probs.argmax(0), np.asarray(mask))
+    assert not list(out.rglob("*.tmp")) and not (out / "notes.png").exists()
+
+
+def test_confidence_png_and_glob_inputs_with_shared_stems(cli, image_tree, trained_run, tmp_path):
+    Image.open(image_tree / "a.png").save(image_tree / "a.jpg")
+    out = tmp_path / "out"
+    result = cli(
+        "predict",
+        str(image_tree / "a.*"),
+        "--checkpoint",
+        str(trained_run),
+        "--out",
+        str(out),
+        "--probabilities",
+        "png",
+    )
+    assert result.exit_code == 0, result.stderr
+    assert {p.name for p in out.iterdir()} == {
+        "a.png.png",
+        "a.jpg.png",
+        "a.png.confidence.png",
+        "a.jpg.confidence.png",
+    }
+    confidence = np.asarray(Image.open(out / "a.png.confidence.png"))
+    assert confidence.shape == (64, 64) and confidence.min() >= 255 // 4  # at least 1/K
+
+
+def test_tiled_prediction_equals_untiled_prediction(native_checkpoint, shapes_dataset, tmp_path):
+    from segcli.engine.predict import predict_paths
+
+    source = sorted((shapes_dataset / "val" / "images").iterdir())[0]
+    folder = tmp_path / "big"
+    folder.mkdir()
+    Image.open(source).convert("RGB").resize((150, 110)).save(folder / "big.png")
+    whole = predict_paths(
+        native_checkpoint, [folder], tmp_path / "whole", probability_format="npy", workers=0
+    )
+    tiled = predict_paths(
+        native_checkpoint,
+        [folder],
+        tmp_path / "tiled",
+        probability_format="npy",
+        workers=0,
+        tile=48,
+        overlap=0.5,
+        batch_size=3,
+    )
+    assert not whole.failed and not tiled.failed
+    expected = np.load(tmp_path / "whole" / "big.probs.npy").astype(np.float32)
+    actual = np.load(tmp_path / "tiled" / "big.probs.npy").astype(np.float32)
+    assert actual.shape == expected.shape == (4, 110, 150)
+    assert np.abs(actual - expected).mean() < 0.02
+    masks = [np.asarray(Image.open(tmp_path / name / "big.png")) for name in ("whole", "tiled")]
+    assert (masks[0] == masks[1]).mean() > 0.97
+
+
+def test_sliding_window_blends_exactly_like_a_full_image_accumulator():
+    """With a pixel-wise 'model', any tiling must reproduce the whole-image result."""
+    from segcli.engine.tiling import count_windows, sliding_window
+
+    image = np.random.default_rng(0).integers(0, 256, (77, 131, 3), dtype=np.uint8)
+
+    def pixelwise(windows):
+        batch = torch.from_numpy(np.stack(windows)).permute(0, 3, 1, 2).float() / 64
+        return torch.softmax(batch, 1)
+
+    expected = pixelwise([image])[0]
+    strips = []
+    sliding_window(
+        image,
+        pixelwise,
+        3,
+        lambda top, probs: strips.append((top, probs.clone())),
+        tile=32,
+        overlap=0.3,
+        batch_size=2,
+    )
+    assert [top for top, _ in strips][0] == 0
+    assert sum(probs.shape[1] for _, probs in strips) == 77
+    torch.testing.assert_close(torch.cat([p for _, p in strips], 1), expected, atol=1e-5, rtol=0)
+    assert count_windows(77, 131, 32, 0.3) == 4 * 6
+
+
+def test_tta_flip_averages_views_of_the_same_size(native_checkpoint, shapes_dataset):
+    from segcli.data.io import read_image
+    from segcli.engine.predict import Predictor
+
+    image = read_image(sorted((shapes_dataset / "val" / "images").iterdir())[0], 3)
+    plain = Predictor(native_checkpoint, "cpu")
+    flipped = Predictor(native_checkpoint, "cpu", tta="flip-hv")
+    batch = plain.preprocess(image)[None]
+    views = [plain.probabilities(batch.flip(d) if d else batch) for d in [(), (3,), (2,), (2, 3)]]
+    unflipped = [
+        v.flip(d) if d else v for v, d in zip(views, [(), (3,), (2,), (2, 3)], strict=True)
+    ]
+    torch.testing.assert_close(flipped.probabilities(batch), sum(unflipped) / 4)
+    assert plain.predict_mask(image).shape == (64, 64)
+
+
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["--threshold", "0.3"], 2, "--threshold applies to binary models"),
+        (["--tta", "rotate"], 2, "unknown --tta 'rotate'"),
+        (["--tile", "64", "--overlap", "1.5"], 2, "--overlap 1.5"),
+        (["--probabilities", "csv"], 2, "unknown --probabilities 'csv'"),
+    ],
+)
+def test_bad_options_are_one_line_errors(
+    cli, image_tree, trained_run, tmp_path, args, code, message
+):
+    out = tmp_path / "out"
+    result = cli(
+        "predict",
+        str(image_tree / "a.png"),
+        "--checkpoint",
+        str(trained_run),
+        "--out",
+        str(out),
+        *args,
+    )
+    assert result.exit_code == code
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_output_inside_the_input_folder_is_refused(cli, image_tree, trained_run):
+    result = cli(
+        "predict",
+        str(image_tree),
+        "--checkpoint",
+        str(trained_run),
+        "--out",
+        str(image_tree / "pred"),
+    )
+    assert result.exit_code == 2
+    assert "inside the input folder" in result.stderr

@@ -1,0 +1,103 @@
+"""`segcli evaluate` and the `visualize` subcommands: reports and non-blank PNGs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from PIL import Image
+
+
+def not_blank(path, min_width, min_height) -> np.ndarray:
+    picture = np.asarray(Image.open(path).convert("RGB"))
+    assert picture.shape[1] >= min_width and picture.shape[0] >= min_height
+    assert picture.std() > 10 and len(np.unique(picture.reshape(-1, 3), axis=0)) > 8
+    return picture
+
+
+def test_evaluate_writes_a_per_class_report_and_predictions(
+    cli, trained_run, shapes_dataset, tmp_path
+):
+    out = tmp_path / "eval.json"
+    result = cli(
+        "evaluate",
+        str(shapes_dataset),
+        "--split",
+        "val",
+        "--checkpoint",
+        str(trained_run),
+        "--out",
+        str(out),
+        "--save-predictions",
+        "--workers",
+        "0",
+    )
+    assert result.exit_code == 0, result.stderr
+    assert "circle" in result.stdout and "confusion/miou" in result.stdout
+    report = json.loads(out.read_text())
+    assert report["images"] == 16 and report["split"] == "val"
+    assert 0 <= report["metrics"]["confusion/miou"] <= 1
+    assert np.asarray(report["metrics"]["confusion/matrix"]).sum() == 16 * 64 * 64
+    assert len(report["per_image"]) == 16
+    predictions = sorted((tmp_path / "eval-predictions").glob("*.color.png"))
+    assert len(predictions) == 16 and Image.open(predictions[0]).size == (64, 64)
+
+
+def test_evaluate_an_unlabelled_split_is_a_data_error(cli, trained_run, shapes_dataset):
+    result = cli(
+        "evaluate", str(shapes_dataset), "--split", "test", "--checkpoint", str(trained_run)
+    )
+    assert result.exit_code == 3
+    assert "no masks" in result.stderr
+
+
+def test_visualize_predictions_worst_first(cli, trained_run, shapes_dataset, tmp_path):
+    out = tmp_path / "predictions.png"
+    result = cli(
+        "visualize",
+        "predictions",
+        str(shapes_dataset),
+        "--checkpoint",
+        str(trained_run),
+        "-n",
+        "3",
+        "--worst-first",
+        "--out",
+        str(out),
+    )
+    assert result.exit_code == 0, result.stderr
+    picture = not_blank(out, 4 * 160, 3 * 160)
+    assert (picture == np.array([255, 0, 255])).all(-1).sum() > 0  # error pixels
+
+
+def test_visualize_curves_overlays_runs(cli, trained_run, tmp_path):
+    out = tmp_path / "curves.png"
+    result = cli("visualize", "curves", str(trained_run), str(trained_run), "--out", str(out))
+    assert result.exit_code == 0, result.stderr
+    picture = not_blank(out, 800, 500)
+    assert (picture == np.array([31, 119, 180])).all(-1).sum() > 20  # first run's colour
+
+
+def test_visualize_confusion_from_a_run_and_from_an_evaluation(
+    cli, trained_run, shapes_dataset, tmp_path
+):
+    out = tmp_path / "confusion.png"
+    result = cli("visualize", "confusion", str(trained_run), "--out", str(out))
+    assert result.exit_code == 0, result.stderr
+    not_blank(out, 4 * 24, 4 * 24)
+    report = tmp_path / "eval.json"
+    cli(
+        "evaluate",
+        str(shapes_dataset),
+        "--checkpoint",
+        str(trained_run),
+        "--out",
+        str(report),
+        "--workers",
+        "0",
+    )
+    result = cli("visualize", "confusion", str(report))
+    assert result.exit_code == 0, result.stderr
+    not_blank(tmp_path / "eval-confusion.png", 4 * 24, 4 * 24)
+    result = cli("visualize", "confusion", str(tmp_path / "missing.json"))
+    assert result.exit_code == 3
