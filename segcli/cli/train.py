@@ -161,6 +161,7 @@ def print_summary(run_dir: Path) -> None:
             table.add_row(name, "-" if value != value else f"{value:.4f}")
         console.print(table)
     console.print(f"checkpoints: {run_dir}/best.safetensors, {run_dir}/last.safetensors")
+    console.print(f"curves: {run_dir}/curves.png")
     console.print(f"next: segcli predict --colorize FOLDER   (uses {run_dir}/best.safetensors)")
 
 

@@ -507,6 +507,9 @@ def _fit(
             "steps": state.step,
         }
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        from segcli.visualize import curves, save_picture
+
+        save_picture(curves([run_dir]), run_dir / "curves.png")
     return run_dir
 
 

@@ -167,6 +167,16 @@ def test_best_checkpoint_is_the_epoch_with_the_best_monitored_value(shapes_datas
     assert {"epoch", "train/loss", "val/loss", "confusion/miou"} <= set(header)
 
 
+def test_a_run_ends_with_a_curve_picture(shapes_dataset, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    run = fit(tiny_config(shapes_dataset, tmp_path, "train.epochs=2"))
+    picture = np.asarray(Image.open(run / "curves.png").convert("RGB"))
+    assert picture.shape[0] > 100 and picture.shape[1] > 200
+    assert picture.std() > 5  # lines and labels, not a blank canvas
+
+
 def test_schedules_warm_up_and_decay():
     from segcli.engine.train import lr_factor
 
