@@ -33,7 +33,9 @@ class _DatasetCommands(TyperGroup):
         from segcli.plugins import get_plugins
 
         entry = get_plugins().datasets.entry(cmd_name)
-        sub_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+        sub_app = typer.Typer(
+            add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None
+        )
         sub_app.command(cmd_name, help=entry.description)(_command_for(cmd_name, entry.load()))
         return typer.main.get_command(sub_app)
 
@@ -212,6 +214,7 @@ prepare_app = typer.Typer(
     cls=_DatasetCommands,
     help="Turn a raw dataset folder into segcli's canonical prepared dataset.",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 

@@ -9,7 +9,9 @@ import typer
 from segcli.cli.output import console
 
 visualize_app = typer.Typer(
-    help="Write pictures (PNG) of datasets, predictions and training runs.", no_args_is_help=True
+    help="Write pictures (PNG) of datasets, predictions and training runs.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 
