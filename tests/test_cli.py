@@ -123,20 +123,24 @@ def test_existing_output_needs_force(cli, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["shapes"]
 
 
-def test_unwritable_output(cli, tmp_path):
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o500)
-    try:
-        import os
+def test_unwritable_output_is_an_output_error(cli, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = cli("prepare", "shapes", "--train", "3", "--val", "1", "--out", str(blocker / "s"))
+    assert result.exit_code == 6
+    assert "cannot create" in one_error_line(result.stderr)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
 
-        if os.access(locked, os.W_OK):
-            pytest.skip("running as a user that can write anywhere")
-        result = cli("prepare", "shapes", "--train", "3", "--val", "1", "--out", str(locked / "s"))
-        assert result.exit_code == 6
-        one_error_line(result.stderr)
-    finally:
-        locked.chmod(0o700)
+
+def test_unwritable_prediction_folder(cli, tmp_path, trained_run, shapes_dataset):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    images = shapes_dataset / "test" / "images"
+    result = cli(
+        "predict", str(images), "--checkpoint", str(trained_run), "--out", str(blocker / "out")
+    )
+    assert result.exit_code == 6
+    one_error_line(result.stderr)
 
 
 def test_predict_missing_checkpoint(cli, tmp_path):
