@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -132,6 +133,20 @@ def _logit(probability: float) -> float:
 
 def _unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "module", getattr(model, "_orig_mod", model))
+
+
+def autocast_for(amp: str, device: torch.device):
+    if amp == "off":
+        return nullcontext()
+    if amp == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if amp == "fp16":
+        if device.type != "cuda":
+            raise ConfigError(
+                "train.amp=fp16 needs a CUDA device", hint="use --set train.amp=bf16 on CPU"
+            )
+        return torch.autocast("cuda", dtype=torch.float16)
+    raise ConfigError(f"unknown train.amp {amp!r}; valid: off, bf16, fp16")
 
 
 def resolve_device(name: str) -> torch.device:

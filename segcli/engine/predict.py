@@ -28,7 +28,13 @@ from torch.utils.data import DataLoader, Dataset
 from segcli.config import build_config
 from segcli.data.format import IMAGE_SUFFIXES, ClassInfo, DatasetInfo
 from segcli.data.io import publish_file, read_image, write_png_atomic
-from segcli.engine.build import build_model, forward, probabilities, resolve_device
+from segcli.engine.build import (
+    autocast_for,
+    build_model,
+    forward,
+    probabilities,
+    resolve_device,
+)
 from segcli.engine.checkpoint import load_checkpoint
 from segcli.engine.tiling import check_tiling, sliding_window
 from segcli.errors import CheckpointError, DataError, OutputError, UsageError
@@ -155,7 +161,7 @@ class Predictor:
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         """As in training: resized to `input.size` when the model was trained resized."""
         tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255)
-        if self.size:
+        if self.size and list(tensor.shape[-2:]) != list(self.size):
             tensor = F.interpolate(
                 tensor[None], size=self.size, mode="bilinear", align_corners=False, antialias=True
             )[0]
@@ -164,7 +170,6 @@ class Predictor:
     @torch.no_grad()
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
         """(N, K, h, w) float32 CPU class probabilities for a preprocessed batch, TTA averaged."""
-        from segcli.engine.train import autocast_for
 
         batch = batch.to(self.device, non_blocking=True)
         total = None

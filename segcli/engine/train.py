@@ -11,7 +11,6 @@ import json
 import math
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,6 +25,7 @@ from segcli.data.dataset import EpochSampler, SegmentationDataset, build_transfo
 from segcli.data.format import DatasetInfo, read_dataset_info
 from segcli.engine import distributed
 from segcli.engine.build import (
+    autocast_for,
     build_loss,
     build_metrics,
     build_model,
@@ -150,20 +150,6 @@ def lr_factor(config: RunConfig, steps_per_epoch: int) -> Callable[[int], float]
         return 1.0
 
     return factor
-
-
-def autocast_for(amp: str, device: torch.device):
-    if amp == "off":
-        return nullcontext()
-    if amp == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    if amp == "fp16":
-        if device.type != "cuda":
-            raise ConfigError(
-                "train.amp=fp16 needs a CUDA device", hint="use --set train.amp=bf16 on CPU"
-            )
-        return torch.autocast("cuda", dtype=torch.float16)
-    raise ConfigError(f"unknown train.amp {amp!r}; valid: off, bf16, fp16")
 
 
 def make_loader(
