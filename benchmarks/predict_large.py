@@ -21,33 +21,6 @@ import numpy as np
 from PIL import Image
 
 
-def make_checkpoint(path: Path, base_width: int, depth: int) -> None:
-    import torch
-
-    from segcli.config import build_config
-    from segcli.data.format import ClassInfo, DatasetInfo
-    from segcli.engine.build import build_model
-    from segcli.engine.checkpoint import save_checkpoint
-    from segcli.palette import default_palette
-
-    torch.manual_seed(0)
-    config = build_config(
-        {
-            "model": {"name": "unet", "base_width": base_width, "depth": depth},
-            "input": {"size": [512, 512]},
-        }
-    )
-    classes = [ClassInfo(i, f"class{i}", c) for i, c in enumerate(default_palette(4))]
-    info = DatasetInfo(name="synthetic", classes=classes, splits={}, image_channels=3)
-    meta = {
-        "config": config.to_dict(),
-        "image_channels": 3,
-        "dataset": "synthetic",
-        "classes": [{"id": c.id, "name": c.name, "color": list(c.color)} for c in classes],
-    }
-    save_checkpoint(path, build_model(config, info).eval().state_dict(), meta)
-
-
 def make_image(path: Path, size: int) -> None:
     rows = np.linspace(0, 255, size, dtype=np.float32)
     image = np.empty((size, size, 3), np.uint8)
@@ -92,7 +65,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         checkpoint = folder / "model.safetensors"
-        make_checkpoint(checkpoint, base_width=8, depth=2)
+        from synthetic import synthetic_checkpoint
+
+        synthetic_checkpoint(checkpoint, size=512, base_width=8, depth=2)
         (folder / "in").mkdir()
         image = folder / "in" / "large.png"
         make_image(image, args.size)

@@ -23,30 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from synthetic import synthetic_checkpoint
 
-from segcli.config import build_config
-from segcli.data.format import ClassInfo, DatasetInfo
 from segcli.data.io import read_image
-from segcli.engine.build import build_model, forward
-from segcli.engine.checkpoint import save_checkpoint
+from segcli.engine.build import forward
 from segcli.engine.predict import Predictor, predict_paths, reuse_freed_memory
-from segcli.palette import default_palette
-
-
-def make_checkpoint(path: Path, size: int) -> None:
-    torch.manual_seed(0)
-    config = build_config(
-        {"model": {"name": "unet", "base_width": 32, "depth": 4}, "input": {"size": [size, size]}}
-    )
-    classes = [ClassInfo(i, f"class{i}", c) for i, c in enumerate(default_palette(4))]
-    info = DatasetInfo(name="synthetic", classes=classes, splits={}, image_channels=3)
-    meta = {
-        "config": config.to_dict(),
-        "image_channels": 3,
-        "dataset": "synthetic",
-        "classes": [{"id": c.id, "name": c.name, "color": list(c.color)} for c in classes],
-    }
-    save_checkpoint(path, build_model(config, info).eval().state_dict(), meta)
 
 
 def main() -> None:
@@ -59,7 +40,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         checkpoint = folder / "model.safetensors"
-        make_checkpoint(checkpoint, args.size)
+        synthetic_checkpoint(checkpoint, size=args.size, base_width=32, depth=4)
         (folder / "in").mkdir()
         for index in range(args.images):
             pixels = rng.integers(0, 256, (args.size // 8, args.size // 8, 3), dtype=np.uint8)

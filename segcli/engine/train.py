@@ -400,7 +400,7 @@ def _fit(
         )
         if context.is_main:
             record_run(run_dir, config)
-    meta = _checkpoint_meta(config, info)
+    meta = checkpoint_meta(config, info)
     writer = _tensorboard(run_dir) if config.log.tensorboard and context.is_main else None
     if context.is_main:
         reporter.start(run_dir, config.train.epochs, len(train_loader))
@@ -510,7 +510,8 @@ def _tensorboard(run_dir: Path):
     return SummaryWriter(str(run_dir / "tensorboard"))
 
 
-def _checkpoint_meta(config: RunConfig, info: DatasetInfo) -> dict[str, Any]:
+def checkpoint_meta(config: RunConfig, info: DatasetInfo) -> dict[str, Any]:
+    """What every checkpoint carries besides weights: enough to rebuild and use the model."""
     return {
         "config": config.to_dict(),
         "classes": [{"id": c.id, "name": c.name, "color": list(c.color)} for c in info.classes],
