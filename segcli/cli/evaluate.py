@@ -30,7 +30,12 @@ def evaluate(
     ),
     overlap: float = typer.Option(0.25, "--overlap", help="Fraction of each --tile window shared."),
     tta: str = typer.Option("none", "--tta", help="none, flip or flip-hv."),
-    workers: int = typer.Option(2, "--workers", help="Background processes loading images."),
+    workers: int = typer.Option(
+        None,
+        "--workers",
+        help="Background processes loading images [default: 2 on CUDA, 0 on CPU, where "
+        "they would compete with the model's threads].",
+    ),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     runs_dir: Path = typer.Option(
         Path("runs"), "--runs-dir", help="Where to look for the newest run."

@@ -56,7 +56,12 @@ def predict(
     batch_size: int = typer.Option(
         4, "--batch-size", help="Images (or --tile windows) per forward pass."
     ),
-    workers: int = typer.Option(2, "--workers", help="Background processes loading images."),
+    workers: int = typer.Option(
+        None,
+        "--workers",
+        help="Background processes loading images [default: 2 on CUDA, 0 on CPU, where "
+        "they would compete with the model's threads].",
+    ),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     amp: str = typer.Option(
         "auto", "--amp", help="Mixed precision: auto (fp16 on CUDA), off, bf16, fp16."

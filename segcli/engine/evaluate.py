@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from segcli.data.format import IGNORE_INDEX, read_dataset_info, split_files
 from segcli.data.io import atomic_write, read_image, read_mask, write_png_atomic
 from segcli.engine.build import build_metrics
-from segcli.engine.predict import Predictor
+from segcli.engine.predict import Predictor, loader_workers
 from segcli.errors import DataError
 from segcli.palette import colorize
 
@@ -90,7 +90,7 @@ def evaluate_split(
     tile: int | None = None,
     overlap: float = 0.25,
     batch_size: int = 4,
-    workers: int = 2,
+    workers: int | None = None,
     predictions_dir: Path | None = None,
     progress: Callable[[float], None] | None = None,
 ) -> dict[str, Any]:
@@ -105,7 +105,7 @@ def evaluate_split(
         _LabelledImages(pairs, predictor.channels),
         batch_size=None,
         collate_fn=_unchanged,
-        num_workers=workers if len(pairs) > 1 else 0,
+        num_workers=loader_workers(workers, predictor.device, len(pairs)),
     )
     per_image = []
     for image_path, image, truth in loader:
