@@ -69,7 +69,9 @@ def register_metrics(register: Register) -> None:
     ``target``: a factory ``(num_classes: int, ignore_index: int, **options) -> metric`` where
     the metric has ``reset()``, ``update(pred (N,H,W) int64, target (N,H,W) int64)`` (no host
     synchronisation: keep state on the tensors' device) and ``compute() -> dict[str, float |
-    list[float]]``. Keys are reported as ``<metric>/<key>``; lists are per class.
+    list[float]]``. Keys are reported as ``<metric>/<key>``; lists are per class. Keep the
+    accumulated state in tensor attributes that are sums over samples (counts, totals):
+    under ``torchrun`` segcli adds them up across processes before ``compute()``.
     """
 
 

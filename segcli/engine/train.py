@@ -294,8 +294,9 @@ def fit(
     """
     checkpoint = None
     if resume is not None:
-        config, run_dir, checkpoint = _resume_point(resume)
-    assert config is not None
+        config, checkpoint = _resume_point(resume)
+    if config is None:
+        raise ConfigError("nothing to train: give a configuration or a run to resume")
     context = distributed.start(config.train.device)
     try:
         return _fit(config, context, max_steps, checkpoint, reporter or _Silent())
@@ -539,7 +540,7 @@ def _training_state(
     }
 
 
-def _resume_point(spec: Path) -> tuple[RunConfig, Path, Any]:
+def _resume_point(spec: Path) -> tuple[RunConfig, Any]:
     run_dir = Path(spec)
     if run_dir.is_file():
         run_dir = run_dir.parent
@@ -553,7 +554,6 @@ def _resume_point(spec: Path) -> tuple[RunConfig, Path, Any]:
         )
     return (
         build_config(config_file=run_dir / "config.toml"),
-        run_dir,
         load_checkpoint(last, with_training_state=True),
     )
 
