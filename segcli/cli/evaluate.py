@@ -6,17 +6,14 @@ from pathlib import Path
 
 import typer
 
+from segcli.cli import options
 from segcli.cli.output import console, error_console
 
 
 def evaluate(
     dataset_dir: Path = typer.Argument(..., help="A prepared dataset folder (with dataset.json)."),
     split: str = typer.Option("val", "--split", help="Labelled split to evaluate: val, test, ..."),
-    checkpoint: Path = typer.Option(
-        None,
-        "--checkpoint",
-        help="Checkpoint, run folder or exported model [default: newest run's best].",
-    ),
+    checkpoint: options.Checkpoint = None,
     out: Path = typer.Option(
         None, "--out", "-o", help="JSON report [default: <run>/eval-<split>.json]."
     ),
@@ -25,21 +22,12 @@ def evaluate(
         "--save-predictions",
         help="Also write each predicted mask (and colour) next to the report.",
     ),
-    tile: int = typer.Option(
-        None, "--tile", help="Sliding-window inference with SIZE-pixel windows."
-    ),
-    overlap: float = typer.Option(0.25, "--overlap", help="Fraction of each --tile window shared."),
-    tta: str = typer.Option("none", "--tta", help="none, flip or flip-hv."),
-    workers: int = typer.Option(
-        None,
-        "--workers",
-        help="Background processes loading images [default: 2 on CUDA, 0 on CPU, where "
-        "they would compete with the model's threads].",
-    ),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    runs_dir: Path = typer.Option(
-        Path("runs"), "--runs-dir", help="Where to look for the newest run."
-    ),
+    tile: options.Tile = None,
+    overlap: options.Overlap = 0.25,
+    tta: options.Tta = "none",
+    workers: options.Workers = None,
+    device: options.Device = "auto",
+    runs_dir: options.RunsDir = Path("runs"),
 ) -> None:
     """Score the model's masks against a split's masks, at the images' own sizes."""
     from rich.progress import Progress

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from segcli.cli import options
 from segcli.cli.output import console
 
 
@@ -26,9 +27,7 @@ def export(
     tolerance: float = typer.Option(
         1e-3, "--tolerance", help="Largest accepted |exported - PyTorch| logit difference."
     ),
-    runs_dir: Path = typer.Option(
-        Path("runs"), "--runs-dir", help="Where to look for the newest run."
-    ),
+    runs_dir: options.RunsDir = Path("runs"),
 ) -> None:
     """Export a model plus a sidecar JSON (classes, palette, preprocessing).
 

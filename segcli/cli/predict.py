@@ -6,16 +6,13 @@ from pathlib import Path
 
 import typer
 
+from segcli.cli import options
 from segcli.cli.output import console, error_console, print_warning
 
 
 def predict(
     inputs: list[str] = typer.Argument(..., help="Image files, folders or glob patterns."),
-    checkpoint: Path = typer.Option(
-        None,
-        "--checkpoint",
-        help="Checkpoint, run folder, or exported model (.onnx, .pt) [default: newest run's best].",
-    ),
+    checkpoint: options.Checkpoint = None,
     out: Path = typer.Option(
         None, "--out", "-o", help="Output folder [default: <input>-pred next to the input]."
     ),
@@ -42,33 +39,18 @@ def predict(
     recursive: bool = typer.Option(
         False, "--recursive", "-r", help="Include images in subfolders (the tree is mirrored)."
     ),
-    tile: int = typer.Option(
-        None,
-        "--tile",
-        help="Sliding-window inference with SIZE-pixel windows at the image's own resolution.",
-    ),
-    overlap: float = typer.Option(
-        0.25, "--overlap", help="Fraction of each --tile window shared with its neighbours."
-    ),
-    tta: str = typer.Option(
-        "none", "--tta", help="Test-time augmentation: none, flip (horizontal) or flip-hv."
-    ),
+    tile: options.Tile = None,
+    overlap: options.Overlap = 0.25,
+    tta: options.Tta = "none",
     batch_size: int = typer.Option(
         4, "--batch-size", help="Images (or --tile windows) per forward pass."
     ),
-    workers: int = typer.Option(
-        None,
-        "--workers",
-        help="Background processes loading images [default: 2 on CUDA, 0 on CPU, where "
-        "they would compete with the model's threads].",
-    ),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    workers: options.Workers = None,
+    device: options.Device = "auto",
     amp: str = typer.Option(
         "auto", "--amp", help="Mixed precision: auto (fp16 on CUDA), off, bf16, fp16."
     ),
-    runs_dir: Path = typer.Option(
-        Path("runs"), "--runs-dir", help="Where to look for the newest run."
-    ),
+    runs_dir: options.RunsDir = Path("runs"),
 ) -> None:
     """Predict a mask for every image, at the image's own size.
 

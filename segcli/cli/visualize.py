@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from segcli.cli import options
 from segcli.cli.output import console
 
 visualize_app = typer.Typer(
@@ -39,24 +40,18 @@ def samples(
 @visualize_app.command("predictions")
 def predictions(
     dataset_dir: Path = typer.Argument(..., help="A prepared dataset folder (with dataset.json)."),
-    checkpoint: Path = typer.Option(
-        None,
-        "--checkpoint",
-        help="Checkpoint, run folder or exported model [default: newest run's best].",
-    ),
+    checkpoint: options.Checkpoint = None,
     split: str = typer.Option("val", "--split", help="Labelled split to show."),
     count: int = typer.Option(6, "--count", "-n", help="Number of samples (rows)."),
     worst_first: bool = typer.Option(
         False, "--worst-first", help="The samples with the lowest per-image mean IoU, worst on top."
     ),
     seed: int = typer.Option(0, "--seed", help="Which random samples (without --worst-first)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    device: options.Device = "auto",
     out: Path = typer.Option(
         None, "--out", "-o", help="PNG file [default: <run>/predictions-<split>.png]."
     ),
-    runs_dir: Path = typer.Option(
-        Path("runs"), "--runs-dir", help="Where to look for the newest run."
-    ),
+    runs_dir: options.RunsDir = Path("runs"),
 ) -> None:
     """Rows of image / truth / prediction / error map, each labelled with its mean IoU."""
     from segcli.engine.predict import Predictor
