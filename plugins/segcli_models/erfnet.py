@@ -35,10 +35,12 @@ class NonBottleneck1d(nn.Module):
         self.conv3x1_1 = nn.Conv2d(channels, channels, (3, 1), padding=(1, 0))
         self.conv1x3_1 = nn.Conv2d(channels, channels, (1, 3), padding=(0, 1))
         self.bn1 = nn.BatchNorm2d(channels, eps=1e-3)
-        self.conv3x1_2 = nn.Conv2d(channels, channels, (3, 1), padding=(dilation, 0),
-                                   dilation=(dilation, 1))
-        self.conv1x3_2 = nn.Conv2d(channels, channels, (1, 3), padding=(0, dilation),
-                                   dilation=(1, dilation))
+        self.conv3x1_2 = nn.Conv2d(
+            channels, channels, (3, 1), padding=(dilation, 0), dilation=(dilation, 1)
+        )
+        self.conv1x3_2 = nn.Conv2d(
+            channels, channels, (1, 3), padding=(0, dilation), dilation=(1, dilation)
+        )
         self.bn2 = nn.BatchNorm2d(channels, eps=1e-3)
         self.dropout = nn.Dropout2d(dropout)
 
@@ -53,8 +55,9 @@ class NonBottleneck1d(nn.Module):
 class UpsamplerBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
-        self.conv = nn.ConvTranspose2d(in_channels, out_channels, 3, stride=2, padding=1,
-                                       output_padding=1)
+        self.conv = nn.ConvTranspose2d(
+            in_channels, out_channels, 3, stride=2, padding=1, output_padding=1
+        )
         self.bn = nn.BatchNorm2d(out_channels, eps=1e-3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -82,10 +85,16 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     def __init__(self, num_classes: int) -> None:
         super().__init__()
-        self.layers = nn.ModuleList([
-            UpsamplerBlock(128, 64), NonBottleneck1d(64, 0.0, 1), NonBottleneck1d(64, 0.0, 1),
-            UpsamplerBlock(64, 16), NonBottleneck1d(16, 0.0, 1), NonBottleneck1d(16, 0.0, 1),
-        ])
+        self.layers = nn.ModuleList(
+            [
+                UpsamplerBlock(128, 64),
+                NonBottleneck1d(64, 0.0, 1),
+                NonBottleneck1d(64, 0.0, 1),
+                UpsamplerBlock(64, 16),
+                NonBottleneck1d(16, 0.0, 1),
+                NonBottleneck1d(16, 0.0, 1),
+            ]
+        )
         self.output_conv = nn.ConvTranspose2d(16, num_classes, 2, stride=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -121,6 +130,11 @@ def build_erfnet(
     ImageNet-pretrained encoder; its classifier keys are left out)."""
     model = ERFNet(num_classes, in_channels, dropout)
     if backbone_weights:
-        load_matching(model.encoder, read_state_dict(backbone_weights), source=backbone_weights,
-                      target="the ERFNet encoder", ignore_prefixes=("output_conv.",))
+        load_matching(
+            model.encoder,
+            read_state_dict(backbone_weights),
+            source=backbone_weights,
+            target="the ERFNet encoder",
+            ignore_prefixes=("output_conv.",),
+        )
     return model

@@ -42,8 +42,9 @@ def _bilinear_kernel(channels: int, size: int) -> torch.Tensor:
 
 
 def _upsampler(channels: int, factor: int) -> nn.ConvTranspose2d:
-    up = nn.ConvTranspose2d(channels, channels, 2 * factor, stride=factor, padding=factor // 2,
-                            bias=False)
+    up = nn.ConvTranspose2d(
+        channels, channels, 2 * factor, stride=factor, padding=factor // 2, bias=False
+    )
     with torch.no_grad():
         up.weight.copy_(_bilinear_kernel(channels, 2 * factor))
     return up
@@ -53,21 +54,34 @@ class FCN8s(nn.Module):
     """FCN-8s; needs sizes divisible by 32, which the engine provides (`size_divisor`)."""
 
     size_divisor = 32
-    head_prefixes = ("score_fr.", "score_pool4.", "score_pool3.", "upscore2.",
-                     "upscore_pool4.", "upscore8.")
+    head_prefixes = (
+        "score_fr.",
+        "score_pool4.",
+        "score_pool3.",
+        "upscore2.",
+        "upscore_pool4.",
+        "upscore8.",
+    )
 
-    def __init__(self, num_classes: int, backbone: str = "vgg16", head_width: int = 4096,
-                 dropout: float = 0.5) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: str = "vgg16",
+        head_width: int = 4096,
+        dropout: float = 0.5,
+    ) -> None:
         super().__init__()
         if backbone not in _BACKBONES:
             raise ValueError(f"backbone must be one of {', '.join(_BACKBONES)}, got {backbone!r}")
         self.features = vgg_features(backbone)
         pools = [i for i, layer in enumerate(self.features) if isinstance(layer, nn.MaxPool2d)]
         self._pool3, self._pool4 = pools[2], pools[3]
-        self.fc6 = nn.Sequential(nn.Conv2d(512, head_width, 7, padding=3), nn.ReLU(inplace=True),
-                                 nn.Dropout2d(dropout))
-        self.fc7 = nn.Sequential(nn.Conv2d(head_width, head_width, 1), nn.ReLU(inplace=True),
-                                 nn.Dropout2d(dropout))
+        self.fc6 = nn.Sequential(
+            nn.Conv2d(512, head_width, 7, padding=3), nn.ReLU(inplace=True), nn.Dropout2d(dropout)
+        )
+        self.fc7 = nn.Sequential(
+            nn.Conv2d(head_width, head_width, 1), nn.ReLU(inplace=True), nn.Dropout2d(dropout)
+        )
         self.score_fr = nn.Conv2d(head_width, num_classes, 1)
         self.score_pool4 = nn.Conv2d(512, num_classes, 1)
         self.score_pool3 = nn.Conv2d(256, num_classes, 1)
@@ -106,9 +120,13 @@ def build_fcn8s(
     dict (its `features.*` are loaded, its classifier is not used)."""
     model = FCN8s(num_classes, backbone, head_width, dropout)
     if backbone_weights:
-        load_matching(model.features, read_state_dict(backbone_weights), source=backbone_weights,
-                      target=f"the {backbone} features of fcn8s-vgg",
-                      ignore_prefixes=("classifier.",))
+        load_matching(
+            model.features,
+            read_state_dict(backbone_weights),
+            source=backbone_weights,
+            target=f"the {backbone} features of fcn8s-vgg",
+            ignore_prefixes=("classifier.",),
+        )
     if in_channels != 3:
         replace_input_conv(model.features, "0", in_channels)
     return model

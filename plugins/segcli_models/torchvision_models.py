@@ -75,8 +75,14 @@ def replace_input_conv(parent: nn.Module, attribute: str, in_channels: int) -> N
     """
     old: nn.Conv2d = getattr(parent, attribute)
     new = nn.Conv2d(
-        in_channels, old.out_channels, old.kernel_size, old.stride, old.padding,
-        old.dilation, old.groups, old.bias is not None,
+        in_channels,
+        old.out_channels,
+        old.kernel_size,
+        old.stride,
+        old.padding,
+        old.dilation,
+        old.groups,
+        old.bias is not None,
     )
     with torch.no_grad():
         new.weight.copy_(old.weight.mean(1, keepdim=True).expand_as(new.weight) * 3 / in_channels)
@@ -113,12 +119,19 @@ def load_backbone_weights(model: SegmentationLogits, path: str, name: str) -> No
     state = read_state_dict(path)
     if any(key.startswith("backbone.") for key in state):
         load_matching(
-            model, state, source=path, target=name,
-            head_prefixes=model.head_prefixes, ignore_prefixes=model.ignore_prefixes,
+            model,
+            state,
+            source=path,
+            target=name,
+            head_prefixes=model.head_prefixes,
+            ignore_prefixes=model.ignore_prefixes,
         )
     else:
         load_matching(
-            model.backbone, state, source=path, target=f"the backbone of {name}",
+            model.backbone,
+            state,
+            source=path,
+            target=f"the backbone of {name}",
             ignore_prefixes=("fc.", "classifier."),
         )
 
@@ -127,30 +140,57 @@ def build_deeplabv3_resnet50(
     num_classes: int, in_channels: int = 3, *, backbone_weights: str | None = None
 ) -> SegmentationLogits:
     """torchvision DeepLabV3 with a ResNet-50 backbone (output stride 8), no auxiliary head."""
-    return _build(segmentation.deeplabv3_resnet50, "deeplabv3-resnet50", num_classes,
-                  in_channels, backbone_weights, 8, ("classifier.4.",))
+    return _build(
+        segmentation.deeplabv3_resnet50,
+        "deeplabv3-resnet50",
+        num_classes,
+        in_channels,
+        backbone_weights,
+        8,
+        ("classifier.4.",),
+    )
 
 
 def build_deeplabv3_resnet101(
     num_classes: int, in_channels: int = 3, *, backbone_weights: str | None = None
 ) -> SegmentationLogits:
     """torchvision DeepLabV3 with a ResNet-101 backbone (output stride 8), no auxiliary head."""
-    return _build(segmentation.deeplabv3_resnet101, "deeplabv3-resnet101", num_classes,
-                  in_channels, backbone_weights, 8, ("classifier.4.",))
+    return _build(
+        segmentation.deeplabv3_resnet101,
+        "deeplabv3-resnet101",
+        num_classes,
+        in_channels,
+        backbone_weights,
+        8,
+        ("classifier.4.",),
+    )
 
 
 def build_fcn_resnet50(
     num_classes: int, in_channels: int = 3, *, backbone_weights: str | None = None
 ) -> SegmentationLogits:
     """torchvision FCN with a ResNet-50 backbone (output stride 8), no auxiliary head."""
-    return _build(segmentation.fcn_resnet50, "fcn-resnet50", num_classes,
-                  in_channels, backbone_weights, 8, ("classifier.4.",))
+    return _build(
+        segmentation.fcn_resnet50,
+        "fcn-resnet50",
+        num_classes,
+        in_channels,
+        backbone_weights,
+        8,
+        ("classifier.4.",),
+    )
 
 
 def build_lraspp_mobilenet_v3(
     num_classes: int, in_channels: int = 3, *, backbone_weights: str | None = None
 ) -> SegmentationLogits:
     """torchvision LR-ASPP with a MobileNetV3-Large backbone (output stride 16)."""
-    return _build(segmentation.lraspp_mobilenet_v3_large, "lraspp-mobilenet-v3", num_classes,
-                  in_channels, backbone_weights, 16,
-                  ("classifier.low_classifier.", "classifier.high_classifier."))
+    return _build(
+        segmentation.lraspp_mobilenet_v3_large,
+        "lraspp-mobilenet-v3",
+        num_classes,
+        in_channels,
+        backbone_weights,
+        16,
+        ("classifier.low_classifier.", "classifier.high_classifier."),
+    )

@@ -7,10 +7,13 @@ from torch import nn
 from torch.nn import functional as F
 
 
-def _conv_block(in_channels: int, out_channels: int, batch_norm: bool) -> nn.Sequential:
+def conv_block(
+    in_channels: int, out_channels: int, batch_norm: bool, padding: int = 1
+) -> nn.Sequential:
+    """Two 3x3 convolutions with ReLU (and batch-norm); `padding=0` is the valid variant."""
     layers: list[nn.Module] = []
     for channels_in in (in_channels, out_channels):
-        layers.append(nn.Conv2d(channels_in, out_channels, 3, padding=1, bias=not batch_norm))
+        layers.append(nn.Conv2d(channels_in, out_channels, 3, padding=padding, bias=not batch_norm))
         if batch_norm:
             layers.append(nn.BatchNorm2d(out_channels))
         layers.append(nn.ReLU(inplace=True))
@@ -43,11 +46,12 @@ class UNet(nn.Module):
         if base_width < 1:
             raise ValueError(f"base_width must be at least 1, got {base_width}")
         self.size_divisor = 2**depth
-        widths = [min(base_width * 2**i, max_width or base_width * 2**depth)
-                  for i in range(depth + 1)]
-        self.stem = _conv_block(in_channels, widths[0], batch_norm)
+        widths = [
+            min(base_width * 2**i, max_width or base_width * 2**depth) for i in range(depth + 1)
+        ]
+        self.stem = conv_block(in_channels, widths[0], batch_norm)
         self.down = nn.ModuleList(
-            _conv_block(widths[i], widths[i + 1], batch_norm) for i in range(depth)
+            conv_block(widths[i], widths[i + 1], batch_norm) for i in range(depth)
         )
         self.up = nn.ModuleList()
         self.merge = nn.ModuleList()
@@ -61,7 +65,7 @@ class UNet(nn.Module):
                 )
             else:
                 self.up.append(nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2))
-            self.merge.append(_conv_block(2 * widths[i], widths[i], batch_norm))
+            self.merge.append(conv_block(2 * widths[i], widths[i], batch_norm))
         self.head = nn.Conv2d(widths[0], num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -13,15 +13,7 @@ from torch.nn import functional as F
 
 from segcli.errors import UsageError
 
-
-def _valid_block(in_channels: int, out_channels: int, batch_norm: bool) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for channels_in in (in_channels, out_channels):
-        layers.append(nn.Conv2d(channels_in, out_channels, 3, bias=not batch_norm))
-        if batch_norm:
-            layers.append(nn.BatchNorm2d(out_channels))
-        layers.append(nn.ReLU(inplace=True))
-    return nn.Sequential(*layers)
+from .unet import conv_block
 
 
 def _centre_crop(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -52,7 +44,7 @@ class ValidUNet(nn.Module):
         self.depth = depth
         widths = [base_width * 2**i for i in range(depth + 1)]
         self.encoder = nn.ModuleList(
-            _valid_block(c_in, c_out, batch_norm)
+            conv_block(c_in, c_out, batch_norm, padding=0)
             for c_in, c_out in zip([in_channels, *widths[:-1]], widths, strict=True)
         )
         self.up = nn.ModuleList(
@@ -60,7 +52,8 @@ class ValidUNet(nn.Module):
             for i in reversed(range(depth))
         )
         self.decoder = nn.ModuleList(
-            _valid_block(2 * widths[i], widths[i], batch_norm) for i in reversed(range(depth))
+            conv_block(2 * widths[i], widths[i], batch_norm, padding=0)
+            for i in reversed(range(depth))
         )
         self.head = nn.Conv2d(widths[0], num_classes, 1)
 
