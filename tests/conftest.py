@@ -18,6 +18,12 @@ class CliResult:
     stderr: str
 
 
+@pytest.fixture(autouse=True)
+def _no_debug_leak(monkeypatch):
+    """`--debug` sets SEGCLI_DEBUG for the process; restore it after each in-process run."""
+    monkeypatch.delenv("SEGCLI_DEBUG", raising=False)
+
+
 @pytest.fixture
 def cli(capsys, monkeypatch):
     """Run `segcli ARGS...` in this process, the way the console script does."""

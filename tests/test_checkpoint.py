@@ -7,7 +7,7 @@ import textwrap
 import pytest
 import torch
 
-from segcli.engine.checkpoint import load_checkpoint, save_checkpoint
+from segcli.engine.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
 from segcli.errors import CheckpointError
 
 
@@ -25,6 +25,7 @@ def test_round_trip_keeps_weights_meta_and_nested_state(tmp_path):
     save_checkpoint(path, model.state_dict(), {"classes": ["a", "b"]}, state)
     loaded = load_checkpoint(path, with_training_state=True)
     assert loaded.meta == {"classes": ["a", "b"]}
+    assert read_checkpoint_meta(path) == loaded.meta
     assert torch.equal(loaded.model_state["weight"], model.weight)
     restored = torch.optim.Adam(torch.nn.Linear(3, 2).parameters())
     restored.load_state_dict(loaded.training_state["optimizer"])

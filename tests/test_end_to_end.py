@@ -80,7 +80,8 @@ def test_train_prepares_shapes_when_missing_and_predicts_with_the_newest_run(
         cwd=tmp_path,
     )
     assert result.exit_code == 0, result.stderr
-    assert (tmp_path / "data" / "shapes" / "dataset.json").is_file()
+    made = json.loads((tmp_path / "data" / "shapes" / "dataset.json").read_text())["preparer"]
+    assert made["plugin"] == "shapes" and made["distribution"] == "segcli"
     images = tmp_path / "pictures"
     images.mkdir()
     sizes = {"a.png": (64, 64), "b.jpg": (50, 37)}

@@ -46,8 +46,7 @@ def _root(
         False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
     ),
 ) -> None:
-    if debug:
-        os.environ["SEGCLI_DEBUG"] = "1"
+    """Options here are read by `main` before any command runs; declared for `--help`."""
 
 
 prepare_command.add_to(app)
@@ -64,6 +63,8 @@ def main() -> None:
     from segcli.plugins import get_plugins
 
     debug = "--debug" in sys.argv or bool(os.environ.get("SEGCLI_DEBUG"))
+    if debug:
+        os.environ["SEGCLI_DEBUG"] = "1"  # plugin loading prints the tracebacks it catches
     try:
         get_plugins().add_commands(app)
         app()

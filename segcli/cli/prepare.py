@@ -134,24 +134,13 @@ def run_prepare(
     """Plan, build and report one dataset (what every `segcli prepare X` runs)."""
     from rich.progress import Progress
 
-    from segcli import __version__
-    from segcli.data.prepare import build_dataset, require_raw_dir
-    from segcli.plugins import get_plugins
+    from segcli.data.prepare import build_dataset, provenance, require_raw_dir
 
     if getattr(preparer, "needs_raw", True):
         raw = require_raw_dir(raw, name)
     out = Path(out or Path("data") / name)
-    entry = get_plugins().datasets.entry(name)
     plan = preparer(raw, **options)
-    recorded = {
-        "name": name,
-        "plugin": entry.origin.plugin,
-        "distribution": entry.origin.distribution,
-        "version": entry.origin.version,
-        "segcli_version": __version__,
-        "raw": str(Path(raw).resolve()) if raw else None,
-        "options": {k: str(v) if isinstance(v, Path) else v for k, v in options.items()},
-    }
+    recorded = provenance(name, raw, options)
     with Progress(console=error_console, transient=True) as progress:
         task = progress.add_task(f"preparing {name}", total=len(plan.samples))
         try:

@@ -150,10 +150,9 @@ def print_summary(run_dir: Path) -> None:
     )
     iou = best.get("confusion/iou")
     if iou:
-        from segcli.data.format import read_dataset_info  # noqa: F401  (class names come from the checkpoint)
-        from segcli.engine.checkpoint import load_checkpoint
+        from segcli.engine.checkpoint import read_checkpoint_meta
 
-        classes = [c["name"] for c in load_checkpoint(run_dir / "best.safetensors").meta["classes"]]
+        classes = [c["name"] for c in read_checkpoint_meta(run_dir / "best.safetensors")["classes"]]
         table = Table(title="per-class IoU of the best checkpoint")
         table.add_column("class")
         table.add_column("IoU", justify="right")

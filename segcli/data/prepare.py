@@ -402,6 +402,23 @@ def _swap_into_place(temporary: Path, out: Path) -> None:
         os.replace(temporary, out)
 
 
+def provenance(name: str, raw: Path | None, options: dict[str, Any]) -> dict[str, Any]:
+    """What dataset.json records about its making: preparer, plugin, versions, raw, options."""
+    from segcli import __version__
+    from segcli.plugins import get_plugins
+
+    origin = get_plugins().datasets.entry(name).origin
+    return {
+        "name": name,
+        "plugin": origin.plugin,
+        "distribution": origin.distribution,
+        "version": origin.version,
+        "segcli_version": __version__,
+        "raw": str(Path(raw).resolve()) if raw else None,
+        "options": {k: str(v) if isinstance(v, Path) else v for k, v in options.items()},
+    }
+
+
 def require_raw_dir(raw: Path | None, dataset: str) -> Path:
     """The raw folder a preparer was given, or a clear error when it is missing or empty."""
     if raw is None:

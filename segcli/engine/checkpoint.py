@@ -79,7 +79,8 @@ class Checkpoint:
         self.training_state = training_state
 
 
-def load_checkpoint(path: Path, *, with_training_state: bool = False) -> Checkpoint:
+def _read(path: Path, with_tensors: bool) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """The header (and, if asked, every tensor) of a segcli checkpoint, with clear errors."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(
@@ -90,11 +91,8 @@ def load_checkpoint(path: Path, *, with_training_state: bool = False) -> Checkpo
             header = handle.metadata() or {}
             if "segcli.meta" not in header:
                 raise CheckpointError(f"{path} is a safetensors file but not a segcli checkpoint")
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-        meta = json.loads(header["segcli.meta"])
-        state = None
-        if with_training_state and "segcli.state" in header:
-            state = _unflatten(json.loads(header["segcli.state"]), tensors)
+            tensors = {k: handle.get_tensor(k) for k in handle.keys()} if with_tensors else {}
+        json.loads(header["segcli.meta"])  # fail here, as corrupt, rather than at use
     except CheckpointError:
         raise
     except (SafetensorError, OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
@@ -102,6 +100,20 @@ def load_checkpoint(path: Path, *, with_training_state: bool = False) -> Checkpo
             f"checkpoint {path} is corrupt or unreadable: {_first_line(exc)}",
             hint="use another checkpoint (e.g. last or best of the run)",
         ) from None
+    return header, tensors
+
+
+def read_checkpoint_meta(path: Path) -> dict[str, Any]:
+    """Only a checkpoint's metadata (configuration, classes, metrics): no weights are read."""
+    return json.loads(_read(path, with_tensors=False)[0]["segcli.meta"])
+
+
+def load_checkpoint(path: Path, *, with_training_state: bool = False) -> Checkpoint:
+    header, tensors = _read(path, with_tensors=True)
+    meta = json.loads(header["segcli.meta"])
+    state = None
+    if with_training_state and "segcli.state" in header:
+        state = _unflatten(json.loads(header["segcli.state"]), tensors)
     model_state = {k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")}
     return Checkpoint(path, model_state, meta, state)
 

@@ -80,9 +80,9 @@ def ensure_dataset(config: RunConfig) -> Path:
             f"dataset {config.dataset.name!r} is not prepared at {root}",
             hint=f"run `segcli prepare {config.dataset.name} PATH/TO/RAW --out {root}` first",
         )
-    from segcli.data.prepare import build_dataset
+    from segcli.data.prepare import build_dataset, provenance
 
-    build_dataset(preparer(None), root, preparer={"name": config.dataset.name, "options": {}})
+    build_dataset(preparer(None), root, preparer=provenance(config.dataset.name, None, {}))
     return root
 
 
