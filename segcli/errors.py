@@ -69,3 +69,9 @@ class PartialFailure(SegcliError):
     """The command finished, but some inputs were skipped (each was reported)."""
 
     exit_code = 8
+
+
+class Interrupted(SegcliError):
+    """The user pressed Ctrl-C; the message says what was kept and how to go on."""
+
+    exit_code = 130
