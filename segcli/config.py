@@ -1,92 +1,167 @@
 """Run configuration: defaults <- recipe <- --config TOML <- --set key=value, validated.
 
+The schema is a set of pydantic models: every key has a type, a range or a list of choices,
+and an unknown key is an error, except in the open `options` tables of `model` and `loss`
+(checked against the plugin's factory when it is built). What needs plugins or the machine
+(the monitor key's metric, amp on the chosen device) is checked by
+`segcli.engine.preflight` before a run folder exists.
+
 The resolved configuration is saved in every run folder as config.toml; passing that file
 back with `segcli train --config` repeats the run.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import re
 import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import annotated_types
+import tomli_w
 import tomllib
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
 
 from segcli.errors import ConfigError
 
-
-@dataclass
-class DatasetConfig:
-    name: str = "shapes"
-    path: str | None = None  # default: data/<name>
-    train_split: str = "train"
-    val_split: str = "val"
-
-
-@dataclass
-class ModelConfig:
-    name: str = "unet"
-    weights: str | None = None
-    backbone_weights: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+SCHEDULERS = ("none", "poly", "cosine", "step", "onecycle")
+AMP_MODES = ("off", "bf16", "fp16")
+_DEVICE = re.compile(r"auto|cpu|mps|(cuda|xpu)(:\d+)?")
+# Monitors every run reports, whatever its metrics.
+LOSS_MONITORS = ("train/loss", "val/loss")
 
 
-@dataclass
-class LossConfig:
-    name: str = "ce"
-    options: dict[str, Any] = field(default_factory=dict)
+def _number_to_text(value: Any) -> Any:
+    # TOML reads `--set dataset.val_split=2012` as a number; the key wants a name
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return value
 
 
-@dataclass
-class TrainConfig:
-    epochs: int = 10
-    batch_size: int = 8
-    lr: float = 1e-3
-    optimizer: str = "adam"
-    weight_decay: float = 0.0
-    momentum: float = 0.9
-    scheduler: str = "none"  # none | poly | cosine | step | onecycle
-    warmup_epochs: float = 0.0
-    step_epochs: int = 30  # step scheduler: multiply lr by gamma every step_epochs
-    gamma: float = 0.1
-    poly_power: float = 0.9
-    accumulate: int = 1
-    clip_grad: float = 0.0
-    amp: str = "off"
-    seed: int = 0
+def _tuple_to_list(value: Any) -> Any:
+    # a recipe written in Python may give a size as (64, 64)
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _one_to_list(value: Any) -> Any:
+    # `--set metrics=binary` or `--set input.mean=0.5`: one value is a list of one
+    if isinstance(value, tuple):
+        return list(value)
+    return value if isinstance(value, list) else [value]
+
+
+Name = Annotated[str, BeforeValidator(_number_to_text), Field(min_length=1)]
+Probability = Annotated[float, Field(ge=0, le=1)]
+Positive = Annotated[float, Field(gt=0)]
+NonNegative = Annotated[float, Field(ge=0)]
+
+
+class _Section(BaseModel):
+    # strict: a string is not a number nor a boolean here; floats still take integers
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+
+
+class DatasetConfig(_Section):
+    name: Name = "shapes"
+    path: Name | None = None  # default: data/<name>
+    train_split: Name = "train"
+    val_split: Name = "val"
+
+
+class ModelConfig(_Section):
+    name: Name = "unet"
+    weights: Name | None = None
+    backbone_weights: Name | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class LossConfig(_Section):
+    name: Name = "ce"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    optimizer: Literal[OPTIMIZERS] = "adam"
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    scheduler: Literal[SCHEDULERS] = "none"
+    warmup_epochs: float = Field(0.0, ge=0)
+    step_epochs: int = Field(30, ge=1)  # step scheduler: multiply lr by gamma every step_epochs
+    gamma: float = Field(0.1, gt=0)
+    poly_power: float = Field(0.9, gt=0)
+    accumulate: int = Field(1, ge=1)
+    clip_grad: float = Field(0.0, ge=0)  # 0 = off
+    amp: Literal[AMP_MODES] = "off"
+    seed: int = Field(0, ge=0, lt=2**63)
     deterministic: bool = False
     device: str = "auto"
-    workers: int = 2
-    val_every: int = 1
-    monitor: str = "confusion/miou"
-    monitor_mode: str = "max"
-    early_stop_patience: int = 0
-    log_every: int = 20
+    workers: int = Field(2, ge=0)
+    val_every: int = Field(1, ge=1)
+    monitor: Name = "confusion/miou"
+    monitor_mode: Literal["max", "min"] = "max"
+    early_stop_patience: int = Field(0, ge=0)  # 0 = never stop early
+    log_every: int = Field(20, ge=1)
     channels_last: bool = False
     compile: bool = False
-    threshold: float = 0.5  # probability above which a single-logit model predicts class 1
-    ema: float = 0.0  # decay of an exponential moving average of the weights; 0 = off
+    # probability above which a single-logit model predicts class 1
+    threshold: float = Field(0.5, gt=0, lt=1)
+    # decay of an exponential moving average of the weights; 0 = off
+    ema: float = Field(0.0, ge=0, lt=1)
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, device: str) -> str:
+        if not _DEVICE.fullmatch(device):
+            raise ValueError("auto, cpu, mps, cuda or cuda:N")
+        return device
 
 
-@dataclass
-class LogConfig:
+class LogConfig(_Section):
     tensorboard: bool = False
 
 
-@dataclass
-class InputConfig:
-    size: list[int] = field(default_factory=lambda: [128, 128])  # height, width
-    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
-    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+class InputConfig(_Section):
+    size: Annotated[
+        list[Annotated[int, Field(ge=1)]],
+        BeforeValidator(_tuple_to_list),
+        Field(min_length=2, max_length=2, description="[height, width]"),
+    ] = Field(default_factory=lambda: [128, 128])
+    mean: Annotated[list[float], BeforeValidator(_one_to_list), Field(min_length=1)] = Field(
+        default_factory=lambda: [0.485, 0.456, 0.406]
+    )
+    # validated even when left at its default, which may not match a new mean
+    std: Annotated[list[Positive], BeforeValidator(_one_to_list), Field(min_length=1)] = Field(
+        default_factory=lambda: [0.229, 0.224, 0.225], validate_default=True
+    )
+
+    @field_validator("std")
+    @classmethod
+    def _one_std_per_mean(cls, std: list[float], info: ValidationInfo) -> list[float]:
+        mean = info.data.get("mean")
+        if mean is not None and len(mean) != len(std):
+            count = f"{len(mean)} float > 0" if len(mean) == 1 else f"{len(mean)} floats > 0"
+            raise ValueError(f"a list of {count}, one per value of input.mean")
+        return std
 
     def normalisation(self, channels: int) -> tuple[list[float], list[float]]:
         """Mean and std with one value per image channel (grey takes the mean of RGB values)."""
         mean, std = list(self.mean), list(self.std)
-        if len(mean) != len(std):
-            raise ConfigError("input.mean and input.std must have the same length")
         if len(mean) == channels:
             return mean, std
         if channels == 1 and len(mean) == 3:
@@ -97,37 +172,99 @@ class InputConfig:
         )
 
 
-@dataclass
-class AugmentConfig:
-    hflip: float = 0.5
-    vflip: float = 0.0
-    scale: list[float] = field(default_factory=lambda: [1.0, 1.0])
-    rotate: float = 0.0
-    color_jitter: float = 0.0
+class AugmentConfig(_Section):
+    hflip: Probability = 0.5
+    vflip: Probability = 0.0
+    scale: Annotated[
+        list[Positive],
+        BeforeValidator(_tuple_to_list),
+        Field(min_length=2, max_length=2, description="[min, max]"),
+    ] = Field(default_factory=lambda: [1.0, 1.0])
+    rotate: float = Field(0.0, ge=0, le=180)  # degrees: a random angle in [-rotate, rotate]
+    color_jitter: NonNegative = 0.0
+
+    @field_validator("scale")
+    @classmethod
+    def _ordered(cls, scale: list[float]) -> list[float]:
+        if scale[0] > scale[1]:
+            raise ValueError("[min, max] with min <= max")
+        return scale
 
 
-@dataclass
-class RunConfig:
-    recipe: str | None = None
-    dataset: DatasetConfig = field(default_factory=DatasetConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    metrics: list[str] = field(default_factory=lambda: ["confusion"])
-    train: TrainConfig = field(default_factory=TrainConfig)
-    input: InputConfig = field(default_factory=InputConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    log: LogConfig = field(default_factory=LogConfig)
-    runs_dir: str = "runs"
+class _InvalidKey(ValueError):
+    """A check across sections, naming the key it is about."""
+
+    def __init__(self, key: str, expects: str) -> None:
+        super().__init__(expects)
+        self.key = key
+        self.expects = expects
+
+
+class RunConfig(_Section):
+    recipe: Name | None = None
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    metrics: Annotated[list[Name], BeforeValidator(_one_to_list)] = Field(
+        default_factory=lambda: ["confusion"]
+    )
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    input: InputConfig = Field(default_factory=InputConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+    runs_dir: Name = "runs"
+
+    # where each key's value came from ("train.lr" -> "--set train.lr=0.1"), for messages
+    _sources: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @field_validator("metrics")
+    @classmethod
+    def _distinct(cls, metrics: list[str]) -> list[str]:
+        if len(set(metrics)) != len(metrics):
+            raise ValueError("a list of distinct metric names")
+        return metrics
+
+    @model_validator(mode="after")
+    def _monitor_names_a_metric(self) -> RunConfig:
+        monitor = self.train.monitor
+        if monitor in LOSS_MONITORS or any(monitor.startswith(f"{m}/") for m in self.metrics):
+            return self
+        raise _InvalidKey("train.monitor", f"one of: {monitor_choices(self.metrics)}")
+
+    def __eq__(self, other: object) -> bool:
+        # the values make the configuration, not where they came from
+        return isinstance(other, RunConfig) and self.to_dict() == other.to_dict()
 
     def dataset_path(self) -> Path:
         return Path(self.dataset.path or Path("data") / self.dataset.name)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return self.model_dump()
+
+    def source_of(self, key: str) -> str:
+        """Which layer set `key` ("recipe", a file, "--set ..."), or "defaults"."""
+        parts = key.split(".")
+        for end in range(len(parts), 0, -1):
+            source = self._sources.get(".".join(parts[:end]))
+            if source is not None:
+                return source
+        return "defaults"
+
+    def invalid(self, key: str, expects: str, *, hint: str | None = None) -> ConfigError:
+        """The one-line error for a value of `key` found wrong after the schema (by pre-flight)."""
+        value: Any = self
+        for part in key.split("."):
+            value = getattr(value, part)
+        return ConfigError(_must_be(key, expects, value, self.source_of(key)), hint=hint)
+
+
+def monitor_choices(metrics: list[str]) -> str:
+    keys = [*LOSS_MONITORS, *(f"{m}/<key>" for m in metrics)]
+    return ", ".join(keys)
 
 
 # Sections whose unknown keys are options for the plugin (validated by the plugin's factory).
-_OPEN_SECTIONS = {ModelConfig, LossConfig}
+_OPEN_SECTIONS = (ModelConfig, LossConfig)
 
 
 def build_config(
@@ -135,15 +272,21 @@ def build_config(
     config_file: Path | None = None,
     overrides: list[str] | tuple[str, ...] = (),
 ) -> RunConfig:
-    """Merge the layers in order and validate every key and type."""
-    config = RunConfig()
+    """Merge the layers in order, then validate every key, type, range and choice."""
+    data: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     if recipe:
-        _merge(config, recipe, "recipe")
+        _merge(data, RunConfig, recipe, "recipe", sources)
     if config_file is not None:
-        _merge(config, load_toml(config_file), str(config_file))
+        _merge(data, RunConfig, load_toml(config_file), str(config_file), sources)
     for override in overrides:
         key, value = parse_override(override)
-        _set_path(config, key, value, f"--set {override}")
+        _set_path(data, key.split("."), value, f"--set {override}", sources)
+    try:
+        config = RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc.errors(include_url=False)[0], data, sources)) from None
+    config._sources = sources
     return config
 
 
@@ -155,6 +298,8 @@ def load_toml(path: Path) -> dict[str, Any]:
         return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read configuration file {path}: {exc}") from None
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -174,127 +319,191 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def _merge(target: Any, data: dict[str, Any], source: str, prefix: str = "") -> None:
-    for key, value in data.items():
+def to_toml(config: RunConfig) -> str:
+    """The resolved configuration as TOML; `build_config(config_file=...)` reads it back equal."""
+    return tomli_w.dumps(_without_none(config.to_dict()))
+
+
+def _without_none(table: dict[str, Any]) -> dict[str, Any]:
+    # TOML has no null: an optional key left out reads back as its default, None
+    return {
+        key: _without_none(value) if isinstance(value, dict) else value
+        for key, value in table.items()
+        if value is not None
+    }
+
+
+def _merge(
+    data: dict[str, Any],
+    schema: type[BaseModel],
+    values: dict[str, Any],
+    source: str,
+    sources: dict[str, str],
+    prefix: str = "",
+) -> None:
+    for key, value in values.items():
         path = f"{prefix}{key}"
-        if isinstance(value, dict) and _is_section(target, key):
-            _merge(getattr(target, key), value, source, f"{path}.")
-        elif key == "options" and type(target) in _OPEN_SECTIONS and isinstance(value, dict):
-            target.options.update(value)
+        section = _section(schema, key)
+        if section is not None and isinstance(value, dict):
+            if not isinstance(data.get(key), dict):
+                data[key] = {}
+            _merge(data[key], section, value, source, sources, f"{path}.")
+        elif issubclass(schema, _OPEN_SECTIONS) and key not in schema.model_fields:
+            _set_option(data, key, value)
+        elif issubclass(schema, _OPEN_SECTIONS) and key == "options" and isinstance(value, dict):
+            for name, option in value.items():
+                _set_option(data, name, option)
         else:
-            _assign(target, key, value, path, source)
+            data[key] = value
+            sources[path] = source
 
 
-def _set_path(config: RunConfig, key: str, value: Any, source: str) -> None:
-    parts = key.split(".")
-    target: Any = config
+def _set_option(section: dict[str, Any], key: str, value: Any) -> None:
+    options = section.setdefault("options", {})
+    if value is None:  # `--set model.depth=none`: back to the factory's default
+        options.pop(key, None)
+    else:
+        options[key] = value
+
+
+def _set_path(
+    data: dict[str, Any], parts: list[str], value: Any, source: str, sources: dict[str, str]
+) -> None:
+    schema: type[BaseModel] = RunConfig
     for index, part in enumerate(parts[:-1]):
-        if type(target) in _OPEN_SECTIONS and (part == "options" or part not in _fields(target)):
+        if issubclass(schema, _OPEN_SECTIONS) and (
+            part == "options" or part not in schema.model_fields
+        ):
             # `loss.dice.smooth` -> options["dice.smooth"]: an option of one part of a sum
             start = index + 1 if part == "options" else index
-            target.options[".".join(parts[start:])] = value
+            _set_option(data, ".".join(parts[start:]), value)
             return
-        if not _is_section(target, part):
-            raise ConfigError(_unknown_key(target, ".".join(parts[: index + 1]), source))
-        target = getattr(target, part)
-    _assign(target, parts[-1], value, key, source)
+        section = _section(schema, part)
+        if section is None:
+            path = ".".join(parts[: index + 1])
+            if part in schema.model_fields:
+                raise ConfigError(
+                    f"configuration key {path!r} is a value, not a table, so "
+                    f"{'.'.join(parts)!r} does not exist (from {source})"
+                )
+            raise ConfigError(_unknown_key(path, schema, source))
+        if not isinstance(data.get(part), dict):
+            data[part] = {}
+        data, schema = data[part], section
+    _merge(data, schema, {parts[-1]: value}, source, sources, "".join(f"{p}." for p in parts[:-1]))
 
 
-def _is_section(target: Any, key: str) -> bool:
-    return (
-        dataclasses.is_dataclass(target)
-        and key in _fields(target)
-        and dataclasses.is_dataclass(getattr(target, key))
-    )
+def _section(schema: type[BaseModel], key: str) -> type[BaseModel] | None:
+    field = schema.model_fields.get(key)
+    annotation = field.annotation if field is not None else None
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
 
 
-def _fields(target: Any) -> dict[str, dataclasses.Field]:
-    return {f.name: f for f in dataclasses.fields(target)}
+def _describe(error: dict[str, Any], data: dict[str, Any], sources: dict[str, str]) -> str:
+    """pydantic's error as one line: key, value, where it came from, what it must be."""
+    problem = error.get("ctx", {}).get("error")
+    if isinstance(problem, _InvalidKey):
+        parts, expects = problem.key.split("."), problem.expects
+    else:
+        # an error in one item of a list is reported on the whole list
+        parts = [str(p) for p in error["loc"] if isinstance(p, str)]
+        expects = str(problem) if problem is not None else None
+    key = ".".join(parts)
+    source = _source(parts, sources)
+    schema, field = _field(parts)
+    if error["type"] == "extra_forbidden":
+        return _unknown_key(key, schema, source)
+    value: Any = data
+    for part in parts:
+        value = value.get(part) if isinstance(value, dict) else None
+    if value is None and problem is not None:  # a default that a cross check refused
+        value = _default(parts)
+    if expects is None:
+        expects = _expects(field.annotation, field.metadata, field.description)
+    return _must_be(key, expects, value, source)
 
 
-def _assign(target: Any, key: str, value: Any, path: str, source: str) -> None:
-    fields = _fields(target)
-    if key not in fields:
-        if type(target) in _OPEN_SECTIONS:
-            target.options[key] = value  # validated against the plugin's factory when built
-            return
-        raise ConfigError(_unknown_key(target, path, source))
-    hints = typing.get_type_hints(type(target))
-    setattr(target, key, _coerce(value, hints[key], path, source))
+def _must_be(key: str, expects: str, value: Any, source: str) -> str:
+    return f"{key} must be {expects}, got {value!r} (from {source})"
 
 
-def _unknown_key(target: Any, path: str, source: str) -> str:
-    valid = ", ".join(sorted(_fields(target)))
-    return f"unknown configuration key {path!r} (from {source}); valid keys here: {valid}"
+def _source(parts: list[str], sources: dict[str, str]) -> str:
+    for end in range(len(parts), 0, -1):
+        source = sources.get(".".join(parts[:end]))
+        if source is not None:
+            return source
+    return "defaults"
 
 
-def _coerce(value: Any, hint: Any, path: str, source: str) -> Any:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        hint = next(a for a in args if a is not type(None))
-        origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint is Any:
-        return value
-    if origin is list:
-        if not isinstance(value, list):
-            value = [value]
-        return [_coerce(v, args[0], path, source) for v in value]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{path} must be a table (from {source})")
-        return dict(value)
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-        raise ConfigError(
-            f"{path} must be {hint.__name__}, got {value!r} (from {source})",
-            hint=f"e.g. --set {path}={_example(hint)}",
-        )
+def _field(parts: list[str]) -> tuple[type[BaseModel], Any]:
+    """The section holding the key `parts`, and the key's field (None if unknown)."""
+    schema: type[BaseModel] = RunConfig
+    for part in parts[:-1]:
+        schema = _section(schema, part) or schema
+    return schema, schema.model_fields.get(parts[-1]) if parts else None
+
+
+def _default(parts: list[str]) -> Any:
+    value: Any = RunConfig()
+    for part in parts:
+        value = getattr(value, part, None)
     return value
 
 
-def _example(hint: Any) -> str:
-    return {int: "4", float: "0.001", bool: "true", str: "name"}.get(hint, "...")
+def _unknown_key(path: str, schema: type[BaseModel], source: str) -> str:
+    valid = ", ".join(sorted(schema.model_fields))
+    return f"unknown configuration key {path!r} (from {source}); valid keys here: {valid}"
 
 
-def to_toml(config: RunConfig) -> str:
-    """The resolved configuration as TOML (read back by `load_toml`)."""
-    data = config.to_dict()
-    lines = [
-        f"{k} = {_toml_value(v)}"
-        for k, v in data.items()
-        if not isinstance(v, dict) and v is not None
-    ]
-    for section, values in data.items():
-        if not isinstance(values, dict):
-            continue
-        lines.append(f"\n[{section}]")
-        nested = {}
-        for key, value in values.items():
-            if isinstance(value, dict):
-                nested[key] = value
-            elif value is not None:
-                lines.append(f"{key} = {_toml_value(value)}")
-        for key, table in nested.items():
-            lines.append(f"\n[{section}.{key}]")
-            lines.extend(f"{k} = {_toml_value(v)}" for k, v in table.items() if v is not None)
-    return "\n".join(lines) + "\n"
+_TYPE_NAMES = {int: "int", float: "float", str: "a string", bool: "true or false"}
+_PLURAL = {int: "ints", float: "floats", str: "strings", bool: "booleans"}
+_BOUNDS = {
+    annotated_types.Ge: (">=", "ge"),
+    annotated_types.Gt: (">", "gt"),
+    annotated_types.Le: ("<=", "le"),
+    annotated_types.Lt: ("<", "lt"),
+}
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
-    raise ConfigError(f"cannot write {value!r} to TOML")
+def _expects(
+    annotation: Any, metadata: list[Any], description: str | None = None, plural: bool = False
+) -> str:
+    """What a key's annotation asks for, in words: "int >= 1", "one of: off, bf16, fp16"."""
+    if typing.get_origin(annotation) is Annotated:
+        base, *extra = typing.get_args(annotation)
+        # a Field(...) inside Annotated (a list item's range) carries its own constraints
+        unpacked = [m for e in extra for m in (e.metadata if isinstance(e, FieldInfo) else [e])]
+        return _expects(base, [*metadata, *unpacked], description, plural)
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Literal:
+        text = "one of: " + ", ".join(str(a) for a in args)
+    elif origin in (typing.Union, types.UnionType):
+        choices = [_expects(a, metadata) for a in args if a is not type(None)]
+        text = " or ".join(choices) + (" or none" if type(None) in args else "")
+    elif origin is list:
+        lengths = [m.min_length for m in metadata if isinstance(m, annotated_types.MinLen)]
+        fixed = [m.max_length for m in metadata if isinstance(m, annotated_types.MaxLen)]
+        items = _expects(args[0], [], plural=True)
+        if fixed and lengths == fixed:
+            text = f"a list of {fixed[0]} {items}"
+        else:
+            text = f"a {'non-empty ' if lengths and lengths[0] else ''}list of {items}"
+    elif origin is dict or (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        text = "a table"
+    else:
+        names = _PLURAL if plural else _TYPE_NAMES
+        text = names.get(annotation, getattr(annotation, "__name__", str(annotation)))
+        bounds = [
+            f"{symbol} {getattr(m, attribute)}"
+            for m in metadata
+            for kind, (symbol, attribute) in _BOUNDS.items()
+            if isinstance(m, kind)
+        ]
+        if bounds:
+            text += " " + " and ".join(bounds)
+        elif annotation is str and any(isinstance(m, annotated_types.MinLen) for m in metadata):
+            text = "non-empty " + ("strings" if plural else "string")
+            text = text if plural else "a " + text
+    return f"{description}, {text}" if description else text

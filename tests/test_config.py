@@ -20,6 +20,45 @@ def test_resolved_config_round_trips_through_toml():
     assert build_config(tomllib.loads(to_toml(config))) == config
 
 
+AWKWARD = [
+    'dataset.path="raw\\nimages\\there \\"quoted\\" back\\\\slash é"',
+    "loss.dice.smooth=0.5",  # an option key with a dot
+    'loss.options.note="tab\\there"',
+    "model.caption='''two\nlines'''",
+    'runs_dir="control\\u0001char"',
+    "input.size=[32,48]",
+    "metrics=['confusion','binary']",
+]
+
+
+def test_awkward_values_round_trip_exactly_through_a_file(tmp_path):
+    config = build_config({"model": {"name": "unet", "depth": 2}}, overrides=AWKWARD)
+    assert config.loss.options == {"dice.smooth": 0.5, "note": "tab\there"}
+    file = tmp_path / "config.toml"
+    file.write_text(to_toml(config))
+    again = build_config(config_file=file)
+    assert again.to_dict() == config.to_dict()
+    assert again.loss.options == {"dice.smooth": 0.5, "note": "tab\there"}
+    assert again.dataset.path == 'raw\nimages\there "quoted" back\\slash é'
+
+
+def test_print_config_fed_back_gives_the_same_config(cli, tmp_path):
+    args = ["--plugin", "shapes-unet", *(f"--set={o}" for o in AWKWARD)]
+    printed = cli("train", *args, "--print-config", cwd=tmp_path)
+    assert printed.exit_code == 0, printed.stderr
+    file = tmp_path / "printed.toml"
+    file.write_text(printed.stdout)
+    again = cli("train", "--config", file, "--print-config", cwd=tmp_path)
+    assert again.exit_code == 0, again.stderr
+    assert again.stdout == printed.stdout
+    assert build_config(config_file=file).loss.options["dice.smooth"] == 0.5
+
+
+def test_an_option_set_to_none_goes_back_to_the_factory_default():
+    config = build_config({"model": {"name": "unet", "depth": 3}}, overrides=["model.depth=none"])
+    assert config.model.options == {}
+
+
 @pytest.mark.parametrize(
     "override, message",
     [
@@ -27,6 +66,8 @@ def test_resolved_config_round_trips_through_toml():
         ("train.epochs=many", "train.epochs must be int"),
         ("nosuch.key=1", "unknown configuration key 'nosuch'"),
         ("train.lr", "not of the form key=value"),
+        ("train.lr.x=1", "'train.lr' is a value, not a table"),
+        ("train=3", "train must be a table"),
     ],
 )
 def test_bad_overrides_say_what_is_wrong(override, message):
@@ -34,8 +75,102 @@ def test_bad_overrides_say_what_is_wrong(override, message):
         build_config(overrides=[override])
 
 
+# (override, what the message must say about the valid values)
+BAD_VALUES = [
+    ("input.size=[0,-5]", "[height, width], a list of 2 ints >= 1"),
+    ("input.size=[32,32,3]", "a list of 2 ints"),
+    ("input.size=[32]", "a list of 2 ints"),
+    ("input.size=32", "a list of 2 ints"),
+    ("train.batch_size=0", "int >= 1"),
+    ("train.batch_size=2.5", "int >= 1"),
+    ("train.lr=-1", "float > 0"),
+    ("train.lr=none", "float > 0"),
+    ("train.epochs=0", "int >= 1"),
+    ("train.epochs=true", "int >= 1"),
+    ("train.amp=fp8", "one of: off, bf16, fp16"),
+    ("train.monitor=confuson/miou", "one of: train/loss, val/loss, confusion/<key>"),
+    ("train.monitor_mode=maximum", "one of: max, min"),
+    ("train.optimizer=adm", "one of: sgd, adam, adamw, rmsprop"),
+    ("train.scheduler=linear", "one of: none, poly, cosine, step, onecycle"),
+    ("train.device=gpu", "auto, cpu, mps, cuda or cuda:N"),
+    ("train.device=cuda:x", "auto, cpu, mps, cuda or cuda:N"),
+    ("train.workers=-1", "int >= 0"),
+    ("train.accumulate=0", "int >= 1"),
+    ("train.warmup_epochs=-0.5", "float >= 0"),
+    ("train.ema=1.0", "float >= 0 and < 1"),
+    ("train.momentum=-0.1", "float >= 0 and < 1"),
+    ("train.weight_decay=-1e-4", "float >= 0"),
+    ("train.val_every=0", "int >= 1"),
+    ("train.log_every=0", "int >= 1"),
+    ("train.step_epochs=0", "int >= 1"),
+    ("train.gamma=0", "float > 0"),
+    ("train.poly_power=0", "float > 0"),
+    ("train.clip_grad=-1", "float >= 0"),
+    ("train.early_stop_patience=-1", "int >= 0"),
+    ("train.seed=-1", "int >= 0"),
+    ("train.threshold=1.5", "float > 0 and < 1"),
+    ("train.deterministic=1", "true or false"),
+    ("augment.hflip=1.5", "float >= 0 and <= 1"),
+    ("augment.vflip=-0.5", "float >= 0 and <= 1"),
+    ("augment.scale=[2.0,1.0]", "[min, max] with min <= max"),
+    ("augment.scale=[0,1.0]", "a list of 2 floats > 0"),
+    ("augment.rotate=-10", "float >= 0 and <= 180"),
+    ("augment.color_jitter=-0.1", "float >= 0"),
+    ("input.std=[0.2,0,0.2]", "a non-empty list of floats > 0"),
+    ("input.mean=[0.5]", "a list of 1 float > 0, one per value of input.mean"),
+    ("input.mean=[]", "a non-empty list of floats"),
+    ("metrics=['confusion','confusion']", "distinct metric names"),
+    ("dataset.name=''", "a non-empty string"),
+    ("runs_dir=''", "a non-empty string"),
+    ("model.options=3", "a table"),
+    ("log.tensorboard=yes", "true or false"),
+]
+
+
+@pytest.mark.parametrize("override, expects", BAD_VALUES)
+def test_every_bad_value_is_one_line_naming_key_value_source_and_valid_values(override, expects):
+    key = override.partition("=")[0]
+    with pytest.raises(ConfigError) as caught:
+        build_config(overrides=[override])
+    message = str(caught.value)
+    assert "\n" not in message
+    # a mean of one value leaves the default std of three: std is the key to change
+    std_too = override == "input.mean=[0.5]"
+    reported_key = "input.std" if std_too else key
+    assert message.startswith(f"{reported_key} must be "), message
+    assert expects in message
+    source = "defaults" if std_too else f"--set {override}"
+    assert f"(from {source})" in message
+
+
+def test_an_error_names_the_layer_it_came_from(tmp_path):
+    with pytest.raises(ConfigError, match=r"train.lr must be float > 0, got -1 \(from recipe\)"):
+        build_config({"train": {"lr": -1}})
+    file = tmp_path / "c.toml"
+    file.write_text("[input]\nsize = [32]\n")
+    with pytest.raises(ConfigError, match=rf"got \[32\] \(from {file}\)"):
+        build_config(config_file=file)
+
+
+def test_a_later_layer_can_fix_an_earlier_one():
+    config = build_config({"train": {"lr": -1}}, overrides=["train.lr=0.1"])
+    assert config.train.lr == 0.1
+
+
+def test_python_recipes_may_use_tuples():
+    config = build_config({"input": {"size": (64, 32)}, "augment": {"scale": (0.5, 2.0)}})
+    assert config.input.size == [64, 32]
+    assert config.augment.scale == [0.5, 2.0]
+
+
 def test_values_are_read_as_toml():
     assert parse_override("a.b=1e-3") == ("a.b", 0.001)
     assert parse_override("a.b=true") == ("a.b", True)
     assert parse_override("a.b=unet") == ("a.b", "unet")
     assert parse_override("a.b=none") == ("a.b", None)
+
+
+def test_monitor_of_a_chosen_metric_or_a_loss_is_accepted():
+    assert build_config(overrides=["train.monitor=val/loss"]).train.monitor == "val/loss"
+    config = build_config(overrides=["metrics=['binary']", "train.monitor=binary/iou"])
+    assert config.train.monitor == "binary/iou"
