@@ -77,8 +77,9 @@ def _split_options(
         else:
             takers = [name for name in parts if key in option_names(factories[name])]
             if not takers and len(parts) > 1:
-                listed = "; ".join(f"{n}: {', '.join(option_names(factories[n])) or 'none'}"
-                                   for n in parts)
+                listed = "; ".join(
+                    f"{n}: {', '.join(option_names(factories[n])) or 'none'}" for n in parts
+                )
                 raise ConfigError(
                     f"no part of loss {'+'.join(parts)} has option {key!r} ({listed})"
                 )
@@ -150,15 +151,12 @@ def build_loss(
         kwargs = dict(per_part[name])
         if "class_pixels" in inspect.signature(factory).parameters:
             kwargs["class_pixels"] = class_pixels
-        try:
+        with registry.factory_errors(name, per_part[name]):
             loss = factory(num_classes, ignore_index, **kwargs)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(
-                f"loss {name!r} rejected its options {per_part[name]}: {exc}"
-            ) from None
         if not callable(loss):
             raise PluginError(
-                f"loss {name!r} factory returned {type(loss).__name__}, not a callable"
+                f"loss {name!r} from plugin {registry.entry(name).origin} returned "
+                f"{type(loss).__name__}, not a callable"
             )
         losses.append(loss)
     single = any(getattr(factories[name], "single_logit", False) for name in names)

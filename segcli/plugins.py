@@ -4,6 +4,10 @@ Built-in plugins are found exactly like third-party ones: through the ``segcli``
 entry-point group of installed distributions. Each entry point is imported and each of
 its hooks called on its own, so one broken plugin is reported and skipped rather than
 taking the command line down with it.
+
+Plugins load in a fixed order: segcli's own first, then third-party ones by entry-point
+name and distribution. A name registered twice fails the plugin that came second, so no
+third-party plugin can take over (or knock out) a built-in name whatever it is called.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from types import ModuleType
@@ -20,9 +25,10 @@ import pluggy
 
 from segcli import hookspecs
 from segcli.errors import PluginError
-from segcli.registry import Origin, Registry
+from segcli.registry import Origin, Registry, one_line
 
 ENTRY_POINT_GROUP = "segcli"
+BUILT_IN_DISTRIBUTION = "segcli"
 KINDS = ("dataset", "model", "loss", "metric", "recipe")
 _HOOK_OF_KIND = {
     "dataset": "register_datasets",
@@ -67,6 +73,9 @@ class Plugins:
         self.manager.add_hookspecs(hookspecs)
         self.statuses: list[PluginStatus] = []
         self.registries: dict[str, Registry[Any]] = {kind: Registry(kind) for kind in KINDS}
+        self.registries["recipe"] = Registry(
+            "recipe", lambda target: isinstance(target, Mapping), "a dict of configuration"
+        )
 
     @property
     def datasets(self) -> Registry[Any]:
@@ -121,7 +130,7 @@ class Plugins:
 
     def _fail(self, status: PluginStatus, exc: BaseException) -> None:
         status.status = "failed"
-        status.error = _one_line(exc)
+        status.error = one_line(exc)
         status.registered = {}
         if os.environ.get("SEGCLI_DEBUG"):
             traceback.print_exception(exc, file=sys.stderr)
@@ -136,18 +145,13 @@ class Plugins:
             try:
                 module.register_commands(app=app)
             except Exception as exc:
-                status.status, status.error = "failed", _one_line(exc)
+                status.status, status.error = "failed", one_line(exc)
 
     def status_of(self, name: str) -> PluginStatus:
         for status in self.statuses:
             if status.name == name:
                 return status
         raise PluginError(f"no plugin named {name!r} is installed")
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 def _name_list(variable: str) -> set[str] | None:
@@ -162,20 +166,21 @@ def load_plugins() -> Plugins:
     plugins = Plugins()
     disabled = _name_list("SEGCLI_DISABLE_PLUGINS") or set()
     only = _name_list("SEGCLI_LOAD_PLUGINS")
-    seen: set[str] = set()
-    for entry_point in sorted(
-        metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name
-    ):
-        if entry_point.name in seen:  # the same distribution visible twice on sys.path
+    seen: dict[str, PluginStatus] = {}
+    for entry_point, status in _in_load_order(metadata.entry_points(group=ENTRY_POINT_GROUP)):
+        first = seen.get(entry_point.name)
+        if first is not None:
+            if first.distribution == status.distribution:
+                continue  # the same distribution visible twice on sys.path
+            plugins._fail(
+                status,
+                PluginError(
+                    f"plugin name {status.name!r} of {status.distribution} is already taken by "
+                    f"{Origin(first.name, first.distribution, first.version)}"
+                ),
+            )
             continue
-        seen.add(entry_point.name)
-        dist = getattr(entry_point, "dist", None)
-        status = PluginStatus(
-            name=entry_point.name,
-            module=entry_point.value,
-            distribution=dist.metadata["Name"] if dist is not None else None,
-            version=dist.version if dist is not None else None,
-        )
+        seen[entry_point.name] = status
         if entry_point.name in disabled or (only is not None and entry_point.name not in only):
             status.status = "disabled"
             plugins.statuses.append(status)
@@ -187,6 +192,26 @@ def load_plugins() -> Plugins:
             continue
         plugins.add(module, status)
     return plugins
+
+
+def _in_load_order(
+    entry_points: metadata.EntryPoints,
+) -> list[tuple[metadata.EntryPoint, PluginStatus]]:
+    """segcli's own plugins first, then third-party ones by entry-point name and distribution:
+    the same order on every machine, whatever the names or the order of sys.path."""
+    found = []
+    for entry_point in entry_points:
+        dist = getattr(entry_point, "dist", None)
+        status = PluginStatus(
+            name=entry_point.name,
+            module=entry_point.value,
+            distribution=dist.metadata["Name"] if dist is not None else None,
+            version=dist.version if dist is not None else None,
+        )
+        third_party = status.distribution != BUILT_IN_DISTRIBUTION
+        found.append(((third_party, status.name, status.distribution or ""), entry_point, status))
+    found.sort(key=lambda item: item[0])
+    return [(entry_point, status) for _, entry_point, status in found]
 
 
 _loaded: Plugins | None = None

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from typing import Any, Generic, TypeVar
 
-from segcli.errors import PluginError, UnknownNameError
+from segcli.errors import ConfigError, PluginError, SegcliError, UnknownNameError
 
 T = TypeVar("T")
 
@@ -23,8 +24,27 @@ class Origin:
 
     def __str__(self) -> str:
         if self.distribution:
-            return f"{self.plugin} ({self.distribution} {self.version or ''})".replace(" )", ")")
+            return f"{self.plugin} ({self.release})"
         return self.plugin
+
+    @property
+    def release(self) -> str:
+        """What a user installs: "segcli-foo 1.2" (the plugin's name when no distribution)."""
+        if not self.distribution:
+            return f"plugin {self.plugin}"
+        return f"{self.distribution} {self.version or ''}".rstrip()
+
+    def as_dict(self) -> dict[str, str | None]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Origin:
+        return cls(str(data["plugin"]), data.get("distribution"), data.get("version"))
+
+
+def plural(kind: str) -> str:
+    """ "model" -> "models", "loss" -> "losses": how `segcli list` names a kind."""
+    return kind + ("es" if kind.endswith("s") else "s")
 
 
 @dataclass
@@ -62,10 +82,21 @@ def _resolve(path: str, entry: Entry) -> Any:
 
 
 class Registry(Generic[T]):
-    """The names of one kind (datasets, models, ...) and the factories behind them."""
+    """The names of one kind (datasets, models, ...) and the factories behind them.
 
-    def __init__(self, kind: str) -> None:
+    `accepts` tells a usable target from a broken one (by default: anything callable);
+    `expected` says in words what it should have been, for the error message.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        accepts: Callable[[Any], bool] = callable,
+        expected: str = "a callable factory",
+    ) -> None:
         self.kind = kind
+        self.accepts = accepts
+        self.expected = expected
         self._entries: dict[str, Entry[T]] = {}
 
     def add(self, name: str, target: T | str, description: str, origin: Origin) -> None:
@@ -76,7 +107,8 @@ class Registry(Generic[T]):
         if name in self._entries:
             first = self._entries[name].origin
             raise PluginError(
-                f"{self.kind} {name!r} is registered twice: by {first} and by {origin}",
+                f"{self.kind} {name!r} is registered twice: first by {first}, then by {origin}, "
+                "which is therefore not loaded",
                 hint=f"uninstall or disable one of them (SEGCLI_DISABLE_PLUGINS={origin.plugin})",
             )
         self._entries[name] = Entry(name, target, (description or "").strip(), origin)
@@ -92,7 +124,40 @@ class Registry(Generic[T]):
             raise UnknownNameError(self._unknown_message(name)) from None
 
     def get(self, name: str) -> T:
-        return self.entry(name).load()
+        """The target registered as `name`, imported if lazy and checked to be usable."""
+        entry = self.entry(name)
+        target = entry.load()
+        if not self.accepts(target):
+            path = f" ({entry.target!r} resolves to it)" if isinstance(entry.target, str) else ""
+            raise PluginError(
+                f"plugin {entry.origin} registered {self.kind} {name!r} as "
+                f"{_describe(target)}{path}, not {self.expected}",
+                hint=f"fix that plugin or disable it: SEGCLI_DISABLE_PLUGINS={entry.origin.plugin}",
+            )
+        return target
+
+    @contextmanager
+    def factory_errors(self, name: str, options: Mapping[str, Any]) -> Iterator[None]:
+        """Around a call of `name`'s factory: blame what it raises on the right party.
+
+        A `TypeError` or `ValueError` means the user's `options` were wrong (a ConfigError
+        naming them); any other exception that is not a segcli error is the plugin's (a
+        PluginError naming the plugin, the name and the original error).
+        """
+        try:
+            yield
+        except SegcliError:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"{self.kind} {name!r} rejected its options {dict(options)}: {exc}"
+            ) from None
+        except Exception as exc:
+            raise PluginError(
+                f"{self.kind} {name!r} from plugin {self.entry(name).origin} failed: "
+                f"{one_line(exc)}",
+                hint="report it to the plugin's authors; --debug shows the traceback",
+            ) from exc
 
     def _unknown_message(self, name: str) -> str:
         valid = sorted(self._entries)
@@ -101,7 +166,8 @@ class Registry(Generic[T]):
         if close:
             message += f"; did you mean {' or '.join(repr(c) for c in close)}?"
         shown = ", ".join(valid) if valid else "none (is a plugin disabled?)"
-        return f"{message} Valid {self.kind}s: {shown} (see `segcli list {self.kind}s`)"
+        kinds = plural(self.kind)
+        return f"{message} Valid {kinds}: {shown} (see `segcli list {kinds}`)"
 
     def names(self) -> list[str]:
         return sorted(self._entries)
@@ -114,6 +180,20 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def _describe(target: Any) -> str:
+    if target is None:
+        return "None"
+    text = repr(target)
+    shown = text if len(text) <= 40 else text[:37] + "..."
+    return f"{shown} ({type(target).__name__})"
+
+
+def one_line(exc: BaseException) -> str:
+    """ "KeyError: 'backbone'": an exception's type and the first line of its text."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 Factory = Callable[..., Any]

@@ -1,7 +1,7 @@
 import pytest
 
-from segcli.errors import PluginError, UnknownNameError
-from segcli.registry import Origin, Registry
+from segcli.errors import ConfigError, DataError, PluginError, UnknownNameError
+from segcli.registry import Origin, Registry, plural
 
 
 def test_lazy_target_is_imported_on_first_use_only():
@@ -37,3 +37,68 @@ def test_broken_lazy_target_is_a_plugin_error_naming_the_plugin():
     registry.add("ghost", "no_such_module_xyz:thing", "", Origin("ghostly", "ghost-dist", "0.1"))
     with pytest.raises(PluginError, match="ghostly"):
         registry.get("ghost")
+
+
+@pytest.mark.parametrize(
+    ("target", "shown"),
+    [(None, "None"), (42, "42 (int)"), ("os:sep", "'os:sep' resolves to it")],
+)
+def test_a_target_that_is_not_a_factory_is_a_plugin_error_naming_plugin_and_name(target, shown):
+    registry = Registry("model")
+    registry.add("hollow", target, "", Origin("hollow-plugin", "segcli-hollow", "0.3"))
+    with pytest.raises(PluginError, match="not a callable factory") as error:
+        registry.get("hollow")
+    message = str(error.value)
+    assert "hollow-plugin (segcli-hollow 0.3)" in message
+    assert "model 'hollow'" in message
+    assert shown in message
+
+
+def test_recipes_must_be_dicts():
+    from segcli.plugins import Plugins
+
+    recipes = Plugins().recipes
+    recipes.add("good", {"model": {"name": "unet"}}, "", Origin("p"))
+    recipes.add("bad", print, "", Origin("p"))
+    assert recipes.get("good") == {"model": {"name": "unet"}}
+    with pytest.raises(PluginError, match="recipe 'bad' as .* not a dict"):
+        recipes.get("bad")
+
+
+def test_factory_failures_are_blamed_on_the_right_party():
+    registry = Registry("model")
+    registry.add("net", object(), "", Origin("third", "segcli-third", "2.0"))
+    with pytest.raises(PluginError) as error, registry.factory_errors("net", {}):
+        {}["backbone"]
+    message = str(error.value)
+    assert (
+        "model 'net' from plugin third (segcli-third 2.0) failed: KeyError: 'backbone'" in message
+    )
+    assert "\n" not in message
+    with pytest.raises(ConfigError, match="model 'net' rejected its options {'depth': 'x'}"):
+        with registry.factory_errors("net", {"depth": "x"}):
+            raise TypeError("depth must be an int")
+    with pytest.raises(DataError, match="own message"):  # segcli's own errors pass unchanged
+        with registry.factory_errors("net", {}):
+            raise DataError("own message")
+
+
+def test_unknown_loss_points_at_segcli_list_losses():
+    registry = Registry("loss")
+    registry.add("dice", object(), "", Origin("p"))
+    with pytest.raises(UnknownNameError) as error:
+        registry.get("dise")
+    assert "Valid losses: dice (see `segcli list losses`)" in str(error.value)
+    assert "losss" not in str(error.value)
+
+
+def test_plural_of_every_kind():
+    from segcli.plugins import KINDS
+
+    assert [plural(kind) for kind in KINDS] == [
+        "datasets",
+        "models",
+        "losses",
+        "metrics",
+        "recipes",
+    ]

@@ -8,19 +8,10 @@ import typer
 
 from segcli.cli.output import console
 from segcli.errors import UsageError
+from segcli.plugins import KINDS
+from segcli.registry import plural
 
-_KIND_ALIASES = {
-    "dataset": "dataset",
-    "datasets": "dataset",
-    "model": "model",
-    "models": "model",
-    "loss": "loss",
-    "losses": "loss",
-    "metric": "metric",
-    "metrics": "metric",
-    "recipe": "recipe",
-    "recipes": "recipe",
-}
+_KIND_ALIASES = {name: kind for kind in KINDS for name in (kind, plural(kind))}
 
 
 def plugins(
@@ -39,7 +30,9 @@ def plugins(
     for column in ("plugin", "distribution", "status", "registered"):
         table.add_column(column)
     for status in statuses:
-        registered = "; ".join(f"{k}s: {', '.join(v)}" for k, v in status.registered.items())
+        registered = "; ".join(
+            f"{plural(kind)}: {', '.join(names)}" for kind, names in status.registered.items()
+        )
         state = {"ok": "[green]ok[/]", "disabled": "[dim]disabled[/]"}.get(
             status.status, f"[red]failed[/]: {status.error}"
         )
@@ -58,7 +51,7 @@ def list_names(
     key = _KIND_ALIASES.get(kind.lower())
     if key is None:
         raise UsageError(
-            f"unknown kind {kind!r}; valid kinds: datasets, models, losses, metrics, recipes"
+            f"unknown kind {kind!r}; valid kinds: {', '.join(plural(k) for k in KINDS)}"
         )
     registry = get_plugins().registries[key]
     if as_json:
@@ -75,7 +68,7 @@ def list_names(
         return
     from rich.table import Table
 
-    table = Table(title=f"segcli {key}s")
+    table = Table(title=f"segcli {plural(key)}")
     for column in ("name", "description", "plugin"):
         table.add_column(column)
     for entry in registry:

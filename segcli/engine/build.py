@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -13,16 +15,19 @@ from torch.nn import functional as F
 
 from segcli.config import RunConfig
 from segcli.data.format import IGNORE_INDEX, DatasetInfo
-from segcli.errors import ConfigError, PluginError
+from segcli.errors import CheckpointError, ConfigError, PluginError, SegcliError
 from segcli.losses import build_loss as build_weighted_loss
-from segcli.losses import is_single_logit
+from segcli.losses import is_single_logit, parse_loss_spec
 from segcli.plugins import Plugins, get_plugins
+from segcli.registry import Origin, Registry
+
+logger = logging.getLogger(__name__)
 
 
-def call_factory(
-    kind: str, name: str, factory: Callable[..., Any], *args: Any, **options: Any
-) -> Any:
+def call_factory(registry: Registry[Any], name: str, *args: Any, **options: Any) -> Any:
     """Call a plugin factory, turning unknown options into an error that lists the valid ones."""
+    factory = registry.get(name)
+    kind = registry.kind
     parameters = inspect.signature(factory).parameters
     takes_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
     positional = [p for p in parameters.values() if p.kind is p.POSITIONAL_OR_KEYWORD][: len(args)]
@@ -35,10 +40,20 @@ def call_factory(
             f"{kind} {name!r} has no option {unknown[0]!r}; "
             f"its options: {', '.join(accepted) or 'none'}"
         )
-    try:
+    with registry.factory_errors(name, options):
         return factory(*args, **options)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{kind} {name!r} rejected its options {options}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class ModelHead:
+    """The model's last layer: one logit per class, or one logit (sigmoid) for binary."""
+
+    num_classes: int
+    single_logit: bool
+
+    @property
+    def outputs(self) -> int:
+        return 1 if self.single_logit else self.num_classes
 
 
 def single_logit(config: RunConfig, plugins: Plugins | None = None) -> bool:
@@ -46,22 +61,146 @@ def single_logit(config: RunConfig, plugins: Plugins | None = None) -> bool:
     return is_single_logit((plugins or get_plugins()).losses, config.loss.name)
 
 
-def build_model(config: RunConfig, info: DatasetInfo, plugins: Plugins | None = None) -> nn.Module:
+def head_for_training(
+    config: RunConfig, info: DatasetInfo, plugins: Plugins | None = None
+) -> ModelHead:
+    """The head a training run builds: the loss decides between one logit and one per class."""
+    return ModelHead(info.num_classes, single_logit(config, plugins))
+
+
+def build_model(
+    config: RunConfig,
+    info: DatasetInfo,
+    plugins: Plugins | None = None,
+    head: ModelHead | None = None,
+) -> nn.Module:
+    """The configured model with `head` (by default the one the loss asks for)."""
     plugins = plugins or get_plugins()
-    factory = plugins.models.get(config.model.name)
-    outputs = 1 if single_logit(config, plugins) else info.num_classes
+    head = head or head_for_training(config, info, plugins)
     options = dict(config.model.options)
     if config.model.backbone_weights:
         options["backbone_weights"] = config.model.backbone_weights
-    model = call_factory(
-        "model", config.model.name, factory, outputs, info.image_channels, **options
-    )
+    name = config.model.name
+    model = call_factory(plugins.models, name, head.outputs, info.image_channels, **options)
     if not isinstance(model, nn.Module):
         raise PluginError(
-            f"model {config.model.name!r} factory returned {type(model).__name__}, "
-            "not a torch.nn.Module"
+            f"model {name!r} from plugin {plugins.models.entry(name).origin} returned "
+            f"{type(model).__name__}, not a torch.nn.Module"
         )
     return model
+
+
+def model_record(
+    config: RunConfig, info: DatasetInfo, plugins: Plugins | None = None
+) -> dict[str, Any]:
+    """What a checkpoint stores about its model besides the configuration: the head, and
+    which plugin (distribution, version) built the model and the loss it was trained with."""
+    plugins = plugins or get_plugins()
+    head = head_for_training(config, info, plugins)
+    return {
+        "outputs": head.outputs,
+        "single_logit": head.single_logit,
+        "num_classes": head.num_classes,
+        "built_by": plugins.models.entry(config.model.name).origin.as_dict(),
+        "loss_built_by": {
+            part: plugins.losses.entry(part).origin.as_dict()
+            for part, _ in parse_loss_spec(config.loss.name)
+        },
+    }
+
+
+def recorded_head(
+    config: RunConfig,
+    meta: dict[str, Any],
+    plugins: Plugins | None = None,
+    source: object = "the checkpoint",
+) -> ModelHead:
+    """The head a checkpoint's model has: stored in its metadata, or, for checkpoints written
+    before it was, worked out again from the loss plugin. `source` names the checkpoint."""
+    num_classes = len(meta["classes"])
+    record = meta.get("model")
+    if record is None:
+        try:
+            return ModelHead(num_classes, single_logit(config, plugins))
+        except SegcliError as exc:
+            raise CheckpointError(
+                f"{source} does not record its model's head width (it predates "
+                f"model.outputs), and the loss {config.loss.name!r} needed to work it out is "
+                f"unavailable: {exc.message}",
+                hint="enable the losses plugin (SEGCLI_DISABLE_PLUGINS) for this checkpoint",
+            ) from None
+    try:
+        head = ModelHead(int(record["num_classes"]), bool(record["single_logit"]))
+        outputs = int(record["outputs"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{source}: its model record is damaged ({exc!r})") from None
+    if head.num_classes != num_classes or head.outputs != outputs:
+        raise CheckpointError(
+            f"{source}: its model record ({outputs} outputs, {head.num_classes} classes, "
+            f"single_logit={head.single_logit}) disagrees with its {num_classes} classes"
+        )
+    return head
+
+
+def rebuild_model(
+    config: RunConfig,
+    meta: dict[str, Any],
+    info: DatasetInfo,
+    plugins: Plugins | None = None,
+    source: object = "the checkpoint",
+) -> nn.Module:
+    """The model a checkpoint describes, without its weights; no loss plugin is needed.
+
+    The name is built by whichever plugin provides it now; a different plugin, distribution
+    or version than the one recorded is logged as a warning, and a name no plugin provides
+    names the distribution to install.
+    """
+    plugins = plugins or get_plugins()
+    name = config.model.name
+    record = meta.get("model") or {}
+    built_by = Origin.from_dict(record["built_by"]) if record.get("built_by") else None
+    if name not in plugins.models and built_by is not None:
+        reason, hint = _why_missing(plugins, built_by)
+        raise PluginError(
+            f"{source}: model {name!r} was built by {built_by.release} (plugin "
+            f"{built_by.plugin!r}), {reason}",
+            hint=hint,
+        )
+    now = plugins.models.entry(name).origin
+    if built_by is None:
+        logger.warning(
+            "%s does not record which plugin built model %r; using the one from %s",
+            source,
+            name,
+            now.release,
+        )
+    elif built_by != now:
+        logger.warning(
+            "%s: model %r was built by %s (plugin %r), now provided by %s (plugin %r)",
+            source,
+            name,
+            built_by.release,
+            built_by.plugin,
+            now.release,
+            now.plugin,
+        )
+    return build_model(config, info, plugins, recorded_head(config, meta, plugins, source))
+
+
+def _why_missing(plugins: Plugins, origin: Origin) -> tuple[str, str]:
+    """(why a recorded plugin provides nothing now, how to fix it) for an error message."""
+    for status in plugins.statuses:
+        if status.name == origin.plugin and status.distribution == origin.distribution:
+            if status.status == "disabled":
+                return (
+                    "which is disabled",
+                    "enable it: leave it out of SEGCLI_DISABLE_PLUGINS / SEGCLI_LOAD_PLUGINS",
+                )
+            if status.status == "failed":
+                return f"which failed to load: {status.error}", "see `segcli plugins`"
+    install = origin.distribution or f"the plugin {origin.plugin!r}"
+    built = f"; version {origin.version} built it" if origin.version else ""
+    return "which is not installed", f"install {install}{built}"
 
 
 def build_loss(config: RunConfig, info: DatasetInfo, plugins: Plugins | None = None) -> Callable:
@@ -82,8 +221,7 @@ def build_metrics(
     plugins = plugins or get_plugins()
     metrics = {}
     for name in config.metrics:
-        factory = plugins.metrics.get(name)
-        metrics[name] = call_factory("metric", name, factory, info.num_classes, IGNORE_INDEX)
+        metrics[name] = call_factory(plugins.metrics, name, info.num_classes, IGNORE_INDEX)
     return metrics
 
 

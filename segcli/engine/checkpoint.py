@@ -118,6 +118,45 @@ def load_checkpoint(path: Path, *, with_training_state: bool = False) -> Checkpo
     return Checkpoint(path, model_state, meta, state)
 
 
+def load_model_state(
+    model: torch.nn.Module, state: dict[str, torch.Tensor], source: object
+) -> None:
+    """Load a checkpoint's weights into `model`, all of them, or say on one line what differs."""
+    own = model.state_dict()
+    missing = [key for key in own if key not in state]
+    unexpected = [key for key in state if key not in own]
+    shapes = [
+        f"{key} {tuple(state[key].shape)} in the file, {tuple(own[key].shape)} in the model"
+        for key in own
+        if key in state and state[key].shape != own[key].shape
+    ]
+    problems = [
+        f"{what}: {_shortened(keys)}"
+        for what, keys in (
+            (f"{len(missing)} keys missing from the file", missing),
+            (f"{len(unexpected)} keys the model does not have", unexpected),
+            (f"{len(shapes)} shapes differ", shapes),
+        )
+        if keys
+    ]
+    if problems:
+        raise CheckpointError(
+            f"{source} does not fit {type(model).__name__}: {'; '.join(problems)}",
+            hint="was it trained with another model, depth, width or number of classes?",
+        )
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:  # what names and shapes cannot show (a plugin's own checks)
+        detail = " ".join(str(exc).split())
+        raise CheckpointError(f"{source} does not fit {type(model).__name__}: {detail}") from None
+
+
+def _shortened(items: list[str], shown: int = 3) -> str:
+    """The first few items, then "and N more"."""
+    text = ", ".join(items[:shown])
+    return f"{text} and {len(items) - shown} more" if len(items) > shown else text
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
