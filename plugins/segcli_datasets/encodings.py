@@ -4,7 +4,8 @@ which way a folder of masks uses.
 Encodings (see docs/datasets.md, "My labels look wrong"):
 
 - ``index``: single-channel 8- or 16-bit, each value is a class id (255 = ignore);
-- ``binary``: any two levels (0/1, 0/255, 0/65535, 3/253 ...), the lower -> 0, the higher -> 1;
+- ``binary``: any two levels (0/1, 0/255, 0/65535, 3/253 ...), the lower -> 0, the higher -> 1,
+  decided for each mask by its own levels (grey values or palette indices);
 - ``palette``: palette ("P" mode) PNG/GIF, the palette *indices* are the class ids;
 - ``rgb``: colour-coded masks, colours -> ids through a class list with colours;
 - JPEG masks (any of the above saved lossily): grey ones are thresholded, colour ones snapped
@@ -171,11 +172,17 @@ def decode_colors(
 
 @dataclass(frozen=True)
 class MaskEncoding:
-    """How to turn one mask file into raw label values; picklable for the worker processes."""
+    """How to turn one mask file into raw label values; picklable for the worker processes.
+
+    `levels` (binary only) are the folder's background and foreground values, those the value
+    map sends to 0 and 1: a mask whose own two levels differ (palette indices 0/1 among grey
+    0/255 masks) is mapped onto them, its lower level as background.
+    """
 
     kind: str
     color_ids: tuple[tuple[tuple[int, int, int], int], ...] = ()
     stray_to_ignore: bool = False
+    levels: tuple[int, int] = (0, 1)
 
     def decode(self, path: Path) -> np.ndarray:
         array, mode = load_mask(path)
@@ -194,7 +201,35 @@ class MaskEncoding:
             )
         if lossy and array.ndim == 3:
             return array[:, :, :3].mean(axis=2).round().astype(np.uint8)
-        return single_channel(array, path)
+        values = single_channel(array, path)
+        if self.kind == "binary" and not lossy:
+            return self._onto_levels(values, path)
+        return values
+
+    def _onto_levels(self, values: np.ndarray, path: Path) -> np.ndarray:
+        """This mask's own levels (grey values or palette indices) as the folder's levels."""
+        background, foreground = self.levels
+        found = np.unique(values).tolist()
+        if set(found) <= {background, foreground}:
+            return values
+        if len(found) > 2:
+            shown = ", ".join(map(str, found[:6])) + (", ..." if len(found) > 6 else "")
+            raise DataError(
+                f"mask {path} holds {len(found)} values ({shown}), not the two levels of a "
+                f"binary mask",
+                hint="fix that mask, or pass --encoding index if the values are class ids",
+            )
+        levels_type = np.min_scalar_type(max(self.levels))
+        if len(found) == 2:
+            return np.where(values == found[1], foreground, background).astype(levels_type)
+        if found[0] == 0:
+            return np.full(values.shape, background, levels_type)
+        if found[0] in (1, np.iinfo(values.dtype).max):
+            return np.full(values.shape, foreground, levels_type)
+        raise DataError(
+            f"mask {path} holds the single value {found[0]}: background or foreground?",
+            hint="save it as 0 (background) or as the foreground value of the other masks",
+        )
 
 
 def read_encoded_mask(sample, encoding: MaskEncoding) -> np.ndarray:
@@ -366,7 +401,7 @@ def _explicit(survey: Survey, encoding, classes, threshold, stray_to_ignore) -> 
             hint="pass --encoding rgb --classes classes.json",
         )
     if encoding == "binary":
-        thresholded = survey.jpeg > 0 or len(survey.grey_values) != 2
+        thresholded = survey.jpeg > 0
         return _binary(survey, classes, threshold, stray_to_ignore, thresholded=thresholded)
     return _index(survey, classes, stray_to_ignore)
 
@@ -407,19 +442,32 @@ def _rgb(classes: list[ClassSpec], stray_to_ignore) -> Choice:
 
 
 def _binary(survey, classes, threshold, stray_to_ignore, *, thresholded=False) -> Choice:
+    """Binary masks: JPEG ones thresholded, every other one by its own two levels."""
     if classes is not None and len(classes) != 2:
         raise UsageError(f"binary masks have two classes, but --classes lists {len(classes)}")
     infos = class_infos(classes or [ClassSpec(0, "background"), ClassSpec(1, "foreground")])
+    values = sorted(survey.grey_values)
+    own_levels = (
+        "binary masks: in each mask, the lower value (grey level or palette index) -> 0 "
+        f"({infos[0].name}), the higher -> 1 ({infos[1].name})"
+    )
     if thresholded:
         top = 65536 if survey.sixteen_bit else 256
         value_map = {v: int(v >= threshold) for v in range(top)}
-        note = f"binary masks: values >= {threshold} -> 1, below -> 0"
+        levels = (0, top - 1)
+        notes = [f"binary masks: values >= {threshold} -> 1, below -> 0"]
+        if survey.jpeg < survey.looked_at:
+            notes.append(own_levels.replace("binary masks: in each mask", "in each PNG mask"))
     else:
-        low, high = sorted(survey.grey_values)
-        value_map = {low: 0, high: 1}
-        note = f"binary masks: {low} -> 0 ({infos[0].name}), {high} -> 1 ({infos[1].name})"
-    encoding = MaskEncoding("binary", stray_to_ignore=stray_to_ignore)
-    return Choice(encoding, value_map, infos, [note])
+        low, high = values[0], values[-1]
+        levels = (low, high) if low != high else (0, high or 1)
+        value_map = {levels[0]: 0, levels[1]: 1}
+        if len(values) == 2:
+            notes = [f"binary masks: {low} -> 0 ({infos[0].name}), {high} -> 1 ({infos[1].name})"]
+        else:
+            notes = [own_levels]
+    encoding = MaskEncoding("binary", stray_to_ignore=stray_to_ignore, levels=levels)
+    return Choice(encoding, value_map, infos, notes)
 
 
 def _index(survey, classes, stray_to_ignore) -> Choice:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from functools import partial
 from pathlib import Path
@@ -58,11 +59,7 @@ def prepare(
     for split, image_dir, mask_dir, labelled in splits:
         paired, lonely_images, lonely_masks = _pair(image_dir, mask_dir, naming, labelled)
         if labelled and not paired:
-            raise DataError(
-                f"no image in {image_dir} has a mask in {mask_dir} "
-                f"(e.g. {_example(image_dir)} vs {_example(mask_dir)})",
-                hint="pair names with --mask-suffix/--image-suffix or --key",
-            )
+            raise _no_pairs(image_dir, mask_dir, naming)
         samples += [Sample(split, stem, image, mask) for stem, image, mask in paired]
         unpaired_images += lonely_images
         unpaired_masks += lonely_masks
@@ -122,12 +119,28 @@ def _compile(key: str) -> re.Pattern | None:
 
 
 def _pair(image_dir: Path, mask_dir: Path | None, naming: _Naming, labelled: bool):
-    images = _keyed(image_files(image_dir, recursive=True), image_dir, naming, naming.image_suffix)
+    image_paths = image_files(image_dir, recursive=True)
+    if not image_paths:
+        raise DataError(
+            f"no images found in {image_dir}",
+            hint="pass the folder that holds the images (PNG, JPEG, TIFF, ...) as IMAGES",
+        )
+    images = _keyed(image_paths, image_dir, naming, naming.image_suffix)
     if not images:
-        raise DataError(f"no images found in {image_dir}", hint="check the IMAGES folder")
+        rule = f"--key {naming.pattern.pattern!r}" if naming.pattern else "--image-suffix"
+        raise DataError(
+            f"no image name in {image_dir} fits {rule}, e.g. {image_paths[0].name}",
+            hint=f"check {rule}",
+        )
     if not labelled or mask_dir is None:
         return [(stem, path, None) for stem, path in sorted(images.items())], [], []
-    masks = _keyed(image_files(mask_dir, recursive=True), mask_dir, naming, naming.mask_suffix)
+    mask_paths = image_files(mask_dir, recursive=True)
+    if not mask_paths:
+        raise DataError(
+            f"no masks found in {mask_dir}",
+            hint="pass the folder that holds the mask images (PNG, TIFF, ...) as --masks",
+        )
+    masks = _keyed(mask_paths, mask_dir, naming, naming.mask_suffix)
     paired = [(k, images[k], masks[k]) for k in sorted(images.keys() & masks.keys())]
     lonely_images = [str(images[k]) for k in sorted(images.keys() - masks.keys())]
     lonely_masks = [str(masks[k]) for k in sorted(masks.keys() - images.keys())]
@@ -173,6 +186,27 @@ def _split_folders(images: Path, masks: Path) -> list[tuple[str, Path, Path | No
     return found
 
 
-def _example(folder: Path) -> str:
-    files = image_files(folder, recursive=True)
-    return files[0].name if files else "(no images)"
+def _no_pairs(image_dir: Path, mask_dir: Path, naming: _Naming) -> DataError:
+    """Why not even one image found its mask: what the first image's mask would be called, and
+    the mask names closest to that."""
+    image, key = next(
+        (path, key)
+        for path in image_files(image_dir, recursive=True)
+        if (key := naming.key(path, image_dir, naming.image_suffix)) is not None
+    )
+    relative = image.relative_to(image_dir)
+    if naming.pattern is not None:
+        wanted = f"a mask whose name --key matches as {key!r}"
+        expected = key
+    else:
+        stem = image.stem[: len(image.stem) - len(naming.image_suffix)]
+        expected = str(relative.parent / f"{stem}{naming.mask_suffix}")
+        wanted = f"a mask named {expected}.<png|tif|...>"
+    names = [str(m.relative_to(mask_dir)) for m in image_files(mask_dir, recursive=True)]
+    closest = difflib.get_close_matches(expected, names, n=3, cutoff=0)
+    return DataError(
+        f"no image in {image_dir} has a mask in {mask_dir}: {relative} would need {wanted}, "
+        f"but the closest mask names are {', '.join(closest)}",
+        hint="pair the names with --mask-suffix/--image-suffix (e.g. --mask-suffix _mask for "
+        "img1.png and img1_mask.png) or --key",
+    )

@@ -83,7 +83,9 @@ def _command_for(name: str, preparer: Any) -> Any:
             "force",
             inspect.Parameter.KEYWORD_ONLY,
             default=False,
-            annotation=Annotated[bool, typer.Option(help="Replace an existing output folder.")],
+            annotation=Annotated[
+                bool, typer.Option(help="Replace an existing dataset that segcli prepared.")
+            ],
         ),
         inspect.Parameter(
             "workers",
@@ -134,12 +136,20 @@ def run_prepare(
     """Plan, build and report one dataset (what every `segcli prepare X` runs)."""
     from rich.progress import Progress
 
-    from segcli.data.prepare import build_dataset, provenance, require_raw_dir
+    from segcli.data.prepare import build_dataset, check_output, provenance, require_raw_dir
+    from segcli.errors import Interrupted
 
     if getattr(preparer, "needs_raw", True):
         raw = require_raw_dir(raw, name)
     out = Path(out or Path("data") / name)
-    plan = preparer(raw, **options)
+    inputs = [raw, *(value for value in options.values() if isinstance(value, Path))]
+    inputs = [path for path in inputs if path is not None]
+    # Before the preparer reads anything: a refused --out should not cost a survey of the data.
+    check_output(out, force, inputs)
+    try:
+        plan = preparer(raw, **options)
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted while reading the raw data; nothing was written") from None
     recorded = provenance(name, raw, options)
     with Progress(console=error_console, transient=True) as progress:
         task = progress.add_task(f"preparing {name}", total=len(plan.samples))
@@ -152,6 +162,7 @@ def run_prepare(
                 skip_unpaired=skip_unpaired,
                 preparer=recorded,
                 progress=lambda done, total: progress.update(task, completed=done),
+                inputs=inputs,
             )
         except Exception as error:
             progress.stop()

@@ -5,17 +5,25 @@ A dataset plugin only knows its raw layout. It returns a `DatasetPlan`: the clas
 map to class ids. This module does the rest for every dataset alike: reads the pairs in
 worker processes, checks sizes and value sets, counts pixels per class, writes the
 canonical layout into a temporary sibling folder and renames it into place only when
-everything succeeded.
+everything succeeded. It never writes inside its inputs, and `force` only ever replaces a
+dataset that it wrote itself.
 """
 
 from __future__ import annotations
 
+import errno
+import io
 import json
+import multiprocessing
 import os
 import shutil
+import signal
+import sys
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,12 +33,16 @@ from PIL import Image
 
 from segcli.data.format import IGNORE_INDEX, ClassInfo, DatasetInfo
 from segcli.data.io import open_image
-from segcli.errors import DataError, OutputError, UsageError
+from segcli.errors import DataError, Interrupted, OutputError, ResourceError, UsageError
 
 __all__ = ["ClassInfo", "DatasetPlan", "PrepareReport", "Sample", "build_dataset"]
 
 # Formats whose original bytes are kept: the trainer reads each of them directly.
 _COPIED_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+# Write failures that mean the storage is full (or a size/quota limit was hit), not bad data.
+_STORAGE_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+# Seconds a worker's parent watch sleeps between looks (where the kernel cannot tell it).
+_PARENT_POLL_SECONDS = 1.0
 
 
 @dataclass
@@ -106,11 +118,46 @@ class _SampleResult:
 _worker: dict[str, Any] = {}
 
 
-def _init_worker(plan: DatasetPlan, target: Path) -> None:
+def _init_worker(plan: DatasetPlan, target: Path, parent: int | None = None) -> None:
+    """Worker set-up; `parent` is the pid of the prepare process when this runs in a pool."""
     _worker.update(plan=plan, target=target)
+    if parent is None:
+        return
+    # Ctrl-C reaches the whole process group: the parent stops the pool, the workers wait.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _exit_with_parent(parent)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End this worker when the prepare process dies (even by SIGKILL), instead of idling on."""
+    if not _kernel_signals_parent_death():
+        threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+    if not _pid_alive(parent):
+        os._exit(1)
+
+
+def _kernel_signals_parent_death() -> bool:
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        return libc.prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _watch_parent(watched: int) -> None:
+    while os.getppid() == watched:
+        time.sleep(_PARENT_POLL_SECONDS)
+    os._exit(1)
 
 
 def _process(sample: Sample) -> _SampleResult:
+    """Read, check and write one sample. Bad input becomes the result's `problem`; a failed
+    write raises (ResourceError or OutputError), since no later sample can succeed either."""
     plan: DatasetPlan = _worker["plan"]
     target: Path = _worker["target"]
     result = _SampleResult(sample.split, sample.stem)
@@ -121,19 +168,20 @@ def _process(sample: Sample) -> _SampleResult:
             pixels = plan.read_image(sample)
             size = (pixels.shape[1], pixels.shape[0])
             image_path = images_dir / f"{sample.stem}.png"
-            Image.fromarray(pixels).save(image_path)
+            image_bytes = _png_bytes(Image.fromarray(pixels))
         else:
             image = open_image(sample.image)
             size = image.size
             suffix = sample.image.suffix.lower()
             if suffix in _COPIED_SUFFIXES:
                 image_path = images_dir / f"{sample.stem}{suffix}"
-                shutil.copyfile(sample.image, image_path)
+                image_bytes = sample.image.read_bytes()
             else:
                 image_path = images_dir / f"{sample.stem}.png"
-                image.save(image_path)
-        result.image_file = str(image_path.relative_to(target))
+                image_bytes = _png_bytes(image)
         if sample.mask is None or plan.read_mask is None:
+            _write_file(image_path, image_bytes)
+            result.image_file = str(image_path.relative_to(target))
             return result
         raw = np.asarray(plan.read_mask(sample))
         if raw.ndim != 2:
@@ -155,15 +203,42 @@ def _process(sample: Sample) -> _SampleResult:
             )
             return result
         mask = mapped_values.astype(np.uint8)[inverse.reshape(raw.shape)]
-        result.class_counts = np.bincount(mask.ravel(), minlength=256)
-        mask_path = target / sample.split / "masks" / f"{sample.stem}.png"
-        Image.fromarray(mask, mode="L").save(mask_path)
-        result.mask_file = str(mask_path.relative_to(target))
+        mask_bytes = _png_bytes(Image.fromarray(mask, mode="L"))
     except DataError as exc:
         result.problem = str(exc)
+        return result
     except OSError as exc:
         result.problem = f"{sample.image}: {exc}"
+        return result
+    mask_path = target / sample.split / "masks" / f"{sample.stem}.png"
+    _write_file(image_path, image_bytes)
+    _write_file(mask_path, mask_bytes)
+    result.image_file = str(image_path.relative_to(target))
+    result.mask_file = str(mask_path.relative_to(target))
+    result.class_counts = np.bincount(mask.ravel(), minlength=256)
     return result
+
+
+def _png_bytes(image: Image.Image) -> bytes:
+    """Encoded in memory, so that an image Pillow cannot encode is a problem of that sample,
+    and only a failed write is a failure of the output."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        raise _write_failure(path, exc) from None
+
+
+def _write_failure(path: Path, exc: OSError) -> OutputError | ResourceError:
+    reason = exc.strerror or str(exc)
+    if exc.errno in _STORAGE_FULL:
+        return ResourceError(f"{reason} (writing {path.name})")
+    return OutputError(f"{reason} (writing {path.name})")
 
 
 def _map_values(values: np.ndarray, plan: DatasetPlan) -> np.ndarray:
@@ -180,11 +255,29 @@ def _map_values(values: np.ndarray, plan: DatasetPlan) -> np.ndarray:
     return mapped
 
 
-def _stale_temporaries(out: Path) -> Iterator[Path]:
-    for candidate in out.parent.glob(f".{out.name}.tmp-*"):
-        pid = candidate.name.rsplit("-", 1)[-1]
-        if not pid.isdigit() or not _pid_alive(int(pid)):
-            yield candidate
+def _clean_leftovers(out: Path) -> None:
+    """Tidy what an earlier prepare of `out` left when it was killed: its temporary folder goes,
+    and an old dataset it had moved aside (killed between the two renames) is put back."""
+    prefix = f".{out.name}."
+    for leftover in out.parent.iterdir():
+        if not leftover.name.startswith(prefix):
+            continue
+        kind, _, pid = leftover.name[len(prefix) :].partition("-")
+        if kind not in ("tmp", "old") or not pid.isdigit():
+            continue
+        if int(pid) != os.getpid() and _pid_alive(int(pid)):
+            continue  # another prepare of the same folder is running
+        if kind == "old" and not out.exists() and _is_prepared_dataset(leftover):
+            os.replace(leftover, out)
+        else:
+            _remove(leftover)
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -197,12 +290,34 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def check_output(out: Path, force: bool) -> None:
-    """Refuse to overwrite without --force, and check the parent can be written."""
-    if out.exists() and not force:
-        raise OutputError(
-            f"{out} already exists", hint="pass --force to replace it, or choose another --out"
-        )
+def _is_prepared_dataset(folder: Path) -> bool:
+    """Whether `folder` holds a dataset.json that segcli wrote (not another tool's)."""
+    try:
+        data = json.loads((folder / "dataset.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and {"format_version", "classes", "splits"} <= data.keys()
+
+
+def check_output(out: Path, force: bool, inputs: Iterable[Path] = ()) -> None:
+    """Refuse an output that is, contains or lies inside one of `inputs`; refuse to replace
+    anything without `force`, and with it anything but a dataset segcli prepared (or an empty
+    folder). Also checks that the parent can be written."""
+    out = Path(out)
+    _check_apart(out, inputs)
+    if out.parent.is_dir():
+        _clean_leftovers(out)
+    if out.exists() or out.is_symlink():
+        if not force:
+            raise OutputError(
+                f"{out} already exists", hint="pass --force to replace it, or choose another --out"
+            )
+        if not (_is_prepared_dataset(out) or out.is_dir() and not any(out.iterdir())):
+            raise OutputError(
+                f"{out} is not a dataset prepared by segcli (no segcli dataset.json in it), and "
+                f"--force only replaces those",
+                hint="choose another --out, or move that folder away yourself",
+            )
     parent = out.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -210,6 +325,40 @@ def check_output(out: Path, force: bool) -> None:
         raise OutputError(f"cannot create {parent}: {exc.strerror or exc}") from None
     if not os.access(parent, os.W_OK):
         raise OutputError(f"cannot write into {parent}: permission denied")
+
+
+def _check_apart(out: Path, inputs: Iterable[Path]) -> None:
+    """Inputs and the output never overlap: replacing the output must not touch an input."""
+    target = out.resolve()
+    hint = "choose an --out outside every input folder, e.g. next to the raw folder"
+    for source in dict.fromkeys(Path(p) for p in inputs):
+        resolved = source.resolve()
+        if target == resolved:
+            raise UsageError(f"--out {out} is the input {source}", hint=hint)
+        if resolved.is_relative_to(target):
+            raise UsageError(f"--out {out} contains the input {source}", hint=hint)
+        if target.is_relative_to(resolved):
+            raise UsageError(f"--out {out} is inside the input folder {source}", hint=hint)
+
+
+def _source_folders(plan: DatasetPlan) -> set[Path]:
+    """The folders the plan reads its images and mask files from."""
+    folders = set()
+    for sample in plan.samples:
+        for source in _paths_in(sample.image), _paths_in(sample.mask):
+            folders.update(path.parent for path in source)
+    return folders
+
+
+def _paths_in(value: Any) -> Iterator[Path]:
+    if isinstance(value, Path):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _paths_in(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _paths_in(item)
 
 
 def build_dataset(
@@ -221,13 +370,21 @@ def build_dataset(
     skip_unpaired: bool = False,
     preparer: dict[str, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    inputs: Iterable[Path] = (),
 ) -> PrepareReport:
-    """Validate and write `plan` as a canonical dataset at `out`; all or nothing."""
+    """Validate and write `plan` as a canonical dataset at `out`; all or nothing.
+
+    `inputs` are the folders and files the preparer read (besides the plan's own image and
+    mask files): `out` may not be, contain or lie inside any of them.
+    """
     started = time.perf_counter()
     out = Path(out)
-    check_output(out, force)
+    check_output(out, force, [*inputs, *_source_folders(plan)])
     if not plan.samples:
-        raise DataError(f"no images found for dataset {plan.name}", hint="check the raw folder")
+        raise DataError(
+            f"no images found for dataset {plan.name}",
+            hint="check that the raw folder holds the layout this dataset expects",
+        )
     if (plan.unpaired_images or plan.unpaired_masks) and not skip_unpaired:
         first = (plan.unpaired_images + plan.unpaired_masks)[0]
         raise DataError(
@@ -236,10 +393,9 @@ def build_dataset(
             hint="fix the names, or pass --skip-unpaired to leave them out",
         )
     _check_unique(plan)
-    for stale in _stale_temporaries(out):
-        shutil.rmtree(stale, ignore_errors=True)
+    existed = out.exists()
     temporary = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(temporary, ignore_errors=True)
+    _remove(temporary)
     try:
         for split in {s.split for s in plan.samples}:
             (temporary / split / "images").mkdir(parents=True)
@@ -256,28 +412,65 @@ def build_dataset(
             raise error
         report.seconds = round(time.perf_counter() - started, 2)
         info = _dataset_info(plan, results, preparer or {})
-        (temporary / "dataset.json").write_text(info.to_json())
-        (temporary / "report.json").write_text(json.dumps(report.to_dict(), indent=2))
-        with open(temporary / "samples.jsonl", "w") as stream:
-            by_key = {(s.split, s.stem): s for s in plan.samples}
-            for r in sorted(results, key=lambda r: (r.split, r.stem)):
-                record = {
-                    "split": r.split,
-                    "stem": r.stem,
-                    "image": r.image_file,
-                    "mask": r.mask_file,
-                    "source_image": r.source_image,
-                    "source_mask": _describe(by_key[(r.split, r.stem)].mask),
-                    "meta": by_key[(r.split, r.stem)].meta,
-                }
-                stream.write(json.dumps(record) + "\n")
-        _swap_into_place(temporary, out)
+        _write_file(temporary / "dataset.json", info.to_json().encode())
+        _write_file(temporary / "report.json", json.dumps(report.to_dict(), indent=2).encode())
+        by_key = {(s.split, s.stem): s for s in plan.samples}
+        records = [
+            {
+                "split": r.split,
+                "stem": r.stem,
+                "image": r.image_file,
+                "mask": r.mask_file,
+                "source_image": r.source_image,
+                "source_mask": _describe(by_key[(r.split, r.stem)].mask),
+                "meta": by_key[(r.split, r.stem)].meta,
+            }
+            for r in sorted(results, key=lambda r: (r.split, r.stem))
+        ]
+        lines = "".join(json.dumps(record) + "\n" for record in records)
+        _write_file(temporary / "samples.jsonl", lines.encode())
+        with _interrupts_held():
+            _swap_into_place(temporary, out)
     except BaseException as exc:
-        shutil.rmtree(temporary, ignore_errors=True)
-        if isinstance(exc, OSError):
-            raise OutputError(f"cannot write dataset into {out}: {exc}") from None
-        raise
+        _remove(temporary)
+        raise _aborted(exc, out, existed) from None
     return report
+
+
+def _aborted(exc: BaseException, out: Path, existed: bool) -> BaseException:
+    """The error to show for a prepare that stopped early: what happened, and that `out` (or
+    the dataset already there) was left exactly as it was."""
+    unchanged = f"{out} is unchanged" if existed else f"{out} was not created"
+    if isinstance(exc, KeyboardInterrupt):
+        return Interrupted(f"interrupted; nothing was written, {unchanged}")
+    if isinstance(exc, OSError):
+        exc = _write_failure(Path(exc.filename or out), exc)
+    if isinstance(exc, ResourceError):
+        return ResourceError(
+            f"cannot write the dataset: {exc.message}; nothing was written, {unchanged}",
+            hint=f"free space on the disk of {out.parent} (or raise its size limit or quota), "
+            f"or choose another --out",
+        )
+    if isinstance(exc, OutputError):
+        return OutputError(
+            f"cannot write the dataset: {exc.message}; nothing was written, {unchanged}",
+            hint=f"check that {out.parent} can be written, or choose another --out",
+        )
+    return exc
+
+
+@contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Ignore Ctrl-C while the finished dataset is renamed into place: stopping between the two
+    renames would leave neither the old dataset nor the new one at `out`."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
 
 
 def _check_unique(plan: DatasetPlan) -> None:
@@ -304,11 +497,33 @@ def _run(plan, temporary, workers, progress) -> Iterator[_SampleResult]:
                 progress(done, total)
         return
     chunk = max(1, min(64, total // (workers * 8)))
-    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(plan, temporary)) as pool:
+    others = set(multiprocessing.active_children())
+    pool = ProcessPoolExecutor(
+        workers, initializer=_init_worker, initargs=(plan, temporary, os.getpid())
+    )
+    try:
         for done, result in enumerate(pool.map(_process, plan.samples, chunksize=chunk), 1):
             yield result
             if progress:
                 progress(done, total)
+    except BaseException:
+        _stop_pool(pool, others)
+        raise
+    pool.shutdown()
+
+
+def _stop_pool(pool: ProcessPoolExecutor, others: set) -> None:
+    """Stop at once, instead of letting the workers finish every queued sample first: the
+    samples still queued are dropped and the running ones ended (their output is discarded)."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    workers = [p for p in multiprocessing.active_children() if p not in others]
+    for process in workers:
+        process.terminate()
+    for process in workers:
+        process.join(timeout=5)
+        if process.is_alive():
+            process.kill()
+            process.join()
 
 
 def _summarise(plan, out, results, skip_unpaired) -> PrepareReport:
@@ -392,14 +607,20 @@ def _describe(mask: Any) -> Any:
 
 
 def _swap_into_place(temporary: Path, out: Path) -> None:
-    """Rename the finished dataset into place; an old one is removed only after that succeeded."""
-    if out.exists():
-        retired = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, retired)
+    """Rename the finished dataset into place; an old one is removed only after that succeeded
+    (and put back if it did not)."""
+    if not (out.exists() or out.is_symlink()):
         os.replace(temporary, out)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
+        return
+    retired = out.parent / f".{out.name}.old-{os.getpid()}"
+    _remove(retired)
+    os.replace(out, retired)
+    try:
         os.replace(temporary, out)
+    except BaseException:
+        os.replace(retired, out)
+        raise
+    _remove(retired)
 
 
 def provenance(name: str, raw: Path | None, options: dict[str, Any]) -> dict[str, Any]:
@@ -432,5 +653,8 @@ def require_raw_dir(raw: Path | None, dataset: str) -> Path:
     if not raw.is_dir():
         raise DataError(f"{raw} is not a folder", hint=f"segcli prepare {dataset} takes a folder")
     if not any(raw.iterdir()):
-        raise DataError(f"raw folder {raw} is empty")
+        raise DataError(
+            f"raw folder {raw} is empty",
+            hint=f"put the raw {dataset} files there, or pass the folder that holds them",
+        )
     return raw
