@@ -1,10 +1,18 @@
-"""Reading and writing images and masks, with errors that name the file."""
+"""Reading and writing images and masks, with errors that name the file.
+
+Every file segcli writes goes to a short temporary name in the destination folder and is
+renamed into place once complete, so no reader ever sees half a file. Running out of disk
+space is a `ResourceError` (the machine, not the output location, is at fault).
+"""
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import tempfile
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -12,17 +20,89 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from segcli.errors import DataError, OutputError
+from segcli.errors import ConfigError, DataError, OutputError, ResourceError, SegcliError
+
+# 150 megapixels: 2.3 times the 8000 x 8000 slides `predict --tile` is measured on
+# (docs/predict.md), while a 15000 x 15000 header (225 Mpx, 675 MB decoded RGB, several
+# times that in transient copies) is refused before anything is decoded.
+DEFAULT_MAX_IMAGE_PIXELS = 150_000_000
+MAX_IMAGE_PIXELS_VARIABLE = "SEGCLI_MAX_IMAGE_PIXELS"
+DISK_FULL_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+TEMPORARY_PREFIX = ".segcli-"
+TEMPORARY_SUFFIX = ".tmp"
 
 
-def open_image(path: Path) -> Image.Image:
-    """Open and fully decode an image file (EXIF orientation applied)."""
+def max_image_pixels(requested: int | None = None) -> int:
+    """The largest image segcli decodes: `requested` (--max-image-pixels), else the
+    SEGCLI_MAX_IMAGE_PIXELS environment variable, else DEFAULT_MAX_IMAGE_PIXELS."""
+    if requested is not None:
+        if requested < 1:
+            raise ConfigError(f"--max-image-pixels {requested} must be at least 1")
+        return requested
+    text = os.environ.get(MAX_IMAGE_PIXELS_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_MAX_IMAGE_PIXELS
     try:
-        with Image.open(path) as image:
-            image.load()
-            return ImageOps.exif_transpose(image)
+        value = int(float(text)) if "e" in text.lower() else int(text.replace("_", ""))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(
+            f"{MAX_IMAGE_PIXELS_VARIABLE}={text!r} is not a positive number of pixels",
+            hint=f"e.g. {MAX_IMAGE_PIXELS_VARIABLE}=300000000, or unset it for the default "
+            f"{DEFAULT_MAX_IMAGE_PIXELS}",
+        )
+    return value
+
+
+def _too_large(path: Path, limit: int, size: tuple[int, int] | None = None) -> DataError:
+    described = f"{size[0]}x{size[1]} = {size[0] * size[1]:,} pixels" if size else "larger"
+    return DataError(
+        f"image {path} is {described}, over the limit of {limit:,} pixels "
+        "that guards against decompression bombs",
+        hint=f"for a genuine image this large, raise the limit: {MAX_IMAGE_PIXELS_VARIABLE}=N "
+        "or, for predict and evaluate, --max-image-pixels N",
+    )
+
+
+@contextmanager
+def _pil_pixel_limit(limit: int | None) -> Iterator[None]:
+    """PIL's own bomb check set to `limit` (None: off) for one read, its warning an error.
+
+    PIL refuses more than twice its module-wide MAX_IMAGE_PIXELS on open, and only warns
+    above it; segcli's limit must be the one that counts, in both directions."""
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = limit
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
+def open_image(path: Path, max_pixels: int | None = None) -> Image.Image:
+    """Open and fully decode an image file (EXIF orientation applied).
+
+    The size in the file's header is checked against `max_image_pixels(max_pixels)` before
+    any pixel is decoded, so a small file claiming a huge image is refused cheaply."""
+    limit = max_image_pixels(max_pixels)
+    try:
+        with _pil_pixel_limit(None), Image.open(path) as image:
+            if image.size[0] * image.size[1] > limit:
+                raise _too_large(path, limit, image.size)
+            with _pil_pixel_limit(limit):  # frames (GIF, ICO) are checked again as they load
+                image.load()
+                return ImageOps.exif_transpose(image)
     except FileNotFoundError:
         raise DataError(f"image {path} does not exist") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise _too_large(path, limit) from None
+    except MemoryError:
+        raise ResourceError(
+            f"out of memory decoding image {path}",
+            hint="free memory, or lower --max-image-pixels to skip images this large",
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(
             f"cannot read image {path}: {exc}".rstrip(),
@@ -42,9 +122,9 @@ def to_uint8(array: np.ndarray) -> np.ndarray:
     return np.clip(array.astype(np.float32) * 255.0, 0, 255).round().astype(np.uint8)
 
 
-def read_image(path: Path, channels: int = 3) -> np.ndarray:
+def read_image(path: Path, channels: int = 3, max_pixels: int | None = None) -> np.ndarray:
     """An image as uint8 ``(H, W, channels)``; grey is expanded to RGB or RGB reduced to grey."""
-    image = open_image(path)
+    image = open_image(path, max_pixels)
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         array = to_uint8(np.asarray(image))
         image = Image.fromarray(array)
@@ -53,9 +133,9 @@ def read_image(path: Path, channels: int = 3) -> np.ndarray:
     return np.array(image.convert("RGB"))
 
 
-def read_mask(path: Path) -> np.ndarray:
+def read_mask(path: Path, max_pixels: int | None = None) -> np.ndarray:
     """A prepared mask as uint8 ``(H, W)``."""
-    image = open_image(path)
+    image = open_image(path, max_pixels)
     if image.mode not in ("L", "P"):
         raise DataError(
             f"mask {path} has mode {image.mode}; prepared masks are 8-bit single-channel"
@@ -63,45 +143,174 @@ def read_mask(path: Path) -> np.ndarray:
     return np.array(image)
 
 
-def publish_file(temporary: Path | str, path: Path | str) -> None:
+def write_error(path: Path | str, exc: OSError) -> SegcliError:
+    """The error for a failed write: disk full is a ResourceError, anything else OutputError."""
+    if exc.errno in DISK_FULL_ERRORS:
+        return ResourceError(
+            f"disk full writing {path}: {exc.strerror or exc}",
+            hint="free space (or raise the quota or file size limit) there, or write to "
+            "another disk, and run again; no partial file was kept",
+        )
+    return OutputError(f"cannot write {path}: {exc.strerror or exc}")
+
+
+def temporary_file(folder: Path) -> tuple[int, Path]:
+    """(open descriptor, path) of a new hidden temporary file in `folder`.
+
+    The name is short and fixed-length, so it fits wherever the final name fits (a name
+    derived from the final one would not for names near the 255-character limit), and it
+    carries the writer's PID so stale ones from a killed run can be told apart."""
+    folder.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(
+        dir=folder, prefix=f"{TEMPORARY_PREFIX}{os.getpid()}-", suffix=TEMPORARY_SUFFIX
+    )
+    return handle, Path(name)
+
+
+def remove_stale_temporaries(folder: Path) -> None:
+    """Delete temporary files left in `folder` (and below) by segcli runs that were killed."""
+    for candidate in Path(folder).rglob(f"{TEMPORARY_PREFIX}*{TEMPORARY_SUFFIX}"):
+        pid = candidate.name[len(TEMPORARY_PREFIX) :].split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            candidate.unlink(missing_ok=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def publish_file(
+    temporary: Path | str, path: Path | str, ledger: OutputLedger | None = None
+) -> None:
     """Rename a finished temporary file over `path`, with the permissions open() would give
-    it (mkstemp makes files readable by their owner only)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temporary, 0o666 & ~umask)
-    os.replace(temporary, path)
+    it (mkstemp makes files readable by their owner only), recording it in `ledger`."""
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
+        if ledger is not None:
+            ledger.record(Path(path), os.stat(temporary))
+        os.replace(temporary, path)
+    except OSError as exc:
+        raise write_error(path, exc) from None
 
 
 @contextmanager
-def atomic_write(path: Path, *, durable: bool = False) -> Iterator[BinaryIO]:
+def atomic_write(
+    path: Path, *, durable: bool = False, ledger: OutputLedger | None = None
+) -> Iterator[BinaryIO]:
     """A binary stream whose contents replace `path` only once the block succeeds.
 
     The data goes to a temporary file in the same folder, renamed over `path` at the end,
     so a reader (or a crash at any moment) never sees half a file. `durable` also flushes
-    it to disk before the rename (checkpoints).
+    it to disk before the rename (checkpoints). `ledger` records the file as segcli's.
     """
     path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(
-            dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
-        )
+        handle, temporary = temporary_file(path.parent)
     except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise write_error(path, exc) from None
     try:
         with os.fdopen(handle, "wb") as stream:
             yield stream
             if durable:
                 stream.flush()
                 os.fsync(stream.fileno())
-        publish_file(temporary, path)
+        publish_file(temporary, path, ledger)
     except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise write_error(path, exc) from None
     finally:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
 
 
-def write_png_atomic(path: Path, array: np.ndarray) -> None:
+def write_png_atomic(path: Path, array: np.ndarray, ledger: OutputLedger | None = None) -> None:
     """Write an array as a PNG file, atomically."""
-    with atomic_write(path) as stream:
+    with atomic_write(path, ledger=ledger) as stream:
         Image.fromarray(array).save(stream, format="PNG")
+
+
+class OutputLedger:
+    """The files segcli wrote below one folder, in its `.segcli-outputs.jsonl`.
+
+    An existing file may be replaced without --force only if segcli wrote it there and it
+    is unchanged since (same size and modification time), so a re-run into its own output
+    folder works while a user's file, or a mask edited by hand, is never overwritten. A
+    file is recorded just before it is renamed into place, and an old record is kept until
+    the next run, so a crash between the two leaves both versions recognised.
+    """
+
+    NAME = ".segcli-outputs.jsonl"
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.file = self.root / self.NAME
+        self.records: dict[str, set[tuple[int, int]]] = {}
+        try:
+            lines = self.file.read_text().splitlines()
+        except (FileNotFoundError, NotADirectoryError):
+            lines = []
+        except (OSError, UnicodeDecodeError) as exc:
+            raise OutputError(f"cannot read {self.file}: {exc}") from None
+        for line in lines:
+            try:
+                entry = json.loads(line)
+                key, size, mtime = entry["path"], int(entry["size"]), int(entry["mtime_ns"])
+            except (ValueError, KeyError, TypeError):
+                continue  # a line torn by a crash mid-append
+            self.records.setdefault(key, set()).add((size, mtime))
+
+    def _key(self, path: Path) -> str:
+        return Path(os.path.abspath(path)).relative_to(os.path.abspath(self.root)).as_posix()
+
+    def owns(self, path: Path) -> bool:
+        try:
+            stat = Path(path).stat()
+        except OSError:
+            return False
+        return (stat.st_size, stat.st_mtime_ns) in self.records.get(self._key(path), ())
+
+    def record(self, path: Path, stat: os.stat_result) -> None:
+        line = json.dumps(
+            {"path": self._key(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        )
+        self.records.setdefault(self._key(path), set()).add((stat.st_size, stat.st_mtime_ns))
+        with open(self.file, "a", encoding="utf-8") as stream:
+            stream.write(line + "\n")
+
+    def compact(self) -> None:
+        """Keep only records of files that are still there unchanged (once per run)."""
+        live = []
+        for key, stats in sorted(self.records.items()):
+            try:
+                stat = (self.root / key).stat()
+            except OSError:
+                continue
+            if (stat.st_size, stat.st_mtime_ns) in stats:
+                live.append((key, stat.st_size, stat.st_mtime_ns))
+        if sum(map(len, self.records.values())) == len(live):
+            return
+        lines = [
+            json.dumps({"path": key, "size": size, "mtime_ns": mtime}) + "\n"
+            for key, size, mtime in live
+        ]
+        with atomic_write(self.file) as stream:
+            stream.write("".join(lines).encode())
+        self.records = {key: {(size, mtime)} for key, size, mtime in live}
+
+    def check_replaceable(self, paths: Iterable[Path], force: bool) -> None:
+        """Refuse (before anything is written) to replace files segcli did not write here."""
+        if force:
+            return
+        foreign = [p for p in paths if os.path.lexists(p) and not self.owns(p)]
+        if foreign:
+            raise OutputError(
+                f"{len(foreign)} output file(s) already exist and were not written by segcli "
+                f"(or were changed since), e.g. {foreign[0]}",
+                hint="pass --force to replace them, or choose another --out",
+            )
