@@ -1,0 +1,118 @@
+"""Checks of a run's configuration that need plugins, the dataset or this machine.
+
+`segcli.config` validates every key on its own when the configuration is built; what is
+left is checked here, before a run folder exists, so that a bad value never leaves a run
+folder without a checkpoint behind: the monitor key against the keys the chosen metrics
+report, the device against this machine, amp against the device.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+import torch
+
+from segcli.config import LOSS_MONITORS, RunConfig
+from segcli.data.format import DatasetInfo
+from segcli.engine.build import build_metrics
+from segcli.plugins import Plugins
+
+# A metric is asked for its keys with one tiny all-background batch of this size.
+_PROBE_SIZE = 8
+
+
+def check_run(config: RunConfig, info: DatasetInfo, plugins: Plugins | None = None) -> None:
+    """Raise the ConfigError a run of `config` on `info` would otherwise hit later."""
+    device = check_device(config)
+    check_amp(config, device)
+    check_monitor(config, info, plugins)
+    check_logging(config)
+
+
+def check_device(config: RunConfig) -> torch.device:
+    """The device the run will use; an error if this machine does not have it."""
+    name = config.train.device
+    available = _available_devices()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type not in available:
+        raise config.invalid(
+            "train.device",
+            f"one of: auto, {', '.join(available)} on this machine",
+            hint="--set train.device=cpu",
+        )
+    count = torch.cuda.device_count() if device.type == "cuda" else None
+    if count is not None and device.index is not None and device.index >= count:
+        raise config.invalid(
+            "train.device", f"cuda or cuda:0 to cuda:{count - 1} ({count} GPU(s) here)"
+        )
+    return device
+
+
+def _available_devices() -> list[str]:
+    available = ["cpu"]
+    if torch.cuda.is_available():
+        available.append("cuda")
+    if torch.backends.mps.is_available():
+        available.append("mps")
+    if hasattr(torch, "xpu") and torch.xpu.is_available():
+        available.append("xpu")
+    return available
+
+
+def check_amp(config: RunConfig, device: torch.device) -> None:
+    if config.train.amp == "fp16" and device.type != "cuda":
+        raise config.invalid(
+            "train.amp",
+            f"off or bf16 on {device.type} (fp16 needs a CUDA device)",
+            hint="--set train.amp=bf16",
+        )
+
+
+def check_monitor(config: RunConfig, info: DatasetInfo, plugins: Plugins | None = None) -> None:
+    """train.monitor must be a number that the loss or one of the metrics reports."""
+    monitor = config.train.monitor
+    if monitor in LOSS_MONITORS:
+        return
+    keys = list(LOSS_MONITORS)
+    for name, metric in build_metrics(config, info, plugins).items():
+        reported = scalar_keys(metric)
+        if reported is None:  # the metric cannot say: trust a key under its name
+            if monitor.startswith(f"{name}/"):
+                return
+            keys.append(f"{name}/<key>")
+        else:
+            keys.extend(f"{name}/{key}" for key in reported)
+    if monitor not in keys:
+        raise config.invalid("train.monitor", f"one of: {', '.join(keys)}")
+
+
+def scalar_keys(metric: Any) -> list[str] | None:
+    """The keys of the single numbers `metric.compute()` reports, found by feeding it one tiny
+    all-background batch on the CPU (metric plugins declare no key list); None if it fails."""
+    batch = torch.zeros((1, _PROBE_SIZE, _PROBE_SIZE), dtype=torch.long)
+    try:
+        metric.reset()
+        metric.update(batch, batch)
+        results = metric.compute()
+        metric.reset()
+    except Exception:  # a third-party metric may not take this batch; the run will tell
+        return None
+    if not isinstance(results, dict):
+        return None
+    return [
+        key
+        for key, value in results.items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+    ]
+
+
+def check_logging(config: RunConfig) -> None:
+    if config.log.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise config.invalid(
+            "log.tensorboard",
+            "false: the tensorboard package is not installed",
+            hint="pip install tensorboard",
+        )
