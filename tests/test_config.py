@@ -174,3 +174,18 @@ def test_monitor_of_a_chosen_metric_or_a_loss_is_accepted():
     assert build_config(overrides=["train.monitor=val/loss"]).train.monitor == "val/loss"
     config = build_config(overrides=["metrics=['binary']", "train.monitor=binary/iou"])
     assert config.train.monitor == "binary/iou"
+
+
+def test_print_config_validates_too(cli, tmp_path):
+    result = cli(
+        "train",
+        "--plugin",
+        "shapes-unet",
+        "--set",
+        "input.size=[32]",
+        "--print-config",
+        cwd=tmp_path,
+    )
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert "error: input.size must be [height, width], a list of 2 ints" in result.stderr
