@@ -13,12 +13,22 @@ class SegcliError(Exception):
     exit_code = 1
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
+        message = _own_line(message)
         super().__init__(message)
         self.message = message
         self.hint = hint
 
     def __str__(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+def _own_line(message: str) -> str:
+    """A DataLoader worker re-raises an error as `type(error)(its whole traceback)`; the
+    user's one line is the traceback's last one, after the exception's name."""
+    if message.startswith("Caught ") and "\nOriginal Traceback" in message:
+        last = message.rstrip().splitlines()[-1]
+        return last.partition(": ")[2] or last
+    return message
 
 
 class UsageError(SegcliError):

@@ -18,7 +18,14 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from segcli.config import AugmentConfig, InputConfig
-from segcli.data.format import IGNORE_INDEX, DatasetInfo, read_dataset_info, split_files
+from segcli.data.format import (
+    IGNORE_INDEX,
+    DatasetInfo,
+    check_mask_values,
+    describe_classes,
+    read_dataset_info,
+    split_files,
+)
 from segcli.data.io import read_image, read_mask
 from segcli.errors import DataError
 
@@ -81,6 +88,7 @@ class SegmentationDataset(Dataset):
                 f"split {split!r} of {root} has no labelled images",
                 hint=f"labelled splits: {', '.join(self.info.labelled_splits) or 'none'}",
             )
+        check_mask_values(self.root, split, self.info)
         self.transform = transform
         self.seed = seed
 
@@ -96,6 +104,13 @@ class SegmentationDataset(Dataset):
             raise DataError(
                 f"{mask_path} is {mask.shape[::-1]} but {image_path} is {image.shape[1::-1]}"
             )
+        undeclared = _undeclared_values(mask, self.info)
+        if undeclared:
+            raise DataError(
+                f"mask {mask_path} has value {undeclared[0]}, but dataset.json lists "
+                f"{describe_classes(self.info)}",
+                hint="write the dataset again with `segcli prepare ... --force`",
+            )
         image_tensor = tv_tensors.Image(
             torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
         )
@@ -104,6 +119,13 @@ class SegmentationDataset(Dataset):
             torch.manual_seed(_sample_seed(self.seed, epoch, index))
             image_out, mask_out = self.transform(image_tensor, mask_tensor)
         return image_out.as_subclass(torch.Tensor), mask_out.as_subclass(torch.Tensor).long()
+
+
+def _undeclared_values(mask: np.ndarray, info: DatasetInfo) -> list[int]:
+    if mask.size == 0 or mask.max() < info.num_classes:
+        return []
+    present = np.flatnonzero(np.bincount(mask.ravel(), minlength=256))
+    return [int(v) for v in present if v >= info.num_classes and v != info.ignore_index]
 
 
 def _sample_seed(seed: int, epoch: int, index: int) -> int:

@@ -12,6 +12,7 @@ Layout (see docs/dataset-format.md)::
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,9 +92,11 @@ def read_dataset_info(root: Path) -> DatasetInfo:
             hint="`segcli prepare` writes one; raw folders must be prepared first",
         )
     try:
-        info = DatasetInfo.from_dict(json.loads(path.read_text()))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise DataError(f"{path} is not a valid dataset.json: {exc}") from exc
+        data = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path} is not valid JSON: {exc}", hint=_REWRITE) from None
+    _check_fields(path, data)
+    info = DatasetInfo.from_dict(data)
     if info.format_version > FORMAT_VERSION:
         raise DataError(
             f"{path} has format version {info.format_version}; this segcli reads up to "
@@ -101,6 +104,99 @@ def read_dataset_info(root: Path) -> DatasetInfo:
             hint="upgrade segcli",
         )
     return info
+
+
+_REWRITE = "correct it, or write the dataset again with `segcli prepare ... --force`"
+
+
+def _is_int(value: Any) -> bool:
+    return type(value) is int
+
+
+def _is_name_map(value: Any, holds: Callable[[Any], bool]) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and holds(v) for k, v in value.items()
+    )
+
+
+def _is_int_list(value: Any) -> bool:
+    return isinstance(value, list) and all(_is_int(v) for v in value)
+
+
+# key -> (check, what a valid value is); the first three keys are required
+_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "name": (lambda v: isinstance(v, str), "a string"),
+    "classes": (lambda v: isinstance(v, list) and bool(v), "a non-empty list of classes"),
+    "splits": (lambda v: _is_name_map(v, _is_int), "an object of split name -> image count"),
+    "image_channels": (lambda v: _is_int(v) and v in (1, 3), "1 or 3"),
+    "ignore_index": (lambda v: _is_int(v) and 0 <= v <= 255, "an integer 0-255"),
+    "labelled_splits": (
+        lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v),
+        "a list of split names",
+    ),
+    "class_pixels": (lambda v: _is_name_map(v, _is_int_list), "split name -> pixel counts"),
+    "ignore_pixels": (lambda v: _is_name_map(v, _is_int), "split name -> pixel count"),
+    "preparer": (lambda v: isinstance(v, dict), "an object"),
+    "format_version": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+}
+_REQUIRED = ("name", "classes", "splits")
+
+
+def _check_fields(path: Path, data: Any) -> None:
+    """Every field of dataset.json, checked before anything (a model, a run) is built from it."""
+    if not isinstance(data, dict):
+        raise DataError(f"{path} must hold a JSON object", hint=_REWRITE)
+    for key in _REQUIRED:
+        if key not in data:
+            raise DataError(f"{path} has no {key!r}", hint=_REWRITE)
+    for key, (valid, expected) in _FIELDS.items():
+        if key in data and not valid(data[key]):
+            raise DataError(
+                f"{path}: {key!r} must be {expected}, not {json.dumps(data[key])[:60]}",
+                hint=_REWRITE,
+            )
+    for index, entry in enumerate(data["classes"]):
+        color = entry.get("color") if isinstance(entry, dict) else None
+        if not (
+            isinstance(entry, dict)
+            and entry.get("id") == index
+            and _is_int(entry.get("id"))
+            and isinstance(entry.get("name"), str)
+            and isinstance(color, list)
+            and len(color) == 3
+            and all(_is_int(v) and 0 <= v <= 255 for v in color)
+        ):
+            raise DataError(
+                f"{path}: classes[{index}] must be "
+                f'{{"id": {index}, "name": "...", "color": [r, g, b]}}, '
+                f"not {json.dumps(entry)[:60]}",
+                hint=_REWRITE,
+            )
+
+
+def check_mask_values(root: Path, split: str, info: DatasetInfo) -> None:
+    """Refuse a split whose masks, as recorded when it was prepared, hold class values that
+    dataset.json does not list: training would fail on them mid-epoch."""
+    recorded = {index for index, count in enumerate(info.class_pixels.get(split, [])) if count}
+    report = Path(root) / "report.json"
+    if report.is_file():
+        try:
+            mapped = json.loads(report.read_text()).get("mapped_values", {}).get(split, [])
+        except (ValueError, UnicodeDecodeError, AttributeError):
+            mapped = []  # the report is informative only; the dataset guards each mask too
+        recorded |= {value for value in mapped if isinstance(value, int)}
+    undeclared = sorted(v for v in recorded if v >= info.num_classes and v != info.ignore_index)
+    if undeclared:
+        raise DataError(
+            f"the {split} masks of {root} hold value(s) {undeclared[:8]}, but its dataset.json "
+            f"lists {describe_classes(info)}",
+            hint="add the missing classes to dataset.json, or write the dataset again with "
+            "`segcli prepare ... --force`",
+        )
+
+
+def describe_classes(info: DatasetInfo) -> str:
+    return f"{info.num_classes} classes (0-{info.num_classes - 1}; {info.ignore_index} = ignore)"
 
 
 def split_files(root: Path, split: str) -> list[tuple[Path, Path | None]]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import platform
+import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -13,7 +15,7 @@ from typing import Any
 from segcli import __version__
 from segcli.config import RunConfig, to_toml
 from segcli.engine.checkpoint import SUFFIX
-from segcli.errors import CheckpointError, OutputError
+from segcli.errors import CheckpointError, DataError, OutputError, SegcliError
 
 
 def create_run_dir(config: RunConfig) -> Path:
@@ -80,14 +82,73 @@ def _quote(arg: str) -> str:
     return arg if arg and all(c.isalnum() or c in "-_./=:,[]" for c in arg) else repr(arg)
 
 
-def newest_run(runs_dir: Path = Path("runs")) -> Path:
+def newest_run(
+    runs_dir: Path = Path("runs"), checkpoints: tuple[str, ...] = ("best", "last")
+) -> Path:
+    """The most recent run folder holding one of `checkpoints`.
+
+    Folders of runs killed before their first checkpoint are passed over: picking one would
+    break `predict` and `--resume last` although good runs exist.
+    """
     runs = [p for p in Path(runs_dir).glob("*/") if (p / "config.toml").is_file()]
-    if not runs:
+    usable = [p for p in runs if any((p / f"{name}{SUFFIX}").is_file() for name in checkpoints)]
+    if usable:
+        return max(usable, key=lambda p: (p.stat().st_mtime, p.name))
+    wanted = " or ".join(f"{name}{SUFFIX}" for name in checkpoints)
+    if runs:
         raise CheckpointError(
-            f"no training runs found in {runs_dir}/",
-            hint="train one with `segcli train --plugin shapes-unet`, or pass --checkpoint",
+            f"none of the {len(runs)} run folder(s) in {runs_dir}/ has a {wanted} "
+            "(they stopped before their first epoch ended)",
+            hint="train a run to the end of an epoch, or pass a checkpoint file",
         )
-    return max(runs, key=lambda p: (p.stat().st_mtime, p.name))
+    raise CheckpointError(
+        f"no training runs found in {runs_dir}/",
+        hint="train one with `segcli train --plugin shapes-unet`, or pass --checkpoint",
+    )
+
+
+def discard_run_without_checkpoint(run_dir: Path) -> bool:
+    """Remove a run folder that ended before its first checkpoint; True if it was removed.
+
+    Such a folder holds only what the command line already says (its configuration and
+    logs), so removing it is the simplest way to never mistake it for a run.
+    """
+    if any((Path(run_dir) / f"{name}{SUFFIX}").is_file() for name in ("best", "last")):
+        return False
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return True
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The records of a run's metrics.jsonl, one per epoch.
+
+    A final line that is not valid JSON is what a crash in the middle of an append leaves:
+    it is dropped. A bad line before it means the file was damaged, and is an error.
+    """
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    lines = path.read_text(errors="replace").splitlines()
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):
+                break
+            raise DataError(
+                f"{path} line {number} is not a JSON record",
+                hint="delete that line (and those of later epochs) to resume",
+            ) from None
+        if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
+            raise DataError(
+                f"{path} line {number} is not a metrics record (it has no epoch)",
+                hint="delete that line (and those of later epochs) to resume",
+            )
+        records.append(record)
+    return records
 
 
 def find_checkpoint(spec: Path | None, runs_dir: Path = Path("runs"), which: str = "best") -> Path:
@@ -107,3 +168,22 @@ def find_checkpoint(spec: Path | None, runs_dir: Path = Path("runs"), which: str
     if not spec.exists():
         raise CheckpointError(f"checkpoint {spec} does not exist")
     return spec
+
+
+def interrupted_message(run_dir: Path, discarded: bool) -> str:
+    """What Ctrl-C during training kept, and how to go on from it."""
+    if discarded:
+        return f"interrupted before the first checkpoint; nothing was kept ({run_dir} removed)"
+    last = Path(run_dir) / f"last{SUFFIX}"
+    if not last.is_file():
+        return "interrupted before the first checkpoint; nothing was kept"
+    from segcli.engine.checkpoint import read_checkpoint_meta
+
+    try:
+        epoch = f" (epoch {read_checkpoint_meta(last)['epoch']})"
+    except (SegcliError, KeyError):
+        epoch = ""
+    return (
+        f"interrupted; last checkpoint kept at {last}{epoch}; "
+        f"resume with `segcli train --resume {shlex.quote(str(run_dir))}`"
+    )
