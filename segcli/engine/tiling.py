@@ -26,6 +26,8 @@ from segcli.errors import UsageError
 SIGMA_FRACTION = 0.125
 # keeps image borders (covered only by window borders) well above float32 underflow
 MIN_WEIGHT = 1e-4
+# fraction of each window shared with its neighbours when --overlap is not given
+DEFAULT_OVERLAP = 0.25
 
 
 def window_starts(length: int, window: int, overlap: float) -> list[int]:
@@ -47,9 +49,28 @@ def gaussian_window(height: int, width: int) -> torch.Tensor:
     return (weight / weight.max()).clamp_(min=MIN_WEIGHT)
 
 
+def tiling_options(tile: int | None, overlap: float | None) -> tuple[int | None, float]:
+    """Checked (tile, overlap) of a command: no tile means whole images, and then an overlap
+    has no meaning and is refused rather than silently ignored."""
+    if tile is None:
+        if overlap is not None:
+            raise UsageError(
+                f"--overlap {overlap} applies to sliding windows only",
+                hint="add --tile SIZE (at least 8 pixels, typically 256-1024), "
+                "or leave --overlap out",
+            )
+        return None, DEFAULT_OVERLAP
+    overlap = DEFAULT_OVERLAP if overlap is None else overlap
+    check_tiling(tile, overlap)
+    return tile, overlap
+
+
 def check_tiling(tile: int, overlap: float) -> None:
     if tile < 8:
-        raise UsageError(f"--tile {tile} is too small; use at least 8 pixels (typically 256-1024)")
+        raise UsageError(
+            f"--tile {tile} is too small; use at least 8 pixels (typically 256-1024), "
+            "or leave --tile out to predict whole images"
+        )
     if not 0 <= overlap < 1:
         raise UsageError(f"--overlap {overlap} must be at least 0 and below 1 (typically 0.25-0.5)")
 
