@@ -96,7 +96,7 @@ class LossConfig(_Section):
 class TrainConfig(_Section):
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(8, ge=1)
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(1e-3, ge=0)  # 0 freezes the weights (tests, a baseline)
     optimizer: Literal[OPTIMIZERS] = "adam"
     weight_decay: float = Field(0.0, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)

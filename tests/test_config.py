@@ -83,8 +83,8 @@ BAD_VALUES = [
     ("input.size=32", "a list of 2 ints"),
     ("train.batch_size=0", "int >= 1"),
     ("train.batch_size=2.5", "int >= 1"),
-    ("train.lr=-1", "float > 0"),
-    ("train.lr=none", "float > 0"),
+    ("train.lr=-1", "float >= 0"),
+    ("train.lr=none", "float >= 0"),
     ("train.epochs=0", "int >= 1"),
     ("train.epochs=true", "int >= 1"),
     ("train.amp=fp8", "one of: off, bf16, fp16"),
@@ -144,7 +144,7 @@ def test_every_bad_value_is_one_line_naming_key_value_source_and_valid_values(ov
 
 
 def test_an_error_names_the_layer_it_came_from(tmp_path):
-    with pytest.raises(ConfigError, match=r"train.lr must be float > 0, got -1 \(from recipe\)"):
+    with pytest.raises(ConfigError, match=r"train.lr must be float >= 0, got -1 \(from recipe\)"):
         build_config({"train": {"lr": -1}})
     file = tmp_path / "c.toml"
     file.write_text("[input]\nsize = [32]\n")
