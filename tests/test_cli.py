@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+
+from segcli.errors import Interrupted
 
 
 def one_error_line(stderr: str) -> str:
@@ -200,11 +204,84 @@ def test_predict_reports_a_corrupt_image_and_finishes_the_rest(
     assert len(list((tmp_path / "out").glob("*.png"))) == 2
 
 
-def test_debug_lets_the_exception_through_for_its_traceback(cli, tmp_path):
-    from segcli.errors import UnknownNameError
+def test_debug_shows_the_traceback_and_keeps_the_exit_code(cli, tmp_path):
+    result = cli("--debug", "train", "--plugin", "nope", cwd=tmp_path)
+    assert result.exit_code == 2
+    assert "Traceback (most recent call last)" in result.stderr
+    assert "UnknownNameError" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: unknown recipe 'nope'")
 
-    with pytest.raises(UnknownNameError):
-        cli("--debug", "train", "--plugin", "nope", cwd=tmp_path)
+
+@pytest.mark.parametrize(
+    "raised, message",
+    [
+        (KeyboardInterrupt(), "error: interrupted; finished files were kept"),
+        (Interrupted("interrupted; last checkpoint kept at R"), "error: interrupted; last"),
+    ],
+)
+def test_ctrl_c_is_one_line_and_exit_130(cli, tmp_path, monkeypatch, raised, message):
+    import segcli.engine.train
+
+    def interrupted_fit(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setattr(segcli.engine.train, "fit", interrupted_fit)
+    result = cli("train", "--plugin", "shapes-unet", cwd=tmp_path)
+    assert result.exit_code == 130
+    assert one_error_line(result.stderr).startswith(message)
+
+
+def test_usage_errors_and_help_keep_their_exit_codes(cli, tmp_path):
+    result = cli("train", "--no-such-option", cwd=tmp_path)
+    assert result.exit_code == 2 and "No such option" in result.stderr
+    result = cli("train", "--help", cwd=tmp_path)
+    assert result.exit_code == 0 and "--runs-dir" in result.stdout
+
+
+TINY_TRAIN = [
+    "--set", "train.epochs=2", "--set", "train.workers=0", "--set", "input.size=[32,32]",
+    "--set", "train.batch_size=16", "--set", "model.base_width=4", "--set", "model.depth=2",
+]  # fmt: skip
+
+
+def test_runs_dir_for_a_new_run_and_for_resume_last(cli, tmp_path, shapes_dataset):
+    elsewhere = tmp_path / "elsewhere"
+    result = cli(
+        "train", "--plugin", "shapes-unet", "--set", f"dataset.path={shapes_dataset}",
+        *TINY_TRAIN, "--max-steps", "1", "--runs-dir", str(elsewhere), cwd=tmp_path,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert not (tmp_path / "runs").exists()
+    [run] = elsewhere.iterdir()
+    junk = elsewhere / "99999999-999999-killed-before-its-first-checkpoint"
+    junk.mkdir()
+    (junk / "config.toml").write_text((run / "config.toml").read_text())
+    result = cli("train", "--resume", "last", "--runs-dir", str(elsewhere), cwd=tmp_path)
+    assert result.exit_code == 0, result.stderr
+    epochs = [
+        json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert epochs == [1, 2]
+    result = cli("train", "--resume", str(run), "--runs-dir", str(elsewhere), cwd=tmp_path)
+    assert result.exit_code == 2
+    assert "--runs-dir" in one_error_line(result.stderr)
+
+
+def test_a_wrong_dataset_json_field_is_a_data_error_naming_it(cli, tmp_path, shapes_dataset):
+    import shutil
+
+    root = tmp_path / "shapes"
+    shutil.copytree(shapes_dataset, root)
+    info = json.loads((root / "dataset.json").read_text())
+    (root / "dataset.json").write_text(json.dumps({**info, "image_channels": "three"}))
+    result = cli(
+        "train", "--plugin", "shapes-unet", "--set", f"dataset.path={root}", *TINY_TRAIN,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.exit_code == 3
+    line = one_error_line(result.stderr)
+    assert f"{root / 'dataset.json'}: 'image_channels' must be 1 or 3" in line
+    assert not (tmp_path / "runs").exists()
 
 
 def test_version(cli):

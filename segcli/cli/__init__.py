@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 
 import typer
 
@@ -20,7 +21,7 @@ from segcli.cli import prepare as prepare_command
 from segcli.cli import train as train_command
 from segcli.cli import visualize as visualize_command
 from segcli.cli.output import print_error
-from segcli.errors import SegcliError
+from segcli.errors import Interrupted, SegcliError
 
 app = typer.Typer(
     name="segcli",
@@ -70,9 +71,27 @@ def main() -> None:
         app()
     except SegcliError as error:
         if debug:
-            raise
+            traceback.print_exc()
         print_error(error)
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
-        print_error(SegcliError("interrupted; no partial output was kept"))
-        sys.exit(130)
+        _interrupted()
+    except SystemExit as exit_:
+        if _caused_by_ctrl_c(exit_):
+            _interrupted()
+        raise
+
+
+def _interrupted() -> None:
+    print_error(Interrupted("interrupted; finished files were kept, none was left half-written"))
+    sys.exit(Interrupted.exit_code)
+
+
+def _caused_by_ctrl_c(exit_: SystemExit) -> bool:
+    """Typer turns a Ctrl-C that no command handled into a silent exit; its cause tells."""
+    error: BaseException | None = exit_
+    while error is not None:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        error = error.__cause__ or error.__context__
+    return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,12 @@ def train(
     max_steps: int = typer.Option(
         None, "--max-steps", help="Stop after this many optimizer steps (smoke tests)."
     ),
+    runs_dir: Path = typer.Option(
+        None,
+        "--runs-dir",
+        help="Where runs are: --resume last looks here [default: runs]; a new run is "
+        "written here (same as --set runs_dir=DIR).",
+    ),
 ) -> None:
     """Train a model. `segcli train --plugin shapes-unet` trains the quick-start recipe."""
     from segcli.config import build_config, to_toml
@@ -96,13 +103,15 @@ def train(
                 "--resume continues a run with its saved configuration; "
                 "drop --plugin/--config/--set"
             )
-        _train(None, max_steps, _resume_target(resume))
+        _train(None, max_steps, _resume_target(resume, runs_dir))
         return
     if not plugin and not config_file:
         raise UsageError(
             "say what to train: --plugin RECIPE or --config FILE",
             hint="`segcli list recipes` shows the recipes",
         )
+    if runs_dir is not None:
+        overrides = [*overrides, f"runs_dir={json.dumps(str(runs_dir))}"]
     recipe = None
     if plugin:
         recipe = get_plugins().recipes.get(plugin)
@@ -115,10 +124,17 @@ def train(
     _train(config, max_steps, None)
 
 
-def _resume_target(resume: str) -> Path:
+def _resume_target(resume: str, runs_dir: Path | None) -> Path:
     from segcli.engine.runs import newest_run
+    from segcli.errors import UsageError
 
-    return newest_run() if resume == "last" else Path(resume)
+    if resume == "last":
+        return newest_run(runs_dir or Path("runs"), checkpoints=("last",))
+    if runs_dir is not None:
+        raise UsageError(
+            "--runs-dir is where --resume last looks; with --resume RUN_DIR drop it",
+        )
+    return Path(resume)
 
 
 def _train(config: Any, max_steps: int | None, resume: Path | None) -> None:
@@ -135,12 +151,12 @@ def _train(config: Any, max_steps: int | None, resume: Path | None) -> None:
 
 
 def print_summary(run_dir: Path) -> None:
-    import json
-
     from rich.table import Table
 
+    from segcli.engine.runs import read_metrics
+
     summary = json.loads((run_dir / "summary.json").read_text())
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    records = read_metrics(run_dir)
     best = next((r for r in records if r["epoch"] == summary["best_epoch"]), records[-1])
     console.print(
         f"[bold green]done[/]: {summary['epochs_run']} epoch(s), best {summary['monitor']} = "
