@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from PIL import Image
 from segcli_datasets.folder import prepare as prepare_folder
 from segcli_shapes.generate import prepare as prepare_shapes
 
-from segcli.data.prepare import build_dataset
+from segcli.data.prepare import _init_worker, build_dataset
 from segcli.errors import DataError, Interrupted, OutputError, ResourceError, UsageError
 
 
@@ -214,12 +215,22 @@ def test_disk_full_stops_at_the_first_failed_write(tmp_path, monkeypatch):
     assert snapshot(out) == before and not leftovers(tmp_path)
 
 
-def test_disk_full_in_a_worker_aborts_the_pool(tmp_path, monkeypatch):
-    disk_full_after(monkeypatch, writes_allowed=0)  # the forked workers inherit the patch
-    started = time.monotonic()
+def test_disk_full_in_a_worker_stops_the_pool(tmp_path, monkeypatch):
+    log = tmp_path / "attempts.log"
+
+    def slow_full_disk(path: Path, data: bytes) -> int:
+        descriptor = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        os.write(descriptor, b".")
+        os.close(descriptor)
+        time.sleep(0.1)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(Path, "write_bytes", slow_full_disk)  # the forked workers inherit it
     with pytest.raises(ResourceError, match="No space left on device"):
-        build_dataset(shapes_plan(40), tmp_path / "shapes", workers=2)
-    assert time.monotonic() - started < 30
+        build_dataset(shapes_plan(160), tmp_path / "shapes", workers=2)
+    # 16 chunks of 10 samples; each chunk stops at its first write. Left to finish its queue,
+    # the pool tries about 7 chunks; stopped, only those under way when the first failure came.
+    assert len(log.read_bytes()) <= 4
     assert not (tmp_path / "shapes").exists() and not leftovers(tmp_path)
 
 
@@ -293,6 +304,13 @@ def test_interrupt_keeps_the_previous_dataset(tmp_path, workers):
     assert not (tmp_path / "new").exists() and not leftovers(tmp_path)
 
 
+def test_workers_leave_ctrl_c_to_the_prepare_process(tmp_path):
+    """A worker interrupted while idle would print its traceback; the parent stops the pool."""
+    initargs = (shapes_plan(1), tmp_path, os.getpid())
+    with ProcessPoolExecutor(1, initializer=_init_worker, initargs=initargs) as pool:
+        assert pool.submit(signal.getsignal, signal.SIGINT).result() == signal.SIG_IGN
+
+
 def children(pid: int) -> set[int]:
     found = set()
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -349,10 +367,11 @@ def test_sigkill_leaves_no_workers_and_no_temporary_folder_in_the_way(tmp_path):
     try:
         workers = wait_for_workers(process)
         process.kill()
-        process.communicate(timeout=30)
+        process.wait(timeout=30)
         assert gone_within(workers, 5), "workers outlived the killed prepare"
     finally:
         kill_all(workers)
+        process.communicate(timeout=30)  # workers that lived on held its output open
     assert leftovers(tmp_path)  # the killed run could not tidy up: the next one must
     again = segcli_process(
         "prepare", "shapes", "--train", "3", "--val", "0", "--out", out, cwd=tmp_path
