@@ -181,3 +181,38 @@ def test_the_ledger_knows_what_segcli_wrote_and_that_it_is_unchanged(tmp_path):
     assert not edited.owns(ours)
     edited.compact()
     assert (tmp_path / io.OutputLedger.NAME).read_text() == ""
+
+
+def test_predict_skips_a_bomb_and_unreadable_files_and_predicts_unusual_valid_ones(
+    cli, trained_run, shapes_dataset, tmp_path
+):
+    """16-bit, palette, CMYK, grey+alpha are images; bomb, truncated, empty, text are not."""
+    source = Image.open(sorted((shapes_dataset / "val" / "images").iterdir())[0]).convert("RGB")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    source.save(folder / "rgb.png")
+    grey16 = np.asarray(source.convert("L"), np.uint16) * 257
+    Image.fromarray(grey16).save(folder / "grey16.png")
+    source.quantize(16).save(folder / "palette.png")
+    source.convert("CMYK").save(folder / "cmyk.jpg")
+    source.convert("LA").save(folder / "grey-alpha.png")
+    write_bomb_png(folder / "bomb.png", 100_000, 100_000)
+    (folder / "truncated.png").write_bytes((folder / "rgb.png").read_bytes()[:200])
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "text.jpg").write_text("not an image\n")
+    out = tmp_path / "out"
+    result = cli("predict", folder, "--out", out, "--checkpoint", trained_run, "--colorize")
+    assert result.exit_code == 8, result.stderr
+    assert "Traceback" not in result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    skipped = {"bomb.png", "truncated.png", "empty.png", "text.jpg"}
+    assert len(warnings) == len(skipped)
+    assert {name for name in skipped for line in warnings if f"/{name}:" in line} == skipped
+    assert "over the limit of" in next(line for line in warnings if "bomb.png" in line)
+    assert "4 of 9 image(s)" in result.stderr
+    expected = np.asarray(Image.open(out / "rgb.png"))
+    for stem in ("rgb", "grey16", "palette", "cmyk", "grey-alpha"):
+        mask = np.asarray(Image.open(out / f"{stem}.png"))
+        assert mask.shape == (64, 64) and Image.open(out / f"{stem}.color.png").mode == "RGB"
+    assert (np.asarray(Image.open(out / "palette.png")) == expected).mean() > 0.9
+    assert not list(out.glob("bomb*")) and not list(out.glob("*.tmp"))

@@ -23,17 +23,22 @@ def evaluate(
         help="Also write each predicted mask (and colour) next to the report.",
     ),
     tile: options.Tile = None,
-    overlap: options.Overlap = 0.25,
+    overlap: options.Overlap = None,
     tta: options.Tta = "none",
     workers: options.Workers = None,
     device: options.Device = "auto",
     runs_dir: options.RunsDir = Path("runs"),
+    force: options.Force = False,
+    max_image_pixels: options.MaxImagePixels = None,
 ) -> None:
-    """Score the model's masks against a split's masks, at the images' own sizes."""
+    """Score the model's masks against a split's masks, at the images' own sizes.
+
+    Existing files are replaced only where segcli wrote them (or with --force)."""
     from rich.progress import Progress
     from rich.table import Table
 
     from segcli.engine.evaluate import (
+        check_outputs,
         default_report_path,
         evaluate_split,
         labelled_pairs,
@@ -44,11 +49,13 @@ def evaluate(
 
     checkpoint_path = find_checkpoint(checkpoint, runs_dir)
     reuse_freed_memory()
-    total = len(labelled_pairs(dataset_dir, split))
+    pairs = labelled_pairs(dataset_dir, split)
+    total = len(pairs)
     report_path = out or default_report_path(checkpoint_path, split)
     predictions_dir = (
         report_path.with_name(f"{report_path.stem}-predictions") if save_predictions else None
     )
+    ledger = check_outputs(report_path, predictions_dir, dataset_dir, checkpoint_path, pairs, force)
     predictor = Predictor(checkpoint_path, device, tta=tta)
     console.print(f"checkpoint: {checkpoint_path}")
     with Progress(console=error_console, transient=True) as progress:
@@ -61,10 +68,12 @@ def evaluate(
             overlap=overlap,
             workers=workers,
             predictions_dir=predictions_dir,
+            max_pixels=max_image_pixels,
+            ledger=ledger,
             progress=lambda count: progress.advance(task, count),
         )
     report["checkpoint"] = str(checkpoint_path)
-    write_json_atomic(report_path, report)
+    write_json_atomic(report_path, report, ledger)
 
     names = [c["name"] for c in report["classes"]]
     per_class = {

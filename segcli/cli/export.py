@@ -28,11 +28,13 @@ def export(
         1e-3, "--tolerance", help="Largest accepted |exported - PyTorch| logit difference."
     ),
     runs_dir: options.RunsDir = Path("runs"),
+    force: options.Force = False,
 ) -> None:
     """Export a model plus a sidecar JSON (classes, palette, preprocessing).
 
     The export is run on sample inputs next to the PyTorch model and the largest logit
-    difference is reported; above --tolerance nothing is written.
+    difference is reported; above --tolerance nothing is written. Existing files are
+    replaced only where segcli wrote them (or with --force).
     """
     from segcli.engine.export import export_checkpoint
     from segcli.engine.runs import find_checkpoint
@@ -41,7 +43,13 @@ def export(
     console.print(f"checkpoint: {checkpoint_path}")
     with console.status(f"exporting to {fmt}"):
         report = export_checkpoint(
-            checkpoint_path, fmt, out, dynamic=dynamic, opset=opset, tolerance=tolerance
+            checkpoint_path,
+            fmt,
+            out,
+            dynamic=dynamic,
+            opset=opset,
+            tolerance=tolerance,
+            force=force,
         )
     shapes = ", ".join("x".join(map(str, shape)) for shape in report.checked_shapes)
     console.print(f"wrote [bold]{report.path}[/] and {report.sidecar.name} ({report.exporter})")

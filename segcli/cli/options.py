@@ -11,8 +11,7 @@ Checkpoint = Annotated[
     Path | None,
     typer.Option(
         "--checkpoint",
-        help="Checkpoint, run folder, or exported model (.onnx, .pt) "
-        "[default: newest run's best].",
+        help="Checkpoint, run folder, or exported model (.onnx, .pt) [default: newest run's best].",
     ),
 ]
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Where to look for the newest run.")]
@@ -20,12 +19,33 @@ Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 Tile = Annotated[
     int | None,
     typer.Option(
-        "--tile", help="Sliding-window inference with SIZE-pixel windows at the image's own size."
+        "--tile",
+        help="Sliding-window inference with SIZE-pixel windows (at least 8) at the image's "
+        "own size.",
     ),
 ]
 Overlap = Annotated[
-    float,
-    typer.Option("--overlap", help="Fraction of each --tile window shared with its neighbours."),
+    float | None,
+    typer.Option(
+        "--overlap",
+        help="With --tile: fraction of each window shared with its neighbours, 0 to below 1 "
+        "[default: 0.25].",
+    ),
+]
+Force = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="Replace existing output files even if segcli did not write them (never inputs).",
+    ),
+]
+MaxImagePixels = Annotated[
+    int | None,
+    typer.Option(
+        "--max-image-pixels",
+        help="Refuse images with more pixels than this, before decoding them "
+        "[default: $SEGCLI_MAX_IMAGE_PIXELS or 150000000].",
+    ),
 ]
 Tta = Annotated[
     str, typer.Option("--tta", help="Test-time augmentation: none, flip (horizontal) or flip-hv.")

@@ -40,7 +40,7 @@ def predict(
         False, "--recursive", "-r", help="Include images in subfolders (the tree is mirrored)."
     ),
     tile: options.Tile = None,
-    overlap: options.Overlap = 0.25,
+    overlap: options.Overlap = None,
     tta: options.Tta = "none",
     batch_size: int = typer.Option(
         4, "--batch-size", help="Images (or --tile windows) per forward pass."
@@ -51,11 +51,14 @@ def predict(
         "auto", "--amp", help="Mixed precision: auto (fp16 on CUDA), off, bf16, fp16."
     ),
     runs_dir: options.RunsDir = Path("runs"),
+    force: options.Force = False,
+    max_image_pixels: options.MaxImagePixels = None,
 ) -> None:
     """Predict a mask for every image, at the image's own size.
 
     Exit code 8 ("partial") when some images could not be read: each is reported, the
-    others are predicted.
+    others are predicted. Existing files are replaced only where segcli wrote them (or with
+    --force).
     """
     from rich.progress import (
         BarColumn,
@@ -92,6 +95,8 @@ def predict(
             tta=tta,
             tile=tile,
             overlap=overlap,
+            force=force,
+            max_pixels=max_image_pixels,
             progress=lambda count: progress.advance(task, count),
         )
     images = total - len(report.failed)

@@ -17,10 +17,18 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from segcli.data.format import IGNORE_INDEX, read_dataset_info, split_files
-from segcli.data.io import atomic_write, read_image, read_mask, write_png_atomic
+from segcli.data.io import (
+    OutputLedger,
+    atomic_write,
+    max_image_pixels,
+    read_image,
+    read_mask,
+    write_png_atomic,
+)
 from segcli.engine.build import build_metrics
-from segcli.engine.predict import Predictor, loader_workers
-from segcli.errors import DataError
+from segcli.engine.predict import Predictor, is_inside, loader_workers, path_key
+from segcli.engine.tiling import tiling_options
+from segcli.errors import DataError, UsageError
 from segcli.palette import colorize
 
 
@@ -36,16 +44,18 @@ def image_iou(prediction: np.ndarray, truth: np.ndarray, num_classes: int) -> fl
 
 
 class _LabelledImages(Dataset):
-    def __init__(self, pairs: list[tuple[Path, Path]], channels: int) -> None:
+    def __init__(self, pairs: list[tuple[Path, Path]], channels: int, max_pixels: int) -> None:
         self.pairs = pairs
         self.channels = channels
+        self.max_pixels = max_pixels
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def __getitem__(self, index: int) -> tuple[Path, np.ndarray, np.ndarray]:
         image_path, mask_path = self.pairs[index]
-        image, mask = read_image(image_path, self.channels), read_mask(mask_path)
+        image = read_image(image_path, self.channels, self.max_pixels)
+        mask = read_mask(mask_path, self.max_pixels)
         if mask.shape != image.shape[:2]:
             raise DataError(
                 f"{mask_path} is {mask.shape[::-1]} but {image_path} is {image.shape[1::-1]}"
@@ -88,13 +98,20 @@ def evaluate_split(
     split: str,
     *,
     tile: int | None = None,
-    overlap: float = 0.25,
+    overlap: float | None = None,
     batch_size: int = 4,
     workers: int | None = None,
     predictions_dir: Path | None = None,
+    max_pixels: int | None = None,
+    ledger: OutputLedger | None = None,
     progress: Callable[[float], None] | None = None,
 ) -> dict[str, Any]:
-    """Scores of every metric plugin of the checkpoint's config, plus per-image mean IoU."""
+    """Scores of every metric plugin of the checkpoint's config, plus per-image mean IoU.
+
+    Predicted masks go to `predictions_dir` when given, recorded in `ledger` (see
+    `check_outputs`, which should have vetted them first)."""
+    tile, overlap = tiling_options(tile, overlap)
+    max_pixels = max_image_pixels(max_pixels)
     dataset_dir = Path(dataset_dir)
     check_classes(predictor, dataset_dir)
     pairs = labelled_pairs(dataset_dir, split)
@@ -102,7 +119,7 @@ def evaluate_split(
     for metric in metrics.values():
         metric.reset()
     loader = DataLoader(
-        _LabelledImages(pairs, predictor.channels),
+        _LabelledImages(pairs, predictor.channels, max_pixels),
         batch_size=None,
         collate_fn=_unchanged,
         num_workers=loader_workers(workers, predictor.device, len(pairs)),
@@ -123,11 +140,12 @@ def evaluate_split(
             }
         )
         if predictions_dir is not None:
-            stem = Path(image_path).stem
-            write_png_atomic(predictions_dir / f"{stem}.png", prediction)
-            write_png_atomic(
-                predictions_dir / f"{stem}.color.png", colorize(prediction, predictor.palette)
-            )
+            for path, picture in zip(
+                prediction_files(predictions_dir, Path(image_path)),
+                (prediction, colorize(prediction, predictor.palette)),
+                strict=True,
+            ):
+                write_png_atomic(path, picture, ledger)
         if progress:
             progress(1)
     scores: dict[str, Any] = {}
@@ -154,6 +172,40 @@ def default_report_path(checkpoint: Path, split: str) -> Path:
     return checkpoint.with_name(f"{checkpoint.stem}-eval-{split}.json")
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    with atomic_write(path) as stream:
+def prediction_files(predictions_dir: Path, image: Path) -> tuple[Path, Path]:
+    """(mask, colour mask) written for one evaluated image."""
+    return predictions_dir / f"{image.stem}.png", predictions_dir / f"{image.stem}.color.png"
+
+
+def check_outputs(
+    report_path: Path,
+    predictions_dir: Path | None,
+    dataset_dir: Path,
+    checkpoint: Path,
+    pairs: list[tuple[Path, Path]],
+    force: bool,
+) -> OutputLedger:
+    """The ledger of the report's folder, once it is sure that no output lies inside the
+    dataset or replaces the checkpoint, and (unless `force`) that none replaces a file
+    segcli did not write there. Called before the (long) evaluation."""
+    for path in (report_path, predictions_dir):
+        if path is not None and is_inside(path, dataset_dir):
+            raise UsageError(
+                f"output {path} is inside the dataset {dataset_dir}",
+                hint="choose an --out outside the dataset folder",
+            )
+    if path_key(report_path) == path_key(checkpoint):
+        raise UsageError(
+            f"--out {report_path} would replace the checkpoint", hint="choose another --out"
+        )
+    ledger = OutputLedger(report_path.parent)
+    outputs = [report_path]
+    if predictions_dir is not None:
+        outputs += [path for image, _ in pairs for path in prediction_files(predictions_dir, image)]
+    ledger.check_replaceable(outputs, force)
+    return ledger
+
+
+def write_json_atomic(path: Path, data: Any, ledger: OutputLedger | None = None) -> None:
+    with atomic_write(path, ledger=ledger) as stream:
         stream.write(json.dumps(data, indent=2).encode())

@@ -15,7 +15,6 @@ import contextlib
 import io
 import json
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from segcli.data.io import atomic_write, publish_file
-from segcli.errors import CheckpointError, ConfigError, OutputError, PluginError, UsageError
+from segcli.data.io import OutputLedger, atomic_write, publish_file, temporary_file, write_error
+from segcli.errors import CheckpointError, ConfigError, PluginError, UsageError
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 SIDECAR_VERSION = 1
@@ -65,8 +64,11 @@ def export_checkpoint(
     dynamic: bool = False,
     opset: int | None = None,
     tolerance: float = 1e-3,
+    force: bool = False,
 ) -> ExportReport:
-    """Export, check parity on sample inputs, then move the files into place (never half)."""
+    """Export, check parity on sample inputs, then move the files into place (never half).
+
+    Existing files are replaced only where segcli wrote them, or with `force`."""
     from segcli.engine.predict import Predictor
 
     if fmt not in FORMATS:
@@ -97,13 +99,16 @@ def export_checkpoint(
     path = Path(out) if out else checkpoint.with_suffix(FORMATS[fmt])
     if path.suffix != FORMATS[fmt]:
         raise UsageError(f"--out {path} should end in {FORMATS[fmt]} for --format {fmt}")
+    sidecar = sidecar_path(path)
+    if checkpoint.resolve() in (path.resolve(), sidecar.resolve()):
+        raise UsageError(f"--out {path} would replace the checkpoint", hint="choose another --out")
+    ledger = OutputLedger(path.parent)
+    ledger.check_replaceable([path, sidecar], force)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        handle, temporary = temporary_file(path.parent)
         os.close(handle)
     except OSError as exc:
-        raise OutputError(f"cannot write into {path.parent}: {exc.strerror or exc}") from None
-    temporary = Path(name)
+        raise write_error(path, exc) from None
     try:
         if fmt == "onnx":
             exporter = _export_onnx(model, samples[0], temporary, dynamic, opset)
@@ -118,11 +123,10 @@ def export_checkpoint(
                 f"up to {difference:.3g} (tolerance {tolerance:g}); nothing was written",
                 hint="pass a larger --tolerance to keep it anyway",
             )
-        publish_file(temporary, path)
+        publish_file(temporary, path, ledger)
     finally:
         temporary.unlink(missing_ok=True)
-    sidecar = sidecar_path(path)
-    with atomic_write(sidecar) as stream:
+    with atomic_write(sidecar, ledger=ledger) as stream:
         description = describe(predictor, fmt, dynamic, divisor, (height, width), checkpoint)
         stream.write(json.dumps(description, indent=2).encode())
     return ExportReport(path, sidecar, exporter, difference, [tuple(s.shape) for s in samples])

@@ -11,10 +11,10 @@ strips, so no output needs full-resolution float maps of every class at once.
 from __future__ import annotations
 
 import ctypes
+import errno
 import glob
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +27,16 @@ from torch.utils.data import DataLoader, Dataset
 
 from segcli.config import build_config
 from segcli.data.format import IMAGE_SUFFIXES, ClassInfo, DatasetInfo
-from segcli.data.io import publish_file, read_image, write_png_atomic
+from segcli.data.io import (
+    OutputLedger,
+    max_image_pixels,
+    publish_file,
+    read_image,
+    remove_stale_temporaries,
+    temporary_file,
+    write_error,
+    write_png_atomic,
+)
 from segcli.engine.build import (
     autocast_for,
     build_model,
@@ -36,7 +45,7 @@ from segcli.engine.build import (
     resolve_device,
 )
 from segcli.engine.checkpoint import load_checkpoint
-from segcli.engine.tiling import check_tiling, sliding_window
+from segcli.engine.tiling import sliding_window, tiling_options
 from segcli.errors import CheckpointError, DataError, OutputError, UsageError
 from segcli.palette import colorize, overlay
 
@@ -287,7 +296,7 @@ def discover_inputs(
                 raise DataError(f"no files match {text!r}")
             root = _glob_root(text)
             found += [
-                (m, m.relative_to(root) if _inside(m, root) else Path(m.name)) for m in matches
+                (m, m.relative_to(root) if is_inside(m, root) else Path(m.name)) for m in matches
             ]
             continue
         path = Path(item)
@@ -341,11 +350,13 @@ class _ImageFiles(Dataset):
         predictor: Predictor,
         keep_image: bool,
         preprocess: bool,
+        max_pixels: int,
     ) -> None:
         self.files = files
         self.predictor = predictor
         self.keep_image = keep_image
         self.preprocess = preprocess
+        self.max_pixels = max_pixels
 
     def __len__(self) -> int:
         return len(self.files)
@@ -353,7 +364,7 @@ class _ImageFiles(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         path = self.files[index][0]
         try:
-            image = read_image(path, self.predictor.channels)
+            image = read_image(path, self.predictor.channels, self.max_pixels)
         except DataError as exc:
             return {"index": index, "error": str(exc)}
         item: dict[str, Any] = {"index": index, "shape": image.shape[:2]}
@@ -377,9 +388,11 @@ class ImageOutputs:
         colorize_masks: bool,
         overlay_alpha: float | None,
         probability_format: str | None,
+        ledger: OutputLedger | None = None,
     ):
         self.predictor = predictor
         self.base = base
+        self.ledger = ledger
         self.colorize_masks = colorize_masks
         self.overlay_alpha = overlay_alpha
         self.mask = np.empty((height, width), np.uint8)
@@ -389,13 +402,19 @@ class ImageOutputs:
         self.probability_file: Path | None = None
         self.probability_map = None
         if probability_format == "npy":
-            base.parent.mkdir(parents=True, exist_ok=True)
-            handle, name = tempfile.mkstemp(dir=base.parent, prefix=f".{base.name}.", suffix=".tmp")
-            os.close(handle)
-            self.probability_file = Path(name)
-            self.probability_map = np.lib.format.open_memmap(
-                name, mode="w+", dtype=np.float16, shape=(predictor.num_classes, height, width)
-            )
+            try:
+                handle, self.probability_file = temporary_file(base.parent)
+                os.close(handle)
+                self.probability_map = np.lib.format.open_memmap(
+                    self.probability_file,
+                    mode="w+",
+                    dtype=np.float16,
+                    shape=(predictor.num_classes, height, width),
+                )
+                _reserve_disk_space(self.probability_file)
+            except OSError as exc:
+                self.discard()
+                raise write_error(self.path(".probs.npy"), exc) from None
 
     def add(self, top: int, probs: torch.Tensor) -> None:
         rows = probs.shape[1]
@@ -410,29 +429,26 @@ class ImageOutputs:
     def write(self, image: np.ndarray | None) -> list[Path]:
         mask_path = self.path(".png")
         written = [mask_path]
-        write_png_atomic(mask_path, self.mask)
+        write_png_atomic(mask_path, self.mask, self.ledger)
         palette = self.predictor.palette
         if self.colorize_masks:
             written.append(self.path(".color.png"))
-            write_png_atomic(written[-1], colorize(self.mask, palette))
+            write_png_atomic(written[-1], colorize(self.mask, palette), self.ledger)
         if self.overlay_alpha is not None:
             written.append(self.path(".overlay.png"))
             blended = np.empty((*self.mask.shape, 3), np.uint8)
             for top in range(0, self.mask.shape[0], STRIP_ROWS):  # float copies stay strip-sized
                 rows = slice(top, top + STRIP_ROWS)
                 blended[rows] = overlay(image[rows], self.mask[rows], palette, self.overlay_alpha)
-            write_png_atomic(written[-1], blended)
+            write_png_atomic(written[-1], blended, self.ledger)
         if self.confidence is not None:
             written.append(self.path(".confidence.png"))
-            write_png_atomic(written[-1], self.confidence)
+            write_png_atomic(written[-1], self.confidence, self.ledger)
         if self.probability_map is not None:
             written.append(self.path(".probs.npy"))
             self.probability_map.flush()
             self.probability_map = None
-            try:
-                publish_file(self.probability_file, written[-1])
-            except OSError as exc:
-                raise OutputError(f"cannot write {written[-1]}: {exc.strerror or exc}") from None
+            publish_file(self.probability_file, written[-1], self.ledger)
         return written
 
     def discard(self) -> None:
@@ -444,27 +460,128 @@ class ImageOutputs:
         return self.base.with_name(self.base.name + suffix)
 
 
+def _reserve_disk_space(path: Path) -> None:
+    """Allocate a memory-mapped file's blocks now: writing into the mapping of a sparse file
+    on a full disk would kill the process with SIGBUS instead of raising an error."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    with open(path, "r+b") as stream:
+        try:
+            os.posix_fallocate(stream.fileno(), 0, os.fstat(stream.fileno()).st_size)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # no fallocate there
+                raise
+
+
+def output_suffixes(
+    colorize_masks: bool, overlay_alpha: float | None, probability_format: str | None
+) -> list[str]:
+    """The files written per image, as suffixes of its output stem (see ImageOutputs.write)."""
+    suffixes = [".png"]
+    if colorize_masks:
+        suffixes.append(".color.png")
+    if overlay_alpha is not None:
+        suffixes.append(".overlay.png")
+    if probability_format == "png":
+        suffixes.append(".confidence.png")
+    if probability_format == "npy":
+        suffixes.append(".probs.npy")
+    return suffixes
+
+
+def check_outputs(
+    files: list[tuple[Path, Path]],
+    bases: list[Path],
+    out_dir: Path,
+    suffixes: list[str],
+    ledger: OutputLedger,
+    force: bool,
+) -> None:
+    """Refuse, before anything is written, outputs that two inputs would share, that would
+    replace an input (through a link), whose names the file system cannot hold, or that
+    would replace a file segcli did not write there (unless `force`)."""
+    inputs = {path_key(source): source for source, _ in files}
+    claimed: dict[str, Path] = {}
+    outputs = []
+    name_max = _name_max(out_dir)
+    for (source, _), base in zip(files, bases, strict=True):
+        for suffix in suffixes:
+            path = out_dir / base.parent / (base.name + suffix)
+            key = path_key(path)
+            if key in claimed:
+                raise UsageError(
+                    f"{claimed[key]} and {source} would both be written to {path}",
+                    hint="rename one of them, or predict them in separate runs with different "
+                    "--out folders",
+                )
+            if key in inputs:
+                raise UsageError(
+                    f"output {path} would replace the input {inputs[key]}",
+                    hint="choose an --out folder that holds no input",
+                )
+            if len(os.fsencode(path.name)) > name_max:
+                raise UsageError(
+                    f"output name {path.name!r} is longer than the {name_max} bytes "
+                    f"{out_dir} allows (input {source})",
+                    hint="rename the input to a shorter name",
+                )
+            claimed[key] = source
+            outputs.append(path)
+    ledger.check_replaceable(outputs, force)
+
+
+def path_key(path: Path) -> str:
+    """Equal for two paths naming the same file (links resolved, case folded where the OS does)."""
+    return os.path.normcase(os.path.realpath(path))
+
+
+def _name_max(folder: Path) -> int:
+    """The longest file name (bytes) the file system holding `folder` accepts."""
+    existing = Path(os.path.abspath(folder))
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        return os.pathconf(existing, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        return 255
+
+
 def default_output_dir(inputs: list[Path | str]) -> Path:
     first = _glob_root(str(inputs[0])) if glob.has_magic(str(inputs[0])) else Path(inputs[0])
     base = first if first.is_dir() else first.parent
     return base.parent / f"{base.resolve().name}-pred"
 
 
-def prepare_output_dir(out_dir: Path, inputs: list[Path | str]) -> Path:
+def check_output_dir(
+    out_dir: Path, inputs: list[Path | str], files: list[tuple[Path, Path]]
+) -> None:
+    """Inputs and outputs never mix: the output folder neither lies in an input folder nor
+    holds an input file (where --force could replace an image)."""
     for item in inputs:
         root = _glob_root(str(item)) if glob.has_magic(str(item)) else Path(item)
-        if root.is_dir() and _inside(out_dir, root):
+        if root.is_dir() and is_inside(out_dir, root):
             raise UsageError(
                 f"output folder {out_dir} is inside the input folder {root}",
                 hint="choose an --out outside the input, so inputs and outputs never mix",
             )
+    for source, _ in files:
+        if is_inside(source, out_dir):
+            raise UsageError(
+                f"output folder {out_dir} holds the input {source}",
+                hint="choose an --out folder that holds no input, so inputs and outputs never mix",
+            )
+
+
+def prepare_output_dir(out_dir: Path, ledger: OutputLedger) -> None:
+    """Create the folder, clear temporaries of killed runs, and tidy the ledger."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot create output folder {out_dir}: {exc.strerror or exc}") from None
     if not os.access(out_dir, os.W_OK):
         raise OutputError(f"cannot write into {out_dir}: permission denied")
-    return out_dir
+    remove_stale_temporaries(out_dir)
+    ledger.compact()
 
 
 def predict_paths(
@@ -483,27 +600,42 @@ def predict_paths(
     amp: str = "auto",
     tta: str = "none",
     tile: int | None = None,
-    overlap: float = 0.25,
+    overlap: float | None = None,
+    force: bool = False,
+    max_pixels: int | None = None,
     progress: Callable[[float], None] | None = None,
 ) -> PredictReport:
-    """Predict every input image; a broken image is reported in `failed`, the rest go on."""
+    """Predict every input image; a broken image is reported in `failed`, the rest go on.
+
+    Nothing is written before every output is known not to collide, not to replace an
+    input, and (unless `force`) not to replace a file segcli did not write. A failed write
+    (disk full, ...) stops the run: no later image could be written either."""
     if probability_format not in (None, *PROBABILITY_FORMATS):
         raise UsageError(f"unknown --probabilities {probability_format!r}; valid: npy, png")
     if overlay_alpha is not None and not 0 < overlay_alpha <= 1:
         raise UsageError(f"--alpha {overlay_alpha} must lie in (0, 1]")
     if batch_size < 1:
         raise UsageError(f"--batch-size {batch_size} must be at least 1")
-    if tile:
-        check_tiling(tile, overlap)
+    tile, overlap = tiling_options(tile, overlap)
+    max_pixels = max_image_pixels(max_pixels)
     files = discover_inputs(inputs, recursive)
     bases = output_stems(files)
+    out_dir = Path(out_dir) if out_dir else default_output_dir(inputs)
+    check_output_dir(out_dir, inputs, files)
+    ledger = OutputLedger(out_dir)
+    suffixes = output_suffixes(colorize_masks, overlay_alpha, probability_format)
+    check_outputs(files, bases, out_dir, suffixes, ledger, force)
     predictor = Predictor(checkpoint, device, amp=amp, tta=tta, threshold=threshold)
     if tile and hasattr(predictor.model, "check_size"):  # a static ONNX export: fail before writing
         predictor.model.check_size(tile, tile)
-    out_dir = prepare_output_dir(Path(out_dir) if out_dir else default_output_dir(inputs), inputs)
+    prepare_output_dir(out_dir, ledger)
     batched = bool(predictor.size) and not tile  # all preprocessed tensors share one size
     dataset = _ImageFiles(
-        files, predictor, keep_image=bool(tile) or overlay_alpha is not None, preprocess=not tile
+        files,
+        predictor,
+        keep_image=bool(tile) or overlay_alpha is not None,
+        preprocess=not tile,
+        max_pixels=max_pixels,
     )
     loader = DataLoader(
         dataset,
@@ -522,6 +654,7 @@ def predict_paths(
             colorize_masks=colorize_masks,
             overlay_alpha=overlay_alpha,
             probability_format=probability_format,
+            ledger=ledger,
         )
         try:
             produce(outputs.add)
@@ -565,7 +698,7 @@ def predict_paths(
     return report
 
 
-def _inside(child: Path, parent: Path) -> bool:
+def is_inside(child: Path, parent: Path) -> bool:
     try:
         Path(child).resolve().relative_to(Path(parent).resolve())
         return True

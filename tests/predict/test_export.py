@@ -127,3 +127,22 @@ def test_onnx_model_without_onnxruntime_says_how_to_install_it(
     )
     assert result.exit_code == 2
     assert "needs onnxruntime" in result.stderr and "pip install 'segcli[onnx]'" in result.stderr
+
+
+def test_export_replaces_only_its_own_files_unless_forced(cli, trained_run, tmp_path):
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"someone else's model")
+    args = ("export", "--checkpoint", trained_run, "--format", "torchscript", "--out", model)
+    result = cli(*args)
+    assert result.exit_code == 6, result.stderr
+    assert (
+        "not written by segcli" in result.stderr and model.read_bytes() == b"someone else's model"
+    )
+    assert not (tmp_path / "model.pt.json").exists()
+    assert cli(*args, "--force").exit_code == 0
+    assert cli(*args).exit_code == 0  # what segcli exported may be exported again
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "model.pt",
+        "model.pt.json",
+        ".segcli-outputs.jsonl",
+    }

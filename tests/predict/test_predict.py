@@ -72,6 +72,7 @@ def test_confidence_png_and_glob_inputs_with_shared_stems(cli, image_tree, train
     )
     assert result.exit_code == 0, result.stderr
     assert {p.name for p in out.iterdir()} == {
+        ".segcli-outputs.jsonl",  # what segcli wrote there, so a re-run may replace it
         "a.png.png",
         "a.jpg.png",
         "a.png.confidence.png",
@@ -160,6 +161,10 @@ def test_tta_flip_averages_views_of_the_same_size(native_checkpoint, shapes_data
         (["--tta", "rotate"], 2, "unknown --tta 'rotate'"),
         (["--tile", "64", "--overlap", "1.5"], 2, "--overlap 1.5"),
         (["--probabilities", "csv"], 2, "unknown --probabilities 'csv'"),
+        (["--tile", "0"], 2, "--tile 0 is too small; use at least 8 pixels"),
+        (["--tile", "-64"], 2, "--tile -64 is too small"),
+        (["--overlap", "0.5"], 2, "--overlap 0.5 applies to sliding windows only"),
+        (["--max-image-pixels", "0"], 2, "--max-image-pixels 0 must be at least 1"),
     ],
 )
 def test_bad_options_are_one_line_errors(
@@ -191,3 +196,133 @@ def test_output_inside_the_input_folder_is_refused(cli, image_tree, trained_run)
     )
     assert result.exit_code == 2
     assert "inside the input folder" in result.stderr
+
+
+def _predict(cli, checkpoint, *args):
+    return cli("predict", *map(str, args), "--checkpoint", str(checkpoint))
+
+
+def test_outputs_two_inputs_would_share_are_refused_before_writing(
+    cli, image_tree, trained_run, tmp_path
+):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("x.png", "x.color.png"):
+        Image.open(image_tree / "a.png").save(folder / name)
+    out = tmp_path / "out"
+    result = _predict(cli, trained_run, folder, "--out", out, "--colorize")
+    assert result.exit_code == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "would both be written to" in lines[0]
+    assert f"{folder / 'x.png'} " in lines[0] and f"{folder / 'x.color.png'} " in lines[0]
+    assert not out.exists()
+
+
+def test_an_output_folder_holding_an_input_file_is_refused_even_with_force(
+    cli, image_tree, trained_run
+):
+    before = (image_tree / "a.png").read_bytes()
+    Image.open(image_tree / "a.png").save(image_tree / "a.jpg")
+    result = _predict(cli, trained_run, image_tree / "a.jpg", "--out", image_tree, "--force")
+    assert result.exit_code == 2 and f"holds the input {image_tree / 'a.jpg'}" in result.stderr
+    assert (image_tree / "a.png").read_bytes() == before
+    (image_tree / "link").mkdir()
+    (image_tree / "link" / "a.png").symlink_to(image_tree / "a.png")
+    linked = _predict(
+        cli, trained_run, image_tree / "a.png", "--out", image_tree / "link", "--force"
+    )
+    assert linked.exit_code == 2 and "would replace the input" in linked.stderr
+    assert (image_tree / "a.png").read_bytes() == before
+
+
+def test_files_segcli_did_not_write_are_replaced_only_with_force(
+    cli, image_tree, trained_run, tmp_path
+):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.png").write_bytes(b"the user's own file")
+    result = _predict(cli, trained_run, image_tree / "a.png", "--out", out, "--colorize")
+    assert result.exit_code == 6, result.stderr
+    assert "not written by segcli" in result.stderr and "--force" in result.stderr
+    assert (out / "a.png").read_bytes() == b"the user's own file"
+    assert not (out / "a.color.png").exists()
+
+    result = _predict(cli, trained_run, image_tree / "a.png", "--out", out, "--force")
+    assert result.exit_code == 0, result.stderr
+    assert Image.open(out / "a.png").size == (64, 64)
+    again = _predict(cli, trained_run, image_tree / "a.png", "--out", out, "--colorize")
+    assert again.exit_code == 0, again.stderr  # a re-run replaces what segcli wrote
+
+    edited = np.asarray(Image.open(out / "a.png")).copy()
+    edited[0, 0] = 3 - edited[0, 0]
+    Image.fromarray(edited).save(out / "a.png")  # corrected by hand: no longer segcli's
+    result = _predict(cli, trained_run, image_tree / "a.png", "--out", out)
+    assert result.exit_code == 6, result.stderr
+    assert np.array_equal(np.asarray(Image.open(out / "a.png")), edited)
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_244_character_name_is_predicted(cli, image_tree, trained_run, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    name = "n" * 240 + ".png"  # the longest whose outputs all fit in 255 bytes
+    Image.open(image_tree / "a.png").save(folder / name)
+    out = tmp_path / "out"
+    result = _predict(
+        cli, trained_run, folder, "--out", out, "--colorize", "--probabilities", "png"
+    )
+    assert result.exit_code == 0, result.stderr
+    stem = "n" * 240
+    assert {p.name for p in out.iterdir()} == {
+        ".segcli-outputs.jsonl",
+        f"{stem}.png",
+        f"{stem}.color.png",
+        f"{stem}.confidence.png",
+    }
+
+
+def test_an_output_name_too_long_is_refused_before_writing(cli, image_tree, trained_run, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.open(image_tree / "a.png").save(folder / ("n" * 246 + ".png"))
+    out = tmp_path / "out"
+    result = _predict(cli, trained_run, folder, "--out", out, "--colorize")
+    assert result.exit_code == 2, result.stderr
+    assert "is longer than the 255 bytes" in result.stderr and not out.exists()
+
+
+def test_disk_full_stops_predict_at_the_first_image(image_tree, trained_run, tmp_path):
+    """RLIMIT_FSIZE makes every write past 16 KiB fail with EFBIG, like a full disk."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    script = (
+        "import resource, sys; "
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (16384, 16384)); "
+        "from segcli.cli import main; sys.argv[0] = 'segcli'; main()"
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script,
+            "predict",
+            str(image_tree),
+            "-r",
+            "--out",
+            str(out),
+            "--checkpoint",
+            str(trained_run),
+            "--probabilities",
+            "npy",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 7, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: disk full writing"), result.stderr
+    assert ".probs.npy" in lines[0] and "Traceback" not in result.stderr
+    assert not [p for p in out.rglob("*") if p.name.endswith((".npy", ".tmp"))]

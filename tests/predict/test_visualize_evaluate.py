@@ -101,3 +101,44 @@ def test_visualize_confusion_from_a_run_and_from_an_evaluation(
     not_blank(tmp_path / "eval-confusion.png", 4 * 24, 4 * 24)
     result = cli("visualize", "confusion", str(tmp_path / "missing.json"))
     assert result.exit_code == 3
+
+
+def test_evaluate_replaces_only_its_own_report_unless_forced(
+    cli, trained_run, shapes_dataset, tmp_path
+):
+    out = tmp_path / "notes.json"
+    out.write_text("the user's own notes")
+    args = ("evaluate", shapes_dataset, "--checkpoint", trained_run, "--out", out)
+    result = cli(*args, "--workers", "0")
+    assert result.exit_code == 6, result.stderr
+    assert "not written by segcli" in result.stderr and "--force" in result.stderr
+    assert out.read_text() == "the user's own notes"
+    assert cli(*args, "--force").exit_code == 0
+    assert json.loads(out.read_text())["split"] == "val"
+    assert cli(*args, "--save-predictions").exit_code == 0  # a re-run needs no --force
+    inside = cli(
+        "evaluate",
+        shapes_dataset,
+        "--checkpoint",
+        trained_run,
+        "--out",
+        shapes_dataset / "eval.json",
+        "--force",
+    )
+    assert inside.exit_code == 2 and "inside the dataset" in inside.stderr
+    assert not (shapes_dataset / "eval.json").exists()
+
+
+def test_evaluate_refuses_overlap_without_tile(cli, trained_run, shapes_dataset, tmp_path):
+    result = cli(
+        "evaluate",
+        shapes_dataset,
+        "--checkpoint",
+        trained_run,
+        "--out",
+        tmp_path / "e.json",
+        "--overlap",
+        "0.3",
+    )
+    assert result.exit_code == 2 and "--overlap 0.3 applies to sliding windows" in result.stderr
+    assert not (tmp_path / "e.json").exists()
