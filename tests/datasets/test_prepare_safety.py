@@ -438,6 +438,15 @@ def test_unpaired_names_say_which_mask_was_expected_and_the_closest(tmp_path):
     assert "closest mask names are s000_mask.png" in message and "--mask-suffix" in message
 
 
+def test_a_wrong_mask_suffix_names_the_mask_it_looked_for(tmp_path):
+    raw = raw_folder(tmp_path)
+    with pytest.raises(DataError) as error:
+        prepare_folder(raw / "images", masks=raw / "masks", mask_suffix="_mask")
+    message = str(error.value)
+    assert "s000.png would need a mask named s000_mask.<png|tif|...>" in message
+    assert "closest mask names are s000.png" in message
+
+
 def test_empty_folders_say_what_to_pass(run_cli, tmp_path):
     (tmp_path / "empty").mkdir()
     code, _, err = run_cli("prepare", "isbi2012", "empty")
