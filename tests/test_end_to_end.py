@@ -90,6 +90,10 @@ def test_train_prepares_shapes_when_missing_and_predicts_with_the_newest_run(
         Image.open(path).convert("RGB").resize(size).save(images / name)
     Image.open(source[2]).convert("L").save(images / "grey.png")
     sizes["grey.png"] = (64, 64)
+    [run] = (tmp_path / "runs").iterdir()
+    killed = tmp_path / "runs" / "99999999-999999-killed-before-its-first-checkpoint"
+    killed.mkdir()
+    (killed / "config.toml").write_text((run / "config.toml").read_text())
     result = cli("predict", "--colorize", str(images), cwd=tmp_path)
     assert result.exit_code == 0, result.stderr
     out = tmp_path / "pictures-pred"
