@@ -184,7 +184,8 @@ def check_mask_values(root: Path, split: str, info: DatasetInfo) -> None:
             mapped = json.loads(report.read_text()).get("mapped_values", {}).get(split, [])
         except (ValueError, UnicodeDecodeError, AttributeError):
             mapped = []  # the report is informative only; the dataset guards each mask too
-        recorded |= {value for value in mapped if isinstance(value, int)}
+        if isinstance(mapped, list):
+            recorded |= {value for value in mapped if isinstance(value, int)}
     undeclared = sorted(v for v in recorded if v >= info.num_classes and v != info.ignore_index)
     if undeclared:
         raise DataError(
