@@ -138,9 +138,9 @@ class LogConfig(_Section):
 
 class InputConfig(_Section):
     size: Annotated[
-        list[Annotated[int, Field(ge=1)]],
+        list[int],
         BeforeValidator(_tuple_to_list),
-        Field(min_length=2, max_length=2, description="[height, width]"),
+        Field(description="[height, width]"),
     ] = Field(default_factory=lambda: [128, 128])
     mean: Annotated[list[float], BeforeValidator(_one_to_list), Field(min_length=1)] = Field(
         default_factory=lambda: [0.485, 0.456, 0.406]
@@ -149,6 +149,14 @@ class InputConfig(_Section):
     std: Annotated[list[Positive], BeforeValidator(_one_to_list), Field(min_length=1)] = Field(
         default_factory=lambda: [0.229, 0.224, 0.225], validate_default=True
     )
+
+    @field_validator("size")
+    @classmethod
+    def _height_and_width_or_native(cls, size: list[int]) -> list[int]:
+        # [] trains at each image's own size (docs/predict.md: native size)
+        if len(size) not in (0, 2) or any(side < 1 for side in size):
+            raise ValueError("[height, width], a list of 2 ints >= 1, or [] for native size")
+        return size
 
     @field_validator("std")
     @classmethod

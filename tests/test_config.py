@@ -80,7 +80,7 @@ BAD_VALUES = [
     ("input.size=[0,-5]", "[height, width], a list of 2 ints >= 1"),
     ("input.size=[32,32,3]", "a list of 2 ints"),
     ("input.size=[32]", "a list of 2 ints"),
-    ("input.size=32", "a list of 2 ints"),
+    ("input.size=32", "[height, width], a list of"),
     ("train.batch_size=0", "int >= 1"),
     ("train.batch_size=2.5", "int >= 1"),
     ("train.lr=-1", "float >= 0"),

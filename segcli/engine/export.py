@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from segcli.data.io import OutputLedger, atomic_write, publish_file, temporary_file, write_error
+from segcli.engine.build import recorded_head
 from segcli.errors import CheckpointError, ConfigError, PluginError, UsageError
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -157,7 +158,7 @@ def describe(
         "palette": [list(color) for color in predictor.palette],
         "image_channels": predictor.channels,
         "outputs": "one logit (sigmoid > threshold)"
-        if _single_logit(predictor)
+        if recorded_head(config, predictor.meta, source=checkpoint).single_logit
         else "class logits (argmax)",
         "threshold": config.train.threshold,
         "preprocessing": {
@@ -180,12 +181,6 @@ def describe(
         },
         "config": predictor.meta["config"],
     }
-
-
-def _single_logit(predictor: Any) -> bool:
-    from segcli.engine.build import single_logit
-
-    return single_logit(predictor.config)
 
 
 def _export_onnx(

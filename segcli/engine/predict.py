@@ -39,12 +39,12 @@ from segcli.data.io import (
 )
 from segcli.engine.build import (
     autocast_for,
-    build_model,
     forward,
     probabilities,
+    rebuild_model,
     resolve_device,
 )
-from segcli.engine.checkpoint import load_checkpoint
+from segcli.engine.checkpoint import load_checkpoint, load_model_state
 from segcli.engine.tiling import sliding_window, tiling_options
 from segcli.errors import CheckpointError, DataError, OutputError, UsageError
 from segcli.palette import colorize, overlay
@@ -122,14 +122,10 @@ class Predictor:
         self.meta = meta
         if not self.exported:
             self.config.model.backbone_weights = None  # the checkpoint holds all weights
-            self.model = build_model(self.config, self.dataset_info())
-            try:
-                self.model.load_state_dict(checkpoint.model_state)
-            except RuntimeError as exc:
-                raise CheckpointError(
-                    f"{checkpoint_path} does not fit model {self.config.model.name!r}: "
-                    f"{str(exc).splitlines()[0]}"
-                ) from None
+            self.model = rebuild_model(
+                self.config, meta, self.dataset_info(), source=checkpoint_path
+            )
+            load_model_state(self.model, checkpoint.model_state, checkpoint_path)
             self.model.to(self.device).eval()
         self.mean, self.std = self.config.input.normalisation(self.channels)
         self.size = list(self.config.input.size) if self.config.input.size else None

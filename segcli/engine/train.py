@@ -30,12 +30,21 @@ from segcli.engine.build import (
     build_metrics,
     build_model,
     forward,
+    model_record,
     predictions,
     resolve_device,
 )
 from segcli.engine.checkpoint import SUFFIX, load_checkpoint, save_checkpoint
-from segcli.engine.runs import create_run_dir, environment, record_run
-from segcli.errors import CheckpointError, ConfigError, DataError, ResourceError
+from segcli.engine.preflight import check_run
+from segcli.engine.runs import (
+    create_run_dir,
+    discard_run_without_checkpoint,
+    environment,
+    interrupted_message,
+    read_metrics,
+    record_run,
+)
+from segcli.errors import CheckpointError, ConfigError, DataError, Interrupted, ResourceError
 from segcli.plugins import get_plugins
 
 
@@ -316,8 +325,7 @@ def _fit(
     if context.enabled:
         torch.distributed.barrier()  # rank 0 may have prepared the dataset
     info = read_dataset_info(root)
-    if config.train.monitor_mode not in ("max", "min"):
-        raise ConfigError("train.monitor_mode must be max or min")
+    check_run(config, info, plugins)  # before the run folder: a bad value leaves none behind
     seed_everything(config.train.seed, config.train.deterministic)
     device = resolve_device(config.train.device)
     if context.enabled and device.type == "cuda":
@@ -475,12 +483,20 @@ def _fit(
             patience = config.train.early_stop_patience
             if stopping or (patience > 0 and state.epochs_without_improvement >= patience):
                 break
-    except torch.cuda.OutOfMemoryError:
-        raise ResourceError(
-            "the GPU ran out of memory during training; the last checkpoint is intact",
-            hint=f"lower train.batch_size (now {config.train.batch_size}) or input.size, "
-            "or use --set train.accumulate=2",
-        ) from None
+    except BaseException as error:
+        # a new run that ends before its first checkpoint leaves nothing worth a run folder
+        discarded = (
+            checkpoint is None and context.is_main and discard_run_without_checkpoint(run_dir)
+        )
+        if isinstance(error, KeyboardInterrupt):
+            raise Interrupted(interrupted_message(run_dir, discarded)) from None
+        if isinstance(error, torch.cuda.OutOfMemoryError):
+            raise ResourceError(
+                "the GPU ran out of memory during training; the last checkpoint is intact",
+                hint=f"lower train.batch_size (now {config.train.batch_size}) or input.size, "
+                "or use --set train.accumulate=2",
+            ) from None
+        raise
     finally:
         if writer is not None:
             writer.close()
@@ -518,6 +534,7 @@ def checkpoint_meta(config: RunConfig, info: DatasetInfo) -> dict[str, Any]:
         "classes": [{"id": c.id, "name": c.name, "color": list(c.color)} for c in info.classes],
         "image_channels": info.image_channels,
         "dataset": info.name,
+        "model": model_record(config, info),
         "environment": environment(),
     }
 
@@ -585,14 +602,14 @@ def _load_weights(model: nn.Module, path: Path) -> None:
 
 
 def _forget_metrics_after(run_dir: Path, epoch: int) -> None:
-    """Drop records of epochs that ended after `last` was saved (the process was killed)."""
-    path = run_dir / "metrics.jsonl"
-    records = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-    path.unlink(missing_ok=True)
-    (run_dir / "metrics.csv").unlink(missing_ok=True)
-    for record in records:
-        if record["epoch"] <= epoch:
-            _append_metrics(run_dir, record)
+    """Keep only the records of epochs up to `last`: later ones, and a line torn by a crash in
+    the middle of an append, are what a killed process leaves behind."""
+    from segcli.data.io import atomic_write
+
+    records = [r for r in read_metrics(run_dir) if r["epoch"] <= epoch]
+    with atomic_write(run_dir / "metrics.jsonl") as stream:
+        stream.write("".join(json.dumps(r) + "\n" for r in records).encode())
+    _write_metrics_csv(run_dir, [_scalars(r) for r in records])
 
 
 def _append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
@@ -603,8 +620,16 @@ def _append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
     if path.exists():
         with open(path, newline="") as stream:
             rows = list(csv.DictReader(stream))
-    rows.append({k: v for k, v in record.items() if isinstance(v, (int, float))})
+    _write_metrics_csv(run_dir, [*rows, _scalars(record)])
+
+
+def _scalars(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if isinstance(v, (int, float))}
+
+
+def _write_metrics_csv(run_dir: Path, rows: list[dict[str, Any]]) -> None:
     columns = list(dict.fromkeys(k for row in rows for k in row))
+    path = run_dir / "metrics.csv"
     temporary = path.with_suffix(".csv.tmp")
     with open(temporary, "w", newline="") as stream:
         writer = csv.DictWriter(stream, fieldnames=columns)
