@@ -8,7 +8,7 @@ counting only files called NAME when it is given):
 - prepare-result   the prepare pipeline received its N-th finished sample (workers still alive)
 - train-step       the N-th forward pass in training mode
 - checkpoint-write the N-th checkpoint write: half its bytes are on disk (temporary file)
-- predict-write    the N-th predicted picture is about to be written
+- predict-write    the N-th predicted picture (PNG) write, likewise half done
 
 ACTION `pause` writes the file named by SEGCLI_FAULT_MARKER (containing this process's id) and
 waits there for the test's signal; `kill` sends SIGKILL to this process at once. Only the
@@ -70,42 +70,46 @@ def arm_train() -> None:
     train.forward = forward
 
 
+class HalfWriter:
+    """A stream that writes half of the first bytes it is given, then strikes."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, data: bytes) -> int:
+        self.stream.write(data[: len(data) // 2])
+        self.stream.flush()
+        os.fsync(self.stream.fileno())
+        strike()
+        return self.stream.write(data[len(data) // 2 :])
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+def arm_atomic_write(module, wanted) -> None:
+    """Make the N-th `module.atomic_write` of a path that `wanted` accepts strike mid-write."""
+    original = module.atomic_write
+
+    @contextmanager
+    def atomic_write(path, *args, **options):
+        armed = wanted(Path(path)) and reached()
+        with original(path, *args, **options) as stream:
+            yield HalfWriter(stream) if armed else stream
+
+    module.atomic_write = atomic_write
+
+
 def arm_checkpoint() -> None:
     import segcli.engine.checkpoint as checkpoint
 
-    original = checkpoint.atomic_write
-
-    class HalfWriter:
-        def __init__(self, stream):
-            self.stream = stream
-
-        def write(self, data: bytes) -> int:
-            self.stream.write(data[: len(data) // 2])
-            self.stream.flush()
-            os.fsync(self.stream.fileno())
-            strike()
-            return self.stream.write(data[len(data) // 2 :])
-
-    @contextmanager
-    def atomic_write(path, **options):
-        armed = Path(path).name in (only or [Path(path).name]) and reached()
-        with original(path, **options) as stream:
-            yield HalfWriter(stream) if armed else stream
-
-    checkpoint.atomic_write = atomic_write
+    arm_atomic_write(checkpoint, lambda path: path.name in (only or [path.name]))
 
 
 def arm_predict() -> None:
-    import segcli.engine.predict as predict
+    import segcli.data.io as io
 
-    original = predict.write_png_atomic
-
-    def write_png_atomic(*args, **kwargs):
-        if reached():
-            strike()
-        return original(*args, **kwargs)
-
-    predict.write_png_atomic = write_png_atomic
+    arm_atomic_write(io, lambda path: path.suffix == ".png")
 
 
 {
