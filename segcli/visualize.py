@@ -203,20 +203,15 @@ _NOT_PLOTTED = {"epoch", "step", "seconds"}
 
 
 def read_history(run_dir: Path) -> list[dict]:
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
+    from segcli.engine.metrics_log import read_metrics
+
+    if not (Path(run_dir) / "metrics.jsonl").is_file():
         raise DataError(
             f"{run_dir} has no metrics.jsonl", hint="pass a run folder written by `segcli train`"
         )
-    records = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise DataError(f"{path} line {number} is not JSON") from None
+    records = read_metrics(run_dir)
     if not records:
-        raise DataError(f"{path} is empty: the run has not finished an epoch yet")
+        raise DataError(f"{run_dir}/metrics.jsonl is empty: the run has not finished an epoch yet")
     return records
 
 

@@ -301,3 +301,18 @@ def test_a_unet_checkpoint_is_rebuilt_by_segcli_even_with_an_impostor_installed(
     monkeypatch.setattr(segcli.plugins, "_loaded", segcli.plugins.load_plugins())
     assert segcli.plugins.get_plugins().status_of("aa").status == "failed"
     Predictor(path, "cpu")
+
+
+def test_the_cli_shows_a_moved_model_as_a_warning_line(cli, tmp_path, tiny_dataset):
+    path = write_checkpoint(tmp_path / "moved.safetensors", tiny_dataset)
+    rewrite_meta(
+        path,
+        lambda meta: meta["model"].update(
+            built_by={"plugin": "foo", "distribution": "segcli-foo", "version": "1.2"}
+        ),
+    )
+    images = tiny_dataset / "val" / "images"
+    result = cli("predict", images, "--checkpoint", path, "--out", tmp_path / "pred")
+    assert result.exit_code == 0, result.stderr
+    [line] = [line for line in result.stderr.splitlines() if "segcli-foo" in line]
+    assert line.startswith("warning: ") and "model 'unet' was built by segcli-foo 1.2" in line

@@ -20,7 +20,7 @@ from segcli.cli import predict as predict_command
 from segcli.cli import prepare as prepare_command
 from segcli.cli import train as train_command
 from segcli.cli import visualize as visualize_command
-from segcli.cli.output import print_error
+from segcli.cli.output import print_error, show_logged_warnings
 from segcli.errors import Interrupted, SegcliError
 
 app = typer.Typer(
@@ -66,6 +66,7 @@ def main() -> None:
     debug = "--debug" in sys.argv or bool(os.environ.get("SEGCLI_DEBUG"))
     if debug:
         os.environ["SEGCLI_DEBUG"] = "1"  # plugin loading prints the tracebacks it catches
+    show_logged_warnings()
     try:
         get_plugins().add_commands(app)
         app()

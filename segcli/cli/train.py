@@ -153,7 +153,7 @@ def _train(config: Any, max_steps: int | None, resume: Path | None) -> None:
 def print_summary(run_dir: Path) -> None:
     from rich.table import Table
 
-    from segcli.engine.runs import read_metrics
+    from segcli.engine.metrics_log import read_metrics
 
     summary = json.loads((run_dir / "summary.json").read_text())
     records = read_metrics(run_dir)

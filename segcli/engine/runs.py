@@ -15,7 +15,7 @@ from typing import Any
 from segcli import __version__
 from segcli.config import RunConfig, to_toml
 from segcli.engine.checkpoint import SUFFIX
-from segcli.errors import CheckpointError, DataError, OutputError, SegcliError
+from segcli.errors import CheckpointError, OutputError, SegcliError
 
 
 def create_run_dir(config: RunConfig) -> Path:
@@ -117,38 +117,6 @@ def discard_run_without_checkpoint(run_dir: Path) -> bool:
         return False
     shutil.rmtree(run_dir, ignore_errors=True)
     return True
-
-
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """The records of a run's metrics.jsonl, one per epoch.
-
-    A final line that is not valid JSON is what a crash in the middle of an append leaves:
-    it is dropped. A bad line before it means the file was damaged, and is an error.
-    """
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    lines = path.read_text(errors="replace").splitlines()
-    records = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            if number == len(lines):
-                break
-            raise DataError(
-                f"{path} line {number} is not a JSON record",
-                hint="delete that line (and those of later epochs) to resume",
-            ) from None
-        if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
-            raise DataError(
-                f"{path} line {number} is not a metrics record (it has no epoch)",
-                hint="delete that line (and those of later epochs) to resume",
-            )
-        records.append(record)
-    return records
 
 
 def find_checkpoint(spec: Path | None, runs_dir: Path = Path("runs"), which: str = "best") -> Path:

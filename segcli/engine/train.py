@@ -34,14 +34,14 @@ from segcli.engine.build import (
     predictions,
     resolve_device,
 )
-from segcli.engine.checkpoint import SUFFIX, load_checkpoint, save_checkpoint
+from segcli.engine.checkpoint import SUFFIX, load_checkpoint, load_model_state, save_checkpoint
+from segcli.engine.metrics_log import read_metrics
 from segcli.engine.preflight import check_run
 from segcli.engine.runs import (
     create_run_dir,
     discard_run_without_checkpoint,
     environment,
     interrupted_message,
-    read_metrics,
     record_run,
 )
 from segcli.errors import CheckpointError, ConfigError, DataError, Interrupted, ResourceError
@@ -580,11 +580,11 @@ def _restore(checkpoint, model, optimizer, scheduler, scaler, ema) -> TrainingSt
     if saved is None:
         raise CheckpointError(f"{checkpoint.path} holds no training state to resume from")
     if ema is not None:
-        model.load_state_dict(saved["raw_model"])
-        ema.module.load_state_dict(checkpoint.model_state)
+        load_model_state(model, saved["raw_model"], checkpoint.path)
+        load_model_state(ema.module, checkpoint.model_state, checkpoint.path)
         ema.n_averaged.fill_(saved["ema_updates"])
     else:
-        model.load_state_dict(checkpoint.model_state)
+        load_model_state(model, checkpoint.model_state, checkpoint.path)
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
     if scaler is not None and saved.get("scaler"):

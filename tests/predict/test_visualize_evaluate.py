@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 from PIL import Image
@@ -142,3 +144,22 @@ def test_evaluate_refuses_overlap_without_tile(cli, trained_run, shapes_dataset,
     )
     assert result.exit_code == 2 and "--overlap 0.3 applies to sliding windows" in result.stderr
     assert not (tmp_path / "e.json").exists()
+
+
+def test_curves_skip_a_torn_last_metrics_line(tmp_path):
+    from segcli.visualize import read_history
+
+    records = [{"epoch": 1, "train/loss": 0.9}, {"epoch": 2, "train/loss": 0.5}]
+    text = "".join(json.dumps(r) + "\n" for r in records) + '{"epoch": 3, "train/lo'
+    (tmp_path / "metrics.jsonl").write_text(text)
+    assert read_history(tmp_path) == records
+
+
+def test_curves_do_not_import_torch(trained_run, tmp_path):
+    code = (
+        "import sys; from segcli.cli import main; sys.argv = ['segcli', 'visualize', 'curves', "
+        f"{str(trained_run)!r}, '--out', {str(tmp_path / 'c.png')!r}]\n"
+        "try:\n    main()\nexcept SystemExit as exit:\n    assert not exit.code, exit.code\n"
+        "assert 'torch' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
