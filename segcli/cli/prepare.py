@@ -146,8 +146,11 @@ def run_prepare(
     inputs = [path for path in inputs if path is not None]
     # Before the preparer reads anything: a refused --out should not cost a survey of the data.
     check_output(out, force, inputs)
+    from segcli.plugins import get_plugins
+
     try:
-        plan = preparer(raw, **options)
+        with get_plugins().datasets.factory_errors(name, options):
+            plan = preparer(raw, **options)
     except KeyboardInterrupt:
         raise Interrupted("interrupted while reading the raw data; nothing was written") from None
     recorded = provenance(name, raw, options)

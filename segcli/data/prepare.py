@@ -402,9 +402,11 @@ def build_dataset(
             (temporary / split / "masks").mkdir(parents=True)
         results = list(_run(plan, temporary, workers, progress))
         report = _summarise(plan, out, results, skip_unpaired)
+        if len(report.problems) == 1:
+            raise DataError(f"dataset {plan.name}: {report.problems[0]}")
         if report.problems:
             error = DataError(
-                f"{len(report.problems)} problem(s) in dataset {plan.name}; first: "
+                f"{len(report.problems)} problems in dataset {plan.name}; first: "
                 f"{report.problems[0]}",
                 hint="fix the raw data (all problems are listed above)",
             )

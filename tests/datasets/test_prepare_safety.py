@@ -175,7 +175,7 @@ def test_binary_encoding_refuses_a_mask_it_cannot_decide(tmp_path, bad_mask, mes
     images, masks = mixed_masks(tmp_path)
     save(masks / "img3.png", bad_mask)
     plan = prepare_folder(images, masks=masks, encoding="binary", val_fraction=0)
-    with pytest.raises(DataError, match="1 problem") as error:
+    with pytest.raises(DataError, match="dataset folder: mask ") as error:
         build_dataset(plan, tmp_path / "out", workers=1)
     assert str(masks / "img3.png") in str(error.value) and message in str(error.value)
     assert not (tmp_path / "out").exists()
