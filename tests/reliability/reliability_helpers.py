@@ -123,7 +123,7 @@ def check_error_output(stderr: str) -> str:
     assert "Traceback" not in stderr, stderr
     lines = [line for line in stderr.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error: ")]
-    assert len(errors) == 1 and lines[-1] == errors[0], stderr
+    assert len(errors) == 1 and lines[-1] == errors[0], f"want one last error line: {stderr!r}"
     for line in lines[:-1]:
         assert line.startswith(("warning: ", "  ")), f"unexpected stderr line {line!r}:\n{stderr}"
     return errors[0]
