@@ -264,3 +264,27 @@ def test_a_factory_registered_as_none_is_a_plugin_error(tmp_path):
         "'nothing' as None",
     ):
         build_model(config, info, plugins, ModelHead(2, single_logit=False))
+
+
+CRASHING_PREPARER = """
+import segcli
+
+@segcli.hookimpl
+def register_datasets(register):
+    register("crashy", "crashy_segcli_dataset:prepare", "a preparer with a bug")
+
+def prepare(raw):
+    raise KeyError("labels.csv")
+"""
+
+
+def test_a_preparer_crash_is_a_plugin_error_naming_the_plugin(site, tmp_path):
+    make_distribution(site, "segcli-crashy", "crashy_segcli_dataset", CRASHING_PREPARER, "crashy")
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "a.png").write_bytes(b"")
+    result = segcli(site, "prepare", "crashy", str(raw), "--out", str(tmp_path / "out"))
+    assert result.returncode == 4, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert "dataset 'crashy' from plugin crashy" in line and "KeyError" in line
+    assert not (tmp_path / "out").exists()
