@@ -279,12 +279,16 @@ def build_config(
     recipe: dict[str, Any] | None = None,
     config_file: Path | None = None,
     overrides: list[str] | tuple[str, ...] = (),
+    recipe_source: str = "recipe",
 ) -> RunConfig:
-    """Merge the layers in order, then validate every key, type, range and choice."""
+    """Merge the layers in order, then validate every key, type, range and choice.
+
+    `recipe_source` names where the first layer came from in error messages (a recipe, or
+    the configuration saved in a checkpoint)."""
     data: dict[str, Any] = {}
     sources: dict[str, str] = {}
     if recipe:
-        _merge(data, RunConfig, recipe, "recipe", sources)
+        _merge(data, RunConfig, recipe, recipe_source, sources)
     if config_file is not None:
         _merge(data, RunConfig, load_toml(config_file), str(config_file), sources)
     for override in overrides:

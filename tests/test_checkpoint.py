@@ -211,6 +211,7 @@ def test_old_checkpoints_fall_back_to_the_loss_plugin_or_say_what_is_missing(
         tmp_path / "old.safetensors", tiny_dataset, 'loss.name="bce"', classes=TWO_CLASSES
     )
     rewrite_meta(old, lambda meta: meta.pop("model"))
+    caplog.set_level("INFO", logger="segcli")
     assert Predictor(old, "cpu").model(torch.zeros(1, 3, 32, 32)).shape[1] == 1
     assert "does not record which plugin built model 'unet'" in caplog.text
     disable_plugins("losses")

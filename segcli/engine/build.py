@@ -160,6 +160,22 @@ def rebuild_model(
     record = meta.get("model") or {}
     built_by = Origin.from_dict(record["built_by"]) if record.get("built_by") else None
     if name not in plugins.models and built_by is not None:
+        installed = _loaded_release(plugins, built_by)
+        if installed == built_by:
+            # the very plugin and version that built it does not know the name
+            raise CheckpointError(
+                f"{source}: model {name!r} is recorded as built by {built_by.release} "
+                f"(plugin {built_by.plugin!r}), which is installed but has no such model",
+                hint="the checkpoint's metadata is damaged or was edited; use another checkpoint",
+            )
+        if installed is not None:
+            raise PluginError(
+                f"{source}: model {name!r} was built by {built_by.release} (plugin "
+                f"{built_by.plugin!r}); the installed {installed.release} has no such model",
+                hint=f"install {built_by.distribution}=={built_by.version}"
+                if built_by.distribution and built_by.version
+                else "see `segcli plugins`",
+            )
         reason, hint = _why_missing(plugins, built_by)
         raise PluginError(
             f"{source}: model {name!r} was built by {built_by.release} (plugin "
@@ -167,8 +183,8 @@ def rebuild_model(
             hint=hint,
         )
     now = plugins.models.entry(name).origin
-    if built_by is None:
-        logger.warning(
+    if built_by is None:  # written before checkpoints recorded it; nothing to act on
+        logger.info(
             "%s does not record which plugin built model %r; using the one from %s",
             source,
             name,
@@ -185,6 +201,18 @@ def rebuild_model(
             now.plugin,
         )
     return build_model(config, info, plugins, recorded_head(config, meta, plugins, source))
+
+
+def _loaded_release(plugins: Plugins, origin: Origin) -> Origin | None:
+    """The loaded plugin of `origin`'s name and distribution, with its installed version."""
+    for status in plugins.statuses:
+        if (
+            status.status == "ok"
+            and status.name == origin.plugin
+            and status.distribution == origin.distribution
+        ):
+            return Origin(status.name, status.distribution, status.version)
+    return None
 
 
 def _why_missing(plugins: Plugins, origin: Origin) -> tuple[str, str]:

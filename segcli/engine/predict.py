@@ -25,7 +25,7 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from segcli.config import build_config
+from segcli.config import RunConfig, build_config
 from segcli.data.format import IMAGE_SUFFIXES, ClassInfo, DatasetInfo
 from segcli.data.io import (
     OutputLedger,
@@ -46,7 +46,7 @@ from segcli.engine.build import (
 )
 from segcli.engine.checkpoint import load_checkpoint, load_model_state
 from segcli.engine.tiling import sliding_window, tiling_options
-from segcli.errors import CheckpointError, DataError, OutputError, UsageError
+from segcli.errors import CheckpointError, ConfigError, DataError, OutputError, UsageError
 from segcli.palette import colorize, overlay
 
 # flip dimensions of each test-time view; the views' probabilities are averaged
@@ -112,7 +112,7 @@ class Predictor:
             meta = checkpoint.meta
             self.exported = False
         try:
-            self.config = build_config(meta["config"])
+            self.config = _saved_config(meta, checkpoint_path)
             self.classes = [
                 ClassInfo(c["id"], c["name"], tuple(c["color"])) for c in meta["classes"]
             ]
@@ -700,3 +700,15 @@ def is_inside(child: Path, parent: Path) -> bool:
         return True
     except ValueError:
         return False
+
+
+def _saved_config(meta: dict[str, Any], checkpoint_path: Path) -> RunConfig:
+    """The configuration a checkpoint was trained with; one this segcli refuses is the
+    checkpoint's fault, not the command line's."""
+    try:
+        return build_config(meta["config"], recipe_source=str(checkpoint_path))
+    except ConfigError as error:
+        raise CheckpointError(
+            f"the configuration saved in the checkpoint is not valid: {error.message}",
+            hint="was it written by another segcli version? train it again, or use that version",
+        ) from None

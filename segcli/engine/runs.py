@@ -107,15 +107,22 @@ def newest_run(
     )
 
 
-def discard_run_without_checkpoint(run_dir: Path) -> bool:
+def discard_run_without_checkpoint(run_dir: Path, *, remove_empty_parent: bool = False) -> bool:
     """Remove a run folder that ended before its first checkpoint; True if it was removed.
 
     Such a folder holds only what the command line already says (its configuration and
     logs), so removing it is the simplest way to never mistake it for a run.
+    `remove_empty_parent`: the runs folder was made for this run, so it goes too if empty.
     """
-    if any((Path(run_dir) / f"{name}{SUFFIX}").is_file() for name in ("best", "last")):
+    run_dir = Path(run_dir)
+    if any((run_dir / f"{name}{SUFFIX}").is_file() for name in ("best", "last")):
         return False
     shutil.rmtree(run_dir, ignore_errors=True)
+    if remove_empty_parent:
+        try:
+            run_dir.parent.rmdir()
+        except OSError:  # another run's folder is there now
+            pass
     return True
 
 

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from segcli.config import RunConfig, build_config
 from segcli.data.dataset import EpochSampler, SegmentationDataset, build_transforms, collate
 from segcli.data.format import DatasetInfo, read_dataset_info
+from segcli.data.io import remove_stale_temporaries
 from segcli.engine import distributed
 from segcli.engine.build import (
     autocast_for,
@@ -396,8 +397,11 @@ def _fit(
         state = _restore(checkpoint, model, optimizer, scheduler, scaler, ema)
         if context.is_main:
             _forget_metrics_after(run_dir, state.epoch)
+            remove_stale_temporaries(run_dir)  # a checkpoint write cut short by a kill
+        new_runs_dir = False
     else:
         state = TrainingState()
+        new_runs_dir = context.is_main and not Path(config.runs_dir).exists()
         run_dir = (
             Path(
                 distributed.broadcast_text(
@@ -486,7 +490,9 @@ def _fit(
     except BaseException as error:
         # a new run that ends before its first checkpoint leaves nothing worth a run folder
         discarded = (
-            checkpoint is None and context.is_main and discard_run_without_checkpoint(run_dir)
+            checkpoint is None
+            and context.is_main
+            and discard_run_without_checkpoint(run_dir, remove_empty_parent=new_runs_dir)
         )
         if isinstance(error, KeyboardInterrupt):
             raise Interrupted(interrupted_message(run_dir, discarded)) from None

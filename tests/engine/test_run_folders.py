@@ -108,7 +108,16 @@ def test_a_run_that_ends_before_its_first_checkpoint_leaves_no_folder(
         fit(config, reporter=InterruptAt(0, error))
     if isinstance(error, KeyboardInterrupt):
         assert "interrupted before the first checkpoint; nothing was kept" in str(caught.value)
-    assert list(runs.iterdir()) == []
+    assert not runs.exists()  # made for this run, so removed with it
+
+
+def test_a_failed_first_run_keeps_a_runs_folder_that_was_already_there(shapes_dataset, tmp_path):
+    runs = tmp_path / "runs"
+    (runs / "notes").mkdir(parents=True)
+    config = tiny_config(shapes_dataset, runs, "train.epochs=2")
+    with pytest.raises(DataError):
+        fit(config, reporter=InterruptAt(0, DataError("a bad mask")))
+    assert [p.name for p in runs.iterdir()] == ["notes"]
 
 
 def test_sigint_during_training_exits_130_with_one_line_and_the_run_resumes(
