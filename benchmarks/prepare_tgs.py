@@ -39,10 +39,14 @@ def main() -> int:
         finished = time.perf_counter()
     pairs = sum(report.pairs.values())
     wall = finished - started
-    print(f"tgs-salt: {pairs} pairs + {sum(report.unlabelled.values())} test images, "
-          f"{args.workers} workers on {os.cpu_count()} cores")
-    print(f"wall {wall:.2f} s (plan {planned - started:.2f} s, build {finished - planned:.2f} s), "
-          f"{pairs / wall:.0f} pairs/s")
+    print(
+        f"tgs-salt: {pairs} pairs + {sum(report.unlabelled.values())} test images, "
+        f"{args.workers} workers on {os.cpu_count()} cores"
+    )
+    print(
+        f"wall {wall:.2f} s (plan {planned - started:.2f} s, build {finished - planned:.2f} s), "
+        f"{pairs / wall:.0f} pairs/s"
+    )
     return 0 if wall < 20 else 1
 
 

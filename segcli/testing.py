@@ -90,8 +90,9 @@ def check_model(
     def build() -> nn.Module:
         model = factory(num_classes, in_channels, **options)
         if not isinstance(model, nn.Module):
-            _fail("model", name, "factory result",
-                  f"returned {type(model).__name__}, not nn.Module")
+            _fail(
+                "model", name, "factory result", f"returned {type(model).__name__}, not nn.Module"
+            )
         return model
 
     torch.manual_seed(0)
@@ -112,21 +113,34 @@ def check_model(
 
 def _check_output_shape(model, name, logits, num_classes, height, width) -> None:
     if not isinstance(logits, torch.Tensor) or logits.dim() != 4:
-        _fail("model", name, "output shape",
-              f"expected a 4-D logits tensor, got {_describe(logits)}")
+        _fail(
+            "model", name, "output shape", f"expected a 4-D logits tensor, got {_describe(logits)}"
+        )
     batch, channels, out_h, out_w = logits.shape
     where = f"for input 2x?x{height}x{width}"
     if batch != 2 or channels != num_classes:
-        _fail("model", name, "output shape",
-              f"{where} got {tuple(logits.shape)}, expected (2, {num_classes}, ...)")
+        _fail(
+            "model",
+            name,
+            "output shape",
+            f"{where} got {tuple(logits.shape)}, expected (2, {num_classes}, ...)",
+        )
     if getattr(model, "shrinks_output", False):
         if not (0 < out_h <= height and 0 < out_w <= width):
-            _fail("model", name, "output shape",
-                  f"{where} got {out_h}x{out_w}; a shrinks_output model must not grow the input")
+            _fail(
+                "model",
+                name,
+                "output shape",
+                f"{where} got {out_h}x{out_w}; a shrinks_output model must not grow the input",
+            )
     elif (out_h, out_w) != (height, width):
-        _fail("model", name, "output shape",
-              f"{where} got {out_h}x{out_w}; set size_divisor if the model needs padding, or "
-              "shrinks_output = True for valid convolutions")
+        _fail(
+            "model",
+            name,
+            "output shape",
+            f"{where} got {out_h}x{out_w}; set size_divisor if the model needs padding, or "
+            "shrinks_output = True for valid convolutions",
+        )
     if not logits.is_floating_point() or not torch.isfinite(logits).all():
         _fail("model", name, "output shape", f"{where} logits are not finite floats")
 
@@ -147,11 +161,18 @@ def _check_gradients(model: nn.Module, name: str, images: torch.Tensor) -> None:
             not_finite.append(parameter_name)
         elif not parameter.grad.any():
             zero.append(parameter_name)
-    for problem, names in (("get no gradient", missing), ("get a zero gradient", zero),
-                           ("get non-finite gradients", not_finite)):
+    for problem, names in (
+        ("get no gradient", missing),
+        ("get a zero gradient", zero),
+        ("get non-finite gradients", not_finite),
+    ):
         if names:
-            _fail("model", name, "gradients reach every parameter",
-                  f"{len(names)} parameters {problem}: {_few(names)}")
+            _fail(
+                "model",
+                name,
+                "gradients reach every parameter",
+                f"{len(names)} parameters {problem}: {_few(names)}",
+            )
     model.zero_grad(set_to_none=True)
 
 
@@ -173,9 +194,13 @@ def _check_eval_determinism(model: nn.Module, name: str, images: torch.Tensor) -
         first = padded_forward(model, images)
         second = padded_forward(model, images)
     if not torch.equal(first, second):
-        _fail("model", name, "eval-mode determinism",
-              f"two eval-mode passes differ by up to {float((first - second).abs().max()):.3g} "
-              "(dropout or batch statistics active in eval mode?)")
+        _fail(
+            "model",
+            name,
+            "eval-mode determinism",
+            f"two eval-mode passes differ by up to {float((first - second).abs().max()):.3g} "
+            "(dropout or batch statistics active in eval mode?)",
+        )
 
 
 def _check_round_trip(model, build, name, images) -> None:
@@ -194,14 +219,22 @@ def _check_round_trip(model, build, name, images) -> None:
         except (SegcliError, RuntimeError, ValueError) as exc:
             _fail("model", name, "state-dict round trip", f"{type(exc).__name__}: {exc}")
     if report.reinitialised:
-        _fail("model", name, "state-dict round trip",
-              f"tensors not restored: {_few(report.reinitialised)}")
+        _fail(
+            "model",
+            name,
+            "state-dict round trip",
+            f"tensors not restored: {_few(report.reinitialised)}",
+        )
     with torch.no_grad():
         restored = padded_forward(fresh, images)
     if not torch.allclose(expected, restored, rtol=0, atol=1e-6):
-        _fail("model", name, "state-dict round trip",
-              f"outputs differ by {float((expected - restored).abs().max()):.3g} after reloading "
-              "(is some state kept outside parameters and buffers?)")
+        _fail(
+            "model",
+            name,
+            "state-dict round trip",
+            f"outputs differ by {float((expected - restored).abs().max()):.3g} after reloading "
+            "(is some state kept outside parameters and buffers?)",
+        )
 
 
 # ---------------------------------------------------------------------------------- losses
@@ -239,32 +272,43 @@ def check_loss(
 
     value = loss_fn(logits, target_with_ignore)
     if not isinstance(value, torch.Tensor) or value.dim() != 0 or not value.is_floating_point():
-        _fail("loss", name, "scalar output",
-              f"returned {_describe(value)}, expected a 0-d float tensor")
+        _fail(
+            "loss",
+            name,
+            "scalar output",
+            f"returned {_describe(value)}, expected a 0-d float tensor",
+        )
     value.backward()
     if logits.grad is None or not torch.isfinite(logits.grad).all() or not torch.isfinite(value):
-        _fail("loss", name, "finite gradients",
-              f"value {float(value)} or its gradient is not finite")
+        _fail(
+            "loss", name, "finite gradients", f"value {float(value)} or its gradient is not finite"
+        )
     if not logits.grad.any():
         _fail("loss", name, "finite gradients", "the gradient is zero everywhere")
 
     perfect = _perfect_logits(target, channels)
     perfect_value = float(loss_fn(perfect, target))
     if not abs(perfect_value) < 1e-3:
-        _fail("loss", name, "near-zero for a perfect prediction",
-              f"confident correct logits give {perfect_value:.4g}")
+        _fail(
+            "loss",
+            name,
+            "near-zero for a perfect prediction",
+            f"confident correct logits give {perfect_value:.4g}",
+        )
 
     if logits.grad[ignored.unsqueeze(1).expand_as(logits)].any():
         _fail("loss", name, "ignore index honoured", "ignored pixels receive a gradient")
     changed = logits.detach().clone()
     changed[ignored.unsqueeze(1).expand_as(changed)] = 50.0
     if not torch.allclose(loss_fn(changed, target_with_ignore), value.detach(), atol=1e-6):
-        _fail("loss", name, "ignore index honoured",
-              "the logits of ignored pixels change the value")
+        _fail(
+            "loss", name, "ignore index honoured", "the logits of ignored pixels change the value"
+        )
     all_ignored = torch.full_like(target, IGNORE_INDEX)
     if not torch.isfinite(loss_fn(logits.detach(), all_ignored)):
-        _fail("loss", name, "ignore index honoured",
-              "a batch with every pixel ignored gives NaN/inf")
+        _fail(
+            "loss", name, "ignore index honoured", "a batch with every pixel ignored gives NaN/inf"
+        )
 
     wrong_target = torch.randint(0, classes, (2, 10, 11), generator=generator)
     try:
@@ -273,12 +317,20 @@ def check_loss(
         if "shape" not in str(exc).lower():
             _fail("loss", name, "shape validation", f"the error does not mention shapes: {exc}")
     except Exception as exc:  # noqa: BLE001 - e.g. torch's own broadcasting error
-        _fail("loss", name, "shape validation",
-              f"logits (2, {channels}, 9, 11) with target (2, 10, 11) raise an unclear "
-              f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        _fail(
+            "loss",
+            name,
+            "shape validation",
+            f"logits (2, {channels}, 9, 11) with target (2, 10, 11) raise an unclear "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+        )
     else:
-        _fail("loss", name, "shape validation",
-              f"logits (2, {channels}, 9, 11) with target (2, 10, 11) raise no error")
+        _fail(
+            "loss",
+            name,
+            "shape validation",
+            f"logits (2, {channels}, 9, 11) with target (2, 10, 11) raise no error",
+        )
 
 
 def _perfect_logits(target: torch.Tensor, channels: int, margin: float = 20.0) -> torch.Tensor:
@@ -298,8 +350,10 @@ def pixels_from_matrix(matrix: Sequence[Sequence[int]]) -> tuple[torch.Tensor, t
         for p, count in enumerate(row):
             truth += [t] * int(count)
             predicted += [p] * int(count)
-    return (torch.tensor(predicted, dtype=torch.int64).view(1, 1, -1),
-            torch.tensor(truth, dtype=torch.int64).view(1, 1, -1))
+    return (
+        torch.tensor(predicted, dtype=torch.int64).view(1, 1, -1),
+        torch.tensor(truth, dtype=torch.int64).view(1, 1, -1),
+    )
 
 
 def check_metric(
@@ -359,13 +413,23 @@ def check_metric(
     other = build()
     other.reset()
     other.update(shuffled, target)
-    _compare(name, "ignore index honoured", once.compute(), other.compute(),
-             "predictions at ignored pixels change the result")
+    _compare(
+        name,
+        "ignore index honoured",
+        once.compute(),
+        other.compute(),
+        "predictions at ignored pixels change the result",
+    )
     other.reset()
     all_ignored = torch.full_like(target[:1], IGNORE_INDEX)
     other.update(torch.cat([pred, pred[:1]]), torch.cat([target, all_ignored]))
-    _compare(name, "ignore index honoured", once.compute(), other.compute(),
-             "an extra image whose pixels are all ignored changes the result")
+    _compare(
+        name,
+        "ignore index honoured",
+        once.compute(),
+        other.compute(),
+        "an extra image whose pixels are all ignored changes the result",
+    )
 
     for index, (case_pred, case_target, expected) in enumerate(known):
         metric = build()
@@ -376,8 +440,12 @@ def check_metric(
             if key not in result:
                 _fail("metric", name, "known values", f"case {index}: no key {key!r}")
             if not _same(result[key], value, tolerance=1e-9):
-                _fail("metric", name, "known values",
-                      f"case {index}: {key} is {result[key]!r}, expected {value!r}")
+                _fail(
+                    "metric",
+                    name,
+                    "known values",
+                    f"case {index}: {key} is {result[key]!r}, expected {value!r}",
+                )
 
 
 def _check_result_types(name: str, result: Any) -> None:
@@ -385,8 +453,12 @@ def _check_result_types(name: str, result: Any) -> None:
         _fail("metric", name, "interface", f"compute() returned {_describe(result)}, not a dict")
     for key, value in result.items():
         if not _plain(value):
-            _fail("metric", name, "interface",
-                  f"compute()[{key!r}] is {type(value).__name__}; use float or lists of floats")
+            _fail(
+                "metric",
+                name,
+                "interface",
+                f"compute()[{key!r}] is {type(value).__name__}; use float or lists of floats",
+            )
 
 
 def _plain(value: Any) -> bool:
@@ -405,8 +477,11 @@ def _compare(name: str, prop: str, expected: dict, actual: dict, detail: str) ->
 
 def _same(actual: Any, expected: Any, tolerance: float) -> bool:
     if isinstance(expected, (list, tuple)):
-        return (isinstance(actual, (list, tuple)) and len(actual) == len(expected)
-                and all(_same(a, e, tolerance) for a, e in zip(actual, expected, strict=True)))
+        return (
+            isinstance(actual, (list, tuple))
+            and len(actual) == len(expected)
+            and all(_same(a, e, tolerance) for a, e in zip(actual, expected, strict=True))
+        )
     if isinstance(expected, float) and math.isnan(expected):
         return isinstance(actual, float) and math.isnan(actual)
     return isinstance(actual, (int, float)) and abs(actual - expected) <= tolerance
@@ -416,10 +491,21 @@ class _NoHostSync(TorchFunctionMode):
     """Fails on the tensor operations that make the host wait for the device."""
 
     _SYNCING = {
-        torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.numpy, torch.Tensor.cpu,
-        torch.Tensor.__bool__, torch.Tensor.__int__, torch.Tensor.__float__,
-        torch.Tensor.nonzero, torch.nonzero, torch.Tensor.masked_select, torch.masked_select,
-        torch.unique, torch.Tensor.unique, torch.bincount, torch.Tensor.bincount,
+        torch.Tensor.item,
+        torch.Tensor.tolist,
+        torch.Tensor.numpy,
+        torch.Tensor.cpu,
+        torch.Tensor.__bool__,
+        torch.Tensor.__int__,
+        torch.Tensor.__float__,
+        torch.Tensor.nonzero,
+        torch.nonzero,
+        torch.Tensor.masked_select,
+        torch.masked_select,
+        torch.unique,
+        torch.Tensor.unique,
+        torch.bincount,
+        torch.Tensor.bincount,
         torch.argwhere,
     }
 
@@ -435,9 +521,13 @@ class _NoHostSync(TorchFunctionMode):
         if func is torch.where and len(args) + len(kwargs) == 1:
             syncing = True
         if syncing:
-            _fail("metric", self.name, "no host sync in update",
-                  f"update() calls {getattr(func, '__qualname__', func)}, which waits for the "
-                  "device; keep counts in tensors (torch.where, scatter_add_, sum)")
+            _fail(
+                "metric",
+                self.name,
+                "no host sync in update",
+                f"update() calls {getattr(func, '__qualname__', func)}, which waits for the "
+                "device; keep counts in tensors (torch.where, scatter_add_, sum)",
+            )
         return func(*args, **kwargs)
 
 

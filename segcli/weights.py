@@ -173,8 +173,11 @@ def load_matching(
         and not key.startswith(head_prefixes)
         and not key.endswith("num_batches_tracked")
     ]
-    report.reinitialised += [k for k in own if k.startswith(head_prefixes) and k not in chosen
-                             and k not in report.reinitialised]
+    report.reinitialised += [
+        k
+        for k in own
+        if k.startswith(head_prefixes) and k not in chosen and k not in report.reinitialised
+    ]
     if not chosen:
         raise CheckpointError(
             f"none of the {len(state)} tensors in {source} fit {target}: the file is for another "

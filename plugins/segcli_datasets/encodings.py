@@ -64,8 +64,11 @@ def load_classes_json(path: Path) -> list[ClassSpec]:
             raise UsageError(f"{path}: class {position} has no name", hint=f"write {example}")
         color = entry.get("color")
         if color is not None:
-            if not (isinstance(color, list | tuple) and len(color) == 3
-                    and all(isinstance(v, int) and 0 <= v <= 255 for v in color)):
+            if not (
+                isinstance(color, list | tuple)
+                and len(color) == 3
+                and all(isinstance(v, int) and 0 <= v <= 255 for v in color)
+            ):
                 raise UsageError(
                     f"{path}: class {entry['name']!r} has colour {color!r}",
                     hint="colours are [r, g, b] with integers 0..255",
@@ -318,7 +321,8 @@ def choose_encoding(
         )
     looked = (
         f"looked at {survey.looked_at} of {len(paths)} masks"
-        if len(paths) > survey.looked_at else f"looked at all {survey.looked_at} masks"
+        if len(paths) > survey.looked_at
+        else f"looked at all {survey.looked_at} masks"
     )
     decide = _auto if encoding == "auto" else _explicit
     choice = decide(survey, encoding, classes, threshold, stray_to_ignore)
@@ -327,9 +331,11 @@ def choose_encoding(
     if survey.jpeg:
         choice.notes.append(
             f"{survey.jpeg} of the masks looked at are JPEG, which is lossy: "
-            + ("colours were snapped to the nearest class colour"
-               if choice.encoding.kind == "rgb"
-               else f"grey values were thresholded at {threshold} (>= {threshold} -> 1)")
+            + (
+                "colours were snapped to the nearest class colour"
+                if choice.encoding.kind == "rgb"
+                else f"grey values were thresholded at {threshold} (>= {threshold} -> 1)"
+            )
             + "; save masks as PNG to keep labels exact"
         )
     return choice
@@ -415,7 +421,7 @@ def _palette(survey: Survey, classes, stray_to_ignore) -> Choice:
     if classes is None:
         palette = survey.palette or []
         count = max(labels, default=0) + 1
-        colors = [tuple(palette[3 * i: 3 * i + 3]) for i in range(count)]
+        colors = [tuple(palette[3 * i : 3 * i + 3]) for i in range(count)]
         infos = [
             ClassInfo(i, f"class_{i}", c if len(c) == 3 else distinct_colors(count)[i])
             for i, c in enumerate(colors)
@@ -426,8 +432,10 @@ def _palette(survey: Survey, classes, stray_to_ignore) -> Choice:
         MaskEncoding("palette", stray_to_ignore=stray_to_ignore),
         None,
         infos,
-        ["palette masks: the palette indices are the class ids (their colours are only kept "
-         "for display)"],
+        [
+            "palette masks: the palette indices are the class ids (their colours are only kept "
+            "for display)"
+        ],
     )
 
 
@@ -484,5 +492,6 @@ def _index(survey, classes, stray_to_ignore) -> Choice:
         notes.append("value 255 is kept as ignore")
     if survey.sixteen_bit:
         notes.append("16-bit masks: values used as class ids unchanged")
-    return Choice(MaskEncoding("index", stray_to_ignore=stray_to_ignore), None,
-                  class_infos(classes), notes)
+    return Choice(
+        MaskEncoding("index", stray_to_ignore=stray_to_ignore), None, class_infos(classes), notes
+    )

@@ -16,9 +16,13 @@ from .encodings import choose_encoding, load_classes_json, read_encoded_mask
 
 # Sub-folder names accepted for each split with --split-dirs.
 SPLIT_NAMES = {
-    "train": "train", "training": "train",
-    "val": "val", "valid": "val", "validation": "val",
-    "test": "test", "testing": "test",
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
 }
 
 
@@ -28,8 +32,11 @@ def prepare(
     masks: Annotated[Path | None, "folder of masks, paired with the images by file name"] = None,
     mask_suffix: Annotated[str, "end of a mask's name after the shared part, e.g. _mask"] = "",
     image_suffix: Annotated[str, "end of an image's name after the shared part"] = "",
-    key: Annotated[str, "regular expression picking the shared part of both names, e.g. "
-                   r"'^\d+' (overrides the suffixes)"] = "",
+    key: Annotated[
+        str,
+        "regular expression picking the shared part of both names, e.g. "
+        r"'^\d+' (overrides the suffixes)",
+    ] = "",
     split_dirs: Annotated[bool, "images and masks are in train/val/test sub-folders"] = False,
     val_fraction: Annotated[float, "share of train held out for validation (seeded)"] = 0.15,
     seed: Annotated[int, "seed of the validation split"] = 0,
@@ -68,11 +75,16 @@ def prepare(
         for sample in samples:
             if sample.split == "train" and sample.stem in chosen:
                 sample.split = "val"
-        notes.append(f"validation split: {len(chosen)} of the train pairs "
-                     f"(--val-fraction {val_fraction}, seed {seed})")
+        notes.append(
+            f"validation split: {len(chosen)} of the train pairs "
+            f"(--val-fraction {val_fraction}, seed {seed})"
+        )
     mask_paths = [s.mask for s in samples if s.mask is not None]
     choice = choose_encoding(
-        mask_paths, encoding=encoding, classes=class_specs, threshold=threshold,
+        mask_paths,
+        encoding=encoding,
+        classes=class_specs,
+        threshold=threshold,
         stray_to_ignore=ignore_stray_values,
     )
     return DatasetPlan(

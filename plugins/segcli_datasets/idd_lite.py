@@ -34,8 +34,9 @@ LAYOUT_HINT = (
 def prepare(
     raw: Path | None,
     *,
-    void_class: Annotated[bool, "make raw 255 (void) an 8th class instead of ignoring it, as "
-                          "the ERFNet recipe did"] = False,
+    void_class: Annotated[
+        bool, "make raw 255 (void) an 8th class instead of ignoring it, as the ERFNet recipe did"
+    ] = False,
     include_test: Annotated[bool, "also copy the unlabelled test images"] = True,
     ignore_stray_values: Annotated[bool, STRAY_HELP] = False,
 ) -> DatasetPlan:
@@ -63,7 +64,8 @@ def prepare(
     value_map = {i: i for i in range(len(CLASSES))}
     value_map[IGNORE_INDEX] = VOID.id if void_class else IGNORE_INDEX
     void_note = (
-        "raw 255 (void) -> class 7 'void' (--void-class)" if void_class
+        "raw 255 (void) -> class 7 'void' (--void-class)"
+        if void_class
         else "raw 255 (void) kept as ignore; --void-class makes it a class"
     )
     return DatasetPlan(

@@ -66,8 +66,11 @@ def prepare(
     notes = [
         "labels: 1_Vessel -> vessel (1), 16_Filled -> filled (2), filled wins; value 1 = member"
     ]
-    notes += [f"{count} images have no {name} mask: no {name.split('_')[1].lower()} pixels there"
-              for name, count in missing.items() if count]
+    notes += [
+        f"{count} images have no {name} mask: no {name.split('_')[1].lower()} pixels there"
+        for name, count in missing.items()
+        if count
+    ]
     notes.append(split_note(samples, val_fraction, seed))
     return DatasetPlan(
         name="labpics",
@@ -99,15 +102,24 @@ def read_mask(sample: Sample, stray_to_ignore: bool = False) -> np.ndarray:
             continue
         values = read_label_values(path)
         if values.shape != code.shape:
-            raise DataError(f"{path}: mask is {values.shape[1]}x{values.shape[0]} but its image "
-                            f"{sample.image} is {width}x{height}")
+            raise DataError(
+                f"{path}: mask is {values.shape[1]}x{values.shape[0]} but its image "
+                f"{sample.image} is {width}x{height}"
+            )
         member = values == 1
         stray |= (values != 0) & ~member
         code += weight * member.astype(np.uint8)
     if stray.any():
         if not stray_to_ignore:
-            found = sorted({int(v) for p in sample.mask if p is not None
-                            for v in np.unique(read_label_values(p)) if v not in (0, 1)})
+            found = sorted(
+                {
+                    int(v)
+                    for p in sample.mask
+                    if p is not None
+                    for v in np.unique(read_label_values(p))
+                    if v not in (0, 1)
+                }
+            )
             raise DataError(
                 f"LabPics mask of {sample.stem} holds values {found[:8]}; masks must be 0/1 "
                 f"(1 = member) ({sample.mask[0] or sample.mask[1]})",

@@ -21,12 +21,47 @@ from .common import STRAY_HELP, image_files, make_classes, require_dir
 from .encodings import decode_colors, load_mask
 
 NAMES = [
-    "unlabelled", "wall", "floor", "cabinet", "bed", "chair", "sofa", "table", "door", "window",
-    "bookshelf", "picture", "counter", "blinds", "desk", "shelves", "curtain", "dresser",
-    "pillow", "mirror", "floor mat", "clothes", "ceiling", "books", "refrigerator",
-    "television", "paper", "towel", "shower curtain", "box", "whiteboard", "person",
-    "night stand", "toilet", "sink", "lamp", "bathtub", "bag", "otherstructure",
-    "otherfurniture", "otherprop",
+    "unlabelled",
+    "wall",
+    "floor",
+    "cabinet",
+    "bed",
+    "chair",
+    "sofa",
+    "table",
+    "door",
+    "window",
+    "bookshelf",
+    "picture",
+    "counter",
+    "blinds",
+    "desk",
+    "shelves",
+    "curtain",
+    "dresser",
+    "pillow",
+    "mirror",
+    "floor mat",
+    "clothes",
+    "ceiling",
+    "books",
+    "refrigerator",
+    "television",
+    "paper",
+    "towel",
+    "shower curtain",
+    "box",
+    "whiteboard",
+    "person",
+    "night stand",
+    "toilet",
+    "sink",
+    "lamp",
+    "bathtub",
+    "bag",
+    "otherstructure",
+    "otherfurniture",
+    "otherprop",
 ]
 CLASSES = make_classes(NAMES)
 COLOR_IDS = tuple(((i, i, i), i) for i in range(len(NAMES)))
@@ -52,8 +87,10 @@ def prepare(
         names = _read_list(lists_dir / f"{split}.txt")
         if names is None:
             if split != "test":
-                raise DataError(f"NYUv2 split list {lists_dir / f'{split}.txt'} does not exist",
-                                hint=LAYOUT_HINT)
+                raise DataError(
+                    f"NYUv2 split list {lists_dir / f'{split}.txt'} does not exist",
+                    hint=LAYOUT_HINT,
+                )
             continue
         for name in names:
             label = labels_dir / f"{name}.png"
@@ -62,8 +99,11 @@ def prepare(
                 if label.is_file():
                     unpaired_masks.append(str(label))
                 else:
-                    raise DataError(f"{lists_dir / f'{split}.txt'} lists {name!r}, which has "
-                                    f"neither an image nor a label", hint="fix the list")
+                    raise DataError(
+                        f"{lists_dir / f'{split}.txt'} lists {name!r}, which has "
+                        f"neither an image nor a label",
+                        hint="fix the list",
+                    )
             elif label.is_file():
                 samples.append(Sample(split, name, images[name], label))
             elif split == "test":

@@ -32,8 +32,11 @@ LAYOUT_HINT = "expected train/images/<id>.png with train/masks/<id>.png or train
 def prepare(
     raw: Path | None,
     *,
-    mask_source: Annotated[str, "where masks come from: auto (PNGs if present), png, or rle "
-                           "(the run-length masks of train.csv)"] = "auto",
+    mask_source: Annotated[
+        str,
+        "where masks come from: auto (PNGs if present), png, or rle "
+        "(the run-length masks of train.csv)",
+    ] = "auto",
     val_fraction: Annotated[float, "share of train held out for validation (seeded)"] = 0.15,
     seed: Annotated[int, "seed of the validation split"] = 0,
     include_test: Annotated[bool, "also copy the unlabelled test images"] = True,
@@ -56,8 +59,10 @@ def prepare(
     notes = []
     if mask_source == "png":
         if not masks_dir.is_dir():
-            raise DataError(f"mask folder {masks_dir} does not exist",
-                            hint="pass --mask-source rle to use train.csv")
+            raise DataError(
+                f"mask folder {masks_dir} does not exist",
+                hint="pass --mask-source rle to use train.csv",
+            )
         masks = {p.stem: p for p in image_files(masks_dir)}
         read_mask = read_png_mask
         notes.append("masks read from train/masks (8-bit 0/255 and 16-bit 0/65535, salt = bright)")
@@ -79,12 +84,15 @@ def prepare(
     notes.append(split_note(samples, val_fraction, seed))
     test_dir = raw / "test" / "images"
     if include_test and test_dir.is_dir():
-        samples += [Sample("test", p.stem, p, None, _depth(depths, p.stem))
-                    for p in image_files(test_dir)]
+        samples += [
+            Sample("test", p.stem, p, None, _depth(depths, p.stem)) for p in image_files(test_dir)
+        ]
     if depths:
         missing = sum("depth" not in s.meta for s in samples)
-        notes.append("depths from depths.csv kept as metadata"
-                     + (f" ({missing} images have none)" if missing else ""))
+        notes.append(
+            "depths from depths.csv kept as metadata"
+            + (f" ({missing} images have none)" if missing else "")
+        )
     return DatasetPlan(
         name="tgs-salt",
         classes=CLASSES,
@@ -156,9 +164,10 @@ def decode_rle(rle: str, height: int, width: int, where: str = "run-length mask"
     if len(numbers) % 2:
         raise DataError(f"{where}: run-length mask has an odd count of numbers")
     starts, lengths = numbers[0::2] - 1, numbers[1::2]
-    if len(starts) and (starts.min() < 0 or lengths.min() < 0
-                        or (starts + lengths).max() > flat.size):
+    if len(starts) and (
+        starts.min() < 0 or lengths.min() < 0 or (starts + lengths).max() > flat.size
+    ):
         raise DataError(f"{where}: a run falls outside the {width}x{height} image")
     for start, length in zip(starts.tolist(), lengths.tolist(), strict=True):
-        flat[start: start + length] = 1
+        flat[start : start + length] = 1
     return flat.reshape((height, width), order="F")

@@ -142,7 +142,9 @@ class BinaryCrossEntropy(nn.Module):
             )
         valid = valid_mask(target, self.ignore_index)
         per_pixel = F.binary_cross_entropy_with_logits(
-            logits[:, 0].float(), (target == 1).float(), pos_weight=self.pos_weight,
+            logits[:, 0].float(),
+            (target == 1).float(),
+            pos_weight=self.pos_weight,
             reduction="none",
         )
         return masked_mean(per_pixel, valid)

@@ -56,10 +56,12 @@ class LovaszLoss(nn.Module):
         loss = _lovasz_hinge if logits.shape[1] == 1 else _lovasz_softmax
         if not self.per_image:
             return loss(logits, target, self.ignore_index)
-        return torch.stack([
-            loss(logits[i : i + 1], target[i : i + 1], self.ignore_index)
-            for i in range(logits.shape[0])
-        ]).mean()
+        return torch.stack(
+            [
+                loss(logits[i : i + 1], target[i : i + 1], self.ignore_index)
+                for i in range(logits.shape[0])
+            ]
+        ).mean()
 
 
 def build_lovasz(

@@ -15,8 +15,7 @@ _METRICS = [
     (
         "binary",
         "segcli_metrics.binary:BinaryMetric",
-        "Foreground class scores: precision, recall, f1, iou, accuracy (option: "
-        "positive_class=1)",
+        "Foreground class scores: precision, recall, f1, iou, accuracy (option: positive_class=1)",
     ),
     (
         "tgs",

@@ -27,12 +27,14 @@ class BinaryMetric:
         valid = target != self.ignore_index
         predicted = (pred == self.positive_class) & valid
         actual = (target == self.positive_class) & valid
-        batch = torch.stack([
-            (predicted & actual).sum(),
-            (predicted & ~actual).sum(),
-            (~predicted & actual).sum(),
-            (~predicted & ~actual & valid).sum(),
-        ])
+        batch = torch.stack(
+            [
+                (predicted & actual).sum(),
+                (predicted & ~actual).sum(),
+                (~predicted & actual).sum(),
+                (~predicted & ~actual & valid).sum(),
+            ]
+        )
         self.counts = batch if self.counts is None else self.counts + batch
 
     def compute(self) -> dict[str, float]:

@@ -161,8 +161,14 @@ def nyuv2_raw(tmp_path) -> Path:
     return root
 
 
-def folder_pairs(tmp_path: Path, masks: list[np.ndarray], *, suffix: str = ".png",
-                 mask_suffix: str = "", **save_options) -> tuple[Path, Path]:
+def folder_pairs(
+    tmp_path: Path,
+    masks: list[np.ndarray],
+    *,
+    suffix: str = ".png",
+    mask_suffix: str = "",
+    **save_options,
+) -> tuple[Path, Path]:
     """images/NAME.png and masks/NAME<mask_suffix><suffix> for each mask given."""
     images, mask_dir = tmp_path / "images", tmp_path / "masks"
     for i, mask in enumerate(masks):

@@ -147,8 +147,9 @@ def test_jpeg_binary_is_thresholded_and_reported_lossy(tmp_path):
 
 def test_jpeg_colour_is_snapped_to_nearest_class_colour(tmp_path):
     colours = [(0, 0, 0), (220, 30, 30), (30, 30, 220)]
-    masks = [np.array(colours, np.uint8)[np.repeat(np.repeat(labels(i), 4, 0), 4, 1)]
-             for i in range(2)]
+    masks = [
+        np.array(colours, np.uint8)[np.repeat(np.repeat(labels(i), 4, 0), 4, 1)] for i in range(2)
+    ]
     images, mask_dir = folder_pairs(tmp_path, masks, suffix=".jpg", quality=90)
     plan, _ = build(tmp_path, images, mask_dir, classes=classes_json(tmp_path, colours))
     assert any("snapped to the nearest class colour" in note for note in plan.notes)

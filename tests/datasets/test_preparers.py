@@ -70,8 +70,14 @@ def test_isbi_png_layout_maps_two_levels_explicitly(isbi_png_raw, tmp_path):
     info = read_dataset_info(tmp_path / "out")
     assert info.class_names == ["membrane", "cell"] and info.image_channels == 1
     original = np.asarray(Image.open(isbi_png_raw / "train" / "label" / "0.png"))
-    written = next(m for s, m in [*masks_of(tmp_path / "out", "train").items(),
-                                  *masks_of(tmp_path / "out", "val").items()] if s == "0")
+    written = next(
+        m
+        for s, m in [
+            *masks_of(tmp_path / "out", "train").items(),
+            *masks_of(tmp_path / "out", "val").items(),
+        ]
+        if s == "0"
+    )
     assert np.array_equal(written, (original == 255).astype(np.uint8))
 
 
@@ -115,8 +121,9 @@ def test_tgs_mask_sources_agree(tgs_raw, tmp_path, mask_source):
     from segcli_datasets.tgs_salt import prepare
 
     out = tmp_path / mask_source
-    report = build_dataset(prepare(tgs_raw, mask_source=mask_source, val_fraction=0.2), out,
-                           workers=2)
+    report = build_dataset(
+        prepare(tgs_raw, mask_source=mask_source, val_fraction=0.2), out, workers=2
+    )
     assert report.pairs == {"train": 8, "val": 2} and report.unlabelled == {"test": 2}
     assert "empty masks (no salt, per train.csv): 4 of 10" in report.notes
     for stem, mask in {**masks_of(out, "train"), **masks_of(out, "val")}.items():
@@ -131,8 +138,11 @@ def test_tgs_validation_split_is_seeded(tgs_raw):
     from segcli_datasets.tgs_salt import prepare
 
     def val(seed):
-        return {s.stem for s in prepare(tgs_raw, seed=seed, val_fraction=0.3).samples
-                if s.split == "val"}
+        return {
+            s.stem
+            for s in prepare(tgs_raw, seed=seed, val_fraction=0.3).samples
+            if s.split == "val"
+        }
 
     assert val(0) == val(0) and len(val(0)) == 3 and val(0) != val(1)
     with pytest.raises(UsageError, match="--val-fraction"):
@@ -176,14 +186,27 @@ def test_nyuv2_rejects_colour_not_in_table(nyuv2_raw, tmp_path):
 
 
 def test_cli_prepares_and_writes_report(run_cli, tgs_raw, tmp_path):
-    code, out, err = run_cli("prepare", "tgs-salt", tgs_raw, "--out", tmp_path / "out-tgs",
-                             "--val-fraction", "0.2", "--workers", "2")
+    code, out, err = run_cli(
+        "prepare",
+        "tgs-salt",
+        tgs_raw,
+        "--out",
+        tmp_path / "out-tgs",
+        "--val-fraction",
+        "0.2",
+        "--workers",
+        "2",
+    )
     assert code == 0, err
     assert "salt" in out and "empty masks" in out
     report = json.loads((tmp_path / "out-tgs" / "report.json").read_text())
     assert report["pairs"] == {"train": 8, "val": 2}
-    assert json.loads((tmp_path / "out-tgs" / "dataset.json").read_text())["preparer"]["options"][
-        "val_fraction"] == 0.2
+    assert (
+        json.loads((tmp_path / "out-tgs" / "dataset.json").read_text())["preparer"]["options"][
+            "val_fraction"
+        ]
+        == 0.2
+    )
 
 
 def test_cli_unpaired_files_fail_then_skip(run_cli, idd_raw, tmp_path):

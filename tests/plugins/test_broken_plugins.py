@@ -92,8 +92,10 @@ def _ce(logits, target):
     [
         (lambda logits, target: (logits * 0).sum() + 1.0, "finite gradients"),
         (lambda logits, target: _ce(logits, target) + 0.5, "near-zero for a perfect prediction"),
-        (lambda logits, target: _ce(logits, target.clamp(max=logits.shape[1] - 1)),
-         "ignore index honoured"),
+        (
+            lambda logits, target: _ce(logits, target.clamp(max=logits.shape[1] - 1)),
+            "ignore index honoured",
+        ),
         (lambda logits, target: _ce(logits, target[:, : logits.shape[2]]), "shape validation"),
         (lambda logits, target: _ce(logits, target).expand(2), "scalar output"),
     ],

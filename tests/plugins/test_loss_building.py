@@ -82,10 +82,12 @@ def test_single_logit_is_known_before_building():
 
 def test_ce_matches_torch_with_weights_and_smoothing():
     logits, target = _batch()
-    ours = build_loss(LOSSES, "ce", 3, options={"class_weights": [1.0, 2.0, 0.5],
-                                                "label_smoothing": 0.1})
-    reference = nn.CrossEntropyLoss(weight=torch.tensor([1.0, 2.0, 0.5]), ignore_index=255,
-                                    label_smoothing=0.1)
+    ours = build_loss(
+        LOSSES, "ce", 3, options={"class_weights": [1.0, 2.0, 0.5], "label_smoothing": 0.1}
+    )
+    reference = nn.CrossEntropyLoss(
+        weight=torch.tensor([1.0, 2.0, 0.5]), ignore_index=255, label_smoothing=0.1
+    )
     assert ours(logits, target) == pytest.approx(float(reference(logits, target)), abs=1e-6)
 
 
@@ -93,8 +95,9 @@ def test_ce_weights_from_pixel_counts():
     assert class_weights_from_pixels("inverse", [300, 100, 0]) == pytest.approx([4 / 9, 4 / 3, 0])
     assert class_weights_from_pixels("median", [600, 300, 100]) == pytest.approx([0.5, 1, 3])
     assert class_weights_from_pixels("enet", [1, 1])[0] == pytest.approx(1 / math.log(1.52))
-    loss = build_loss(LOSSES, "ce", 3, options={"class_weights": "median"},
-                      class_pixels=[600, 300, 100])
+    loss = build_loss(
+        LOSSES, "ce", 3, options={"class_weights": "median"}, class_pixels=[600, 300, 100]
+    )
     assert loss.parts[0].weight.tolist() == pytest.approx([0.5, 1, 3])
 
 
@@ -150,8 +153,9 @@ def _reference_lovasz_softmax(probabilities, labels):
 def test_lovasz_softmax_matches_the_reference():
     logits, target = _batch(channels=4, classes=3, seed=3)  # class 3 absent: left out
     ours = build_lovasz(4)(logits, target)
-    assert ours == pytest.approx(float(_reference_lovasz_softmax(logits.softmax(1), target)),
-                                 abs=1e-6)
+    assert ours == pytest.approx(
+        float(_reference_lovasz_softmax(logits.softmax(1), target)), abs=1e-6
+    )
 
 
 def test_dice_binary_and_multiclass_agree_for_two_classes_foreground():

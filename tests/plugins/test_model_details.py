@@ -25,8 +25,10 @@ def _count(model: torch.nn.Module) -> int:
 
 @pytest.mark.parametrize(
     "name",
-    [pytest.param(n, marks=pytest.mark.slow) if n != "lraspp-mobilenet-v3" else n
-     for n in TORCHVISION],
+    [
+        pytest.param(n, marks=pytest.mark.slow) if n != "lraspp-mobilenet-v3" else n
+        for n in TORCHVISION
+    ],
 )
 @pytest.mark.parametrize("num_classes", [3, 21])
 def test_torchvision_parameter_counts_equal_torchvision(name, num_classes):

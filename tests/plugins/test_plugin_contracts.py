@@ -41,8 +41,13 @@ def test_model_contract(name):
 
 
 @pytest.mark.parametrize(
-    "name", ["unet", "unet-valid", pytest.param("erfnet", marks=pytest.mark.slow),
-             pytest.param("fcn8s-vgg", marks=pytest.mark.slow)]
+    "name",
+    [
+        "unet",
+        "unet-valid",
+        pytest.param("erfnet", marks=pytest.mark.slow),
+        pytest.param("fcn8s-vgg", marks=pytest.mark.slow),
+    ],
 )
 def test_model_contract_grey_input(name):
     check_model(
@@ -123,8 +128,7 @@ KNOWN = {
     "binary": [
         (
             *pixels_from_matrix([[5, 1], [2, 3]]),
-            {"precision": 3 / 4, "recall": 3 / 5, "f1": 6 / 9, "iou": 3 / 6,
-             "accuracy": 8 / 11},
+            {"precision": 3 / 4, "recall": 3 / 5, "f1": 6 / 9, "iou": 3 / 6, "accuracy": 8 / 11},
         ),
         (*pixels_from_matrix([[4, 0], [0, 0]]), {"f1": 1.0, "iou": 1.0, "precision": NAN}),
     ],

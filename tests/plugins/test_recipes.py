@@ -13,8 +13,14 @@ from segcli.data.prepare import DatasetPlan, Sample, build_dataset
 from segcli.plugins import get_plugins
 
 PLUGINS = get_plugins()
-RECIPES = ["shapes-unet", "labpics-deeplabv3", "isbi-unet", "idd-lite-erfnet", "tgs-unet",
-           "nyuv2-fcn8s"]
+RECIPES = [
+    "shapes-unet",
+    "labpics-deeplabv3",
+    "isbi-unet",
+    "idd-lite-erfnet",
+    "tgs-unet",
+    "nyuv2-fcn8s",
+]
 
 # per recipe: classes, image channels, side of the generated images, overrides that shrink it
 TINY = {
@@ -44,16 +50,27 @@ def _read_mask(sample: Sample) -> np.ndarray:
 
 def _tiny_dataset(root: Path, name: str, classes: int, channels: int, side: int) -> Path:
     samples = [
-        Sample(split, f"{split}{i}", None, "generated",
-               {"seed": i + (100 if split == "val" else 0), "side": side, "channels": channels,
-                "classes": classes})
+        Sample(
+            split,
+            f"{split}{i}",
+            None,
+            "generated",
+            {
+                "seed": i + (100 if split == "val" else 0),
+                "side": side,
+                "channels": channels,
+                "classes": classes,
+            },
+        )
         for split, count in (("train", 4), ("val", 2))
         for i in range(count)
     ]
     plan = DatasetPlan(
         name=name,
-        classes=[ClassInfo(i, f"class{i}", (i * 5 % 256, i * 50 % 256, i * 90 % 256))
-                 for i in range(classes)],
+        classes=[
+            ClassInfo(i, f"class{i}", (i * 5 % 256, i * 50 % 256, i * 90 % 256))
+            for i in range(classes)
+        ],
         samples=samples,
         read_mask=_read_mask,
         read_image=_read_image,
@@ -89,17 +106,24 @@ def test_recipe_trains_two_steps_and_predicts(name, tmp_path):
     classes, channels, side, shrink = TINY[name]
     recipe = PLUGINS.recipes.get(name)
     root = _tiny_dataset(tmp_path / "data", recipe["dataset"]["name"], classes, channels, side)
-    config = build_config(recipe, overrides=[
-        f"dataset.path={str(root)!r}", f"runs_dir={str(tmp_path / 'runs')!r}",
-        f"input.size=[{side}, {side}]", "train.batch_size=2", "train.epochs=1",
-        "train.workers=0", "train.device='cpu'", *shrink,
-    ])
+    config = build_config(
+        recipe,
+        overrides=[
+            f"dataset.path={str(root)!r}",
+            f"runs_dir={str(tmp_path / 'runs')!r}",
+            f"input.size=[{side}, {side}]",
+            "train.batch_size=2",
+            "train.epochs=1",
+            "train.workers=0",
+            "train.device='cpu'",
+            *shrink,
+        ],
+    )
     run_dir = fit(config, max_steps=2)
     checkpoint = run_dir / "best.safetensors"
     if not checkpoint.exists():
         checkpoint = run_dir / "last.safetensors"
     assert checkpoint.is_file()
     images = sorted((root / "val" / "images").iterdir())
-    report = predict_paths(checkpoint, images, tmp_path / "predictions", workers=0,
-                           device="cpu")
+    report = predict_paths(checkpoint, images, tmp_path / "predictions", workers=0, device="cpu")
     assert not report.failed and len(report.written) >= len(images)

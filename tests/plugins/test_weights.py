@@ -45,8 +45,9 @@ def test_recipe_loads_coco_weights_replacing_the_head(tmp_path):
     path = tmp_path / "deeplabv3-coco.pth"
     torch.save(source.state_dict(), path)
     model = _build_model([f"model.backbone_weights={path}"])
-    assert torch.equal(model.classifier[0].project[0].weight,
-                       source.classifier[0].project[0].weight)
+    assert torch.equal(
+        model.classifier[0].project[0].weight, source.classifier[0].project[0].weight
+    )
     assert model.classifier[4].weight.shape[0] == 3  # fresh head for the dataset's 3 classes
 
 
@@ -129,8 +130,11 @@ def test_unrelated_file_is_called_another_architecture(tmp_path):
 
 def test_pickled_objects_are_refused(tmp_path):
     path = tmp_path / "model.pt"
-    torch.save({"state_dict": build_unet(2, depth=1, base_width=4).state_dict(),
-                "extra": _Pickled()}, path, pickle_protocol=pickle.HIGHEST_PROTOCOL)
+    torch.save(
+        {"state_dict": build_unet(2, depth=1, base_width=4).state_dict(), "extra": _Pickled()},
+        path,
+        pickle_protocol=pickle.HIGHEST_PROTOCOL,
+    )
     with pytest.raises(CheckpointError, match="re-save it with torch.save"):
         read_state_dict(path)
 
@@ -145,6 +149,8 @@ def test_unknown_suffix_and_segcli_checkpoint(tmp_path):
         read_state_dict(tmp_path / "weights.h5")
     model = build_unet(2, depth=1, base_width=4)
     path = tmp_path / "best.safetensors"
-    save_file({f"model/{k}": v for k, v in model.state_dict().items()} | {"state/x": torch.ones(1)},
-              str(path))
+    save_file(
+        {f"model/{k}": v for k, v in model.state_dict().items()} | {"state/x": torch.ones(1)},
+        str(path),
+    )
     assert set(read_state_dict(path)) == set(model.state_dict())
