@@ -171,11 +171,12 @@ def remove_stale_temporaries(folder: Path) -> None:
     """Delete temporary files left in `folder` (and below) by segcli runs that were killed."""
     for candidate in Path(folder).rglob(f"{TEMPORARY_PREFIX}*{TEMPORARY_SUFFIX}"):
         pid = candidate.name[len(TEMPORARY_PREFIX) :].split("-", 1)[0]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             candidate.unlink(missing_ok=True)
 
 
-def _pid_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id exists (one we may not signal counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -11,7 +11,6 @@ dataset that it wrote itself.
 
 from __future__ import annotations
 
-import errno
 import io
 import json
 import multiprocessing
@@ -32,15 +31,13 @@ import numpy as np
 from PIL import Image
 
 from segcli.data.format import IGNORE_INDEX, ClassInfo, DatasetInfo
-from segcli.data.io import open_image
+from segcli.data.io import DISK_FULL_ERRORS, open_image, process_alive
 from segcli.errors import DataError, Interrupted, OutputError, ResourceError, UsageError
 
 __all__ = ["ClassInfo", "DatasetPlan", "PrepareReport", "Sample", "build_dataset"]
 
 # Formats whose original bytes are kept: the trainer reads each of them directly.
 _COPIED_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
-# Write failures that mean the storage is full (or a size/quota limit was hit), not bad data.
-_STORAGE_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 # Seconds a worker's parent watch sleeps between looks (where the kernel cannot tell it).
 _PARENT_POLL_SECONDS = 1.0
 
@@ -132,7 +129,7 @@ def _exit_with_parent(parent: int) -> None:
     """End this worker when the prepare process dies (even by SIGKILL), instead of idling on."""
     if not _kernel_signals_parent_death():
         threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
-    if not _pid_alive(parent):
+    if not process_alive(parent):
         os._exit(1)
 
 
@@ -236,7 +233,7 @@ def _write_file(path: Path, data: bytes) -> None:
 
 def _write_failure(path: Path, exc: OSError) -> OutputError | ResourceError:
     reason = exc.strerror or str(exc)
-    if exc.errno in _STORAGE_FULL:
+    if exc.errno in DISK_FULL_ERRORS:
         return ResourceError(f"{reason} (writing {path.name})")
     return OutputError(f"{reason} (writing {path.name})")
 
@@ -265,7 +262,7 @@ def _clean_leftovers(out: Path) -> None:
         kind, _, pid = leftover.name[len(prefix) :].partition("-")
         if kind not in ("tmp", "old") or not pid.isdigit():
             continue
-        if int(pid) != os.getpid() and _pid_alive(int(pid)):
+        if int(pid) != os.getpid() and process_alive(int(pid)):
             continue  # another prepare of the same folder is running
         if kind == "old" and not out.exists() and _is_prepared_dataset(leftover):
             os.replace(leftover, out)
@@ -278,16 +275,6 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
     else:
         shutil.rmtree(path, ignore_errors=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _is_prepared_dataset(folder: Path) -> bool:
