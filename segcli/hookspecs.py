@@ -82,6 +82,41 @@ def register_metrics(register: Register) -> None:
 
 
 @hookspec
+def register_optimizers(register: Register) -> None:
+    """Register optimisers, chosen by ``[train.optimizer] name = NAME``.
+
+    ``target``: a factory ``(parameters: list[torch.nn.Parameter], lr: float, **options) ->
+    torch.optim.Optimizer``. ``lr`` is ``train.lr``; the other keys of ``[train.optimizer]``
+    are ``options``, checked against the factory's keyword parameters before a run starts,
+    so give each option a default (``weight_decay: float = 0.0``).
+    """
+
+
+@hookspec
+def register_schedulers(register: Register) -> None:
+    """Register learning-rate schedules, chosen by ``[train.scheduler] name = NAME``.
+
+    ``target``: a factory ``(total_steps: int, steps_per_epoch: int, **options) ->
+    Callable[[int], float]``. The callable maps an optimizer step (0, 1, ...) to the factor
+    that multiplies ``train.lr`` at that step. Keep it a plain function of the step (no state
+    of its own): a resumed run then has exactly the learning rate an uninterrupted one would.
+    Options (the other keys of ``[train.scheduler]``, e.g. ``warmup_epochs``) are checked
+    against the factory's keyword parameters before a run starts.
+    """
+
+
+@hookspec
+def register_transforms(register: Register) -> None:
+    """Register training augmentations, listed in order in the ``[augment]`` table.
+
+    ``target``: a factory ``(**options) -> transform``; ``[augment.NAME]``'s keys are its
+    options, checked against the factory's keyword parameters before a run starts. The
+    transform is applied to every training sample (image and mask together) in the order of
+    ``[augment]``; docs/plugins.md says what it receives and returns.
+    """
+
+
+@hookspec
 def register_recipes(register: Register) -> None:
     """Register recipes: named training configurations, used by ``segcli train --plugin NAME``.
 

@@ -25,18 +25,12 @@ import pluggy
 
 from segcli import hookspecs
 from segcli.errors import PluginError
-from segcli.registry import Origin, Registry, one_line
+from segcli.registry import Origin, Registry, one_line, plural
 
 ENTRY_POINT_GROUP = "segcli"
 BUILT_IN_DISTRIBUTION = "segcli"
-KINDS = ("dataset", "model", "loss", "metric", "recipe")
-_HOOK_OF_KIND = {
-    "dataset": "register_datasets",
-    "model": "register_models",
-    "loss": "register_losses",
-    "metric": "register_metrics",
-    "recipe": "register_recipes",
-}
+KINDS = ("dataset", "model", "loss", "metric", "optimizer", "scheduler", "transform", "recipe")
+_HOOK_OF_KIND = {kind: f"register_{plural(kind)}" for kind in KINDS}
 
 
 @dataclass
@@ -92,6 +86,18 @@ class Plugins:
     @property
     def metrics(self) -> Registry[Any]:
         return self.registries["metric"]
+
+    @property
+    def optimizers(self) -> Registry[Any]:
+        return self.registries["optimizer"]
+
+    @property
+    def schedulers(self) -> Registry[Any]:
+        return self.registries["scheduler"]
+
+    @property
+    def transforms(self) -> Registry[Any]:
+        return self.registries["transform"]
 
     @property
     def recipes(self) -> Registry[Any]:

@@ -205,7 +205,8 @@ def test_kinds_are_named_in_the_plural_everywhere(cli):
     for output in (listed.stdout, shown.stdout):
         assert "losss" not in output
     wrong = cli("list", "losss")
-    assert wrong.exit_code == 2 and "datasets, models, losses, metrics, recipes" in wrong.stderr
+    kinds = "datasets, models, losses, metrics, optimizers, schedulers, transforms, recipes"
+    assert wrong.exit_code == 2 and kinds in wrong.stderr
 
 
 def test_factory_errors_that_are_not_segcli_errors_name_the_plugin():
@@ -288,3 +289,37 @@ def test_a_preparer_crash_is_a_plugin_error_naming_the_plugin(site, tmp_path):
     [line] = result.stderr.strip().splitlines()
     assert "dataset 'crashy' from plugin crashy" in line and "KeyError" in line
     assert not (tmp_path / "out").exists()
+
+
+FAKE_SCHEDULE_PLUGIN = """
+import segcli
+
+@segcli.hookimpl
+def register_schedulers(register):
+    register("halving", "fake_segcli_schedules:halving", "halve the learning rate every epoch")
+
+@segcli.hookimpl
+def register_optimizers(register):
+    register("plain-sgd", "fake_segcli_schedules:plain_sgd", "SGD without momentum")
+
+def halving(total_steps, steps_per_epoch, *, warmup_epochs=0.0):
+    return lambda step: 0.5 ** (step // steps_per_epoch)
+
+def plain_sgd(parameters, lr):
+    import torch
+    return torch.optim.SGD(parameters, lr=lr)
+"""
+
+
+def test_a_third_party_scheduler_and_optimizer_are_listed(site):
+    make_distribution(
+        site, "segcli-halving", "fake_segcli_schedules", FAKE_SCHEDULE_PLUGIN, "halving"
+    )
+    listed = segcli(site, "list", "schedulers", "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = {row["name"]: row for row in json.loads(listed.stdout)}
+    assert rows["halving"]["distribution"] == "segcli-halving"
+    shown = segcli(site, "plugins", "--json")
+    status = next(s for s in json.loads(shown.stdout) if s["name"] == "halving")
+    assert status["registered"] == {"optimizer": ["plain-sgd"], "scheduler": ["halving"]}
+    assert status["hooks"] == ["register_optimizers", "register_schedulers"]

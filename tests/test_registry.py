@@ -100,5 +100,20 @@ def test_plural_of_every_kind():
         "models",
         "losses",
         "metrics",
+        "optimizers",
+        "schedulers",
+        "transforms",
         "recipes",
     ]
+
+
+def test_the_new_kinds_have_a_registry_and_a_hook():
+    from segcli.hookspecs import register_optimizers, register_schedulers, register_transforms
+    from segcli.plugins import Plugins
+
+    plugins = Plugins()
+    assert plugins.optimizers.kind == "optimizer"
+    assert plugins.schedulers.kind == "scheduler"
+    assert plugins.transforms.kind == "transform"
+    for hook in (register_optimizers, register_schedulers, register_transforms):
+        assert hasattr(hook, "segcli_spec")

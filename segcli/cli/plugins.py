@@ -42,7 +42,9 @@ def plugins(
 
 
 def list_names(
-    kind: str = typer.Argument(..., help="datasets, models, losses, metrics or recipes"),
+    kind: str = typer.Argument(
+        ..., help="datasets, models, losses, metrics, optimizers, schedulers, transforms or recipes"
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """List the names of one kind, with descriptions and the plugin that registered each."""
