@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -36,8 +37,6 @@ from pydantic.fields import FieldInfo
 
 from segcli.errors import ConfigError
 
-OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
-SCHEDULERS = ("none", "poly", "cosine", "step", "onecycle")
 AMP_MODES = ("off", "bf16", "fp16")
 _DEVICE = re.compile(r"auto|cpu|mps|(cuda|xpu)(:\d+)?")
 # Monitors every run reports, whatever its metrics.
@@ -93,18 +92,26 @@ class LossConfig(_Section):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class OptimizerConfig(_Section):
+    """`[train.optimizer]`: a name from `segcli list optimizers`, the other keys its options."""
+
+    name: Name = "adam"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class SchedulerConfig(_Section):
+    """`[train.scheduler]`: a name from `segcli list schedulers`, the other keys its options."""
+
+    name: Name = "none"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
 class TrainConfig(_Section):
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(8, ge=1)
     lr: float = Field(1e-3, ge=0)  # 0 freezes the weights (tests, a baseline)
-    optimizer: Literal[OPTIMIZERS] = "adam"
-    weight_decay: float = Field(0.0, ge=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    scheduler: Literal[SCHEDULERS] = "none"
-    warmup_epochs: float = Field(0.0, ge=0)
-    step_epochs: int = Field(30, ge=1)  # step scheduler: multiply lr by gamma every step_epochs
-    gamma: float = Field(0.1, gt=0)
-    poly_power: float = Field(0.9, gt=0)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     accumulate: int = Field(1, ge=1)
     clip_grad: float = Field(0.0, ge=0)  # 0 = off
     amp: Literal[AMP_MODES] = "off"
@@ -180,23 +187,8 @@ class InputConfig(_Section):
         )
 
 
-class AugmentConfig(_Section):
-    hflip: Probability = 0.5
-    vflip: Probability = 0.0
-    scale: Annotated[
-        list[Positive],
-        BeforeValidator(_tuple_to_list),
-        Field(min_length=2, max_length=2, description="[min, max]"),
-    ] = Field(default_factory=lambda: [1.0, 1.0])
-    rotate: float = Field(0.0, ge=0, le=180)  # degrees: a random angle in [-rotate, rotate]
-    color_jitter: NonNegative = 0.0
-
-    @field_validator("scale")
-    @classmethod
-    def _ordered(cls, scale: list[float]) -> list[float]:
-        if scale[0] > scale[1]:
-            raise ValueError("[min, max] with min <= max")
-        return scale
+def _default_augment() -> dict[str, dict[str, Any]]:
+    return {"hflip": {"p": 0.5}}
 
 
 class _InvalidKey(ValueError):
@@ -218,7 +210,8 @@ class RunConfig(_Section):
     )
     train: TrainConfig = Field(default_factory=TrainConfig)
     input: InputConfig = Field(default_factory=InputConfig)
-    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    # transform name -> its options, applied in this order (`segcli list transforms`)
+    augment: dict[Name, dict[str, Any]] = Field(default_factory=_default_augment)
     log: LogConfig = Field(default_factory=LogConfig)
     runs_dir: Name = "runs"
 
@@ -272,7 +265,9 @@ def monitor_choices(metrics: list[str]) -> str:
 
 
 # Sections whose unknown keys are options for the plugin (validated by the plugin's factory).
-_OPEN_SECTIONS = (ModelConfig, LossConfig)
+_OPEN_SECTIONS = (ModelConfig, LossConfig, OptimizerConfig, SchedulerConfig)
+# Sections whose options belong to the chosen name: a layer naming another one starts afresh.
+_COMPONENT_SECTIONS = (OptimizerConfig, SchedulerConfig)
 
 
 def build_config(
@@ -285,12 +280,12 @@ def build_config(
 
     `recipe_source` names where the first layer came from in error messages (a recipe, or
     the configuration saved in a checkpoint)."""
-    data: dict[str, Any] = {}
+    data: dict[str, Any] = {"augment": _default_augment()}
     sources: dict[str, str] = {}
     if recipe:
-        _merge(data, RunConfig, recipe, recipe_source, sources)
+        _merge(data, RunConfig, upgrade_layout(recipe), recipe_source, sources)
     if config_file is not None:
-        _merge(data, RunConfig, load_toml(config_file), str(config_file), sources)
+        _merge(data, RunConfig, upgrade_layout(load_toml(config_file)), str(config_file), sources)
     for override in overrides:
         key, value = parse_override(override)
         _set_path(data, key.split("."), value, f"--set {override}", sources)
@@ -356,15 +351,29 @@ def _merge(
     for key, value in values.items():
         path = f"{prefix}{key}"
         section = _section(schema, key)
+        if section in _COMPONENT_SECTIONS and isinstance(value, str):
+            value = {"name": value}  # `--set train.scheduler=cosine`
         if section is not None and isinstance(value, dict):
-            if not isinstance(data.get(key), dict):
+            earlier = data.get(key)
+            if not isinstance(earlier, dict) or (
+                section in _COMPONENT_SECTIONS
+                and value.get("name", earlier.get("name")) != earlier.get("name")
+            ):
                 data[key] = {}
             _merge(data[key], section, value, source, sources, f"{path}.")
+        elif schema is RunConfig and key == "augment" and isinstance(value, dict):
+            # a recipe or file lists its whole pipeline: the order is part of it
+            data[key] = {
+                name: dict(options) for name, options in value.items() if options is not None
+            }
+            sources[path] = source
         elif issubclass(schema, _OPEN_SECTIONS) and key not in schema.model_fields:
             _set_option(data, key, value)
+            sources[path] = source
         elif issubclass(schema, _OPEN_SECTIONS) and key == "options" and isinstance(value, dict):
             for name, option in value.items():
                 _set_option(data, name, option)
+                sources[f"{prefix}{name}"] = source
         else:
             data[key] = value
             sources[path] = source
@@ -381,6 +390,12 @@ def _set_option(section: dict[str, Any], key: str, value: Any) -> None:
 def _set_path(
     data: dict[str, Any], parts: list[str], value: Any, source: str, sources: dict[str, str]
 ) -> None:
+    if parts[0] == "augment":
+        _set_augment(data, parts, value, source, sources)
+        return
+    if len(parts) == 2 and parts[0] == "train" and parts[1] in _OLD_TRAIN_KEYS:
+        table, option, _ = _OLD_TRAIN_KEYS[parts[1]]  # `--set train.momentum=0.5`, the old way
+        parts = ["train", table, option]
     schema: type[BaseModel] = RunConfig
     for index, part in enumerate(parts[:-1]):
         if issubclass(schema, _OPEN_SECTIONS) and (
@@ -403,6 +418,112 @@ def _set_path(
             data[part] = {}
         data, schema = data[part], section
     _merge(data, schema, {parts[-1]: value}, source, sources, "".join(f"{p}." for p in parts[:-1]))
+
+
+def _set_augment(
+    data: dict[str, Any], parts: list[str], value: Any, source: str, sources: dict[str, str]
+) -> None:
+    """`augment.rotate.degrees=15` adds or changes an option, `augment.hflip=none` removes a
+    transform, `augment=none` removes them all; new transforms go last."""
+    key = ".".join(parts)
+    pipeline = data.setdefault("augment", {})
+    if len(parts) == 1:
+        if value is not None and not isinstance(value, dict):
+            raise ConfigError(
+                f"augment must be a table of transforms or none, got {value!r} (from {source})"
+            )
+        data["augment"] = {} if value is None else upgrade_layout({"augment": value})["augment"]
+    elif len(parts) == 2:
+        name = parts[1]
+        if value is None:
+            pipeline.pop(name, None)
+        elif isinstance(value, dict):
+            pipeline[name] = value
+        elif name in _OLD_AUGMENT:  # `--set augment.hflip=0.5`, the old way
+            upgraded = _upgrade_augment({name: value}, defaults={})
+            if name in upgraded:
+                pipeline[name] = upgraded[name]
+            else:
+                pipeline.pop(name, None)
+        else:
+            raise ConfigError(
+                f"{key} must be a table of options or none, got {value!r} (from {source})",
+                hint=f"e.g. --set {key}.OPTION=VALUE (`segcli list transforms`)",
+            )
+    else:
+        options = pipeline.setdefault(parts[1], {})
+        option = ".".join(parts[2:])
+        if value is None:
+            options.pop(option, None)
+        else:
+            options[option] = value
+    sources[key] = source
+
+
+# The layout before per-component tables: train's flat key -> (table, option, the names it
+# applied to, None for all) and augment's key -> its transform's option.
+_OLD_TRAIN_KEYS = {
+    "weight_decay": ("optimizer", "weight_decay", None),
+    "momentum": ("optimizer", "momentum", ("sgd", "rmsprop")),
+    "warmup_epochs": ("scheduler", "warmup_epochs", None),
+    "poly_power": ("scheduler", "power", ("poly",)),
+    "step_epochs": ("scheduler", "step_epochs", ("step",)),
+    "gamma": ("scheduler", "gamma", ("step",)),
+}
+_OLD_AUGMENT = {
+    "scale": "range",
+    "rotate": "degrees",
+    "hflip": "p",
+    "vflip": "p",
+    "color_jitter": "strength",
+}  # in the order the old pipeline applied them
+_OLD_AUGMENT_DEFAULTS = {"hflip": 0.5}
+
+
+def upgrade_layout(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A configuration in the old layout (flat `train.optimizer = "sgd"`, `train.momentum`,
+    `train.poly_power`, ..., `augment.hflip = 0.5`) in today's: the saved config.toml of old
+    runs and the configuration inside old checkpoints keep working. Today's layout passes
+    through unchanged; options an old key gave a component that ignored it are dropped."""
+    upgraded = dict(values)
+    train = values.get("train")
+    if isinstance(train, Mapping):
+        upgraded["train"] = _upgrade_train(dict(train))
+    augment = values.get("augment")
+    if isinstance(augment, Mapping) and any(
+        not isinstance(v, Mapping) and v is not None for v in augment.values()
+    ):
+        upgraded["augment"] = _upgrade_augment(augment, _OLD_AUGMENT_DEFAULTS)
+    return upgraded
+
+
+def _upgrade_train(train: dict[str, Any]) -> dict[str, Any]:
+    tables: dict[str, dict[str, Any]] = {}
+    for table in ("optimizer", "scheduler"):
+        if isinstance(train.get(table), str):
+            tables[table] = {"name": train.pop(table)}
+    for old, (table, option, applies_to) in _OLD_TRAIN_KEYS.items():
+        if old not in train:
+            continue
+        value = train.pop(old)
+        if applies_to is None or tables.get(table, {}).get("name") in applies_to:
+            tables.setdefault(table, {})[option] = value
+    for table, content in tables.items():
+        earlier = train.get(table)
+        train[table] = {**earlier, **content} if isinstance(earlier, Mapping) else content
+    return train
+
+
+def _upgrade_augment(old: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    merged = {**defaults, **old}
+    pipeline: dict[str, Any] = {}
+    for name, option in _OLD_AUGMENT.items():
+        value = merged.pop(name, None)
+        value = list(value) if isinstance(value, tuple) else value
+        if value not in (None, 0, 0.0, [1, 1], False):  # no flip, no zoom: no transform
+            pipeline[name] = {option: value}
+    pipeline.update(merged)  # anything else is today's layout already, or an error to report
+    return pipeline
 
 
 def _section(schema: type[BaseModel], key: str) -> type[BaseModel] | None:

@@ -167,7 +167,9 @@ class Registry(Generic[T]):
             message += f"; did you mean {' or '.join(repr(c) for c in close)}?"
         shown = ", ".join(valid) if valid else "none (is a plugin disabled?)"
         kinds = plural(self.kind)
-        return f"{message} Valid {kinds}: {shown} (see `segcli list {kinds}`)"
+        return (
+            f"{message}{' ' if close else '; '}Valid {kinds}: {shown} (see `segcli list {kinds}`)"
+        )
 
     def names(self) -> list[str]:
         return sorted(self._entries)

@@ -90,32 +90,18 @@ BAD_VALUES = [
     ("train.amp=fp8", "one of: off, bf16, fp16"),
     ("train.monitor=confuson/miou", "one of: train/loss, val/loss, confusion/<key>"),
     ("train.monitor_mode=maximum", "one of: max, min"),
-    ("train.optimizer=adm", "one of: sgd, adam, adamw, rmsprop"),
-    ("train.scheduler=linear", "one of: none, poly, cosine, step, onecycle"),
     ("train.device=gpu", "auto, cpu, mps, cuda or cuda:N"),
     ("train.device=cuda:x", "auto, cpu, mps, cuda or cuda:N"),
     ("train.workers=-1", "int >= 0"),
     ("train.accumulate=0", "int >= 1"),
-    ("train.warmup_epochs=-0.5", "float >= 0"),
     ("train.ema=1.0", "float >= 0 and < 1"),
-    ("train.momentum=-0.1", "float >= 0 and < 1"),
-    ("train.weight_decay=-1e-4", "float >= 0"),
     ("train.val_every=0", "int >= 1"),
     ("train.log_every=0", "int >= 1"),
-    ("train.step_epochs=0", "int >= 1"),
-    ("train.gamma=0", "float > 0"),
-    ("train.poly_power=0", "float > 0"),
     ("train.clip_grad=-1", "float >= 0"),
     ("train.early_stop_patience=-1", "int >= 0"),
     ("train.seed=-1", "int >= 0"),
     ("train.threshold=1.5", "float > 0 and < 1"),
     ("train.deterministic=1", "true or false"),
-    ("augment.hflip=1.5", "float >= 0 and <= 1"),
-    ("augment.vflip=-0.5", "float >= 0 and <= 1"),
-    ("augment.scale=[2.0,1.0]", "[min, max] with min <= max"),
-    ("augment.scale=[0,1.0]", "a list of 2 floats > 0"),
-    ("augment.rotate=-10", "float >= 0 and <= 180"),
-    ("augment.color_jitter=-0.1", "float >= 0"),
     ("input.std=[0.2,0,0.2]", "a non-empty list of floats > 0"),
     ("input.mean=[0.5]", "a list of 1 float > 0, one per value of input.mean"),
     ("input.mean=[]", "a non-empty list of floats"),
@@ -123,6 +109,8 @@ BAD_VALUES = [
     ("dataset.name=''", "a non-empty string"),
     ("runs_dir=''", "a non-empty string"),
     ("model.options=3", "a table"),
+    ("train.optimizer.options=3", "a table"),
+    ("train.scheduler.name=''", "a non-empty string"),
     ("log.tensorboard=yes", "true or false"),
 ]
 
@@ -158,9 +146,11 @@ def test_a_later_layer_can_fix_an_earlier_one():
 
 
 def test_python_recipes_may_use_tuples():
-    config = build_config({"input": {"size": (64, 32)}, "augment": {"scale": (0.5, 2.0)}})
+    config = build_config(
+        {"input": {"size": (64, 32)}, "augment": {"scale": {"range": (0.5, 2.0)}}}
+    )
     assert config.input.size == [64, 32]
-    assert config.augment.scale == [0.5, 2.0]
+    assert config.augment == {"scale": {"range": (0.5, 2.0)}}
 
 
 def test_values_are_read_as_toml():
@@ -189,3 +179,103 @@ def test_print_config_validates_too(cli, tmp_path):
     assert result.exit_code == 2
     assert result.stdout == ""
     assert "error: input.size must be [height, width], a list of 2 ints" in result.stderr
+
+
+def test_components_take_a_name_and_their_options():
+    config = build_config(
+        {"train": {"optimizer": {"name": "sgd", "momentum": 0.5}, "scheduler": "poly"}},
+        overrides=["train.scheduler.power=2.0", "train.optimizer.weight_decay=1e-4"],
+    )
+    assert config.train.optimizer.name == "sgd"
+    assert config.train.optimizer.options == {"momentum": 0.5, "weight_decay": 1e-4}
+    assert config.train.scheduler.name == "poly"
+    assert config.train.scheduler.options == {"power": 2.0}
+
+
+def test_naming_another_component_drops_the_options_of_the_first():
+    recipe = {"train": {"scheduler": {"name": "poly", "power": 2.0}}}
+    config = build_config(recipe, overrides=["train.scheduler=cosine"])
+    assert config.train.scheduler.name == "cosine"
+    assert config.train.scheduler.options == {}
+    same = build_config(recipe, overrides=["train.scheduler.name=poly"])
+    assert same.train.scheduler.options == {"power": 2.0}
+
+
+def test_augment_is_an_ordered_pipeline_edited_by_set():
+    recipe = {"augment": {"scale": {"range": [0.5, 2.0]}, "hflip": {"p": 0.5}}}
+    config = build_config(
+        recipe,
+        overrides=[
+            "augment.rotate.degrees=15",
+            "augment.hflip=none",
+            "augment.scale.range=[0.8,1.2]",
+        ],
+    )
+    assert list(config.augment) == ["scale", "rotate"]
+    assert config.augment == {"scale": {"range": [0.8, 1.2]}, "rotate": {"degrees": 15}}
+    assert build_config().augment == {"hflip": {"p": 0.5}}
+    assert build_config(overrides=["augment=none"]).augment == {}
+
+
+def test_an_empty_augment_pipeline_round_trips(tmp_path):
+    config = build_config(overrides=["augment=none", "train.scheduler=step"])
+    file = tmp_path / "config.toml"
+    file.write_text(to_toml(config))
+    again = build_config(config_file=file)
+    assert again.augment == {} and again == config
+
+
+def test_a_transform_must_be_given_a_table():
+    with pytest.raises(ConfigError, match="augment.blur must be a table of options or none"):
+        build_config(overrides=["augment.blur=3"])
+
+
+OLD_LAYOUT = {
+    "train": {
+        "epochs": 2,
+        "optimizer": "sgd",
+        "weight_decay": 1e-4,
+        "momentum": 0.8,
+        "scheduler": "poly",
+        "warmup_epochs": 0.5,
+        "step_epochs": 30,
+        "gamma": 0.1,
+        "poly_power": 2.0,
+    },
+    "augment": {
+        "hflip": 0.0,
+        "vflip": 0.5,
+        "scale": [0.5, 2.0],
+        "rotate": 0.0,
+        "color_jitter": 0.0,
+    },
+}
+
+
+def test_a_configuration_in_the_old_layout_is_upgraded():
+    config = build_config(OLD_LAYOUT, recipe_source="checkpoint")
+    assert config.train.optimizer.name == "sgd"
+    assert config.train.optimizer.options == {"weight_decay": 1e-4, "momentum": 0.8}
+    assert config.train.scheduler.name == "poly"
+    assert config.train.scheduler.options == {"warmup_epochs": 0.5, "power": 2.0}
+    # the old order (affine, then flips); no flip and no rotation are no transform
+    assert config.augment == {"scale": {"range": [0.5, 2.0]}, "vflip": {"p": 0.5}}
+
+
+def test_an_old_run_folder_config_file_is_upgraded(tmp_path):
+    import tomli_w
+
+    old = {**OLD_LAYOUT, "train": {**OLD_LAYOUT["train"], "optimizer": "adam", "scheduler": "step"}}
+    file = tmp_path / "config.toml"
+    file.write_text(tomli_w.dumps(old))
+    config = build_config(config_file=file)
+    assert config.train.optimizer.options == {"weight_decay": 1e-4}  # adam took no momentum
+    assert config.train.scheduler.options == {"warmup_epochs": 0.5, "step_epochs": 30, "gamma": 0.1}
+
+
+def test_old_set_keys_still_work():
+    config = build_config(
+        overrides=["train.momentum=0.5", "augment.hflip=0.0", "augment.rotate=10"]
+    )
+    assert config.train.optimizer.options == {"momentum": 0.5}
+    assert config.augment == {"rotate": {"degrees": 10}}

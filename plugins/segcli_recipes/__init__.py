@@ -16,14 +16,13 @@ SHAPES_UNET = {
         "epochs": 15,
         "batch_size": 16,
         "lr": 3e-3,
-        "optimizer": "adamw",
-        "scheduler": "cosine",
-        "weight_decay": 1e-4,
+        "optimizer": {"name": "adamw", "weight_decay": 1e-4},
+        "scheduler": {"name": "cosine"},
         "workers": 1,
     },
     # trained at half resolution (predict resizes back): ~2 min on 2 CPU cores
     "input": {"size": [64, 64]},
-    "augment": {"hflip": 0.5, "vflip": 0.5},
+    "augment": {"hflip": {"p": 0.5}, "vflip": {"p": 0.5}},
 }
 
 LABPICS_DEEPLABV3 = {
@@ -31,9 +30,9 @@ LABPICS_DEEPLABV3 = {
     "model": {"name": "deeplabv3-resnet50"},
     "loss": {"name": "ce"},
     "metrics": ["confusion"],
-    "train": {"epochs": 30, "batch_size": 3, "lr": 1e-5, "optimizer": "adam"},
+    "train": {"epochs": 30, "batch_size": 3, "lr": 1e-5, "optimizer": {"name": "adam"}},
     "input": {"size": [800, 800]},
-    "augment": {"hflip": 0.5},
+    "augment": {"hflip": {"p": 0.5}},
 }
 
 ISBI_UNET = {
@@ -52,12 +51,10 @@ ISBI_UNET = {
         "epochs": 40,
         "batch_size": 1,
         "lr": 1e-5,
-        "optimizer": "rmsprop",
-        "weight_decay": 1e-8,
-        "momentum": 0.9,
+        "optimizer": {"name": "rmsprop", "weight_decay": 1e-8, "momentum": 0.9},
     },
     "input": {"size": [512, 512], "mean": [0.5], "std": [0.5]},
-    "augment": {"hflip": 0.5, "vflip": 0.5},
+    "augment": {"hflip": {"p": 0.5}, "vflip": {"p": 0.5}},
 }
 
 IDD_LITE_ERFNET = {
@@ -69,11 +66,10 @@ IDD_LITE_ERFNET = {
         "epochs": 100,
         "batch_size": 2,
         "lr": 5e-4,
-        "optimizer": "adam",
-        "weight_decay": 1e-4,
+        "optimizer": {"name": "adam", "weight_decay": 1e-4},
     },
     "input": {"size": [160, 320]},
-    "augment": {"hflip": 0.5},
+    "augment": {"hflip": {"p": 0.5}},
 }
 
 TGS_UNET = {
@@ -85,11 +81,11 @@ TGS_UNET = {
         "epochs": 40,
         "batch_size": 64,
         "lr": 1e-3,
-        "optimizer": "adam",
+        "optimizer": {"name": "adam"},
         "monitor": "tgs/score",
     },
     "input": {"size": [128, 128], "mean": [0.0], "std": [1.0]},
-    "augment": {"hflip": 0.0},
+    "augment": {},  # the source trains without augmentation
 }
 
 NYUV2_FCN8S = {
@@ -101,11 +97,10 @@ NYUV2_FCN8S = {
         "epochs": 200,
         "batch_size": 4,
         "lr": 3e-4,
-        "optimizer": "adam",
-        "weight_decay": 1e-4,
+        "optimizer": {"name": "adam", "weight_decay": 1e-4},
     },
     "input": {"size": [320, 480]},
-    "augment": {"hflip": 0.5},
+    "augment": {"hflip": {"p": 0.5}},
 }
 
 RECIPES = [

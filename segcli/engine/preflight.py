@@ -3,20 +3,24 @@
 `segcli.config` validates every key on its own when the configuration is built; what is
 left is checked here, before a run folder exists, so that a bad value never leaves a run
 folder without a checkpoint behind: the monitor key against the keys the chosen metrics
-report, the device against this machine, amp against the device.
+report, the device against this machine, amp against the device, and the optimiser, the
+scheduler and each augmentation against its plugin (name, option names, option values).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import inspect
 from typing import Any
 
 import torch
 
 from segcli.config import LOSS_MONITORS, RunConfig
 from segcli.data.format import DatasetInfo
-from segcli.engine.build import build_metrics
-from segcli.plugins import Plugins
+from segcli.engine.build import build_metrics, call_factory
+from segcli.errors import ConfigError, UnknownNameError
+from segcli.plugins import Plugins, get_plugins
+from segcli.registry import Registry, plural
 
 # A metric is asked for its keys with one tiny all-background batch of this size.
 _PROBE_SIZE = 8
@@ -28,6 +32,82 @@ def check_run(config: RunConfig, info: DatasetInfo, plugins: Plugins | None = No
     check_amp(config, device)
     check_monitor(config, info, plugins)
     check_logging(config)
+    check_components(config, plugins)
+
+
+def check_components(config: RunConfig, plugins: Plugins | None = None) -> None:
+    """The optimiser, the scheduler and every augmentation: a registered name, options its
+    factory takes, values it accepts (each factory is called once, on a probe)."""
+    plugins = plugins or get_plugins()
+    optimizer, scheduler = config.train.optimizer, config.train.scheduler
+    probe = [torch.nn.Parameter(torch.zeros(1))]
+    check_component(
+        config,
+        "train.optimizer",
+        plugins.optimizers,
+        optimizer.name,
+        optimizer.options,
+        probe,
+        config.train.lr,
+    )
+    check_component(
+        config,
+        "train.scheduler",
+        plugins.schedulers,
+        scheduler.name,
+        scheduler.options,
+        config.train.epochs,
+        1,
+    )
+    for name, options in config.augment.items():
+        check_component(config, f"augment.{name}", plugins.transforms, name, options)
+
+
+def check_component(
+    config: RunConfig,
+    key: str,
+    registry: Registry[Any],
+    name: str,
+    options: dict[str, Any],
+    *args: Any,
+) -> Any:
+    """Build `name` from `registry` with `options` as the run will, or raise a ConfigError that
+    names the configuration key, its value, where it came from and what is valid."""
+    name_key = key if key.startswith("augment.") else f"{key}.name"
+    try:
+        factory = registry.get(name)
+    except UnknownNameError as error:
+        source = _source(config, name_key, options)
+        raise ConfigError(f"{name_key}: {error.message} (from {source})") from None
+    accepted = _option_names(factory, len(args))
+    for option, value in options.items():
+        if accepted is not None and option not in accepted:
+            raise ConfigError(
+                f"{key}.{option} = {value!r} (from {config.source_of(f'{key}.{option}')}) is not "
+                f"an option of {registry.kind} {name!r}; its options: "
+                f"{', '.join(accepted) or 'none'}",
+                hint=f"`segcli list {plural(registry.kind)}` describes each {registry.kind}",
+            )
+    try:
+        return call_factory(registry, name, *args, **options)
+    except ConfigError as error:
+        source = _source(config, key, options)
+        raise ConfigError(f"{key}: {error.message} (from {source})", hint=error.hint) from None
+
+
+def _source(config: RunConfig, key: str, options: dict[str, Any]) -> str:
+    """Where a component came from: its own key, or else the first of its options given."""
+    sources = [config.source_of(key), *(config.source_of(f"{key}.{o}") for o in options)]
+    return next((source for source in sources if source != "defaults"), "defaults")
+
+
+def _option_names(factory: Any, positional: int) -> list[str] | None:
+    """The keyword options a factory takes after its `positional` arguments; None if any."""
+    parameters = list(inspect.signature(factory).parameters.values())
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return None
+    given = [p for p in parameters if p.kind is not p.KEYWORD_ONLY][:positional]
+    return [p.name for p in parameters if p not in given and p.kind is not p.VAR_POSITIONAL]
 
 
 def check_device(config: RunConfig) -> torch.device:

@@ -37,6 +37,7 @@ from segcli.engine.build import (
 )
 from segcli.engine.checkpoint import SUFFIX, load_checkpoint, load_model_state, save_checkpoint
 from segcli.engine.metrics_log import read_metrics
+from segcli.engine.optimisation import build_optimizer, build_scheduler
 from segcli.engine.preflight import check_run
 from segcli.engine.runs import (
     create_run_dir,
@@ -107,59 +108,6 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
-
-
-def build_optimizer(config: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
-    train = config.train
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    name = train.optimizer.lower()
-    if name == "sgd":
-        return torch.optim.SGD(
-            parameters, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay
-        )
-    if name == "adam":
-        return torch.optim.Adam(parameters, lr=train.lr, weight_decay=train.weight_decay)
-    if name == "adamw":
-        return torch.optim.AdamW(parameters, lr=train.lr, weight_decay=train.weight_decay)
-    if name == "rmsprop":
-        return torch.optim.RMSprop(
-            parameters, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay
-        )
-    raise ConfigError(f"unknown optimizer {train.optimizer!r}; valid: sgd, adam, adamw, rmsprop")
-
-
-SCHEDULERS = ("none", "poly", "cosine", "step", "onecycle")
-
-
-def lr_factor(config: RunConfig, steps_per_epoch: int) -> Callable[[int], float]:
-    """Learning-rate multiplier per optimizer step: linear warm-up, then the schedule.
-
-    A plain function of the step, so a resumed run (LambdaLR restores the step count) has
-    exactly the learning rate an uninterrupted one would.
-    """
-    train = config.train
-    total = max(1, train.epochs * steps_per_epoch)
-    warmup = int(train.warmup_epochs * steps_per_epoch)
-    name = train.scheduler.lower()
-    if name not in SCHEDULERS:
-        raise ConfigError(f"unknown scheduler {train.scheduler!r}; valid: {', '.join(SCHEDULERS)}")
-    if name == "onecycle":
-        warmup = warmup or int(0.3 * total)  # one-cycle's usual 30 % rise
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            start = 0.04 if name == "onecycle" else 0.0
-            return start + (1 - start) * (step + 1) / (warmup + 1)
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        if name == "poly":
-            return (1 - progress) ** train.poly_power
-        if name in ("cosine", "onecycle"):
-            return 0.5 * (1 + math.cos(math.pi * progress))
-        if name == "step":
-            return train.gamma ** (step // max(1, train.step_epochs * steps_per_epoch))
-        return 1.0
-
-    return factor
 
 
 def make_loader(
@@ -375,8 +323,8 @@ def _fit(
     mode = config.train.monitor_mode if validate else "min"
 
     steps_per_epoch = math.ceil(len(train_loader) / max(1, config.train.accumulate))
-    optimizer = build_optimizer(config, model)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, steps_per_epoch))
+    optimizer = build_optimizer(config, model, plugins)
+    scheduler = build_scheduler(config, optimizer, steps_per_epoch, plugins)
     scaler = torch.amp.GradScaler("cuda") if config.train.amp == "fp16" else None
     ema = (
         AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.train.ema), use_buffers=True)

@@ -179,3 +179,64 @@ def test_a_good_run_with_the_same_settings_gets_its_folder(cli, tmp_path, shapes
     result = _train(cli, tmp_path, shapes_dataset, "train.monitor=confusion/mean_dice")
     assert result.exit_code == 0, result.stderr
     assert len(list((tmp_path / "runs").glob("*/last.safetensors"))) == 1
+
+
+# (override, what the one-line error must say): each checked against the component's plugin
+BAD_COMPONENTS = [
+    ("train.optimizer=adm", "train.optimizer.name: unknown optimizer 'adm'; did you mean 'adam'"),
+    ("train.scheduler=linear", "Valid schedulers: constant, cosine, none, onecycle, poly, step"),
+    ("train.scheduler.warmup_epochs=-0.5", "warmup_epochs must be a float >= 0, got -0.5"),
+    ("train.optimizer.momentum=0.5", "train.optimizer.momentum = 0.5 (from --set"),
+    ("train.optimizer.weight_decay=-1e-4", "Invalid weight_decay value: -0.0001"),
+    ("train.scheduler.pwer=2", "is not an option of scheduler 'none'; its options: warmup_epochs"),
+    ("augment.hflip.p=1.5", "augment.hflip: transform 'hflip' rejected its options {'p': 1.5}"),
+    ("augment.blur.sigma=1", "augment.blur: unknown transform 'blur'; Valid transforms: "),
+    ("augment.rotate.degrees=-10", "degrees must be in [0, 180], got -10"),
+    ("augment.scale.range=[2.0,1.0]", "range must be [min, max] with 0 < min <= max"),
+]
+
+
+@pytest.mark.parametrize("override, expects", BAD_COMPONENTS)
+def test_optimiser_scheduler_and_augmentations_are_checked_against_their_plugins(override, expects):
+    from segcli.engine.preflight import check_components
+
+    config = build_config(overrides=[override])
+    with pytest.raises(ConfigError) as caught:
+        check_components(config)
+    message = str(caught.value)
+    assert expects in message and "\n" not in message
+    assert f"(from --set {override})" in message
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["train.optimizer=sgd", "train.optimizer.momentum=0.5"],
+        ["train.scheduler=step", "train.scheduler.step_epochs=2", "train.scheduler.gamma=0.5"],
+        [
+            "train.scheduler=onecycle",
+            "augment.rotate.degrees=15",
+            "augment.color_jitter.strength=0.1",
+        ],
+    ],
+)
+def test_valid_components_pass(overrides):
+    from segcli.engine.preflight import check_components
+
+    check_components(build_config(overrides=overrides))
+
+
+def test_a_bad_scheduler_option_leaves_no_run_folder(cli, shapes_dataset, tmp_path):
+    runs = tmp_path / "runs"
+    result = cli(
+        "train",
+        "--plugin",
+        "shapes-unet",
+        f"--set=dataset.path={shapes_dataset}",
+        f"--set=runs_dir={runs}",
+        "--set=train.scheduler=poly",
+        "--set=train.scheduler.power=-1",
+    )
+    assert result.exit_code == 2, result.stdout
+    assert "train.scheduler: scheduler 'poly' rejected its options {'power': -1}" in result.stderr
+    assert not runs.exists()

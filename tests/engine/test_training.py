@@ -24,8 +24,8 @@ TINY = [
     "train.batch_size=8",
     "train.workers=0",
     "train.deterministic=true",
-    "augment.hflip=0.5",
-    "augment.rotate=10.0",
+    "augment.hflip.p=0.5",
+    "augment.rotate.degrees=10.0",
 ]
 
 
@@ -48,7 +48,7 @@ def test_resume_after_sigkill_mid_epoch_matches_an_uninterrupted_run(shapes_data
     epochs = [
         "train.epochs=4",
         "train.scheduler=cosine",
-        "train.warmup_epochs=0.5",
+        "train.scheduler.warmup_epochs=0.5",
         "train.ema=0.9",
     ]
     reference = fit(tiny_config(shapes_dataset, tmp_path / "reference", *epochs))
@@ -103,12 +103,11 @@ def test_gradient_accumulation_matches_the_larger_batch(shapes_dataset, tmp_path
             shapes_dataset,
             tmp_path,
             "model.batch_norm=false",
-            "augment.hflip=0.0",
-            "augment.rotate=0.0",
+            "augment=none",
             f"train.batch_size={batch}",
             f"train.accumulate={accumulate}",
             "train.optimizer=sgd",
-            "train.momentum=0.0",
+            "train.optimizer.momentum=0.0",
             "train.lr=0.5",
         )
         torch.manual_seed(0)
@@ -178,18 +177,22 @@ def test_a_run_ends_with_a_curve_picture(shapes_dataset, tmp_path):
 
 
 def test_schedules_warm_up_and_decay():
-    from segcli.engine.train import lr_factor
+    from segcli.engine.optimisation import build_schedule
 
     config = build_config(
-        overrides=["train.epochs=10", "train.warmup_epochs=1", "train.scheduler=poly"]
+        overrides=["train.epochs=10", "train.scheduler=poly", "train.scheduler.warmup_epochs=1"]
     )
-    factor = lr_factor(config, steps_per_epoch=10)
+    factor = build_schedule(config, steps_per_epoch=10)
     assert factor(0) < factor(5) < factor(9) <= 1.0
     assert factor(99) < 0.05
-    onecycle = lr_factor(
+    onecycle = build_schedule(
         build_config(overrides=["train.epochs=10", "train.scheduler=onecycle"]), 10
     )
     assert onecycle(0) < onecycle(29) and onecycle(29) > onecycle(99)
+    step = build_schedule(
+        build_config(overrides=["train.scheduler=step", "train.scheduler.step_epochs=2"]), 10
+    )
+    assert step(19) == 1.0 and step(20) == pytest.approx(0.1)
 
 
 @pytest.mark.slow
