@@ -44,7 +44,7 @@ def evaluate(
         labelled_pairs,
         write_json_atomic,
     )
-    from segcli.engine.predict import Predictor, reuse_freed_memory
+    from segcli.engine.predictor import Predictor, reuse_freed_memory
     from segcli.engine.runs import find_checkpoint
 
     checkpoint_path = find_checkpoint(checkpoint, runs_dir)

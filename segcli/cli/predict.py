@@ -68,7 +68,9 @@ def predict(
         TimeRemainingColumn,
     )
 
-    from segcli.engine.predict import discover_inputs, predict_paths, reuse_freed_memory
+    from segcli.engine.inputs import discover_inputs
+    from segcli.engine.predict import predict_paths
+    from segcli.engine.predictor import reuse_freed_memory
     from segcli.engine.runs import find_checkpoint
     from segcli.errors import PartialFailure
 

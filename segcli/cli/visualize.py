@@ -54,7 +54,7 @@ def predictions(
     runs_dir: options.RunsDir = Path("runs"),
 ) -> None:
     """Rows of image / truth / prediction / error map, each labelled with its mean IoU."""
-    from segcli.engine.predict import Predictor
+    from segcli.engine.predictor import Predictor
     from segcli.engine.runs import find_checkpoint
     from segcli.visualize import prediction_rows, save_picture
 

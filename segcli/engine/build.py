@@ -11,10 +11,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from segcli.config import RunConfig
 from segcli.data.format import IGNORE_INDEX, DatasetInfo
+from segcli.engine.preprocess import crop_padding, pad_to_multiple, resize, size_divisor
 from segcli.errors import CheckpointError, ConfigError, PluginError, SegcliError
 from segcli.losses import build_loss as build_weighted_loss
 from segcli.losses import is_single_logit, parse_loss_spec
@@ -256,25 +256,17 @@ def build_metrics(
 def forward(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """Logits at the input's size, whatever the model needs.
 
-    Models with `size_divisor` get their input padded (bottom/right) to a multiple and the
-    logits cropped back; a model whose output still differs in size (valid convolutions)
-    has its logits resized bilinearly. Training, evaluation and prediction all go through
-    here, so they treat every model the same way.
+    Models with `size_divisor` get their input padded to a multiple and the logits cropped
+    back; a model whose output still differs in size (valid convolutions) has its logits
+    resized. Both follow `segcli.engine.preprocess`'s pad and resize policy. Training,
+    evaluation and prediction all go through here, so they treat every model the same way.
     """
     height, width = images.shape[-2:]
-    divisor = int(getattr(_unwrap(model), "size_divisor", 1) or 1)
-    pad_h, pad_w = -height % divisor, -width % divisor
-    if pad_h or pad_w:
-        mode = "reflect" if pad_h < height and pad_w < width else "constant"
-        images = F.pad(images, [0, pad_w, 0, pad_h], mode=mode)
+    images, pad_h, pad_w = pad_to_multiple(images, size_divisor(model))
     logits = model(images)
     if isinstance(logits, dict):  # torchvision-style outputs
         logits = logits["out"]
-    if pad_h or pad_w:
-        logits = logits[..., : logits.shape[-2] - pad_h or None, : logits.shape[-1] - pad_w or None]
-    if logits.shape[-2:] != (height, width):
-        logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
-    return logits
+    return resize(crop_padding(logits, pad_h, pad_w), (height, width))
 
 
 def predictions(logits: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
@@ -295,10 +287,6 @@ def probabilities(logits: torch.Tensor) -> torch.Tensor:
 def _logit(probability: float) -> float:
     probability = min(max(probability, 1e-6), 1 - 1e-6)
     return float(torch.logit(torch.tensor(probability)))
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return getattr(model, "module", getattr(model, "_orig_mod", model))
 
 
 def autocast_for(amp: str, device: torch.device):

@@ -26,7 +26,9 @@ from segcli.data.io import (
     write_png_atomic,
 )
 from segcli.engine.build import build_metrics
-from segcli.engine.predict import Predictor, is_inside, loader_workers, path_key
+from segcli.engine.inputs import is_inside, path_key
+from segcli.engine.predict import loader_workers
+from segcli.engine.predictor import Predictor
 from segcli.engine.tiling import tiling_options
 from segcli.errors import DataError, UsageError
 from segcli.palette import colorize

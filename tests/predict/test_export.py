@@ -35,7 +35,8 @@ def test_unet_export_passes_parity_and_predicts_like_the_checkpoint(
         "rectangle",
         "triangle",
     ]
-    assert sidecar["preprocessing"]["resize"] == [32, 32] and len(sidecar["palette"]) == 4
+    assert sidecar["preprocessing"]["size"] == [32, 32] and len(sidecar["palette"]) == 4
+    assert sidecar["preprocessing"]["resize"] == "bilinear-antialias"
     masks = {}
     for name, checkpoint in (("torch", trained_run), ("exported", model)):
         out = tmp_path / name
@@ -111,12 +112,13 @@ def test_exported_model_without_sidecar_is_a_checkpoint_error(cli, image_tree, t
 def test_onnx_model_without_onnxruntime_says_how_to_install_it(
     cli, image_tree, tmp_path, monkeypatch
 ):
-    from segcli.engine import export
+    from segcli.engine import exported
 
     model = tmp_path / "model.onnx"
     model.write_bytes(b"onnx")
-    export.sidecar_path(model).write_text(json.dumps({"preprocessing": {"pad_to_multiple_of": 4}}))
-    monkeypatch.setattr(export, "_importable", lambda name: name != "onnxruntime")
+    sidecar = {"preprocessing": {"pad_to_multiple_of": 4}}  # a first-version sidecar
+    exported.sidecar_path(model).write_text(json.dumps(sidecar))
+    monkeypatch.setattr(exported, "_importable", lambda name: name != "onnxruntime")
     result = cli(
         "predict",
         str(image_tree / "a.png"),
