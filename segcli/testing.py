@@ -9,9 +9,13 @@ any test runner::
     def test_my_net_keeps_the_contract():
         check_model(build_my_net, options={"width": 8})
 
-segcli's own tests run them over everything registered (tests/plugins/test_contracts.py),
-so a plugin is checked the moment it registers. What each check asserts is documented in
-its docstring and in docs/models.md and docs/losses-and-metrics.md.
+segcli's own tests run them over everything registered
+(tests/plugins/test_plugin_contracts.py), so a plugin is checked the moment it registers.
+A plugin tunes that run with attributes, read when the check's own argument is left out:
+``factory.test_options`` (a dict: the options to test with, e.g. small widths) on any
+factory, and ``min_input_size`` (an int or ``(height, width)``) on a model. A factory that
+raises anything but a segcli error is reported as a ``PluginError`` naming the plugin.
+What each check asserts is documented in its docstring and in docs/testing-plugins.md.
 """
 
 from __future__ import annotations
@@ -27,12 +31,15 @@ from torch import nn
 from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
 
-from segcli.errors import SegcliError
+from segcli.engine.preprocess import crop_padding, pad_to_multiple, size_divisor
+from segcli.errors import PluginError, SegcliError
+from segcli.registry import one_line
 
 __all__ = [
     "check_loss",
     "check_metric",
     "check_model",
+    "check_transform",
     "padded_forward",
     "pixels_from_matrix",
 ]
@@ -44,27 +51,58 @@ def _fail(kind: str, name: str, prop: str, detail: str) -> None:
     raise AssertionError(f"{kind} {name!r} breaks the contract [{prop}]: {detail}")
 
 
+# float32 results agree with a float64 reference to a few units in the 7th digit
+RELATIVE_TOLERANCE = 1e-5
+ABSOLUTE_TOLERANCE = 1e-7
+
+
 def _name(factory: Callable[..., Any], name: str | None) -> str:
     return name or getattr(factory, "__qualname__", repr(factory))
+
+
+def _options(factory: Callable[..., Any], options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The options to test with: the caller's, else those the factory declares."""
+    return dict(options if options is not None else getattr(factory, "test_options", None) or {})
+
+
+def _build(kind: str, name: str, factory: Callable[..., Any], *args: Any, **options: Any) -> Any:
+    """Call a plugin's factory; what it raises that is not a segcli error is its plugin's."""
+    try:
+        return factory(*args, **options)
+    except SegcliError:
+        raise
+    except Exception as exc:
+        raise PluginError(
+            f"{kind} {name!r} from plugin {_plugin_of(factory)} failed to build with options "
+            f"{options}: {one_line(exc)}",
+            hint="report it to the plugin's authors; --debug shows the traceback",
+        ) from exc
+
+
+def _plugin_of(factory: Callable[..., Any]) -> str:
+    """The registered plugin a factory came from, else the package that defines it."""
+    from segcli.plugins import get_plugins
+
+    path = f"{getattr(factory, '__module__', '')}:{getattr(factory, '__qualname__', '')}"
+    for registry in get_plugins().registries.values():
+        for entry in registry:
+            if entry.target is factory or entry.target == path:
+                return str(entry.origin)
+    return str(getattr(factory, "__module__", "?")).partition(".")[0]
 
 
 # ---------------------------------------------------------------------------------- models
 
 
 def padded_forward(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Run `model` as the engine does, without the final resize: pad the input bottom/right
-    to a multiple of the model's `size_divisor`, then crop the logits back by the padding."""
-    height, width = images.shape[-2:]
-    divisor = int(getattr(model, "size_divisor", 1) or 1)
-    pad_h, pad_w = -height % divisor, -width % divisor
-    if pad_h or pad_w:
-        images = F.pad(images, [0, pad_w, 0, pad_h])
+    """Run `model` as the engine does, without the final resize: pad the input to a multiple
+    of the model's `size_divisor` and crop the logits back, by the engine's pad policy
+    (`segcli.engine.preprocess`: reflection, bottom/right)."""
+    images, pad_h, pad_w = pad_to_multiple(images, size_divisor(model))
     logits = model(images)
     if isinstance(logits, dict):
         logits = logits["out"]
-    if pad_h or pad_w:
-        logits = logits[..., : logits.shape[-2] - pad_h, : logits.shape[-1] - pad_w]
-    return logits
+    return crop_padding(logits, pad_h, pad_w)
 
 
 def check_model(
@@ -73,22 +111,25 @@ def check_model(
     num_classes: int = 3,
     in_channels: int = 3,
     options: Mapping[str, Any] | None = None,
-    sizes: Sequence[tuple[int, int]] = ((33, 47),),
+    sizes: Sequence[tuple[int, int]] | None = None,
     name: str | None = None,
 ) -> None:
     """Check a model factory ``(num_classes, in_channels, **options) -> nn.Module``.
 
-    Properties: *output shape* (N, K, H, W) at each odd size in `sizes`, after the engine's
+    `options` default to ``factory.test_options``; `sizes` to 33x47, raised to the model's
+    ``min_input_size`` (kept odd) when it declares one.
+
+    Properties: *output shape* (N, K, H, W) at each size in `sizes`, after the engine's
     padding to `size_divisor` -- or smaller in both sides when the model declares
     ``shrinks_output = True``; *gradients reach every parameter* (non-zero and finite);
     *batch of 1 in train mode* works; *eval-mode determinism*; *state-dict round trip*
     through a safetensors file into a freshly built model gives the same outputs.
     """
     name = _name(factory, name)
-    options = dict(options or {})
+    options = _options(factory, options)
 
     def build() -> nn.Module:
-        model = factory(num_classes, in_channels, **options)
+        model = _build("model", name, factory, num_classes, in_channels, **options)
         if not isinstance(model, nn.Module):
             _fail(
                 "model", name, "factory result", f"returned {type(model).__name__}, not nn.Module"
@@ -98,6 +139,7 @@ def check_model(
     torch.manual_seed(0)
     model = build()
     model.eval()
+    sizes = sizes or (_least_odd_size(model, (33, 47)),)
     for height, width in sizes:
         images = torch.randn(2, in_channels, height, width)
         with torch.no_grad():
@@ -109,6 +151,13 @@ def check_model(
     _check_single_image_batch(model, name, images[:1])
     _check_eval_determinism(model, name, images)
     _check_round_trip(model, build, name, images)
+
+
+def _least_odd_size(model: nn.Module, size: tuple[int, int]) -> tuple[int, int]:
+    """`size`, each side raised to the model's declared minimum and then to an odd number."""
+    minimum = getattr(model, "min_input_size", None) or 1
+    least = (minimum, minimum) if isinstance(minimum, int) else tuple(minimum)
+    return tuple(max(side, int(low)) | 1 for side, low in zip(size, least, strict=True))
 
 
 def _check_output_shape(model, name, logits, num_classes, height, width) -> None:
@@ -227,7 +276,7 @@ def _check_round_trip(model, build, name, images) -> None:
         )
     with torch.no_grad():
         restored = padded_forward(fresh, images)
-    if not torch.allclose(expected, restored, rtol=0, atol=1e-6):
+    if not torch.allclose(expected, restored, RELATIVE_TOLERANCE, ABSOLUTE_TOLERANCE):
         _fail(
             "model",
             name,
@@ -261,7 +310,7 @@ def check_loss(
     binary = bool(getattr(factory, "single_logit", False)) if binary is None else binary
     classes = 2 if binary else num_classes
     channels = 1 if binary else num_classes
-    loss_fn = factory(classes, IGNORE_INDEX, **dict(options or {}))
+    loss_fn = _build("loss", name, factory, classes, IGNORE_INDEX, **_options(factory, options))
     generator = torch.Generator().manual_seed(0)
     target = torch.randint(0, classes, (2, 9, 11), generator=generator)
     ignored = torch.zeros_like(target, dtype=torch.bool)
@@ -300,7 +349,12 @@ def check_loss(
         _fail("loss", name, "ignore index honoured", "ignored pixels receive a gradient")
     changed = logits.detach().clone()
     changed[ignored.unsqueeze(1).expand_as(changed)] = 50.0
-    if not torch.allclose(loss_fn(changed, target_with_ignore), value.detach(), atol=1e-6):
+    if not torch.allclose(
+        loss_fn(changed, target_with_ignore),
+        value.detach(),
+        RELATIVE_TOLERANCE,
+        ABSOLUTE_TOLERANCE,
+    ):
         _fail(
             "loss", name, "ignore index honoured", "the logits of ignored pixels change the value"
         )
@@ -371,14 +425,14 @@ def check_metric(
     nonzero, unique or bincount); *accumulation* (two updates equal one with both
     batches); *reset*; *ignore index honoured* (neither predictions at ignored pixels nor
     an extra, wholly ignored image change anything); *known values*: each (pred, target,
-    expected) of `known` -- see `pixels_from_matrix` -- gives the expected values (to 1e-9;
-    NaN matches NaN).
+    expected) of `known` -- see `pixels_from_matrix` -- gives the expected values (to a
+    relative 1e-5, so float32 arithmetic passes; NaN matches NaN).
     """
     name = _name(factory, name)
-    options = dict(options or {})
+    options = _options(factory, options)
 
     def build():
-        return factory(num_classes, IGNORE_INDEX, **options)
+        return _build("metric", name, factory, num_classes, IGNORE_INDEX, **options)
 
     metric = build()
     for method in ("reset", "update", "compute"):
@@ -439,7 +493,7 @@ def check_metric(
         for key, value in expected.items():
             if key not in result:
                 _fail("metric", name, "known values", f"case {index}: no key {key!r}")
-            if not _same(result[key], value, tolerance=1e-9):
+            if not _same(result[key], value):
                 _fail(
                     "metric",
                     name,
@@ -471,20 +525,23 @@ def _compare(name: str, prop: str, expected: dict, actual: dict, detail: str) ->
     if expected.keys() != actual.keys():
         _fail("metric", name, prop, f"{detail}: keys {sorted(actual)} vs {sorted(expected)}")
     for key in expected:
-        if not _same(actual[key], expected[key], tolerance=1e-9):
+        if not _same(actual[key], expected[key]):
             _fail("metric", name, prop, f"{detail} ({key}: {actual[key]!r} vs {expected[key]!r})")
 
 
-def _same(actual: Any, expected: Any, tolerance: float) -> bool:
+def _same(actual: Any, expected: Any) -> bool:
+    """Equal up to float32 rounding (relative), NaN matching NaN."""
     if isinstance(expected, (list, tuple)):
         return (
             isinstance(actual, (list, tuple))
             and len(actual) == len(expected)
-            and all(_same(a, e, tolerance) for a, e in zip(actual, expected, strict=True))
+            and all(_same(a, e) for a, e in zip(actual, expected, strict=True))
         )
     if isinstance(expected, float) and math.isnan(expected):
         return isinstance(actual, float) and math.isnan(actual)
-    return isinstance(actual, (int, float)) and abs(actual - expected) <= tolerance
+    return isinstance(actual, (int, float)) and math.isclose(
+        actual, expected, rel_tol=RELATIVE_TOLERANCE, abs_tol=ABSOLUTE_TOLERANCE
+    )
 
 
 class _NoHostSync(TorchFunctionMode):
@@ -534,6 +591,139 @@ class _NoHostSync(TorchFunctionMode):
 def _has_boolean_index(index: Any) -> bool:
     items = index if isinstance(index, tuple) else (index,)
     return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in items)
+
+
+# ------------------------------------------------------------------------------ transforms
+
+# mask classes of a test sample; none is 0, so a transform that fills with 0 shows
+_MASK_VALUES = (3, 7, 9)
+
+
+def check_transform(
+    factory: Callable[..., Callable],
+    *,
+    options: Mapping[str, Any] | None = None,
+    channels: Sequence[int] = (1, 3),
+    seeds: int = 8,
+    name: str | None = None,
+) -> None:
+    """Check a transform factory ``(**options) -> transform``, the transform mapping
+    ``(image: tv_tensors.Image uint8 (C, H, W), mask: tv_tensors.Mask uint8 (H, W))`` to
+    ``(image, mask)``. `options` default to ``factory.test_options``.
+
+    Properties, for images of each channel count in `channels` and `seeds` random draws:
+    *types and shapes* (an Image and a Mask back, dtypes and channels kept, image and mask
+    the same height and width); *mask values preserved* (every output mask value is an
+    input value or the ignore index 255: masks resample nearest-neighbour and fill with
+    255); *image and mask move together* (a geometric change moves both alike); *seeded
+    determinism* (the same torch seed gives the same output whatever Python's and NumPy's
+    random states: torch's generator is the only source of randomness).
+    """
+    import random
+
+    import numpy as np
+    from torchvision import tv_tensors
+
+    name = _name(factory, name)
+    transform = _build("transform", name, factory, **_options(factory, options))
+    if not callable(transform):
+        _fail("transform", name, "factory result", f"returned {_describe(transform)}")
+    for count in channels:
+        image, mask = _transform_sample(count)
+        for seed in range(seeds):
+            outputs = []
+            for other_seed in (seed + 1, seed + 2):
+                random.seed(other_seed)
+                np.random.seed(other_seed)
+                torch.manual_seed(seed)
+                outputs.append(transform(tv_tensors.Image(image), tv_tensors.Mask(mask)))
+            _check_transform_output(name, outputs[0], count)
+            (image_out, mask_out), (again_image, again_mask) = outputs
+            if not (torch.equal(image_out, again_image) and torch.equal(mask_out, again_mask)):
+                _fail(
+                    "transform",
+                    name,
+                    "seeded determinism",
+                    f"torch seed {seed} gives two different results: draw random numbers from "
+                    "torch only (not Python's random or NumPy)",
+                )
+            _check_mask_values(name, mask_out)
+            _check_alignment(name, image_out, mask_out, seed)
+
+
+def _transform_sample(channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """An odd-sized sample whose image brightness encodes its mask class, with regions off
+    the centre so that any flip, rotation or zoom visibly moves them."""
+    mask = torch.full((61, 83), _MASK_VALUES[0], dtype=torch.uint8)
+    mask[5:35, 4:44] = _MASK_VALUES[1]
+    mask[38:58, 52:77] = _MASK_VALUES[2]
+    brightness = torch.zeros(256, dtype=torch.uint8)
+    # dim enough that brightening by 90 % still tells the classes apart below 255
+    brightness[list(_MASK_VALUES)] = torch.tensor([40, 80, 120], dtype=torch.uint8)
+    image = brightness[mask.long()].expand(channels, -1, -1).clone()
+    return image, mask
+
+
+def _check_transform_output(name: str, output: Any, channels: int) -> None:
+    from torchvision import tv_tensors
+
+    prop = "types and shapes"
+    if not isinstance(output, (tuple, list)) or len(output) != 2:
+        _fail("transform", name, prop, f"returned {_describe(output)}, not (image, mask)")
+    image, mask = output
+    if not isinstance(image, tv_tensors.Image) or not isinstance(mask, tv_tensors.Mask):
+        _fail(
+            "transform",
+            name,
+            prop,
+            f"returned ({type(image).__name__}, {type(mask).__name__}), not (Image, Mask): "
+            "later steps tell the mask from the image by these types",
+        )
+    if image.dtype != torch.uint8 or mask.dtype != torch.uint8:
+        _fail("transform", name, prop, f"dtypes became {image.dtype} and {mask.dtype}, not uint8")
+    if image.dim() != 3 or image.shape[0] != channels or mask.shape != image.shape[1:]:
+        _fail(
+            "transform",
+            name,
+            prop,
+            f"a {channels}-channel image came back {tuple(image.shape)} with a mask of "
+            f"{tuple(mask.shape)}",
+        )
+
+
+def _check_mask_values(name: str, mask: torch.Tensor) -> None:
+    new = sorted(set(torch.unique(mask).tolist()) - {*_MASK_VALUES, IGNORE_INDEX})
+    if new:
+        _fail(
+            "transform",
+            name,
+            "mask values preserved",
+            f"the mask gained values {new} (input {list(_MASK_VALUES)}): resample masks "
+            f"nearest-neighbour and fill uncovered pixels with the ignore index {IGNORE_INDEX}",
+        )
+
+
+def _check_alignment(name: str, image: torch.Tensor, mask: torch.Tensor, seed: int) -> None:
+    """Each class's pixels keep their own brightness: told apart by the nearest class median,
+    at least 3 in 4 of every class's pixels (the rest: edges the image blends) land in their
+    own class. A mask left in place, or moved differently, mixes the classes and breaks it."""
+    brightness = image.float().mean(0)
+    present = [value for value in _MASK_VALUES if (mask == value).any()]
+    medians = torch.stack([brightness[mask == value].median() for value in present])
+    separated = bool((medians[1:] > medians[:-1]).all())
+    for value in present:
+        pixels = brightness[mask == value]
+        nearest = (pixels[:, None] - medians[None, :]).abs().argmin(1)
+        recall = float((nearest == present.index(value)).float().mean())
+        if not separated or recall < 0.75:
+            _fail(
+                "transform",
+                name,
+                "image and mask move together",
+                f"with torch seed {seed} the image's regions no longer match the mask's "
+                f"(class {value}: {recall:.0%} of its pixels look like it); apply the same "
+                "geometric change, from the same random draw, to both",
+            )
 
 
 def _describe(value: Any) -> str:

@@ -16,20 +16,8 @@ from torchvision.models import segmentation
 from torchvision.models.segmentation.deeplabv3 import ASPPPooling
 from torchvision.models.segmentation.lraspp import LRASPP
 
+from segcli.nn import single_value_safe
 from segcli.weights import load_matching, read_state_dict
-
-
-class _SingleValueSafeBatchNorm(nn.BatchNorm2d):
-    """ASPP's image-pooling branch normalises a 1x1 map: with one image in a training batch
-    there is one value per channel, which batch statistics cannot normalise, so that batch
-    uses the running statistics instead of failing."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and x.shape[0] * x.shape[2] * x.shape[3] == 1:
-            return F.batch_norm(
-                x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
-            )
-        return super().forward(x)
 
 
 class SegmentationLogits(nn.Module):
@@ -46,18 +34,13 @@ class SegmentationLogits(nn.Module):
         self.head_prefixes = head_prefixes
         for module in self.classifier.modules():
             if isinstance(module, ASPPPooling):
-                module[2] = _swap_batch_norm(module[2])
+                # ASPP's image-pooling branch normalises a 1x1 map
+                module[2] = single_value_safe(module[2])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.backbone(x)
         logits = self.classifier(features if self._takes_feature_dict else features["out"])
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
-
-
-def _swap_batch_norm(norm: nn.BatchNorm2d) -> _SingleValueSafeBatchNorm:
-    safe = _SingleValueSafeBatchNorm(norm.num_features, norm.eps, norm.momentum)
-    safe.load_state_dict(norm.state_dict())
-    return safe
 
 
 def _input_conv(model: SegmentationLogits) -> tuple[nn.Module, str]:

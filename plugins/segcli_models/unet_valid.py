@@ -57,8 +57,10 @@ class ValidUNet(nn.Module):
         )
         self.head = nn.Conv2d(widths[0], num_classes, 1)
 
-    def minimum_input_size(self) -> int:
-        """The smallest square input whose output is at least one pixel."""
+    @property
+    def min_input_size(self) -> int:
+        """The smallest square input whose output is at least one pixel (segcli.testing
+        checks the model at this size or larger)."""
         size = 1
         while self.output_size(size) < 1:
             size += 1
@@ -78,7 +80,7 @@ class ValidUNet(nn.Module):
         if min(self.output_size(height), self.output_size(width)) < 1:
             raise UsageError(
                 f"unet-valid of depth {self.depth} needs inputs of at least "
-                f"{self.minimum_input_size()}x{self.minimum_input_size()} pixels, got "
+                f"{self.min_input_size}x{self.min_input_size} pixels, got "
                 f"{height}x{width}",
                 hint="raise input.size or lower model.depth",
             )

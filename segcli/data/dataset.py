@@ -8,8 +8,10 @@ exactly what an uninterrupted one would.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from itertools import cycle, islice
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -17,9 +19,8 @@ from torch.utils.data import Dataset, Sampler
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from segcli.config import AugmentConfig, InputConfig
+from segcli.config import InputConfig
 from segcli.data.format import (
-    IGNORE_INDEX,
     DatasetInfo,
     check_mask_values,
     describe_classes,
@@ -27,45 +28,36 @@ from segcli.data.format import (
     split_files,
 )
 from segcli.data.io import read_image, read_mask
+from segcli.engine.preprocess import TrainingInput, configured_preprocessing
 from segcli.errors import DataError
+from segcli.plugins import Plugins, get_plugins
 
 
 def build_transforms(
     input_config: InputConfig,
-    augment: AugmentConfig | None,
+    augment: Mapping[str, Mapping[str, Any]] | None,
     channels: int,
+    plugins: Plugins | None = None,
 ) -> v2.Compose:
-    """Joint transforms: masks are only ever resampled nearest-neighbour, filled with ignore."""
-    steps: list[v2.Transform] = []
-    if augment is not None:
-        if augment.rotate or tuple(augment.scale) != (1.0, 1.0):
-            steps.append(
-                v2.RandomAffine(
-                    degrees=augment.rotate,
-                    scale=tuple(augment.scale),
-                    interpolation=v2.InterpolationMode.BILINEAR,
-                    fill={tv_tensors.Image: 0, tv_tensors.Mask: IGNORE_INDEX},
-                )
-            )
-        if augment.hflip:
-            steps.append(v2.RandomHorizontalFlip(augment.hflip))
-        if augment.vflip:
-            steps.append(v2.RandomVerticalFlip(augment.vflip))
-        if augment.color_jitter:
-            jitter = augment.color_jitter
-            steps.append(
-                v2.ColorJitter(brightness=jitter, contrast=jitter)
-                if channels == 1
-                else v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter)
-            )
-    if input_config.size:
-        steps.append(v2.Resize(list(input_config.size), antialias=True))
-    mean, std = input_config.normalisation(channels)
-    steps += [
-        v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
-        v2.Normalize(mean, std),
-    ]
+    """The configured augmentations in order (`augment`: transform name -> options, from
+    the transforms registry), then the resize and normalisation every image gets."""
+    steps: list[Callable] = augmentations(augment or {}, plugins)
+    # the one resize and normalisation prediction uses too (segcli.engine.preprocess)
+    steps.append(TrainingInput(configured_preprocessing(input_config, channels)))
     return v2.Compose(steps)
+
+
+def augmentations(
+    augment: Mapping[str, Mapping[str, Any]], plugins: Plugins | None = None
+) -> list[Callable]:
+    """One joint transform per `augment` entry, built by its registered factory."""
+    registry = (plugins or get_plugins()).transforms
+    steps = []
+    for name, options in augment.items():
+        factory = registry.get(name)
+        with registry.factory_errors(name, options):
+            steps.append(factory(**options))
+    return steps
 
 
 class SegmentationDataset(Dataset):
@@ -95,8 +87,8 @@ class SegmentationDataset(Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        epoch, index = key if isinstance(key, tuple) else (0, key)
+    def __getitem__(self, key: int | SampleKey) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, index, padding = key if isinstance(key, SampleKey) else SampleKey(0, key)
         image_path, mask_path = self.pairs[index]
         image = read_image(image_path, self.info.image_channels)
         mask = read_mask(mask_path)
@@ -118,7 +110,10 @@ class SegmentationDataset(Dataset):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(_sample_seed(self.seed, epoch, index))
             image_out, mask_out = self.transform(image_tensor, mask_tensor)
-        return image_out.as_subclass(torch.Tensor), mask_out.as_subclass(torch.Tensor).long()
+        mask_out = mask_out.as_subclass(torch.Tensor).long()
+        if padding:
+            mask_out.fill_(self.info.ignore_index)
+        return image_out.as_subclass(torch.Tensor), mask_out
 
 
 def _undeclared_values(mask: np.ndarray, info: DatasetInfo) -> list[int]:
@@ -132,11 +127,24 @@ def _sample_seed(seed: int, epoch: int, index: int) -> int:
     return (seed * 1_000_003 + epoch * 7_919 + index) % (2**63)
 
 
-class EpochSampler(Sampler[tuple[int, int]]):
-    """Yields (epoch, index): a seeded permutation per epoch, optionally from a later position.
+class SampleKey(NamedTuple):
+    """What the sampler hands the dataset: which sample, in which epoch, and whether it is
+    padding (a repeat that evens out the processes' shares and must count for nothing)."""
+
+    epoch: int
+    index: int
+    padding: bool = False
+
+
+class EpochSampler(Sampler[SampleKey]):
+    """Yields a seeded permutation per epoch, optionally from a later position.
 
     `start` skips the first samples of the epoch without loading them (resume mid-epoch);
-    `rank`/`world_size` give each distributed process its own share.
+    `rank`/`world_size` give each distributed process its own share. The shares are padded
+    to equal length, so every process runs the same number of batches and collective
+    operations stay in step; the padding samples come with an all-ignored mask, so each
+    image counts once in the loss and the metrics (metric and loss plugins must ignore
+    ignored pixels: the contract suite checks it).
     """
 
     def __init__(
@@ -161,23 +169,25 @@ class EpochSampler(Sampler[tuple[int, int]]):
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.epoch, self.start = epoch, start
 
-    def _order(self) -> list[int]:
+    def _order(self) -> list[SampleKey]:
         if not self.shuffle:
             order = list(range(self.size))
         else:
             generator = torch.Generator().manual_seed(self.seed * 9_973 + self.epoch)
             order = torch.randperm(self.size, generator=generator).tolist()
+        keys = [SampleKey(self.epoch, index) for index in order]
         if self.world_size > 1:
             per_rank = (
                 self.size // self.world_size if self.drop_last else -(-self.size // self.world_size)
             )
-            order = (order * 2)[: per_rank * self.world_size]
-            order = order[self.rank :: self.world_size]
-        return order
+            repeats = cycle(key._replace(padding=True) for key in keys)
+            keys = keys[: per_rank * self.world_size]
+            keys += islice(repeats, per_rank * self.world_size - len(keys))
+            keys = keys[self.rank :: self.world_size]
+        return keys
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        for index in self._order()[self.start :]:
-            yield self.epoch, index
+    def __iter__(self) -> Iterator[SampleKey]:
+        yield from self._order()[self.start :]
 
     def __len__(self) -> int:
         return len(self._order()) - self.start

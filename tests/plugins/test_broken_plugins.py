@@ -8,8 +8,18 @@ import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torchvision import tv_tensors
+from torchvision.transforms import v2
 
-from segcli.testing import check_loss, check_metric, check_model, pixels_from_matrix
+from segcli.errors import PluginError
+from segcli.nn import SingleValueSafeBatchNorm2d
+from segcli.testing import (
+    check_loss,
+    check_metric,
+    check_model,
+    check_transform,
+    pixels_from_matrix,
+)
 
 
 def _expect(prop: str):
@@ -79,6 +89,49 @@ def test_broken_model_fails_on_its_property(model, prop):
 
 def test_sound_fake_model_passes():
     check_model(_TinyNet, name="fake")
+
+
+def test_public_single_value_batch_norm_passes_the_batch_of_one_check():
+    class Safe(_PooledBatchNorm):
+        def __init__(self, num_classes, in_channels):
+            super().__init__(num_classes, in_channels)
+            self.norm = SingleValueSafeBatchNorm2d(4)
+
+    check_model(Safe, name="fake")
+    assert set(Safe(2, 3).norm.state_dict()) == set(nn.BatchNorm2d(4).state_dict())
+
+
+class _NeedsLargeInputs(_TinyNet):
+    min_input_size = (40, 50)
+
+    def forward(self, x):
+        if x.shape[-2] < 40 or x.shape[-1] < 50:
+            raise ValueError(f"needs 40x50 pixels, got {tuple(x.shape[-2:])}")
+        return super().forward(x)
+
+
+def test_declared_minimum_input_size_is_honoured():
+    check_model(_NeedsLargeInputs, name="fake")
+
+
+def test_declared_test_options_are_used():
+    def factory(num_classes, in_channels, *, width):
+        assert width == 2, "the declared test options were not used"
+        return _TinyNet(num_classes, in_channels)
+
+    factory.test_options = {"width": 2}
+    check_model(factory, name="fake")
+
+
+@pytest.mark.parametrize("check", [check_model, check_loss, check_metric, check_transform])
+def test_a_crashing_factory_is_a_plugin_error_naming_its_plugin(check):
+    def factory(*args, **options):
+        raise KeyError("backbone")
+
+    with pytest.raises(
+        PluginError, match=r"from plugin test_broken_plugins .*KeyError: 'backbone'"
+    ):
+        check(factory, name="fake")
 
 
 def _ce(logits, target):
@@ -167,6 +220,18 @@ def test_broken_metric_fails_on_its_property(metric, prop):
         check_metric(metric, name="fake")
 
 
+class _Float32Dice(_Counts):
+    """Dice of class 1 computed in float32, as a GPU-friendly metric does."""
+
+    def compute(self):
+        return {"dice": float(2 * self.correct.float() / (2 * self.correct + self.total).float())}
+
+
+def test_known_values_allow_float32_rounding():
+    case = (*pixels_from_matrix([[3, 1], [2, 4]]), {"dice": 2 * 7 / (2 * 7 + 10)})
+    check_metric(_Float32Dice, num_classes=2, known=[case], name="fake")
+
+
 def test_wrong_known_value_is_named():
     class OffByOne(_Counts):
         def compute(self):
@@ -181,3 +246,56 @@ def test_wrong_known_value_is_named():
 def test_message_names_the_plugin():
     with pytest.raises(AssertionError, match="model 'my-net'"):
         check_model(_HalfSize, name="my-net")
+
+
+def _image_only_flip():
+    def flip(image, mask):
+        return tv_tensors.Image(image.flip(-1)), mask
+
+    return flip
+
+
+def _fills_with_zero():
+    return v2.RandomAffine(degrees=30, fill=0)
+
+
+def _bilinear_mask():
+    def rotate(image, mask):
+        turned = v2.functional.rotate(
+            mask.as_subclass(torch.Tensor)[None].float(), 10, v2.InterpolationMode.BILINEAR
+        )
+        return v2.functional.rotate(image, 10), tv_tensors.Mask(turned[0].round().byte())
+
+    return rotate
+
+
+def _python_random():
+    import random
+
+    def flip(image, mask):
+        return v2.RandomHorizontalFlip(float(random.random() < 0.5))(image, mask)
+
+    return flip
+
+
+def _plain_tensors():
+    return lambda image, mask: (image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor))
+
+
+@pytest.mark.parametrize(
+    ("factory", "prop"),
+    [
+        (_image_only_flip, "image and mask move together"),
+        (_fills_with_zero, "mask values preserved"),
+        (_bilinear_mask, "mask values preserved"),
+        (_python_random, "seeded determinism"),
+        (_plain_tensors, "types and shapes"),
+    ],
+)
+def test_broken_transform_fails_on_its_property(factory, prop):
+    with _expect(prop):
+        check_transform(factory, name="fake")
+
+
+def test_sound_fake_transform_passes():
+    check_transform(lambda: v2.RandomAffine(degrees=30, fill={tv_tensors.Mask: 255}), name="fake")

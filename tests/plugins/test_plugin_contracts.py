@@ -1,7 +1,9 @@
-"""Every registered model, loss and metric runs the contract suite of segcli.testing.
+"""Every registered model, loss, metric and transform runs the contract suite of
+segcli.testing.
 
 Parametrised over the registries, so a plugin is checked the moment it registers. Only
-the sizes of our own models are shrunk here; third-party ones run with their defaults.
+the widths of our own models are shrunk here; third-party ones run with the options and
+sizes they declare (``test_options``, ``min_input_size``) or the checks' defaults.
 """
 
 from __future__ import annotations
@@ -10,7 +12,13 @@ import pytest
 
 from segcli.losses import build_loss
 from segcli.plugins import get_plugins
-from segcli.testing import check_loss, check_metric, check_model, pixels_from_matrix
+from segcli.testing import (
+    check_loss,
+    check_metric,
+    check_model,
+    check_transform,
+    pixels_from_matrix,
+)
 
 PLUGINS = get_plugins()
 
@@ -20,8 +28,6 @@ MODEL_OPTIONS = {
     "unet-valid": {"base_width": 4},
     "fcn8s-vgg": {"head_width": 16},
 }
-ODD_SIZE = ((17, 29),)
-MODEL_SIZES = {"unet-valid": ((45, 53),)}  # depth 2 needs at least 44 pixels
 SLOW_MODELS = {"deeplabv3-resnet50", "deeplabv3-resnet101", "fcn-resnet50"}
 BINARY_CAPABLE_LOSSES = ["dice", "focal", "lovasz", "tversky"]
 
@@ -32,12 +38,7 @@ def _model_params(names):
 
 @pytest.mark.parametrize("name", _model_params(PLUGINS.models.names()))
 def test_model_contract(name):
-    check_model(
-        PLUGINS.models.get(name),
-        options=MODEL_OPTIONS.get(name),
-        sizes=MODEL_SIZES.get(name, ODD_SIZE),
-        name=name,
-    )
+    check_model(PLUGINS.models.get(name), options=MODEL_OPTIONS.get(name), name=name)
 
 
 @pytest.mark.parametrize(
@@ -55,7 +56,6 @@ def test_model_contract_grey_input(name):
         in_channels=1,
         num_classes=1,
         options=MODEL_OPTIONS.get(name),
-        sizes=MODEL_SIZES.get(name, ODD_SIZE),
         name=name,
     )
 
@@ -157,3 +157,8 @@ def test_metric_contract(name):
         known.append(_tgs_case())
     num_classes = 2 if name in ("binary", "tgs") else 3
     check_metric(PLUGINS.metrics.get(name), num_classes=num_classes, known=known, name=name)
+
+
+@pytest.mark.parametrize("name", PLUGINS.transforms.names())
+def test_transform_contract(name):
+    check_transform(PLUGINS.transforms.get(name), name=name)
