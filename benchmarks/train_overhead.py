@@ -25,7 +25,8 @@ from torch.nn import functional as F
 from segcli.config import build_config
 from segcli.data.format import ClassInfo, DatasetInfo
 from segcli.engine.build import build_loss, build_model, resolve_device
-from segcli.engine.train import TrainingState, build_optimizer, lr_factor, train_one_epoch
+from segcli.engine.optimisation import build_optimizer, build_schedule
+from segcli.engine.train import TrainingState, train_one_epoch
 
 
 def synchronize(device: torch.device) -> None:
@@ -66,7 +67,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = build_model(config, info).to(device)
     optimizer = build_optimizer(config, model)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, args.steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, build_schedule(config, args.steps))
     loss_fn = build_loss(config, info)
 
     def bare() -> None:

@@ -62,6 +62,12 @@ class RichReporter:
             highlight=False,
         )
 
+    def run_end(self, run_dir: Path) -> None:
+        """The end-of-run picture: the engine writes numbers, the command line draws them."""
+        from segcli.visualize import curves, save_picture
+
+        save_picture(curves([run_dir]), run_dir / "curves.png")
+
     def stop(self) -> None:
         self.progress.stop()
 

@@ -83,6 +83,9 @@ class InterruptAt:
     def epoch_end(self, record, best):
         pass
 
+    def run_end(self, run_dir):
+        pass
+
 
 def test_ctrl_c_after_a_checkpoint_says_what_was_kept(shapes_dataset, tmp_path):
     runs = tmp_path / "runs"

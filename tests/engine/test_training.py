@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -43,41 +41,47 @@ def records(run_dir: Path) -> list[dict]:
     return rows
 
 
-@pytest.mark.slow
-def test_resume_after_sigkill_mid_epoch_matches_an_uninterrupted_run(shapes_dataset, tmp_path):
-    epochs = [
-        "train.epochs=4",
+class StopAtStep:
+    """A reporter that kills the run at an exact optimizer step (as a SIGKILL would: nothing
+    after that step is written), with no timing involved."""
+
+    class Killed(BaseException):
+        pass
+
+    def __init__(self, epoch: int, step: int) -> None:
+        self.epoch, self.step_in_epoch = epoch, step
+        self.steps_per_epoch = 0
+
+    def start(self, run_dir, epochs, steps_per_epoch):
+        self.steps_per_epoch = steps_per_epoch
+
+    def step(self, epoch, step, loss, images_per_second):
+        if (epoch, step) == (self.epoch, self.step_in_epoch):
+            raise self.Killed
+
+    def epoch_end(self, record, best):
+        pass
+
+    def run_end(self, run_dir):
+        pass
+
+
+def test_resume_mid_epoch_matches_an_uninterrupted_run(shapes_dataset, tmp_path):
+    settings = [
+        "train.epochs=3",
         "train.scheduler=cosine",
         "train.scheduler.warmup_epochs=0.5",
         "train.ema=0.9",
+        "train.log_every=1",  # the reporter hears of every step
     ]
-    reference = fit(tiny_config(shapes_dataset, tmp_path / "reference", *epochs))
+    reference = fit(tiny_config(shapes_dataset, tmp_path / "reference", *settings))
 
-    config_file = tmp_path / "config.toml"
-    config_file.write_text(to_toml(tiny_config(shapes_dataset, tmp_path / "killed", *epochs)))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "segcli", "train", "--config", str(config_file)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.time() + 120
-    metrics = None
-    while time.time() < deadline and process.poll() is None:
-        found = list((tmp_path / "killed").glob("*/metrics.jsonl"))
-        if found and found[0].read_text().count("\n") >= 1:
-            metrics = found[0]
-            break
-        time.sleep(0.05)
-    assert metrics is not None, (
-        process.stderr.read().decode() if process.poll() is not None else "timeout"
-    )
-    time.sleep(0.3)  # into the second epoch
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    run_dir = metrics.parent
-    assert load_checkpoint(run_dir / "last.safetensors").meta["epoch"] < 4, (
-        "killed too late to test"
-    )
+    killer = StopAtStep(epoch=1, step=2)
+    with pytest.raises(StopAtStep.Killed):
+        fit(tiny_config(shapes_dataset, tmp_path / "killed", *settings), reporter=killer)
+    assert killer.steps_per_epoch > 2, "the kill must fall inside the second epoch"
+    [run_dir] = (tmp_path / "killed").iterdir()
+    assert load_checkpoint(run_dir / "last.safetensors").meta["epoch"] == 1
 
     resumed = fit(None, resume=run_dir)
     assert resumed == run_dir
@@ -154,6 +158,80 @@ def test_early_stopping_and_best_checkpoint(shapes_dataset, tmp_path):
     assert summary["best_epoch"] == 1 and summary["epochs_run"] == 3
 
 
+@pytest.fixture
+def in_process_plugin():
+    """Register names on the loaded plugins as a plugin called "test" would, then forget them."""
+    from segcli.plugins import get_plugins
+    from segcli.registry import Origin
+
+    plugins = get_plugins()
+    origin = Origin("test", "segcli-test", "0.1")
+    yield lambda registry, name, target: registry.add(name, target, "", origin)
+    for registry in plugins.registries.values():
+        registry.remove_from("test")
+
+
+class ScriptedScore:
+    """A metric whose score goes up, then down: 0.5, 0.9, 0.7 (one value per evaluation)."""
+
+    SCORES = (0.5, 0.9, 0.7)
+
+    def __init__(self, num_classes, ignore_index):
+        self.evaluations = 0
+
+    def reset(self):
+        pass
+
+    def update(self, predicted, target):
+        pass
+
+    def compute(self):
+        score = self.SCORES[min(self.evaluations, len(self.SCORES) - 1)]
+        self.evaluations += 1
+        return {"score": score}
+
+
+def test_best_checkpoint_is_the_best_epoch_when_the_metric_goes_up_then_down(
+    shapes_dataset, tmp_path, in_process_plugin
+):
+    from segcli.plugins import get_plugins
+
+    in_process_plugin(get_plugins().metrics, "scripted", ScriptedScore)
+    config = tiny_config(
+        shapes_dataset,
+        tmp_path,
+        "train.epochs=3",
+        "train.lr=0.0",
+        "metrics=['scripted']",
+        "train.monitor=scripted/score",
+    )
+    run = fit(config)
+    assert [r["scripted/score"] for r in records(run)] == [0.5, 0.9, 0.7]
+    assert load_checkpoint(run / "best.safetensors").meta["epoch"] == 2
+    summary = json.loads((run / "summary.json").read_text())
+    assert (summary["best"], summary["best_epoch"]) == (0.9, 2)
+
+
+def test_a_plugin_scheduler_drives_the_learning_rate(shapes_dataset, tmp_path, in_process_plugin):
+    from segcli.plugins import get_plugins
+
+    def halving(total_steps, steps_per_epoch, *, every_epochs=1):
+        return lambda step: 0.5 ** (step // (every_epochs * steps_per_epoch))
+
+    in_process_plugin(get_plugins().schedulers, "halving", halving)
+    config = tiny_config(
+        shapes_dataset,
+        tmp_path,
+        "train.epochs=3",
+        "train.lr=0.01",
+        "train.scheduler=halving",
+        "train.scheduler.every_epochs=1",
+    )
+    run = fit(config)
+    # the lr recorded after each epoch is the one the next epoch's first step uses
+    assert [r["lr"] for r in records(run)] == pytest.approx([0.005, 0.0025, 0.00125])
+
+
 def test_best_checkpoint_is_the_epoch_with_the_best_monitored_value(shapes_dataset, tmp_path):
     run = fit(tiny_config(shapes_dataset, tmp_path, "train.epochs=3", "train.lr=0.01"))
     rows = records(run)
@@ -170,7 +248,13 @@ def test_a_run_ends_with_a_curve_picture(shapes_dataset, tmp_path):
     import numpy as np
     from PIL import Image
 
-    run = fit(tiny_config(shapes_dataset, tmp_path, "train.epochs=2"))
+    from segcli.cli.train import RichReporter
+
+    reporter = RichReporter("confusion/miou")
+    try:
+        run = fit(tiny_config(shapes_dataset, tmp_path, "train.epochs=2"), reporter=reporter)
+    finally:
+        reporter.stop()
     picture = np.asarray(Image.open(run / "curves.png").convert("RGB"))
     assert picture.shape[0] > 100 and picture.shape[1] > 200
     assert picture.std() > 5  # lines and labels, not a blank canvas

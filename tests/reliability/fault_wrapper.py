@@ -58,16 +58,16 @@ def arm_prepare() -> None:
 
 
 def arm_train() -> None:
-    import segcli.engine.train as train
+    import segcli.engine.loop as loop
 
-    original = train.forward
+    original = loop.forward
 
     def forward(model, images):
         if model.training and reached():
             strike()
         return original(model, images)
 
-    train.forward = forward
+    loop.forward = forward
 
 
 class HalfWriter:

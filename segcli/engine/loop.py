@@ -1,0 +1,179 @@
+"""The two loops: `train_one_epoch` (one pass of optimizer steps) and `evaluate`.
+
+The step loop never synchronises with the device except every `train.log_every` steps,
+when the running loss is read once for the reporter.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel
+from torch.utils.data import DataLoader
+
+from segcli.config import RunConfig
+from segcli.data.dataset import EpochSampler, SegmentationDataset, collate
+from segcli.engine import distributed
+from segcli.engine.build import autocast_for, forward, predictions
+
+
+class Reporter(Protocol):
+    """What training tells its display (the CLI's progress and pictures, or nothing)."""
+
+    def start(self, run_dir: Path, epochs: int, steps_per_epoch: int) -> None: ...
+    def step(self, epoch: int, step: int, loss: float, images_per_second: float) -> None: ...
+    def epoch_end(self, record: dict[str, Any], best: float | None) -> None: ...
+    def run_end(self, run_dir: Path) -> None: ...
+
+
+class SilentReporter:
+    def start(self, run_dir: Path, epochs: int, steps_per_epoch: int) -> None:
+        pass
+
+    def step(self, epoch: int, step: int, loss: float, images_per_second: float) -> None:
+        pass
+
+    def epoch_end(self, record: dict[str, Any], best: float | None) -> None:
+        pass
+
+    def run_end(self, run_dir: Path) -> None:
+        pass
+
+
+@dataclass
+class TrainingState:
+    """Where a run is; saved in `last` so that a resumed run continues exactly."""
+
+    epoch: int = 0  # epochs completed = the next epoch to run
+    step: int = 0  # optimizer steps taken
+    best: float | None = None
+    best_epoch: int | None = None
+    epochs_without_improvement: int = 0
+
+
+def make_loader(
+    dataset: SegmentationDataset, sampler: EpochSampler, config: RunConfig, device: torch.device
+) -> DataLoader:
+    workers = max(0, config.train.workers)
+    return DataLoader(
+        dataset,
+        batch_size=config.train.batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+        collate_fn=collate,
+        # worker seeds come from this generator, not the global RNG, which stays the model's
+        generator=torch.Generator().manual_seed(config.train.seed),
+    )
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    loss_fn: Callable,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    config: RunConfig,
+    device: torch.device,
+    state: TrainingState,
+    *,
+    scaler: torch.amp.GradScaler | None = None,
+    ema: AveragedModel | None = None,
+    reporter: Reporter | None = None,
+    max_steps: int | None = None,
+) -> torch.Tensor:
+    """One pass over the training data; returns the mean loss as a tensor (no host sync)."""
+    model.train()
+    accumulate = max(1, config.train.accumulate)
+    memory_format = torch.channels_last if config.train.channels_last else torch.contiguous_format
+    loss_sum = torch.zeros((), device=device)
+    batches = 0
+    window_images, window_start = 0, time.perf_counter()
+    optimizer.zero_grad(set_to_none=True)
+    for index, (images, masks) in enumerate(loader):
+        images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        masks = masks.to(device, non_blocking=True)
+        with autocast_for(config.train.amp, device):
+            loss = loss_fn(forward(model, images), masks)
+        (scaler.scale(loss / accumulate) if scaler else loss / accumulate).backward()
+        loss_sum += loss.detach()
+        batches += 1
+        window_images += images.shape[0]
+        last_batch = index + 1 == len(loader)
+        if (index + 1) % accumulate and not last_batch:
+            continue
+        if config.train.clip_grad > 0:
+            if scaler:
+                scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), config.train.clip_grad)
+        if scaler:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema.update_parameters(model)
+        state.step += 1
+        if reporter is not None and (
+            state.step % max(1, config.train.log_every) == 0 or last_batch
+        ):
+            elapsed = time.perf_counter() - window_start
+            reporter.step(
+                state.epoch,
+                index + 1,
+                float(loss_sum / batches),
+                window_images / max(elapsed, 1e-9),
+            )
+            window_images, window_start = 0, time.perf_counter()
+        if max_steps is not None and state.step >= max_steps:
+            break
+    return loss_sum / max(1, batches)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    loss_fn: Callable | None,
+    metrics: dict[str, Any],
+    device: torch.device,
+    config: RunConfig,
+    context: distributed.Distributed | None = None,
+) -> dict[str, Any]:
+    """Validation loss and every metric over a loader, keyed `<metric>/<key>`."""
+    model.eval()
+    for metric in metrics.values():
+        metric.reset()
+    loss_sum = torch.zeros((), device=device)
+    batches = 0
+    for images, masks in loader:
+        images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
+        with autocast_for(config.train.amp, device):
+            logits = forward(model, images)
+            if loss_fn is not None:
+                loss_sum += loss_fn(logits, masks).float()
+        batches += 1
+        predicted = predictions(logits.float(), config.train.threshold)
+        for metric in metrics.values():
+            metric.update(predicted, masks)
+    mean_loss = loss_sum / max(1, batches)
+    if context is not None and context.enabled:
+        mean_loss = distributed.mean_across(mean_loss)
+        for metric in metrics.values():
+            distributed.sum_metric_state(metric)
+    results: dict[str, Any] = {}
+    if loss_fn is not None:
+        results["val/loss"] = float(mean_loss)
+    for name, metric in metrics.items():
+        for key, value in metric.compute().items():
+            results[f"{name}/{key}"] = value
+    return results
