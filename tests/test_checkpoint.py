@@ -317,3 +317,50 @@ def test_the_cli_shows_a_moved_model_as_a_warning_line(cli, tmp_path, tiny_datas
     assert result.exit_code == 0, result.stderr
     [line] = [line for line in result.stderr.splitlines() if "segcli-foo" in line]
     assert line.startswith("warning: ") and "model 'unet' was built by segcli-foo 1.2" in line
+
+
+def test_a_checkpoint_without_a_preprocessing_record_uses_its_saved_configuration(
+    tmp_path, tiny_dataset
+):
+    """The current format (before checkpoints recorded preprocessing) still loads."""
+    from segcli.engine.predictor import Predictor
+    from segcli.engine.preprocess import Preprocessing
+
+    path = write_checkpoint(
+        tmp_path / "old.safetensors",
+        tiny_dataset,
+        "input.mean=[0.5,0.5,0.5]",
+        "input.std=[0.25,0.25,0.25]",
+    )
+    rewrite_meta(path, lambda meta: meta.pop("preprocessing", None))
+    predictor = Predictor(path, "cpu")
+    # the divisor is the model's own: a U-Net of depth 2 halves its input twice
+    assert predictor.preprocessing == Preprocessing((32, 32), (0.5,) * 3, (0.25,) * 3, 3, 4)
+    assert predictor.preprocess(torch.zeros(20, 24, 3, dtype=torch.uint8).numpy()).shape == (
+        3,
+        32,
+        32,
+    )
+
+
+def test_the_recorded_preprocessing_wins_over_the_configuration_and_unknown_ones_are_refused(
+    tmp_path, tiny_dataset
+):
+    from segcli.engine.predictor import Predictor
+    from segcli.engine.preprocess import Preprocessing
+
+    path = write_checkpoint(tmp_path / "new.safetensors", tiny_dataset)
+    record = Preprocessing((16, 24), (0.1, 0.2, 0.3), (0.5, 0.5, 0.5), 3, 1).record()
+    rewrite_meta(path, lambda meta: meta.update(preprocessing=record))
+    predictor = Predictor(path, "cpu")
+    assert predictor.preprocessing.mean == (0.1, 0.2, 0.3) and predictor.size == (16, 24)
+    image = torch.full((20, 20, 3), 51, dtype=torch.uint8).numpy()
+    torch.testing.assert_close(predictor.preprocess(image)[:, 0, 0], torch.tensor([0.2, 0.0, -0.2]))
+    rewrite_meta(path, lambda meta: meta["preprocessing"].update(resize="lanczos"))
+    with pytest.raises(CheckpointError) as error:
+        Predictor(path, "cpu")
+    message = str(error.value)
+    assert "\n" not in message and "resize 'lanczos'" in message
+    rewrite_meta(path, lambda meta: meta["preprocessing"].pop("mean"))
+    with pytest.raises(CheckpointError, match="preprocessing record is damaged"):
+        Predictor(path, "cpu")

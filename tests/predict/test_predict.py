@@ -82,16 +82,16 @@ def test_confidence_png_and_glob_inputs_with_shared_stems(cli, image_tree, train
     assert confidence.shape == (64, 64) and confidence.min() >= 255 // 4  # at least 1/K
 
 
-def test_tiled_prediction_equals_untiled_prediction(native_checkpoint, shapes_dataset, tmp_path):
+def test_tiled_prediction_writes_every_output_at_the_image_size(
+    native_checkpoint, shapes_dataset, tmp_path
+):
+    """The files of a tiled run; that tiles change no value is test_preprocessing's job."""
     from segcli.engine.predict import predict_paths
 
     source = sorted((shapes_dataset / "val" / "images").iterdir())[0]
     folder = tmp_path / "big"
     folder.mkdir()
     Image.open(source).convert("RGB").resize((150, 110)).save(folder / "big.png")
-    whole = predict_paths(
-        native_checkpoint, [folder], tmp_path / "whole", probability_format="npy", workers=0
-    )
     tiled = predict_paths(
         native_checkpoint,
         [folder],
@@ -102,13 +102,12 @@ def test_tiled_prediction_equals_untiled_prediction(native_checkpoint, shapes_da
         overlap=0.5,
         batch_size=3,
     )
-    assert not whole.failed and not tiled.failed
-    expected = np.load(tmp_path / "whole" / "big.probs.npy").astype(np.float32)
-    actual = np.load(tmp_path / "tiled" / "big.probs.npy").astype(np.float32)
-    assert actual.shape == expected.shape == (4, 110, 150)
-    assert np.abs(actual - expected).mean() < 0.02
-    masks = [np.asarray(Image.open(tmp_path / name / "big.png")) for name in ("whole", "tiled")]
-    assert (masks[0] == masks[1]).mean() > 0.97
+    assert not tiled.failed
+    probabilities = np.load(tmp_path / "tiled" / "big.probs.npy").astype(np.float32)
+    assert probabilities.shape == (4, 110, 150)
+    np.testing.assert_allclose(probabilities.sum(0), 1, atol=5e-3)
+    mask = np.asarray(Image.open(tmp_path / "tiled" / "big.png"))
+    assert np.array_equal(probabilities.argmax(0), mask)
 
 
 def test_sliding_window_blends_exactly_like_a_full_image_accumulator():
