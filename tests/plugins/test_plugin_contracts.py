@@ -16,6 +16,8 @@ from segcli.testing import (
     check_loss,
     check_metric,
     check_model,
+    check_optimizer,
+    check_scheduler,
     check_transform,
     pixels_from_matrix,
 )
@@ -162,3 +164,37 @@ def test_metric_contract(name):
 @pytest.mark.parametrize("name", PLUGINS.transforms.names())
 def test_transform_contract(name):
     check_transform(PLUGINS.transforms.get(name), name=name)
+
+
+@pytest.mark.parametrize("name", PLUGINS.optimizers.names())
+def test_optimizer_contract(name):
+    check_optimizer(PLUGINS.optimizers.get(name), name=name)
+
+
+@pytest.mark.parametrize("name", PLUGINS.schedulers.names())
+def test_scheduler_contract(name):
+    check_scheduler(PLUGINS.schedulers.get(name), name=name)
+
+
+def test_a_scheduler_with_state_breaks_the_contract():
+    def stateful(total_steps, steps_per_epoch):
+        calls = []
+
+        def factor(step):
+            calls.append(step)
+            return 1.0 / len(calls)
+
+        return factor
+
+    with pytest.raises(AssertionError, match=r"\[a function of the step\]"):
+        check_scheduler(stateful, name="stateful")
+
+
+def test_an_optimizer_that_ignores_lr_breaks_the_contract():
+    import torch
+
+    def fixed(parameters, lr):
+        return torch.optim.SGD(parameters, lr=0.1)
+
+    with pytest.raises(AssertionError, match="optimizer 'fixed' breaks the contract"):
+        check_optimizer(fixed, name="fixed")
