@@ -112,7 +112,7 @@ def register_transforms(register: Register) -> None:
     ``target``: a factory ``(**options) -> transform``; ``[augment.NAME]``'s keys are its
     options, checked against the factory's keyword parameters before a run starts. The
     transform is applied to every training sample (image and mask together) in the order of
-    ``[augment]``; docs/plugins.md says what it receives and returns.
+    ``[augment]``; docs/transforms.md says what it receives and returns.
     """
 
 
