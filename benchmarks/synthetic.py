@@ -25,4 +25,4 @@ def synthetic_checkpoint(path: Path, *, size: int, base_width: int, depth: int) 
     classes = [ClassInfo(i, f"class{i}", c) for i, c in enumerate(default_palette(4))]
     info = DatasetInfo(name="synthetic", classes=classes, splits={}, image_channels=3)
     model = build_model(config, info).eval()
-    save_checkpoint(path, model.state_dict(), checkpoint_meta(config, info))
+    save_checkpoint(path, model.state_dict(), checkpoint_meta(config, info, model))

@@ -6,7 +6,8 @@ The public API for plugin authors is small and stable:
 - ``segcli.errors``: the exception types, one per kind of failure;
 - ``segcli.data.prepare``: what a dataset preparer returns (``DatasetPlan``, ``Sample``,
   ``ClassInfo``);
-- ``segcli.testing``: the contract checks a plugin's own tests can run.
+- ``segcli.testing``: the contract checks a plugin's own tests can run;
+- ``segcli.nn``: layers a model plugin may need (batch-norm that accepts a batch of one).
 
 Importing this package imports neither torch nor any plugin.
 """

@@ -128,7 +128,8 @@ def write_checkpoint(path, dataset_dir, *overrides, classes=None):
     info = read_dataset_info(dataset_dir)
     if classes is not None:
         info = DatasetInfo("two", [ClassInfo(*c) for c in classes], {})
-    save_checkpoint(path, build_model(config, info).state_dict(), checkpoint_meta(config, info))
+    model = build_model(config, info)
+    save_checkpoint(path, model.state_dict(), checkpoint_meta(config, info, model))
     return path
 
 
@@ -364,3 +365,15 @@ def test_the_recorded_preprocessing_wins_over_the_configuration_and_unknown_ones
     rewrite_meta(path, lambda meta: meta["preprocessing"].pop("mean"))
     with pytest.raises(CheckpointError, match="preprocessing record is damaged"):
         Predictor(path, "cpu")
+
+
+def test_a_trained_checkpoint_records_its_preprocessing(trained_run):
+    from segcli.config import build_config
+
+    meta = read_checkpoint_meta(trained_run / "best.safetensors")
+    config = build_config(meta["config"])
+    record = meta["preprocessing"]
+    assert record["size"] == list(config.input.size)
+    assert (record["mean"], record["std"]) == (list(config.input.mean), list(config.input.std))
+    assert record["resize"] == "bilinear-antialias" and record["pad"] == "reflect-bottom-right"
+    assert record["size_divisor"] > 1  # the unet's, not the default of 1

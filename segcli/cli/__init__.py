@@ -26,7 +26,8 @@ from segcli.errors import Interrupted, SegcliError
 app = typer.Typer(
     name="segcli",
     help="Semantic segmentation from a folder of images to a trained model and coloured "
-    "predictions. Datasets, models, losses, metrics and recipes come from plugins.",
+    "predictions. Datasets, models, losses, metrics, optimizers, schedulers, transforms "
+    "and recipes come from plugins.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,

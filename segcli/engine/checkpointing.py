@@ -16,6 +16,7 @@ from segcli.data.format import DatasetInfo
 from segcli.engine.build import model_record
 from segcli.engine.checkpoint import SUFFIX, load_checkpoint, load_model_state
 from segcli.engine.loop import TrainingState
+from segcli.engine.preprocess import preprocessing_record
 from segcli.engine.runs import environment
 from segcli.errors import CheckpointError
 
@@ -51,7 +52,7 @@ class BestTracker:
         return False
 
 
-def checkpoint_meta(config: RunConfig, info: DatasetInfo) -> dict[str, Any]:
+def checkpoint_meta(config: RunConfig, info: DatasetInfo, model: nn.Module) -> dict[str, Any]:
     """What every checkpoint carries besides weights: enough to rebuild and use the model."""
     return {
         "config": config.to_dict(),
@@ -59,6 +60,7 @@ def checkpoint_meta(config: RunConfig, info: DatasetInfo) -> dict[str, Any]:
         "image_channels": info.image_channels,
         "dataset": info.name,
         "model": model_record(config, info),
+        "preprocessing": preprocessing_record(config, info.image_channels, model),
         "environment": environment(),
     }
 

@@ -65,6 +65,11 @@ def mean_across(value: torch.Tensor) -> torch.Tensor:
     return value / dist.get_world_size()
 
 
+def sum_across(value: torch.Tensor) -> None:
+    """Replace `value` in place by its sum over all processes."""
+    dist.all_reduce(value)
+
+
 def broadcast_text(text: str | None, context: Distributed) -> str:
     """Rank 0's string (e.g. the run folder it created), on every process."""
     holder = [text]

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from segcli.config import RunConfig
 from segcli.data.dataset import EpochSampler, SegmentationDataset, collate
+from segcli.data.format import IGNORE_INDEX
 from segcli.engine import distributed
 from segcli.engine.build import autocast_for, forward, predictions
 
@@ -153,23 +154,25 @@ def evaluate(
     model.eval()
     for metric in metrics.values():
         metric.reset()
-    loss_sum = torch.zeros((), device=device)
-    batches = 0
+    # [sum of batch losses, batches with a labelled pixel]: under torchrun a batch of
+    # padding samples (all pixels ignored) must not count, and totals add across processes
+    loss_total = torch.zeros(2, device=device)
     for images, masks in loader:
         images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
         with autocast_for(config.train.amp, device):
             logits = forward(model, images)
             if loss_fn is not None:
-                loss_sum += loss_fn(logits, masks).float()
-        batches += 1
+                labelled = (masks != IGNORE_INDEX).any()
+                loss = torch.where(labelled, loss_fn(logits, masks).float(), 0.0)
+                loss_total += torch.stack([loss, labelled.float()])
         predicted = predictions(logits.float(), config.train.threshold)
         for metric in metrics.values():
             metric.update(predicted, masks)
-    mean_loss = loss_sum / max(1, batches)
     if context is not None and context.enabled:
-        mean_loss = distributed.mean_across(mean_loss)
+        distributed.sum_across(loss_total)
         for metric in metrics.values():
             distributed.sum_metric_state(metric)
+    mean_loss = loss_total[0] / loss_total[1].clamp(min=1)
     results: dict[str, Any] = {}
     if loss_fn is not None:
         results["val/loss"] = float(mean_loss)

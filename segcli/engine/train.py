@@ -102,7 +102,7 @@ def _fit(
         log.forget_after(state.epoch)
         remove_stale_temporaries(run_dir)  # a checkpoint write cut short by a kill
     best = BestTracker(monitor, mode, state)
-    meta = checkpoint_meta(config, info)
+    meta = checkpoint_meta(config, info, parts.model)
     if context.is_main:
         reporter.start(run_dir, config.train.epochs, len(parts.train_loader))
     try:
