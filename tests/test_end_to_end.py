@@ -45,7 +45,6 @@ def test_train_writes_a_reproducible_run(trained_run):
         "best.safetensors",
         "last.safetensors",
         "summary.json",
-        "curves.png",
     } <= names
     records = [
         json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()

@@ -18,6 +18,7 @@ def native_checkpoint(trained_run, tmp_path_factory) -> Path:
     checkpoint = load_checkpoint(trained_run / "best.safetensors")
     meta = dict(checkpoint.meta)
     meta["config"] = {**meta["config"], "input": {**meta["config"]["input"], "size": []}}
+    meta["preprocessing"] = {**meta["preprocessing"], "size": None}
     path = tmp_path_factory.mktemp("native") / "native.safetensors"
     save_checkpoint(path, checkpoint.model_state, meta)
     return path
