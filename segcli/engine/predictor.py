@@ -156,7 +156,8 @@ class Predictor:
         """uint8 class indices from (K, ...) probabilities: threshold for binary, else argmax."""
         if probs.shape[0] == 2:
             return (probs[1] > self.threshold).to(torch.uint8)
-        return probs.argmax(0).to(torch.uint8)
+        # max().indices: the same first-maximum rule as argmax, several times faster on CPU
+        return probs.max(0).indices.to(torch.uint8)
 
     def predict_image(
         self,
