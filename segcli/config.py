@@ -13,6 +13,7 @@ back with `segcli train --config` repeats the run.
 from __future__ import annotations
 
 import re
+import tomllib
 import types
 import typing
 from collections.abc import Mapping
@@ -21,7 +22,6 @@ from typing import Annotated, Any, Literal
 
 import annotated_types
 import tomli_w
-import tomllib
 from pydantic import (
     BaseModel,
     BeforeValidator,

@@ -1,5 +1,6 @@
-import pytest
 import tomllib
+
+import pytest
 
 from segcli.config import build_config, parse_override, to_toml
 from segcli.errors import ConfigError
