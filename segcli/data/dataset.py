@@ -21,11 +21,13 @@ from torchvision.transforms import v2
 
 from segcli.config import InputConfig
 from segcli.data.format import (
+    IGNORE_INDEX,
     DatasetInfo,
     check_mask_values,
     describe_classes,
     read_dataset_info,
     split_files,
+    undeclared_values,
 )
 from segcli.data.io import read_image, read_mask
 from segcli.engine.preprocess import TrainingInput, configured_preprocessing
@@ -96,7 +98,7 @@ class SegmentationDataset(Dataset):
             raise DataError(
                 f"{mask_path} is {mask.shape[::-1]} but {image_path} is {image.shape[1::-1]}"
             )
-        undeclared = _undeclared_values(mask, self.info)
+        undeclared = undeclared_values(mask, self.info)
         if undeclared:
             raise DataError(
                 f"mask {mask_path} has value {undeclared[0]}, but dataset.json lists "
@@ -112,15 +114,8 @@ class SegmentationDataset(Dataset):
             image_out, mask_out = self.transform(image_tensor, mask_tensor)
         mask_out = mask_out.as_subclass(torch.Tensor).long()
         if padding:
-            mask_out.fill_(self.info.ignore_index)
+            mask_out.fill_(IGNORE_INDEX)  # the value losses and metrics skip
         return image_out.as_subclass(torch.Tensor), mask_out
-
-
-def _undeclared_values(mask: np.ndarray, info: DatasetInfo) -> list[int]:
-    if mask.size == 0 or mask.max() < info.num_classes:
-        return []
-    present = np.flatnonzero(np.bincount(mask.ravel(), minlength=256))
-    return [int(v) for v in present if v >= info.num_classes and v != info.ignore_index]
 
 
 def _sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -177,20 +172,26 @@ class EpochSampler(Sampler[SampleKey]):
             order = torch.randperm(self.size, generator=generator).tolist()
         keys = [SampleKey(self.epoch, index) for index in order]
         if self.world_size > 1:
-            per_rank = (
-                self.size // self.world_size if self.drop_last else -(-self.size // self.world_size)
-            )
+            total = self._per_rank() * self.world_size
             repeats = cycle(key._replace(padding=True) for key in keys)
-            keys = keys[: per_rank * self.world_size]
-            keys += islice(repeats, per_rank * self.world_size - len(keys))
+            keys = keys[:total]
+            keys += islice(repeats, total - len(keys))
             keys = keys[self.rank :: self.world_size]
         return keys
+
+    def _per_rank(self) -> int:
+        if self.world_size == 1:
+            return self.size
+        if self.drop_last:
+            return self.size // self.world_size
+        return -(-self.size // self.world_size)
 
     def __iter__(self) -> Iterator[SampleKey]:
         yield from self._order()[self.start :]
 
     def __len__(self) -> int:
-        return len(self._order()) - self.start
+        # arithmetic, not len(_order()): the DataLoader asks for it often
+        return max(0, self._per_rank() - self.start)
 
 
 def collate(

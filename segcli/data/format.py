@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from segcli.errors import DataError
 
 FORMAT_VERSION = 1
@@ -186,7 +188,7 @@ def check_mask_values(root: Path, split: str, info: DatasetInfo) -> None:
             mapped = []  # the report is informative only; the dataset guards each mask too
         if isinstance(mapped, list):
             recorded |= {value for value in mapped if isinstance(value, int)}
-    undeclared = sorted(v for v in recorded if v >= info.num_classes and v != info.ignore_index)
+    undeclared = undeclared_values(sorted(recorded), info)
     if undeclared:
         raise DataError(
             f"the {split} masks of {root} hold value(s) {undeclared[:8]}, but its dataset.json "
@@ -194,6 +196,13 @@ def check_mask_values(root: Path, split: str, info: DatasetInfo) -> None:
             hint="add the missing classes to dataset.json, or write the dataset again with "
             "`segcli prepare ... --force`",
         )
+
+
+def undeclared_values(values: Any, info: DatasetInfo) -> list[int]:
+    """The values in `values` (a mask, or a list) that are neither a class id nor ignore."""
+    values = np.asarray(values)
+    stray = (values >= info.num_classes) & (values != info.ignore_index)
+    return [int(v) for v in np.unique(values[stray])] if stray.any() else []
 
 
 def describe_classes(info: DatasetInfo) -> str:

@@ -98,6 +98,7 @@ def train_one_epoch(
     batches = 0
     window_images, window_start = 0, time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
+    batches_in_epoch = len(loader)
     for index, (images, masks) in enumerate(loader):
         images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
         masks = masks.to(device, non_blocking=True)
@@ -107,7 +108,7 @@ def train_one_epoch(
         loss_sum += loss.detach()
         batches += 1
         window_images += images.shape[0]
-        last_batch = index + 1 == len(loader)
+        last_batch = index + 1 == batches_in_epoch
         if (index + 1) % accumulate and not last_batch:
             continue
         if config.train.clip_grad > 0:
