@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 from segcli.data.format import IGNORE_INDEX, ClassInfo, DatasetInfo
-from segcli.data.io import DISK_FULL_ERRORS, open_image, process_alive
+from segcli.data.io import open_image, process_alive, write_error
 from segcli.errors import DataError, Interrupted, OutputError, ResourceError, UsageError
 
 __all__ = ["ClassInfo", "DatasetPlan", "PrepareReport", "Sample", "build_dataset"]
@@ -228,14 +228,7 @@ def _write_file(path: Path, data: bytes) -> None:
     try:
         path.write_bytes(data)
     except OSError as exc:
-        raise _write_failure(path, exc) from None
-
-
-def _write_failure(path: Path, exc: OSError) -> OutputError | ResourceError:
-    reason = exc.strerror or str(exc)
-    if exc.errno in DISK_FULL_ERRORS:
-        return ResourceError(f"{reason} (writing {path.name})")
-    return OutputError(f"{reason} (writing {path.name})")
+        raise write_error(path, exc) from None
 
 
 def _map_values(values: np.ndarray, plan: DatasetPlan) -> np.ndarray:
@@ -433,19 +426,18 @@ def _aborted(exc: BaseException, out: Path, existed: bool) -> BaseException:
     if isinstance(exc, KeyboardInterrupt):
         return Interrupted(f"interrupted; nothing was written, {unchanged}")
     if isinstance(exc, OSError):
-        exc = _write_failure(Path(exc.filename or out), exc)
-    if isinstance(exc, ResourceError):
-        return ResourceError(
-            f"cannot write the dataset: {exc.message}; nothing was written, {unchanged}",
-            hint=f"free space on the disk of {out.parent} (or raise its size limit or quota), "
-            f"or choose another --out",
-        )
-    if isinstance(exc, OutputError):
-        return OutputError(
-            f"cannot write the dataset: {exc.message}; nothing was written, {unchanged}",
-            hint=f"check that {out.parent} can be written, or choose another --out",
-        )
-    return exc
+        exc = write_error(Path(exc.filename or out), exc)
+    if not isinstance(exc, (ResourceError, OutputError)):
+        return exc
+    hint = (
+        f"free space on the disk of {out.parent} (or raise its size limit or quota), "
+        "or choose another --out"
+        if isinstance(exc, ResourceError)
+        else f"check that {out.parent} can be written, or choose another --out"
+    )
+    return type(exc)(
+        f"cannot write the dataset: {exc.message}; nothing was written, {unchanged}", hint=hint
+    )
 
 
 @contextmanager

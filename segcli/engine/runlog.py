@@ -4,10 +4,12 @@ epoch), TensorBoard scalars, and summary.json at the end."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 from typing import Any
 
+from segcli.data.io import atomic_write
 from segcli.engine.metrics_log import read_metrics
 from segcli.errors import ConfigError
 
@@ -22,12 +24,7 @@ class RunLog:
     def append(self, record: dict[str, Any]) -> None:
         with open(self.run_dir / "metrics.jsonl", "a") as stream:
             stream.write(json.dumps(record) + "\n")
-        path = self.run_dir / "metrics.csv"
-        rows = []
-        if path.exists():
-            with open(path, newline="") as stream:
-                rows = list(csv.DictReader(stream))
-        _write_csv(path, [*rows, _scalars(record)])
+        self._write_csv(read_metrics(self.run_dir))
         if self.writer is not None:
             for key, value in record.items():
                 if isinstance(value, float):
@@ -36,15 +33,24 @@ class RunLog:
     def forget_after(self, epoch: int) -> None:
         """Keep only the records of epochs up to `last`: later ones, and a line torn by a
         crash in the middle of an append, are what a killed process leaves behind."""
-        from segcli.data.io import atomic_write
-
         records = [r for r in read_metrics(self.run_dir) if r["epoch"] <= epoch]
         with atomic_write(self.run_dir / "metrics.jsonl") as stream:
             stream.write("".join(json.dumps(r) + "\n" for r in records).encode())
-        _write_csv(self.run_dir / "metrics.csv", [_scalars(r) for r in records])
+        self._write_csv(records)
+
+    def _write_csv(self, records: list[dict[str, Any]]) -> None:
+        """metrics.csv, derived whole from metrics.jsonl (the record of truth)."""
+        rows = [{k: v for k, v in r.items() if isinstance(v, (int, float))} for r in records]
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+        writer.writeheader()
+        writer.writerows(rows)
+        with atomic_write(self.run_dir / "metrics.csv") as stream:
+            stream.write(text.getvalue().encode())
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        with atomic_write(self.run_dir / "summary.json") as stream:
+            stream.write(json.dumps(summary, indent=2).encode())
 
     def close(self) -> None:
         if self.writer is not None:
@@ -60,17 +66,3 @@ def _tensorboard(run_dir: Path):
             hint="pip install tensorboard, or drop --set log.tensorboard=true",
         ) from None
     return SummaryWriter(str(run_dir / "tensorboard"))
-
-
-def _scalars(record: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in record.items() if isinstance(v, (int, float))}
-
-
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    columns = list(dict.fromkeys(k for row in rows for k in row))
-    temporary = path.with_suffix(".csv.tmp")
-    with open(temporary, "w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    temporary.replace(path)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import blob, folder_pairs, noise, save
 from PIL import Image
+from raw_images import blob, folder_pairs, noise, save
 from segcli_datasets.folder import prepare
 
 from segcli.data.format import read_dataset_info

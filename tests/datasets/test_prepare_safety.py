@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import blob, noise, save
 from PIL import Image
+from raw_images import blob, noise, save
 from segcli_datasets.folder import prepare as prepare_folder
 from segcli_shapes.generate import prepare as prepare_shapes
 

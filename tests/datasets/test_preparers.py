@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import blob, save
 from PIL import Image
+from raw_images import blob, save
 
 from segcli.data.format import read_dataset_info
 from segcli.data.prepare import build_dataset

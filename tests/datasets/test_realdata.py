@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import SHARED_DATA
+from raw_images import SHARED_DATA
 
 from segcli.data.prepare import build_dataset
 
