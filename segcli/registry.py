@@ -141,17 +141,27 @@ class Registry(Generic[T]):
         """Around a call of `name`'s factory: blame what it raises on the right party.
 
         A `TypeError` or `ValueError` means the user's `options` were wrong (a ConfigError
-        naming them); any other exception that is not a segcli error is the plugin's (a
-        PluginError naming the plugin, the name and the original error).
+        naming them) when there were options to get wrong; anything else that is not a
+        segcli error is the plugin's (see `plugin_errors`).
         """
+        with self.plugin_errors(name):
+            try:
+                yield
+            except (TypeError, ValueError) as exc:
+                if not options:
+                    raise
+                raise ConfigError(
+                    f"{self.kind} {name!r} rejected its options {dict(options)}: {exc}"
+                ) from None
+
+    @contextmanager
+    def plugin_errors(self, name: str) -> Iterator[None]:
+        """Around code of `name`'s plugin: an exception that is not a segcli error is a bug
+        of the plugin, a PluginError naming it, the name and the original error."""
         try:
             yield
         except SegcliError:
             raise
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(
-                f"{self.kind} {name!r} rejected its options {dict(options)}: {exc}"
-            ) from None
         except Exception as exc:
             raise PluginError(
                 f"{self.kind} {name!r} from plugin {self.entry(name).origin} failed: "

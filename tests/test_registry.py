@@ -81,6 +81,13 @@ def test_factory_failures_are_blamed_on_the_right_party():
     with pytest.raises(DataError, match="own message"):  # segcli's own errors pass unchanged
         with registry.factory_errors("net", {}):
             raise DataError("own message")
+    # with no options given, a TypeError is the plugin's bug, not the user's options
+    with pytest.raises(PluginError, match="model 'net' from plugin third .* TypeError"):
+        with registry.factory_errors("net", {}):
+            raise TypeError("unsupported operand")
+    with pytest.raises(PluginError, match="ValueError: bad header"):  # e.g. while reading data
+        with registry.plugin_errors("net"):
+            raise ValueError("bad header")
 
 
 def test_unknown_loss_points_at_segcli_list_losses():

@@ -149,7 +149,8 @@ def run_prepare(
     from segcli.plugins import get_plugins
 
     try:
-        with get_plugins().datasets.factory_errors(name, options):
+        # options were checked by the command's signature: a crash is the preparer's bug
+        with get_plugins().datasets.plugin_errors(name):
             plan = preparer(raw, **options)
     except KeyboardInterrupt:
         raise Interrupted("interrupted while reading the raw data; nothing was written") from None

@@ -30,6 +30,7 @@ from segcli.data.format import (
     undeclared_values,
 )
 from segcli.data.io import read_image, read_mask
+from segcli.engine.build import call_factory
 from segcli.engine.preprocess import TrainingInput, configured_preprocessing
 from segcli.errors import DataError
 from segcli.plugins import Plugins, get_plugins
@@ -54,12 +55,7 @@ def augmentations(
 ) -> list[Callable]:
     """One joint transform per `augment` entry, built by its registered factory."""
     registry = (plugins or get_plugins()).transforms
-    steps = []
-    for name, options in augment.items():
-        factory = registry.get(name)
-        with registry.factory_errors(name, options):
-            steps.append(factory(**options))
-    return steps
+    return [call_factory(registry, name, **options) for name, options in augment.items()]
 
 
 class SegmentationDataset(Dataset):

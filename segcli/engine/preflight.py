@@ -10,14 +10,13 @@ scheduler and each augmentation against its plugin (name, option names, option v
 from __future__ import annotations
 
 import importlib.util
-import inspect
 from typing import Any
 
 import torch
 
 from segcli.config import LOSS_MONITORS, RunConfig
 from segcli.data.format import DatasetInfo
-from segcli.engine.build import build_metrics, call_factory
+from segcli.engine.build import build_metrics, call_factory, option_names
 from segcli.errors import ConfigError, UnknownNameError
 from segcli.plugins import Plugins, get_plugins
 from segcli.registry import Registry, plural
@@ -79,7 +78,7 @@ def check_component(
     except UnknownNameError as error:
         source = _source(config, name_key, options)
         raise ConfigError(f"{name_key}: {error.message} (from {source})") from None
-    accepted = _option_names(factory, len(args))
+    accepted = option_names(factory, len(args))
     for option, value in options.items():
         if accepted is not None and option not in accepted:
             raise ConfigError(
@@ -99,15 +98,6 @@ def _source(config: RunConfig, key: str, options: dict[str, Any]) -> str:
     """Where a component came from: its own key, or else the first of its options given."""
     sources = [config.source_of(key), *(config.source_of(f"{key}.{o}") for o in options)]
     return next((source for source in sources if source != "defaults"), "defaults")
-
-
-def _option_names(factory: Any, positional: int) -> list[str] | None:
-    """The keyword options a factory takes after its `positional` arguments; None if any."""
-    parameters = list(inspect.signature(factory).parameters.values())
-    if any(p.kind is p.VAR_KEYWORD for p in parameters):
-        return None
-    given = [p for p in parameters if p.kind is not p.KEYWORD_ONLY][:positional]
-    return [p.name for p in parameters if p not in given and p.kind is not p.VAR_POSITIONAL]
 
 
 def check_device(config: RunConfig) -> torch.device:

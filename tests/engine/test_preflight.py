@@ -240,3 +240,14 @@ def test_a_bad_scheduler_option_leaves_no_run_folder(cli, shapes_dataset, tmp_pa
     assert result.exit_code == 2, result.stdout
     assert "train.scheduler: scheduler 'poly' rejected its options {'power': -1}" in result.stderr
     assert not runs.exists()
+
+
+def test_call_factory_refuses_an_option_named_like_a_positional_argument():
+    from segcli.engine.build import call_factory
+    from segcli.registry import Origin, Registry
+
+    registry = Registry("optimizer")
+    registry.add("plain", lambda parameters, lr, *, momentum=0.0: None, "", Origin("p"))
+    with pytest.raises(ConfigError, match="optimizer 'plain' has no option 'lr'; its options: "):
+        call_factory(registry, "plain", [], 0.1, lr=0.2)
+    assert call_factory(registry, "plain", [], 0.1, momentum=0.9) is None
