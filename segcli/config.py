@@ -1,10 +1,11 @@
 """Run configuration: defaults <- recipe <- --config TOML <- --set key=value, validated.
 
 The schema is a set of pydantic models: every key has a type, a range or a list of choices,
-and an unknown key is an error, except in the open `options` tables of `model` and `loss`
-(checked against the plugin's factory when it is built). What needs plugins or the machine
-(the monitor key's metric, amp on the chosen device) is checked by
-`segcli.engine.preflight` before a run folder exists.
+and an unknown key is an error, except in the open option tables of the components a
+plugin provides (`model`, `loss`, `train.optimizer`, `train.scheduler` and each `augment`
+transform), which are checked against the plugin's factory. What needs plugins or the
+machine (components and their options, the monitor key's metric, the device, amp,
+tensorboard) is checked by `segcli.engine.preflight` before a run folder exists.
 
 The resolved configuration is saved in every run folder as config.toml; passing that file
 back with `segcli train --config` repeats the run.
@@ -244,12 +245,7 @@ class RunConfig(_Section):
 
     def source_of(self, key: str) -> str:
         """Which layer set `key` ("recipe", a file, "--set ..."), or "defaults"."""
-        parts = key.split(".")
-        for end in range(len(parts), 0, -1):
-            source = self._sources.get(".".join(parts[:end]))
-            if source is not None:
-                return source
-        return "defaults"
+        return _source(key.split("."), self._sources)
 
     def invalid(self, key: str, expects: str, *, hint: str | None = None) -> ConfigError:
         """The one-line error for a value of `key` found wrong after the schema (by pre-flight)."""
@@ -563,6 +559,7 @@ def _must_be(key: str, expects: str, value: Any, source: str) -> str:
 
 
 def _source(parts: list[str], sources: dict[str, str]) -> str:
+    """The layer that set the key `parts` or, failing that, the nearest table holding it."""
     for end in range(len(parts), 0, -1):
         source = sources.get(".".join(parts[:end]))
         if source is not None:

@@ -9,8 +9,8 @@ that segcli imports only when the name is used, so listing plugins stays fast an
 imports torch. ``description`` is one line shown by ``segcli list``.
 
 What ``target`` must be depends on the kind (see the docstring of each hook); a target
-that is not (``None``, an instance, a path resolving to a constant) is a ``PluginError``
-naming the plugin and the name. Plugins load segcli's own first, then the others by
+that is not usable (``None``, an instance, a path resolving to a constant) is a
+``PluginError`` naming the plugin and the name. Plugins load segcli's own first, then the others by
 entry-point name: a name registered twice fails the plugin that registered it second.
 A factory should raise ``segcli.errors`` exceptions for what the user can fix; a
 ``TypeError`` or ``ValueError`` is reported as wrong options, anything else as a

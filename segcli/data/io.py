@@ -1,8 +1,9 @@
 """Reading and writing images and masks, with errors that name the file.
 
-Every file segcli writes goes to a short temporary name in the destination folder and is
-renamed into place once complete, so no reader ever sees half a file. Running out of disk
-space is a `ResourceError` (the machine, not the output location, is at fault).
+Each output file (a mask, a picture, a checkpoint, a report) goes to a short temporary
+name in the destination folder and is renamed into place once complete, so no reader ever
+sees half a file. Running out of disk space is a `ResourceError` (the machine, not the
+output location, is at fault).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Prediction: from a checkpoint (or an exported model) and image files to masks and pictures.
 
-Images are loaded in background workers and preprocessed as in training
+Images are loaded (in background workers on CUDA, in the main process on a CPU, where
+workers would take the model's cores) and preprocessed as in training
 (`segcli.engine.preprocess`): resized to the model's input size, or kept at their own size
 for models trained at native size and for tiles. Everything after the model works on class
 probabilities: test-time flips are averaged there, sliding windows are blended there, and
@@ -33,6 +34,7 @@ from segcli.engine.outputs import (
     prepare_output_dir,
 )
 from segcli.engine.predictor import Predictor, emit_resized, reuse_freed_memory
+from segcli.engine.preprocess import Preprocessing
 from segcli.engine.tiling import tiling_options
 from segcli.errors import DataError, UsageError
 
@@ -57,18 +59,21 @@ def loader_workers(requested: int | None, device: torch.device, images: int) -> 
 
 
 class _ImageFiles(Dataset):
-    """Loads (in DataLoader workers) what the main process needs of each image, nothing more."""
+    """Loads (in DataLoader workers) what the main process needs of each image, nothing more.
+
+    It holds the preprocessing, not the Predictor: workers started by spawn receive a pickled
+    copy of the dataset, and the model must not travel with it."""
 
     def __init__(
         self,
         files: list[tuple[Path, Path]],
-        predictor: Predictor,
+        preprocessing: Preprocessing,
         keep_image: bool,
         preprocess: bool,
         max_pixels: int,
     ) -> None:
         self.files = files
-        self.predictor = predictor
+        self.preprocessing = preprocessing
         self.keep_image = keep_image
         self.preprocess = preprocess
         self.max_pixels = max_pixels
@@ -79,14 +84,14 @@ class _ImageFiles(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         path = self.files[index][0]
         try:
-            image = read_image(path, self.predictor.channels, self.max_pixels)
+            image = read_image(path, self.preprocessing.image_channels, self.max_pixels)
         except DataError as exc:
             return {"index": index, "error": str(exc)}
         item: dict[str, Any] = {"index": index, "shape": image.shape[:2]}
         if self.keep_image:
             item["image"] = image
         if self.preprocess:
-            item["tensor"] = self.predictor.preprocess(image)
+            item["tensor"] = self.preprocessing.image_input(image)
         return item
 
 
@@ -138,7 +143,7 @@ def predict_paths(
     batched = bool(predictor.size) and not tile  # all preprocessed tensors share one size
     dataset = _ImageFiles(
         files,
-        predictor,
+        predictor.preprocessing,
         keep_image=bool(tile) or overlay_alpha is not None,
         preprocess=not tile,
         max_pixels=max_pixels,

@@ -19,7 +19,7 @@ from segcli.engine.build import autocast_for, forward, probabilities, rebuild_mo
 from segcli.engine.checkpoint import load_checkpoint, load_model_state
 from segcli.engine.exported import load_exported
 from segcli.engine.preprocess import recorded_preprocessing, resize_in_strips, size_divisor
-from segcli.engine.tiling import sliding_window
+from segcli.engine.tiling import DEFAULT_OVERLAP, sliding_window
 from segcli.errors import CheckpointError, ConfigError, UsageError
 
 # flip dimensions of each test-time view; the views' probabilities are averaged
@@ -165,7 +165,7 @@ class Predictor:
         emit: Callable[[int, torch.Tensor], None],
         *,
         tile: int | None = None,
-        overlap: float = 0.25,
+        overlap: float = DEFAULT_OVERLAP,
         batch_size: int = 4,
         progress: Callable[[float], None] | None = None,
     ) -> None:
