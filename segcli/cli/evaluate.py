@@ -38,7 +38,7 @@ def evaluate(
     from rich.table import Table
 
     from segcli.engine.evaluate import (
-        check_outputs,
+        claim_outputs,
         default_report_path,
         evaluate_split,
         labelled_pairs,
@@ -55,7 +55,7 @@ def evaluate(
     predictions_dir = (
         report_path.with_name(f"{report_path.stem}-predictions") if save_predictions else None
     )
-    ledger = check_outputs(report_path, predictions_dir, dataset_dir, checkpoint_path, pairs, force)
+    ledger = claim_outputs(report_path, predictions_dir, dataset_dir, checkpoint_path, pairs, force)
     predictor = Predictor(checkpoint_path, device, tta=tta)
     console.print(f"checkpoint: {checkpoint_path}")
     with Progress(console=error_console, transient=True) as progress:

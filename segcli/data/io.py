@@ -305,6 +305,18 @@ class OutputLedger:
             stream.write("".join(lines).encode())
         self.records = {key: {(size, mtime)} for key, size, mtime in live}
 
+    def open_folder(self) -> None:
+        """Create the folder, clear temporaries of killed runs, and tidy the ledger: once per
+        run, after the checks and before the first write."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise write_error(self.root, exc) from None
+        if not os.access(self.root, os.W_OK):
+            raise OutputError(f"cannot write into {self.root}: permission denied")
+        remove_stale_temporaries(self.root)
+        self.compact()
+
     def check_replaceable(self, paths: Iterable[Path], force: bool) -> None:
         """Refuse (before anything is written) to replace files segcli did not write here."""
         if force:

@@ -179,7 +179,7 @@ def prediction_files(predictions_dir: Path, image: Path) -> tuple[Path, Path]:
     return predictions_dir / f"{image.stem}.png", predictions_dir / f"{image.stem}.color.png"
 
 
-def check_outputs(
+def claim_outputs(
     report_path: Path,
     predictions_dir: Path | None,
     dataset_dir: Path,
@@ -187,7 +187,7 @@ def check_outputs(
     pairs: list[tuple[Path, Path]],
     force: bool,
 ) -> OutputLedger:
-    """The ledger of the report's folder, once it is sure that no output lies inside the
+    """The ledger of the report's folder, opened once it is sure that no output lies inside the
     dataset or replaces the checkpoint, and (unless `force`) that none replaces a file
     segcli did not write there. Called before the (long) evaluation."""
     for path in (report_path, predictions_dir):
@@ -205,6 +205,7 @@ def check_outputs(
     if predictions_dir is not None:
         outputs += [path for image, _ in pairs for path in prediction_files(predictions_dir, image)]
     ledger.check_replaceable(outputs, force)
+    ledger.open_folder()
     return ledger
 
 

@@ -105,6 +105,7 @@ def export_checkpoint(
         raise UsageError(f"--out {path} would replace the checkpoint", hint="choose another --out")
     ledger = OutputLedger(path.parent)
     ledger.check_replaceable([path, sidecar], force)
+    ledger.open_folder()
     try:
         handle, temporary = temporary_file(path.parent)
         os.close(handle)

@@ -13,7 +13,6 @@ import torch
 from segcli.data.io import (
     OutputLedger,
     publish_file,
-    remove_stale_temporaries,
     temporary_file,
     write_error,
     write_png_atomic,
@@ -21,7 +20,7 @@ from segcli.data.io import (
 from segcli.engine.inputs import input_root, is_inside, path_key
 from segcli.engine.predictor import Predictor
 from segcli.engine.preprocess import STRIP_ROWS
-from segcli.errors import OutputError, UsageError
+from segcli.errors import UsageError
 from segcli.palette import colorize, overlay
 
 PROBABILITY_FORMATS = ("npy", "png")
@@ -211,15 +210,3 @@ def check_output_dir(
                 f"output folder {out_dir} holds the input {source}",
                 hint="choose an --out folder that holds no input, so inputs and outputs never mix",
             )
-
-
-def prepare_output_dir(out_dir: Path, ledger: OutputLedger) -> None:
-    """Create the folder, clear temporaries of killed runs, and tidy the ledger."""
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create output folder {out_dir}: {exc.strerror or exc}") from None
-    if not os.access(out_dir, os.W_OK):
-        raise OutputError(f"cannot write into {out_dir}: permission denied")
-    remove_stale_temporaries(out_dir)
-    ledger.compact()

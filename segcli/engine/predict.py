@@ -31,7 +31,6 @@ from segcli.engine.outputs import (
     check_output_dir,
     check_outputs,
     output_suffixes,
-    prepare_output_dir,
 )
 from segcli.engine.predictor import Predictor, emit_resized, reuse_freed_memory
 from segcli.engine.preprocess import Preprocessing
@@ -139,7 +138,7 @@ def predict_paths(
     predictor = Predictor(checkpoint, device, amp=amp, tta=tta, threshold=threshold)
     if tile and hasattr(predictor.model, "check_size"):  # a static ONNX export: fail before writing
         predictor.model.check_size(tile, tile)
-    prepare_output_dir(out_dir, ledger)
+    ledger.open_folder()
     batched = bool(predictor.size) and not tile  # all preprocessed tensors share one size
     dataset = _ImageFiles(
         files,

@@ -118,6 +118,13 @@ def test_evaluate_replaces_only_its_own_report_unless_forced(
     assert cli(*args, "--force").exit_code == 0
     assert json.loads(out.read_text())["split"] == "val"
     assert cli(*args, "--save-predictions").exit_code == 0  # a re-run needs no --force
+    # a killed run's temporary goes, and re-runs do not grow the ledger of written files
+    (tmp_path / ".segcli-999999999-abcdefgh.tmp").write_bytes(b"half a report")
+    assert cli(*args).exit_code == 0 and cli(*args).exit_code == 0
+    assert not list(tmp_path.glob(".segcli-*.tmp"))
+    ledger = (tmp_path / ".segcli-outputs.jsonl").read_text().splitlines()
+    written = 1 + len(list((tmp_path / "notes-predictions").rglob("*.png")))
+    assert len(ledger) <= written + 1  # compacted, plus this run's new record of the report
     inside = cli(
         "evaluate",
         shapes_dataset,
