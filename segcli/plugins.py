@@ -66,10 +66,14 @@ class Plugins:
         self.manager = pluggy.PluginManager(ENTRY_POINT_GROUP)
         self.manager.add_hookspecs(hookspecs)
         self.statuses: list[PluginStatus] = []
-        self.registries: dict[str, Registry[Any]] = {kind: Registry(kind) for kind in KINDS}
-        self.registries["recipe"] = Registry(
-            "recipe", lambda target: isinstance(target, Mapping), "a dict of configuration"
-        )
+        self.registries: dict[str, Registry[Any]] = {
+            kind: Registry(kind)
+            if kind != "recipe"
+            else Registry(
+                kind, lambda target: isinstance(target, Mapping), "a dict of configuration"
+            )
+            for kind in KINDS
+        }
 
     @property
     def datasets(self) -> Registry[Any]:

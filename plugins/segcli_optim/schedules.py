@@ -63,7 +63,7 @@ def _half_cosine(progress: float) -> float:
 
 def _progress(index: int, warmup: int, total_steps: int) -> float:
     """How far past the warm-up `index` is, from 0 to 1."""
-    return min(1.0, (index - warmup) / max(1, max(1, total_steps) - warmup))
+    return min(1.0, (index - warmup) / max(1, total_steps - warmup))
 
 
 def _steps(epochs: float, steps_per_epoch: int) -> int:

@@ -69,7 +69,7 @@ def check_component(
     name: str,
     options: dict[str, Any],
     *args: Any,
-) -> Any:
+) -> None:
     """Build `name` from `registry` with `options` as the run will, or raise a ConfigError that
     names the configuration key, its value, where it came from and what is valid."""
     name_key = key if key.startswith("augment.") else f"{key}.name"
@@ -88,7 +88,7 @@ def check_component(
                 hint=f"`segcli list {plural(registry.kind)}` describes each {registry.kind}",
             )
     try:
-        return call_factory(registry, name, *args, **options)
+        call_factory(registry, name, *args, **options)
     except ConfigError as error:
         source = _source(config, key, options)
         raise ConfigError(f"{key}: {error.message} (from {source})", hint=error.hint) from None

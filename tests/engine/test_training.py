@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from segcli.config import build_config, to_toml
+from segcli.config import build_config
 from segcli.engine.checkpoint import load_checkpoint
 from segcli.engine.train import fit
 
@@ -277,36 +274,3 @@ def test_schedules_warm_up_and_decay():
         build_config(overrides=["train.scheduler=step", "train.scheduler.step_epochs=2"]), 10
     )
     assert step(19) == 1.0 and step(20) == pytest.approx(0.1)
-
-
-@pytest.mark.slow
-def test_two_process_ddp_on_cpu_writes_the_same_layout(shapes_dataset, tmp_path):
-    single = fit(tiny_config(shapes_dataset, tmp_path / "single", "train.epochs=2"))
-    config_file = tmp_path / "ddp.toml"
-    config_file.write_text(to_toml(tiny_config(shapes_dataset, tmp_path / "ddp", "train.epochs=2")))
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            "-m",
-            "segcli",
-            "train",
-            "--config",
-            str(config_file),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    [ddp] = list((tmp_path / "ddp").iterdir())
-    # the command line's reporter (first process only) adds the curves to the engine's files
-    assert sorted(p.name for p in ddp.iterdir()) == sorted(
-        [*(p.name for p in single.iterdir()), "curves.png"]
-    )
-    assert [sorted(r) for r in records(ddp)] == [sorted(r) for r in records(single)]
-    assert 0.0 <= records(ddp)[-1]["confusion/miou"] <= 1.0
