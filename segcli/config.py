@@ -63,6 +63,30 @@ def _one_to_list(value: Any) -> Any:
     return value if isinstance(value, list) else [value]
 
 
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?")
+
+
+def parse_duration(text: str | float) -> float:
+    """Seconds from `90`, `90s`, `10m`, `1h` or `1h30m`; a number is seconds."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return float(text)
+    match = _DURATION.fullmatch(str(text).strip().lower())
+    if not str(text).strip() or match is None or not any(match.groups()):
+        raise ValueError("a duration such as 90s, 10m, 1h or 1h30m")
+    hours, minutes, seconds = (float(part or 0) for part in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def _duration(value: Any) -> Any:
+    # `--set train.max_time=10m` arrives as the text "10m"
+    if value is None or isinstance(value, bool):
+        return value
+    try:
+        return parse_duration(value)
+    except ValueError:
+        return value  # the schema reports it with the key's name and source
+
+
 Name = Annotated[str, BeforeValidator(_number_to_text), Field(min_length=1)]
 Probability = Annotated[float, Field(ge=0, le=1)]
 Positive = Annotated[float, Field(gt=0)]
@@ -79,6 +103,8 @@ class DatasetConfig(_Section):
     path: Name | None = None  # default: data/<name>
     train_split: Name = "train"
     val_split: Name = "val"
+    # decoded training and validation images kept in memory: auto = when they fit
+    cache: Literal["auto", "memory", "off"] = "auto"
 
 
 class ModelConfig(_Section):
@@ -109,6 +135,13 @@ class SchedulerConfig(_Section):
 
 class TrainConfig(_Section):
     epochs: int = Field(10, ge=1)
+    # the whole training's wall-clock budget in seconds ("10m" in a file or --set), validation
+    # included; None = train for `epochs`
+    max_time: Annotated[
+        float | None,
+        BeforeValidator(_duration),
+        Field(gt=0, description="a duration such as 90s, 10m or 1h"),
+    ] = None
     batch_size: int = Field(8, ge=1)
     lr: float = Field(1e-3, ge=0)  # 0 freezes the weights (tests, a baseline)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
