@@ -21,6 +21,12 @@ _TRANSFORMS = [
         "Rotate about the centre by an angle drawn from [-degrees, degrees] (degrees=15)",
     ),
     (
+        "crop",
+        "segcli_transforms.joint:crop",
+        "A random window of size=[height, width] (size=[256, 256]); smaller images are padded, "
+        "their masks with ignore",
+    ),
+    (
         "color_jitter",
         "segcli_transforms.joint:color_jitter",
         "Random brightness, contrast and (colour images) saturation within 1 +- strength "

@@ -48,6 +48,13 @@ def rotate(degrees: float = 15.0) -> v2.Transform:
     )
 
 
+def crop(size: Sequence[int] = (256, 256)) -> v2.Transform:
+    """A random window of `size` [height, width]; a smaller image is padded first, its mask
+    with the ignore index so the padding counts for nothing."""
+    height, width = _side_pair(size)
+    return v2.RandomCrop((height, width), pad_if_needed=True, fill=_FILL)
+
+
 def color_jitter(strength: float = 0.2) -> nn.Module:
     if strength < 0:
         raise ValueError(f"strength must be at least 0, got {strength}")
@@ -74,6 +81,15 @@ def _probability(p: float) -> float:
     if not 0 <= p <= 1:
         raise ValueError(f"p must be a probability in [0, 1], got {p}")
     return float(p)
+
+
+def _side_pair(size: Sequence[int]) -> tuple[int, int]:
+    values = list(size) if isinstance(size, (list, tuple)) else [size, size]
+    if len(values) != 2 or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values
+    ):
+        raise ValueError(f"size must be [height, width], two ints >= 1, got {size!r}")
+    return values[0], values[1]
 
 
 def _interval(bounds: Sequence[float]) -> tuple[float, float]:
