@@ -43,9 +43,13 @@ def record_run(run_dir: Path, config: RunConfig) -> None:
 
 
 def environment() -> dict[str, Any]:
+    """Versions a run depends on, every plugin's distribution among them: a model, loss or
+    transform from a plugin is as much a dependency as torch."""
     import numpy
     import torch
     import torchvision
+
+    from segcli.plugins import get_plugins
 
     return {
         "segcli": __version__,
@@ -56,6 +60,15 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,
         "git": _git_state(),
+        "plugins": [
+            {
+                "plugin": status.name,
+                "distribution": status.distribution,
+                "version": status.version,
+                "status": status.status,
+            }
+            for status in get_plugins().statuses
+        ],
     }
 
 
