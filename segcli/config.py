@@ -295,8 +295,9 @@ def monitor_choices(metrics: list[str]) -> str:
 
 # Sections whose unknown keys are options for the plugin (validated by the plugin's factory).
 _OPEN_SECTIONS = (ModelConfig, LossConfig, OptimizerConfig, SchedulerConfig)
-# Sections whose options belong to the chosen name: a layer naming another one starts afresh.
-_COMPONENT_SECTIONS = (OptimizerConfig, SchedulerConfig)
+# Sections whose options belong to the chosen name: a layer naming another one drops the
+# options given for the first (`model.weights` and `backbone_weights` are not options: kept).
+_COMPONENT_SECTIONS = (ModelConfig, LossConfig, OptimizerConfig, SchedulerConfig)
 
 
 def build_config(

@@ -8,7 +8,9 @@ exactly what an uninterrupted one would.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from itertools import cycle, islice
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -29,7 +31,7 @@ from segcli.data.format import (
     split_files,
     undeclared_values,
 )
-from segcli.data.io import read_image, read_mask
+from segcli.data.io import image_size, read_image, read_mask
 from segcli.engine.build import call_factory
 from segcli.engine.preprocess import TrainingInput, configured_preprocessing
 from segcli.errors import DataError
@@ -81,12 +83,42 @@ class SegmentationDataset(Dataset):
         check_mask_values(self.root, split, self.info)
         self.transform = transform
         self.seed = seed
+        # index -> (image, mask) as decoded and checked; filled by `decode_all`
+        self.decoded: list[tuple[np.ndarray, np.ndarray]] | None = None
+
+    def decoded_bytes(self) -> int:
+        """What the split takes in memory once decoded, from the files' headers alone."""
+        total = 0
+        for image_path, _ in self.pairs:
+            width, height = image_size(image_path)
+            total += width * height * (self.info.image_channels + 1)
+        return total
+
+    def decode_all(self, threads: int | None = None) -> None:
+        """Decode and check every pair once and keep it: later epochs read memory, not files.
+        Loader workers started afterwards share the decoded arrays (copy-on-write)."""
+        with ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool:
+            self.decoded = list(pool.map(self._read_pair, range(len(self.pairs))))
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def __getitem__(self, key: int | SampleKey) -> tuple[torch.Tensor, torch.Tensor]:
         epoch, index, padding = key if isinstance(key, SampleKey) else SampleKey(0, key)
+        image, mask = self.decoded[index] if self.decoded is not None else self._read_pair(index)
+        image_tensor = tv_tensors.Image(
+            torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+        )
+        mask_tensor = tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(mask)))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_sample_seed(self.seed, epoch, index))
+            image_out, mask_out = self.transform(image_tensor, mask_tensor)
+        mask_out = mask_out.as_subclass(torch.Tensor).long()
+        if padding:
+            mask_out.fill_(IGNORE_INDEX)  # the value losses and metrics skip
+        return image_out.as_subclass(torch.Tensor), mask_out
+
+    def _read_pair(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         image_path, mask_path = self.pairs[index]
         image = read_image(image_path, self.info.image_channels)
         mask = read_mask(mask_path)
@@ -101,17 +133,31 @@ class SegmentationDataset(Dataset):
                 f"{describe_classes(self.info)}",
                 hint="write the dataset again with `segcli prepare ... --force`",
             )
-        image_tensor = tv_tensors.Image(
-            torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
-        )
-        mask_tensor = tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(mask)))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(_sample_seed(self.seed, epoch, index))
-            image_out, mask_out = self.transform(image_tensor, mask_tensor)
-        mask_out = mask_out.as_subclass(torch.Tensor).long()
-        if padding:
-            mask_out.fill_(IGNORE_INDEX)  # the value losses and metrics skip
-        return image_out.as_subclass(torch.Tensor), mask_out
+        return image, mask
+
+
+def cache_decoded(
+    datasets: Sequence[SegmentationDataset], mode: str, memory_available: int | None = None
+) -> bool:
+    """Decode the datasets into memory when `mode` says so: "memory" always, "auto" when
+    the decoded pixels take at most a quarter of the memory available, "off" never."""
+    if mode == "off":
+        return False
+    if mode == "auto":
+        needed = sum(dataset.decoded_bytes() for dataset in datasets)
+        available = memory_available if memory_available is not None else _available_memory()
+        if available is None or needed > available // 4:
+            return False
+    for dataset in datasets:
+        dataset.decode_all()
+    return True
+
+
+def _available_memory() -> int | None:
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None  # not knowable here: do not risk it
 
 
 def _sample_seed(seed: int, epoch: int, index: int) -> int:

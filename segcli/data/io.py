@@ -105,10 +105,14 @@ def open_image(path: Path, max_pixels: int | None = None) -> Image.Image:
             hint="free memory, or lower --max-image-pixels to skip images this large",
         ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(
-            f"cannot read image {path}: {exc}".rstrip(),
-            hint="the file is corrupt or not an image; replace or remove it",
-        ) from None
+        raise _unreadable(path, exc) from None
+
+
+def _unreadable(path: Path, exc: BaseException) -> DataError:
+    return DataError(
+        f"cannot read image {path}: {exc}".rstrip(),
+        hint="the file is corrupt or not an image; replace or remove it",
+    )
 
 
 def to_uint8(array: np.ndarray) -> np.ndarray:
@@ -121,6 +125,17 @@ def to_uint8(array: np.ndarray) -> np.ndarray:
     if array.dtype == bool:
         return array.astype(np.uint8) * 255
     return np.clip(array.astype(np.float32) * 255.0, 0, 255).round().astype(np.uint8)
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the file's header, without decoding a pixel."""
+    try:
+        with _pil_pixel_limit(None), Image.open(path) as image:
+            return image.size
+    except FileNotFoundError:
+        raise DataError(f"image {path} does not exist") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise _unreadable(path, exc) from None
 
 
 def read_image(path: Path, channels: int = 3, max_pixels: int | None = None) -> np.ndarray:

@@ -14,7 +14,12 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
 from segcli.config import RunConfig
-from segcli.data.dataset import EpochSampler, SegmentationDataset, build_transforms
+from segcli.data.dataset import (
+    EpochSampler,
+    SegmentationDataset,
+    build_transforms,
+    cache_decoded,
+)
 from segcli.data.format import DatasetInfo
 from segcli.engine import distributed
 from segcli.engine.build import build_loss, build_metrics, build_model, resolve_device
@@ -117,16 +122,20 @@ def _build_loaders(
         rank=context.rank,
         world_size=context.world_size,
     )
+    val_set = None
+    if config.dataset.val_split in info.labelled_splits:
+        val_set = SegmentationDataset(
+            root,
+            config.dataset.val_split,
+            build_transforms(config.input, None, info.image_channels),
+            config.train.seed,
+            info,
+        )
+    # before the loaders: their workers then share the decoded arrays
+    cache_decoded([d for d in (train_set, val_set) if d is not None], config.dataset.cache)
     train_loader = make_loader(train_set, train_sampler, config, device)
-    if config.dataset.val_split not in info.labelled_splits:
+    if val_set is None:
         return train_loader, train_sampler, None
-    val_set = SegmentationDataset(
-        root,
-        config.dataset.val_split,
-        build_transforms(config.input, None, info.image_channels),
-        config.train.seed,
-        info,
-    )
     val_sampler = EpochSampler(
         len(val_set), shuffle=False, rank=context.rank, world_size=context.world_size
     )
