@@ -382,14 +382,12 @@ def _merge(
         path = f"{prefix}{key}"
         section = _section(schema, key)
         if section in _COMPONENT_SECTIONS and isinstance(value, str):
-            value = {"name": value}  # `--set train.scheduler=cosine`
+            value = {"name": value}  # `--set train.scheduler=cosine`, `--set model=tiny`
         if section is not None and isinstance(value, dict):
-            earlier = data.get(key)
-            if not isinstance(earlier, dict) or (
-                section in _COMPONENT_SECTIONS
-                and value.get("name", earlier.get("name")) != earlier.get("name")
-            ):
+            if not isinstance(data.get(key), dict):
                 data[key] = {}
+            elif section in _COMPONENT_SECTIONS:
+                _drop_options_of_another_name(data[key], section, value.get("name"))
             _merge(data[key], section, value, source, sources, f"{path}.")
         elif schema is RunConfig and key == "augment" and isinstance(value, dict):
             # a recipe or file lists its whole pipeline: the order is part of it
@@ -407,6 +405,16 @@ def _merge(
         else:
             data[key] = value
             sources[path] = source
+
+
+def _drop_options_of_another_name(
+    earlier: dict[str, Any], section: type[BaseModel], name: Any
+) -> None:
+    """A later layer naming another component: the earlier layers' options were for the old
+    one (`depth` of unet means nothing to another model)."""
+    current = earlier.get("name", section.model_fields["name"].default)
+    if name is not None and name != current:
+        earlier.pop("options", None)
 
 
 def _set_option(section: dict[str, Any], key: str, value: Any) -> None:
@@ -446,6 +454,9 @@ def _set_path(
             raise ConfigError(_unknown_key(path, schema, source))
         if not isinstance(data.get(part), dict):
             data[part] = {}
+        if section in _COMPONENT_SECTIONS and parts[-1] == "name" and index == len(parts) - 2:
+            # `--set model.name=tiny` names another component, as `--set model=tiny` does
+            _drop_options_of_another_name(data[part], section, value)
         data, schema = data[part], section
     _merge(data, schema, {parts[-1]: value}, source, sources, "".join(f"{p}." for p in parts[:-1]))
 

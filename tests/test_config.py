@@ -280,3 +280,51 @@ def test_old_set_keys_still_work():
     )
     assert config.train.optimizer.options == {"momentum": 0.5}
     assert config.augment == {"rotate": {"degrees": 10}}
+
+
+def test_naming_another_model_or_loss_drops_the_options_given_for_the_old_one():
+    from segcli_recipes import SHAPES_UNET
+
+    recipe = {**SHAPES_UNET, "model": {**SHAPES_UNET["model"], "backbone_weights": "b.pt"}}
+    for overrides in (["model.name=tiny", "model.width=16"], ["model={name='tiny', width=16}"]):
+        config = build_config(recipe, overrides=overrides)
+        assert (config.model.name, config.model.options) == ("tiny", {"width": 16}), overrides
+        assert config.model.backbone_weights == "b.pt"  # weights are not the old model's options
+    assert build_config(recipe, overrides=["model=tiny"]).model.options == {}
+    same = build_config(recipe, overrides=["model.name=unet"])
+    assert same.model.options == {"depth": 3, "base_width": 16}
+    default_name = build_config({"model": {"depth": 3}}, overrides=["model.name=unet"])
+    assert default_name.model.options == {"depth": 3}
+    loss = build_config(
+        {"loss": {"name": "ce", "weight": [1.0, 2.0]}}, overrides=["loss.name=dice"]
+    )
+    assert loss.loss.options == {}
+    scheduler = build_config(
+        {"train": {"scheduler": {"name": "poly", "power": 2.0}}},
+        overrides=["train.scheduler.name=cosine"],
+    )
+    assert scheduler.train.scheduler.options == {}
+
+
+def test_set_model_name_on_a_recipe_builds_the_new_model_without_the_old_options(
+    shapes_dataset,
+):
+    from segcli_recipes import SHAPES_UNET
+    from torch import nn
+
+    from segcli.data.format import read_dataset_info
+    from segcli.engine.build import build_model
+    from segcli.plugins import get_plugins
+    from segcli.registry import Origin
+
+    def tiny(num_classes: int, in_channels: int = 3, *, width: int = 8) -> nn.Module:
+        return nn.Conv2d(in_channels, num_classes, 1, bias=width > 0)
+
+    plugins = get_plugins()
+    plugins.models.add("tiny", tiny, "", Origin("test", "segcli-test", "0.1"))
+    try:
+        config = build_config(SHAPES_UNET, overrides=["model.name=tiny", "model.width=16"])
+        model = build_model(config, read_dataset_info(shapes_dataset), plugins)
+    finally:
+        plugins.models.remove_from("test")
+    assert isinstance(model, nn.Conv2d)
