@@ -18,7 +18,7 @@ from typer.core import TyperGroup
 
 from segcli.cli.output import console, error_console
 
-_COMMON_OPTIONS = ("out", "force", "workers", "skip_unpaired")
+_COMMON_OPTIONS = ("out", "force", "workers", "skip_unpaired", "split_file")
 
 
 class _DatasetCommands(TyperGroup):
@@ -103,6 +103,19 @@ def _command_for(name: str, preparer: Any) -> Any:
                 bool, typer.Option(help="Leave out images without masks and masks without images.")
             ],
         ),
+        inspect.Parameter(
+            "split_file",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation=Annotated[
+                Path | None,
+                typer.Option(
+                    help='Your own split, kept exactly: JSON {"train": [stems], "val": [stems]}; '
+                    "every labelled sample must be listed once (images without masks keep "
+                    "their split)."
+                ),
+            ],
+        ),
     ]
 
     def command(**values: Any) -> None:
@@ -132,20 +145,29 @@ def run_prepare(
     force: bool = False,
     workers: int | None = None,
     skip_unpaired: bool = False,
+    split_file: Path | None = None,
 ) -> None:
     """Plan, build and report one dataset (what every `segcli prepare X` runs)."""
     from rich.progress import Progress
 
-    from segcli.data.prepare import build_dataset, check_output, provenance, require_raw_dir
+    from segcli.data.prepare import (
+        build_dataset,
+        check_output,
+        provenance,
+        read_split_file,
+        require_raw_dir,
+    )
     from segcli.errors import Interrupted
 
     if getattr(preparer, "needs_raw", True):
         raw = require_raw_dir(raw, name)
     out = Path(out or Path("data") / name)
     inputs = [raw, *(value for value in options.values() if isinstance(value, Path))]
-    inputs = [path for path in inputs if path is not None]
-    # Before the preparer reads anything: a refused --out should not cost a survey of the data.
+    inputs = [path for path in (*inputs, split_file) if path is not None]
+    # Before the preparer reads anything: a refused --out or a malformed split file should not
+    # cost a survey of the data.
     check_output(out, force, inputs)
+    split = read_split_file(split_file) if split_file is not None else None
     from segcli.plugins import get_plugins
 
     try:
@@ -167,6 +189,7 @@ def run_prepare(
                 preparer=recorded,
                 progress=lambda done, total: progress.update(task, completed=done),
                 inputs=inputs,
+                split_file=split,
             )
         except Exception as error:
             progress.stop()
@@ -174,6 +197,7 @@ def run_prepare(
                 error_console.print(f"  [red]•[/] {problem}", markup=True, highlight=False)
             raise
     print_report(report)
+    console.print(fingerprint_line(out), highlight=False, soft_wrap=True)
 
 
 def print_report(report: Any) -> None:
@@ -201,6 +225,29 @@ def print_report(report: Any) -> None:
     skipped = report.unpaired_images + report.unpaired_masks
     if skipped:
         console.print(f"[yellow]skipped {len(skipped)} unpaired file(s)[/] (listed in report.json)")
+
+
+def fingerprint_line(root: Path) -> str:
+    """One line of what `fingerprint.json` says (docs/dataset-format.md)."""
+    from segcli.data.fingerprint import load_fingerprint
+
+    found = load_fingerprint(root)
+    measured = found.images_measured
+    size = f"{found.height.median:g}x{found.width.median:g}"
+    if (found.height.min, found.width.min) != (found.height.max, found.width.max):
+        size = f"median {size} ({found.height.min}-{found.height.max} high, "
+        size += f"{found.width.min}-{found.width.max} wide)"
+    mean = "/".join(f"{v:.2f}" for v in found.mean)
+    std = "/".join(f"{v:.2f}" for v in found.std)
+    line = (
+        f"fingerprint: {size} x{found.channels}, mean {mean}, std {std}"
+        f" ({measured} training image{'s' * (measured != 1)} measured)"
+    )
+    present = [c for c in found.classes if c.pixel_share > 0]
+    rarest = min(present, key=lambda c: c.pixel_share, default=None)
+    if rarest is not None:
+        line += f"; rarest class {rarest.name}: {100 * rarest.pixel_share:.2f} % of pixels"
+    return line
 
 
 def _values(values: list[int] | None) -> str:

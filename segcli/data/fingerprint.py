@@ -7,8 +7,16 @@ on first use. No torch here: the planner and `--print-config` stay light.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+from segcli.data.format import DatasetInfo, read_dataset_info, split_files
+from segcli.data.io import OutputLedger, atomic_write, read_image, read_mask
+from segcli.errors import DataError, OutputError, ResourceError
 
 FINGERPRINT_FILE = "fingerprint.json"
 FINGERPRINT_VERSION = 1
@@ -60,6 +68,9 @@ class Fingerprint:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Fingerprint:
         return cls(
@@ -73,3 +84,177 @@ class Fingerprint:
             classes=tuple(ClassStats(**c) for c in data["classes"]),
             images_measured=int(data["images_measured"]),
         )
+
+
+def compute_fingerprint(
+    root: Path, info: DatasetInfo | None = None, *, max_images: int = 2000
+) -> Fingerprint:
+    """Measure the prepared dataset at `root`: its training split (`train`, else the first
+    labelled split), or an evenly spaced sample of `max_images` of its images, read with the
+    trainer's own readers (so sizes are after EXIF rotation, channels as the model gets them).
+    """
+    if max_images < 1:
+        raise ValueError(f"max_images must be at least 1, not {max_images}")
+    root = Path(root)
+    info = info or read_dataset_info(root)
+    split = _training_split(root, info)
+    pairs = split_files(root, split)
+    if not pairs:
+        raise DataError(
+            f"split {split!r} of {root} has no images to measure",
+            hint="write the dataset again with `segcli prepare ... --force`",
+        )
+    count = min(max_images, len(pairs))
+    tally = _Tally(info.image_channels, info.num_classes)
+    for index in range(count):
+        image_path, mask_path = pairs[index * len(pairs) // count]
+        mask = read_mask(mask_path) if mask_path is not None else None
+        tally.add(read_image(image_path, info.image_channels), mask)
+    return tally.fingerprint(info)
+
+
+def load_fingerprint(root: Path) -> Fingerprint:
+    """The fingerprint of the prepared dataset at `root`.
+
+    `fingerprint.json` is derived data: when it is missing, unreadable, of another version
+    or of other split sizes (a dataset prepared before fingerprints existed, or edited since),
+    the fingerprint is computed and written back atomically. A dataset folder that cannot be
+    written (read-only, disk full) gets it computed on every use instead of an error; one
+    written by a newer segcli is left as it is."""
+    root = Path(root)
+    info = read_dataset_info(root)
+    path = root / FINGERPRINT_FILE
+    recorded = _read_recorded(path)
+    if isinstance(recorded, Fingerprint) and recorded.splits == info.splits:
+        return recorded
+    fingerprint = compute_fingerprint(root, info)
+    if not (isinstance(recorded, int) and recorded > FINGERPRINT_VERSION):
+        _store(root, path, fingerprint)
+    return fingerprint
+
+
+def _read_recorded(path: Path) -> Fingerprint | int | None:
+    """The recorded fingerprint of this version, else the version number found (or None)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    version = data.get("version") if isinstance(data, dict) else None
+    if type(version) is not int:
+        return None
+    if version != FINGERPRINT_VERSION:
+        return version
+    try:
+        return Fingerprint.from_dict(data)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def _store(root: Path, path: Path, fingerprint: Fingerprint) -> None:
+    try:
+        ledger = OutputLedger(root) if (root / OutputLedger.NAME).is_file() else None
+        with atomic_write(path, ledger=ledger) as stream:
+            stream.write(fingerprint.to_json().encode())
+    except (OutputError, ResourceError):
+        pass  # derived data: measured again next time rather than failing the command
+
+
+def _training_split(root: Path, info: DatasetInfo) -> str:
+    if "train" in info.splits:
+        return "train"
+    candidates = [s for s in info.labelled_splits if s in info.splits] or list(info.splits)
+    if not candidates:
+        raise DataError(f"{root}/dataset.json lists no splits", hint="prepare the dataset again")
+    return candidates[0]
+
+
+class _Tally:
+    """Running sums over the measured images; masks are optional (unlabelled images)."""
+
+    def __init__(self, channels: int, num_classes: int) -> None:
+        self.channels, self.num_classes = channels, num_classes
+        self.heights: list[int] = []
+        self.widths: list[int] = []
+        self.intensity = np.zeros((channels, 256), np.int64)
+        self.pixels = np.zeros(256, np.int64)
+        self.top = np.zeros(256, np.float64)
+        self.left = np.zeros(256, np.float64)
+        self.images_with = np.zeros(256, np.int64)
+        self.masks = 0
+        self.object_areas: list[list[float]] = [[] for _ in range(num_classes)]
+
+    def add(self, image: np.ndarray, mask: np.ndarray | None) -> None:
+        import cv2  # here, not at the top: 0.1 s that reading a fingerprint does not need
+
+        self.heights.append(image.shape[0])
+        self.widths.append(image.shape[1])
+        for channel in range(self.channels):
+            self.intensity[channel] += np.bincount(image[..., channel].ravel(), minlength=256)
+        if mask is None:
+            return
+        self.masks += 1
+        counts = np.bincount(mask.ravel(), minlength=256)
+        self.pixels += counts
+        self.top += _first_half_counts(mask)
+        self.left += _first_half_counts(mask.T)
+        present = np.flatnonzero(counts[: self.num_classes])
+        self.images_with[present] += 1
+        for index in present:
+            _, _, stats, _ = cv2.connectedComponentsWithStats(
+                (mask == index).view(np.uint8), connectivity=8
+            )
+            areas = stats[1:, cv2.CC_STAT_AREA] / mask.size
+            self.object_areas[index].extend(areas.tolist())
+
+    def fingerprint(self, info: DatasetInfo) -> Fingerprint:
+        levels = np.arange(256) / 255.0
+        totals = self.intensity.sum(axis=1)
+        mean = self.intensity @ levels / totals
+        variance = np.maximum(self.intensity @ levels**2 / totals - mean**2, 0.0)
+        labelled = int(self.pixels[: self.num_classes].sum())
+        classes = []
+        for cls in info.classes:
+            pixels = int(self.pixels[cls.id])
+            areas = self.object_areas[cls.id]
+            classes.append(
+                ClassStats(
+                    index=cls.id,
+                    name=cls.name,
+                    pixel_share=_round(pixels / labelled) if labelled else 0.0,
+                    image_share=_round(self.images_with[cls.id] / self.masks)
+                    if self.masks
+                    else 0.0,
+                    median_object_area=_round(float(np.median(areas))) if areas else None,
+                    top_share=_round(self.top[cls.id] / pixels) if pixels else None,
+                    left_share=_round(self.left[cls.id] / pixels) if pixels else None,
+                )
+            )
+        return Fingerprint(
+            version=FINGERPRINT_VERSION,
+            splits=dict(info.splits),
+            height=_size_stats(self.heights),
+            width=_size_stats(self.widths),
+            channels=self.channels,
+            mean=tuple(_round(v) for v in mean),
+            std=tuple(_round(v) for v in np.sqrt(variance)),
+            classes=tuple(classes),
+            images_measured=len(self.heights),
+        )
+
+
+def _first_half_counts(mask: np.ndarray) -> np.ndarray:
+    """Pixels per value in the first half of the rows; a middle row counts half."""
+    half, odd = divmod(mask.shape[0], 2)
+    counts = np.bincount(mask[:half].ravel(), minlength=256).astype(np.float64)
+    if odd:
+        counts += 0.5 * np.bincount(mask[half].ravel(), minlength=256)
+    return counts
+
+
+def _size_stats(values: list[int]) -> SizeStats:
+    return SizeStats(median=float(np.median(values)), min=int(min(values)), max=int(max(values)))
+
+
+def _round(value: float) -> float:
+    """Six significant digits: enough for the planner, readable in the JSON file."""
+    return float(f"{float(value):.6g}")

@@ -11,10 +11,12 @@ dataset that it wrote itself.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import signal
 import sys
@@ -30,11 +32,27 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from segcli.data.fingerprint import FINGERPRINT_FILE, compute_fingerprint
 from segcli.data.format import IGNORE_INDEX, ClassInfo, DatasetInfo
 from segcli.data.io import open_image, process_alive, write_error
-from segcli.errors import DataError, Interrupted, OutputError, ResourceError, UsageError
+from segcli.errors import (
+    ConfigError,
+    DataError,
+    Interrupted,
+    OutputError,
+    ResourceError,
+    UsageError,
+)
 
-__all__ = ["ClassInfo", "DatasetPlan", "PrepareReport", "Sample", "build_dataset"]
+__all__ = [
+    "ClassInfo",
+    "DatasetPlan",
+    "PrepareReport",
+    "Sample",
+    "SplitFile",
+    "build_dataset",
+    "read_split_file",
+]
 
 # Formats whose original bytes are kept: the trainer reads each of them directly.
 _COPIED_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
@@ -351,11 +369,14 @@ def build_dataset(
     preparer: dict[str, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
     inputs: Iterable[Path] = (),
+    split_file: SplitFile | None = None,
 ) -> PrepareReport:
-    """Validate and write `plan` as a canonical dataset at `out`; all or nothing.
+    """Validate and write `plan` as a canonical dataset at `out`, with its fingerprint; all or
+    nothing.
 
     `inputs` are the folders and files the preparer read (besides the plan's own image and
-    mask files): `out` may not be, contain or lie inside any of them.
+    mask files): `out` may not be, contain or lie inside any of them. `split_file` replaces
+    the preparer's own split of the labelled samples (see `apply_split_file`).
     """
     started = time.perf_counter()
     out = Path(out)
@@ -372,6 +393,9 @@ def build_dataset(
             f"masks without images, e.g. {first}",
             hint="fix the names, or pass --skip-unpaired to leave them out",
         )
+    if split_file is not None:
+        apply_split_file(plan, split_file)
+        preparer = {**(preparer or {}), "split_file": split_file.record()}
     _check_unique(plan)
     existed = out.exists()
     temporary = out.parent / f".{out.name}.tmp-{os.getpid()}"
@@ -392,10 +416,8 @@ def build_dataset(
             )
             error.problems = report.problems  # type: ignore[attr-defined]
             raise error
-        report.seconds = round(time.perf_counter() - started, 2)
         info = _dataset_info(plan, results, preparer or {})
         _write_file(temporary / "dataset.json", info.to_json().encode())
-        _write_file(temporary / "report.json", json.dumps(report.to_dict(), indent=2).encode())
         by_key = {(s.split, s.stem): s for s in plan.samples}
         records = [
             {
@@ -411,12 +433,163 @@ def build_dataset(
         ]
         lines = "".join(json.dumps(record) + "\n" for record in records)
         _write_file(temporary / "samples.jsonl", lines.encode())
+        fingerprint = compute_fingerprint(temporary, info)
+        _write_file(temporary / FINGERPRINT_FILE, fingerprint.to_json().encode())
+        report.seconds = round(time.perf_counter() - started, 2)
+        _write_file(temporary / "report.json", json.dumps(report.to_dict(), indent=2).encode())
         with _interrupts_held():
             _swap_into_place(temporary, out)
     except BaseException as exc:
         _remove(temporary)
         raise _aborted(exc, out, existed) from None
     return report
+
+
+_SPLIT_FILE_HINT = 'a split file is a JSON object like {"train": ["stem", ...], "val": [...]}'
+# A split name becomes a folder name.
+_SPLIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+@dataclass(frozen=True)
+class SplitFile:
+    """A user's own split of the labelled samples: split name -> the stems it holds."""
+
+    path: Path
+    sha256: str
+    splits: dict[str, list[str]]
+
+    def record(self) -> dict[str, str]:
+        """What dataset.json's provenance keeps of it."""
+        return {"path": str(self.path.resolve()), "sha256": self.sha256}
+
+
+def read_split_file(path: Path) -> SplitFile:
+    """Read `{"train": [stems], "val": [stems], ...}`: each list is a split; string and number
+    values (`"dataset"`, `"rule"`, `"seed"`) describe the file and are ignored. Numbers in a
+    list are stems too (`[0, 1, 2]`). Refuses a missing `train` list and a stem listed twice."""
+    path = Path(path)
+    try:
+        content = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read split file {path}: {exc.strerror or exc}", hint="check --split-file"
+        ) from None
+    try:
+        data = json.loads(content)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"split file {path} is not valid JSON: {exc}", hint=_SPLIT_FILE_HINT
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"split file {path} must hold a JSON object", hint=_SPLIT_FILE_HINT)
+    splits: dict[str, list[str]] = {}
+    for key, value in data.items():
+        if isinstance(value, (str, int, float, bool)) or value is None:
+            continue
+        if not isinstance(value, list):
+            raise ConfigError(
+                f"split file {path}: {key!r} must be a list of stems (or a descriptive string "
+                f"or number), not {json.dumps(value)[:40]}",
+                hint=_SPLIT_FILE_HINT,
+            )
+        if not _SPLIT_NAME.fullmatch(key):
+            raise ConfigError(
+                f"split file {path}: {key!r} cannot be a split name",
+                hint="use letters, digits, '_', '-' and '.', e.g. train, val, test",
+            )
+        not_stems = [v for v in value if not _is_stem(v)]
+        if not_stems:
+            raise ConfigError(
+                f"split file {path}: {key!r} holds {json.dumps(not_stems[0])[:40]}, which is "
+                "not a stem",
+                hint="list file names without their extension, as strings",
+            )
+        splits[key] = [str(v) for v in value]
+    if "train" not in splits:
+        raise ConfigError(
+            f'split file {path} has no "train" list'
+            + (f" (its lists: {', '.join(splits)})" if splits else ""),
+            hint=_SPLIT_FILE_HINT,
+        )
+    where: dict[str, list[str]] = {}
+    for split, stems in splits.items():
+        for stem in stems:
+            where.setdefault(stem, []).append(split)
+    repeated = [stem for stem, found in where.items() if len(found) > 1]
+    if repeated:
+        raise ConfigError(
+            f"split file {path} lists {len(repeated)} stem(s) more than once, e.g. "
+            f"{repeated[0]!r} in {' and '.join(where[repeated[0]])}",
+            hint="each sample belongs to exactly one split",
+        )
+    return SplitFile(path, hashlib.sha256(content).hexdigest(), splits)
+
+
+def _is_stem(value: Any) -> bool:
+    if isinstance(value, str):
+        return bool(value)
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def apply_split_file(plan: DatasetPlan, split_file: SplitFile) -> None:
+    """Put each labelled sample into the split the file names for its stem; refuses a labelled
+    sample the file does not list, a listed stem that is no labelled sample, and a stem shared
+    by several labelled samples. Images without masks (a benchmark's test images) keep the
+    preparer's split: the file places labelled samples only."""
+    path = split_file.path
+    labelled: dict[str, list[Sample]] = {}
+    for sample in plan.samples:
+        if sample.mask is not None:
+            labelled.setdefault(sample.stem, []).append(sample)
+    shared = [stem for stem, found in labelled.items() if len(found) > 1]
+    if shared:
+        found = labelled[shared[0]]
+        raise ConfigError(
+            f"--split-file {path}: {len(shared)} stem(s) name several labelled samples of "
+            f"{plan.name}, e.g. {shared[0]!r}: "
+            + ", ".join(f"{s.split} {s.image or s.mask}" for s in found[:3]),
+            hint="a split file needs stems that are unique across the raw splits",
+        )
+    chosen = {stem: split for split, stems in split_file.splits.items() for stem in stems}
+    unknown = [stem for stem in chosen if stem not in labelled]
+    if unknown:
+        raise ConfigError(
+            f"--split-file {path} lists {len(unknown)} stem(s) that are no labelled sample of "
+            f"{plan.name}: {_some(unknown)}",
+            hint="check that the file belongs to this raw dataset (stems are file names "
+            "without extension; images without masks cannot be placed)",
+        )
+    unlisted = sorted(stem for stem in labelled if stem not in chosen)
+    if unlisted:
+        raise ConfigError(
+            f"--split-file {path} leaves out {len(unlisted)} labelled sample(s) of "
+            f"{plan.name}: {_some(unlisted)}",
+            hint="list every labelled sample in one split of the file, or remove those samples "
+            "from the raw folder",
+        )
+    for stem, (sample,) in labelled.items():
+        sample.split = chosen[stem]
+    unlabelled = {(s.split, s.stem) for s in plan.samples if s.mask is None}
+    clash = next(
+        (s for found in labelled.values() for s in found if (s.split, s.stem) in unlabelled), None
+    )
+    if clash is not None:
+        raise ConfigError(
+            f"--split-file {path} puts {clash.stem!r} into {clash.split!r}, which also holds an "
+            "image without a mask of that name",
+            hint=f"give that split of the file another name than {clash.split!r}",
+        )
+    counts = {split: sum(s.split == split for s in plan.samples) for split in split_file.splits}
+    # The preparer's own split note no longer describes the dataset.
+    plan.notes = [note for note in plan.notes if not note.startswith("validation split")]
+    plan.notes.append(
+        f"split from {path.name}: " + ", ".join(f"{n} {split}" for split, n in counts.items())
+    )
+
+
+def _some(stems: list[str], shown: int = 3) -> str:
+    listed = ", ".join(repr(stem) for stem in stems[:shown])
+    return listed + (f" and {len(stems) - shown} more" if len(stems) > shown else "")
 
 
 def _aborted(exc: BaseException, out: Path, existed: bool) -> BaseException:
