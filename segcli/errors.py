@@ -85,3 +85,8 @@ class Interrupted(SegcliError):
     """The user pressed Ctrl-C; the message says what was kept and how to go on."""
 
     exit_code = 130
+
+
+class WeightsUnavailable(CheckpointError):
+    """Published pretrained weights are not in the local cache and cannot be downloaded; the
+    message names the file, the folder to put it in and the address to fetch it from."""

@@ -1,4 +1,13 @@
-"""Loading pretrained weights from local files, safely and with errors that say what is wrong.
+"""Loading pretrained weights, safely and with errors that say what is wrong.
+
+A model option like ``backbone_weights`` takes a local file or the name of weights the
+model's plugin knows the address of (``imagenet``, ``coco``): `resolve_weights` turns
+either into a `WeightsFile`. Named weights live in torch hub's cache
+(``torch.hub.get_dir()/checkpoints``, under ``$TORCH_HOME``): a file already there is used
+as it is, without touching the network; one that is not is downloaded and its SHA-256
+checked against the hash in its published file name; offline, the error names the file,
+the folder to put it in and the address to fetch it from. `record_pretrained` keeps on the
+model which file it started from (name, file, SHA-256), for the run's records.
 
 Files are read without executing code: ``.safetensors`` through safetensors, ``.pt``/``.pth``/
 ``.bin``/``.tar`` through ``torch.load(weights_only=True)``. A state dict may be wrapped the
@@ -19,19 +28,37 @@ Matching a file into a module (`load_matching`):
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import logging
+import os
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from functools import cached_property
+from http.client import HTTPException
+from pathlib import Path, PurePosixPath
+from urllib.error import URLError
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
+from torch.hub import HASH_REGEX
 
-from segcli.errors import CheckpointError
+from segcli.errors import (
+    CheckpointError,
+    ConfigError,
+    OutputError,
+    ResourceError,
+    WeightsUnavailable,
+)
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".tar")
 SAFETENSORS_SUFFIX = ".safetensors"
 _SHOWN = 4  # keys listed in an error message
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -236,3 +263,136 @@ def save_state_dict(module: nn.Module, path: str | Path) -> None:
     from safetensors.torch import save_file
 
     save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, str(path))
+
+
+# --- weights by name: torch hub's cache, the download, and the run's record -----------------
+
+PRETRAINED_ATTRIBUTE = "pretrained_weights"  # model attribute: option -> WeightsFile.record()
+
+
+@dataclass(frozen=True)
+class WeightsFile:
+    """A weights file a model starts from: a local file, or published weights by name."""
+
+    path: Path
+    name: str | None = None  # the published name (``imagenet``...), None for a local file
+    url: str | None = None
+
+    @cached_property
+    def sha256(self) -> str:
+        with self.path.open("rb") as file:
+            return hashlib.file_digest(file, "sha256").hexdigest()
+
+    def record(self) -> dict[str, str | None]:
+        """What a run records to be reproducible: which file, by content."""
+        return {"name": self.name, "file": self.path.name, "url": self.url, "sha256": self.sha256}
+
+
+def weights_cache_dir() -> Path:
+    """Where published weights are looked for and downloaded to: torch hub's checkpoints
+    folder (``$TORCH_HOME/hub/checkpoints``, by default ``~/.cache/torch/hub/checkpoints``)."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def published_file_name(url: str) -> str:
+    """The file name torch hub caches `url` under."""
+    return PurePosixPath(urlparse(url).path).name
+
+
+def resolve_weights(value: str, published: Mapping[str, str], *, target: str) -> WeightsFile:
+    """`value` as a weights file: a name from `published` (name -> URL) fetched through the
+    cache, else a local path. A value shaped like a name (no folder, no suffix) that is
+    neither is a ConfigError listing the names `target` (a model name) knows."""
+    if value in published:
+        return WeightsFile(
+            fetch_published(published[value], name=value, target=target), value, published[value]
+        )
+    path = Path(value).expanduser()
+    shaped_like_a_name = "/" not in value and os.sep not in value and not path.suffix
+    if shaped_like_a_name and not path.exists():
+        names = ", ".join(sorted(published))
+        raise ConfigError(
+            f"{target} has no published weights named {value!r}"
+            + (f"; valid names: {names}" if names else " (it knows none by name)"),
+            hint="or give the path of a local .pt, .pth or .safetensors file",
+        )
+    return WeightsFile(path)
+
+
+def fetch_published(url: str, *, name: str, target: str) -> Path:
+    """The cached file of `url`, downloaded first (SHA-256 checked) when not cached yet."""
+    folder = weights_cache_dir()
+    file_name = published_file_name(url)
+    path = folder / file_name
+    expected = HASH_REGEX.search(file_name)
+    if path.is_file():
+        _warn_if_not_published(path, expected.group(1) if expected else None)
+        return path
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _write_error(exc, folder) from None
+    logger.info("downloading %s weights of %s from %s to %s", name, target, url, folder)
+    try:
+        torch.hub.download_url_to_file(
+            url,
+            str(path),
+            expected.group(1) if expected else None,
+            progress=sys.stderr.isatty(),
+        )
+    except (URLError, HTTPException, ConnectionError, TimeoutError) as exc:
+        raise WeightsUnavailable(
+            f"{name!r} weights of {target} are not in the cache and cannot be downloaded from "
+            f"{url} ({_reason(exc)})",
+            hint=f"on a machine with internet access fetch {file_name} from that address and "
+            f"put it in {folder}, or set TORCH_HOME to a folder whose hub/checkpoints holds it",
+        ) from None
+    except RuntimeError as exc:  # torch hub's hash check; the partial file is already gone
+        raise CheckpointError(
+            f"the download of {file_name} from {url} does not have the published content "
+            f"({exc}); nothing was saved",
+            hint="download it again; if it keeps failing, the transfer is being altered",
+        ) from None
+    except OSError as exc:
+        raise _write_error(exc, folder) from None
+    return path
+
+
+def _warn_if_not_published(path: Path, hash_prefix: str | None) -> None:
+    """torch hub trusts a cached file as it is; so do we, but say when it is not the
+    published one (a hand-placed stand-in, another release under the same name)."""
+    if hash_prefix and not WeightsFile(path).sha256.startswith(hash_prefix):
+        logger.warning(
+            "%s is not the published file (its SHA-256 does not start with %s); using it as it is",
+            path,
+            hash_prefix,
+        )
+
+
+def _reason(exc: BaseException) -> str:
+    reason = getattr(exc, "reason", None) or exc
+    return " ".join(str(reason).split()) or type(exc).__name__
+
+
+def _write_error(exc: OSError, folder: Path) -> ResourceError | OutputError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ResourceError(
+            f"no space left in {folder} for the download: {exc.strerror}",
+            hint="free some space, or set TORCH_HOME to a folder on another disk",
+        )
+    return OutputError(
+        f"cannot write to the weights cache {folder}: {exc.strerror or exc}",
+        hint="set TORCH_HOME to a folder you can write to",
+    )
+
+
+def record_pretrained(model: nn.Module, option: str, weights: WeightsFile) -> None:
+    """Remember on `model` that its `option` (e.g. ``backbone_weights``) came from `weights`."""
+    records = dict(getattr(model, PRETRAINED_ATTRIBUTE, None) or {})
+    records[option] = weights.record()
+    setattr(model, PRETRAINED_ATTRIBUTE, records)
+
+
+def pretrained_record(model: nn.Module) -> dict[str, dict[str, str | None]]:
+    """Which files `model` started from, by option (empty when none): for a run's records."""
+    return dict(getattr(model, PRETRAINED_ATTRIBUTE, None) or {})

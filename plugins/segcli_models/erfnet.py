@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from segcli.weights import load_matching, read_state_dict
+from segcli.weights import load_matching, read_state_dict, record_pretrained, resolve_weights
 
 
 class DownsamplerBlock(nn.Module):
@@ -127,14 +127,17 @@ def build_erfnet(
 ) -> ERFNet:
     """ERFNet. `dropout`: of the dilated encoder blocks (a tenth of it in the first five,
     as in the paper); `backbone_weights`: an encoder state dict (e.g. the authors'
-    ImageNet-pretrained encoder; its classifier keys are left out)."""
+    ImageNet-pretrained encoder; its classifier keys are left out). No weights are published
+    for it by name: torchvision has none."""
     model = ERFNet(num_classes, in_channels, dropout)
     if backbone_weights:
+        weights = resolve_weights(backbone_weights, {}, target="erfnet")
         load_matching(
             model.encoder,
-            read_state_dict(backbone_weights),
-            source=backbone_weights,
+            read_state_dict(weights.path),
+            source=str(weights.path),
             target="the ERFNet encoder",
             ignore_prefixes=("output_conv.",),
         )
+        record_pretrained(model, "backbone_weights", weights)
     return model

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torchvision.models import VGG16_Weights, VGG19_Weights
 from torchvision.models.vgg import cfgs, make_layers
 
-from segcli.weights import load_matching, read_state_dict
+from segcli.weights import load_matching, read_state_dict, record_pretrained, resolve_weights
 
 from .torchvision_models import replace_input_conv
 
 _BACKBONES = {"vgg16": "D", "vgg19": "E"}  # torchvision's configuration letters
+_IMAGENET = {"vgg16": VGG16_Weights.IMAGENET1K_V1, "vgg19": VGG19_Weights.IMAGENET1K_V1}
 
 
 def vgg_features(backbone: str) -> nn.Sequential:
@@ -116,17 +118,22 @@ def build_fcn8s(
     backbone_weights: str | None = None,
 ) -> FCN8s:
     """FCN-8s on VGG features. `backbone`: vgg16 | vgg19; `head_width`: channels of the
-    fc6/fc7 convolutions (4096 in the paper); `backbone_weights`: a torchvision VGG state
-    dict (its `features.*` are loaded, its classifier is not used)."""
+    fc6/fc7 convolutions (4096 in the paper); `backbone_weights`: ``imagenet`` (torchvision's
+    VGG weights for `backbone`, through torch hub's cache) or a torchvision VGG state dict
+    file (its `features.*` are loaded, its classifier is not used)."""
     model = FCN8s(num_classes, backbone, head_width, dropout)
     if backbone_weights:
+        weights = resolve_weights(
+            backbone_weights, {"imagenet": _IMAGENET[backbone].url}, target="fcn8s-vgg"
+        )
         load_matching(
             model.features,
-            read_state_dict(backbone_weights),
-            source=backbone_weights,
+            read_state_dict(weights.path),
+            source=str(weights.path),
             target=f"the {backbone} features of fcn8s-vgg",
             ignore_prefixes=("classifier.",),
         )
+        record_pretrained(model, "backbone_weights", weights)
     if in_channels != 3:
         replace_input_conv(model.features, "0", in_channels)
     return model

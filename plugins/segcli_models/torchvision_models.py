@@ -1,8 +1,11 @@
-"""torchvision's segmentation models, returning a logits tensor and loading local weights.
+"""torchvision's segmentation models, returning a logits tensor, with pretrained weights.
 
-The modules are torchvision's own (built with ``weights=None, weights_backbone=None``, so
-nothing is downloaded); only ``forward`` is ours, to return the ``out`` tensor instead of a
-dict. The state-dict keys stay torchvision's, so its files load as they are.
+The modules are torchvision's own (built with ``weights=None, weights_backbone=None``);
+only ``forward`` is ours, to return the ``out`` tensor instead of a dict. The state-dict
+keys stay torchvision's, so its files load as they are. ``backbone_weights`` takes a local
+file or a name: ``imagenet`` (the classifier weights torchvision's builders use for the
+backbone) or ``coco`` (the whole segmentation model, trained on COCO with the VOC classes),
+fetched through torch hub's cache by `segcli.weights.resolve_weights`.
 """
 
 from __future__ import annotations
@@ -12,12 +15,24 @@ from collections.abc import Callable
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torchvision.models import segmentation
+from torchvision.models import (
+    MobileNet_V3_Large_Weights,
+    ResNet50_Weights,
+    ResNet101_Weights,
+    WeightsEnum,
+    segmentation,
+)
 from torchvision.models.segmentation.deeplabv3 import ASPPPooling
 from torchvision.models.segmentation.lraspp import LRASPP
 
 from segcli.nn import single_value_safe
-from segcli.weights import load_matching, read_state_dict
+from segcli.weights import (
+    WeightsFile,
+    load_matching,
+    read_state_dict,
+    record_pretrained,
+    resolve_weights,
+)
 
 
 class SegmentationLogits(nn.Module):
@@ -74,12 +89,18 @@ def replace_input_conv(parent: nn.Module, attribute: str, in_channels: int) -> N
     setattr(parent, attribute, new)
 
 
+def published_urls(imagenet: WeightsEnum, coco: WeightsEnum) -> dict[str, str]:
+    """`backbone_weights` names and their addresses: torchvision's own weights."""
+    return {"imagenet": imagenet.url, "coco": coco.url}
+
+
 def _build(
     builder: Callable[..., nn.Module],
     name: str,
     num_classes: int,
     in_channels: int,
     backbone_weights: str | None,
+    published: dict[str, str],
     size_divisor: int,
     head_prefixes: tuple[str, ...],
 ) -> SegmentationLogits:
@@ -90,16 +111,19 @@ def _build(
         kwargs["aux_loss"] = False
     model = SegmentationLogits(builder(**kwargs), size_divisor, head_prefixes)
     if backbone_weights:
-        load_backbone_weights(model, backbone_weights, name)
+        weights = resolve_weights(backbone_weights, published, target=name)
+        load_backbone_weights(model, weights, name)
+        record_pretrained(model, "backbone_weights", weights)
     if in_channels != 3:
         replace_input_conv(*_input_conv(model), in_channels)
     return model
 
 
-def load_backbone_weights(model: SegmentationLogits, path: str, name: str) -> None:
+def load_backbone_weights(model: SegmentationLogits, weights: WeightsFile, name: str) -> None:
     """Load an ImageNet classifier's state dict into the backbone, or a whole torchvision
     segmentation state dict (COCO: keys ``backbone.*``) into the model, head aside."""
-    state = read_state_dict(path)
+    state = read_state_dict(weights.path)
+    path = str(weights.path)
     if any(key.startswith("backbone.") for key in state):
         load_matching(
             model,
@@ -129,6 +153,10 @@ def build_deeplabv3_resnet50(
         num_classes,
         in_channels,
         backbone_weights,
+        published_urls(
+            ResNet50_Weights.IMAGENET1K_V1,
+            segmentation.DeepLabV3_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1,
+        ),
         8,
         ("classifier.4.",),
     )
@@ -144,6 +172,10 @@ def build_deeplabv3_resnet101(
         num_classes,
         in_channels,
         backbone_weights,
+        published_urls(
+            ResNet101_Weights.IMAGENET1K_V1,
+            segmentation.DeepLabV3_ResNet101_Weights.COCO_WITH_VOC_LABELS_V1,
+        ),
         8,
         ("classifier.4.",),
     )
@@ -159,6 +191,10 @@ def build_fcn_resnet50(
         num_classes,
         in_channels,
         backbone_weights,
+        published_urls(
+            ResNet50_Weights.IMAGENET1K_V1,
+            segmentation.FCN_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1,
+        ),
         8,
         ("classifier.4.",),
     )
@@ -174,6 +210,10 @@ def build_lraspp_mobilenet_v3(
         num_classes,
         in_channels,
         backbone_weights,
+        published_urls(
+            MobileNet_V3_Large_Weights.IMAGENET1K_V1,
+            segmentation.LRASPP_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1,
+        ),
         16,
         ("classifier.low_classifier.", "classifier.high_classifier."),
     )
