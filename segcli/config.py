@@ -173,8 +173,49 @@ class TrainConfig(_Section):
         return device
 
 
+def _bare_names(value: Any) -> Any:
+    # `--set log.loggers=[mlflow,tensorboard]` is not TOML (unquoted words) and arrives as text
+    if isinstance(value, str) and value.startswith("[") and value.endswith("]"):
+        return [name.strip().strip("'\"") for name in value[1:-1].split(",") if name.strip()]
+    return _one_to_list(value)
+
+
 class LogConfig(_Section):
-    tensorboard: bool = False
+    """`[log]`: experiment trackers, besides the metrics files every run writes."""
+
+    # names from `segcli list loggers`, each told every epoch's record
+    loggers: Annotated[list[Name], BeforeValidator(_bare_names)] = Field(default_factory=list)
+    # logger name -> its options: `[log.options.mlflow] tracking_uri = "sqlite:///mlflow.db"`
+    options: dict[Name, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tensorboard_switch(cls, values: Any) -> Any:
+        """`log.tensorboard = true/false`, the layout before loggers (old configurations and
+        checkpoints, `--set log.tensorboard=true`): adds or removes the tensorboard logger."""
+        if not isinstance(values, Mapping) or "tensorboard" not in values:
+            return values
+        values = dict(values)
+        switch = values.pop("tensorboard")
+        if not isinstance(switch, bool):
+            raise _InvalidKey("log.tensorboard", "true or false")
+        loggers = _bare_names(values.get("loggers", []))
+        if isinstance(loggers, list):
+            others = [name for name in loggers if name != "tensorboard"]
+            values["loggers"] = [*others, "tensorboard"] if switch else others
+        return values
+
+    @field_validator("loggers")
+    @classmethod
+    def _distinct(cls, loggers: list[str]) -> list[str]:
+        if len(set(loggers)) != len(loggers):
+            raise ValueError("a list of distinct logger names")
+        return loggers
+
+    @property
+    def tensorboard(self) -> bool:
+        # read by engine/train.py until it hands RunLog the whole configuration: remove then
+        return "tensorboard" in self.loggers
 
 
 class InputConfig(_Section):

@@ -19,13 +19,14 @@ A factory should raise ``segcli.errors`` exceptions for what the user can fix; a
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 if TYPE_CHECKING:
     import typer
+
 
 hookspec = pluggy.HookspecMarker("segcli")
 
@@ -114,6 +115,50 @@ def register_transforms(register: Register) -> None:
     transform is applied to every training sample (image and mask together) in the order of
     ``[augment]``; docs/transforms.md says what it receives and returns.
     """
+
+
+@hookspec
+def register_loggers(register: Register) -> None:
+    """Register experiment trackers, chosen by ``log.loggers = ["NAME", ...]``.
+
+    ``target``: a factory ``(run_dir: pathlib.Path, config: RunConfig, **options) -> Logger``
+    (see `Logger`), called once per run after the run folder exists; ``[log.options.NAME]``'s
+    keys are its options. Give the factory a ``check(config, **options)`` attribute (a
+    ``staticmethod`` of a class) that raises ``segcli.errors.ConfigError`` for what would stop
+    the logger (a package not installed, a store it cannot reach): pre-flight calls it before
+    the run folder exists. The metrics files are not a logger: every run writes them.
+    """
+
+
+class Logger:
+    """What a run tells a logger, in this order; subclass it and override what you need.
+
+    A logger that raises is reported in one warning line and dropped for the rest of the
+    run: tracking never stops a training. Values are plain Python (str, int, float, bool,
+    lists); records are those of metrics.jsonl.
+    """
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """The resolved configuration, flattened: ``{"train.lr": 0.001, ...}``. Once, first."""
+
+    def forget_after(self, epoch: int) -> None:
+        """Only when a run resumes, before its first record: it goes on after `epoch`, and
+        the records of later epochs were dropped from metrics.jsonl and will come again."""
+
+    def log_epoch(self, record: Mapping[str, Any]) -> None:
+        """One epoch's record: ``epoch``, ``step``, ``lr``, ``train/loss``, ``val/loss``,
+        ``<metric>/<key>`` (numbers, or per-class lists); after metrics.jsonl has it."""
+
+    def log_summary(self, summary: Mapping[str, Any]) -> None:
+        """The end of a run that finished: summary.json's content, after it is written."""
+
+    def close(self) -> None:
+        """Last, whether the run finished or failed (then without a `log_summary`): the
+        run folder holds everything the run wrote by now."""
+
+
+LoggerFactory = Callable[..., Logger]
+"""``(run_dir: Path, config: RunConfig, **options) -> Logger``; see `register_loggers`."""
 
 
 @hookspec

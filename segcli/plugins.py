@@ -29,7 +29,17 @@ from segcli.registry import Origin, Registry, one_line, plural
 
 ENTRY_POINT_GROUP = "segcli"
 BUILT_IN_DISTRIBUTION = "segcli"
-KINDS = ("dataset", "model", "loss", "metric", "optimizer", "scheduler", "transform", "recipe")
+KINDS = (
+    "dataset",
+    "model",
+    "loss",
+    "metric",
+    "optimizer",
+    "scheduler",
+    "transform",
+    "logger",
+    "recipe",
+)
 _HOOK_OF_KIND = {kind: f"register_{plural(kind)}" for kind in KINDS}
 
 
@@ -102,6 +112,10 @@ class Plugins:
     @property
     def transforms(self) -> Registry[Any]:
         return self.registries["transform"]
+
+    @property
+    def loggers(self) -> Registry[Any]:
+        return self.registries["logger"]
 
     @property
     def recipes(self) -> Registry[Any]:

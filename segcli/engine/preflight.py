@@ -4,12 +4,12 @@
 left is checked here, before a run folder exists, so that a bad value never leaves a run
 folder without a checkpoint behind: the monitor key against the keys the chosen metrics
 report, the device against this machine, amp against the device, and the optimiser, the
-scheduler and each augmentation against its plugin (name, option names, option values).
+scheduler, each augmentation and each logger against its plugin (name, option names, option
+values; a logger's own check for its package and store).
 """
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Any
 
 import torch
@@ -30,7 +30,7 @@ def check_run(config: RunConfig, info: DatasetInfo, plugins: Plugins | None = No
     device = check_device(config)
     check_amp(config, device)
     check_monitor(config, info, plugins)
-    check_logging(config)
+    check_loggers(config, plugins)
     check_components(config, plugins)
 
 
@@ -179,10 +179,35 @@ def scalar_keys(metric: Any) -> list[str] | None:
     ]
 
 
-def check_logging(config: RunConfig) -> None:
-    if config.log.tensorboard and importlib.util.find_spec("tensorboard") is None:
-        raise config.invalid(
-            "log.tensorboard",
-            "false: the tensorboard package is not installed",
-            hint="pip install tensorboard",
-        )
+def check_loggers(config: RunConfig, plugins: Plugins | None = None) -> None:
+    """Each logger of `log.loggers`: a registered name, options its factory takes, and what its
+    `check` says (a package not installed, a store it cannot open); no options table for a
+    logger that is not chosen. Loggers are not built here: building one starts its run."""
+    registry = (plugins or get_plugins()).loggers
+    source = config.source_of("log.loggers")
+    for name in config.log.options:
+        if name not in config.log.loggers:
+            raise ConfigError(
+                f"log.options.{name} (from {config.source_of(f'log.options.{name}')}) is for "
+                f"a logger that log.loggers does not choose: {config.log.loggers}",
+                hint=f"add {name!r} to log.loggers, or drop the table",
+            )
+    for name in config.log.loggers:
+        options = config.log.options.get(name, {})
+        try:
+            factory = registry.get(name)
+        except UnknownNameError as error:
+            raise ConfigError(f"log.loggers: {error.message} (from {source})") from None
+        accepted = option_names(factory, 2)
+        for option, value in options.items():
+            if accepted is not None and option not in accepted:
+                raise ConfigError(
+                    f"log.options.{name}.{option} = {value!r} "
+                    f"(from {config.source_of(f'log.options.{name}')}) is not an option of "
+                    f"logger {name!r}; its options: {', '.join(accepted) or 'none'}",
+                    hint="`segcli list loggers` describes each logger",
+                )
+        check = getattr(factory, "check", None)
+        if check is not None:
+            with registry.factory_errors(name, options):
+                check(config, **options)
