@@ -1,0 +1,66 @@
+"""`segcli report`: one self-contained HTML page showing a run, or several side by side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from segcli.cli import options
+from segcli.cli.output import console, print_warning
+
+
+def report(
+    run_dirs: list[Path] = typer.Argument(..., help="One or more run folders."),
+    out: Path = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="HTML file [default: RUN/report.html; with several runs "
+        "FIRST_RUN/report-compare.html].",
+    ),
+    worst: int = typer.Option(
+        6, "--worst", min=0, help="Validation images with the lowest IoU to show per run."
+    ),
+    max_images: int = typer.Option(
+        200,
+        "--max-images",
+        min=0,
+        help="Evaluate at most this many validation images (evenly spaced) to find the worst; "
+        "0 for all.",
+    ),
+    device: options.Device = "cpu",
+    force: options.Force = False,
+) -> None:
+    """Write an HTML report: curves, per-class scores, confusion, worst predictions, config.
+
+    Several runs are compared: curves overlaid, best scores and configuration differences."""
+    from segcli.report import write_report
+
+    path = write_report(
+        run_dirs,
+        out,
+        force=force,
+        worst=worst,
+        max_images=max_images,
+        device=device,
+        warn=print_warning,
+    )
+    console.print(f"wrote {path}")
+
+
+def write_after_training(run_dir: Path) -> None:
+    """The report of a finished run, evaluated on the run's own device; a failure only
+    warns, the training is kept either way."""
+    from segcli.report import write_report
+
+    try:
+        path = write_report([run_dir], device=None, warn=print_warning)
+    except Exception as error:  # noqa: BLE001 - whatever broke, the finished run must stand
+        print_warning(f"the run report was not written: {error}")
+        return
+    console.print(f"report: {path}")
+
+
+def add_to(app: typer.Typer) -> None:
+    app.command("report")(report)
