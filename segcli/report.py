@@ -322,6 +322,25 @@ def _predictions_section(run: RunRecord, evaluation: Evaluation | None, problem:
     )
 
 
+def plan_section(plan: Any) -> str:
+    """Each planned key with its value, the reason for it and what overrode it; then what
+    the plan was made from (the dataset, the hardware, the estimates)."""
+    if not isinstance(plan, dict) or not isinstance(plan.get("reasons"), dict):
+        return _key_table(plan if isinstance(plan, dict) else {"plan": plan})
+    planned = _flatten(plan.get("layer", {}))
+    overridden = plan.get("overridden") or {}
+    rows = "".join(
+        f"<tr><th>{_e(key)}</th><td>{_value(planned.get(key, ''))}</td><td>{_e(reason)}</td>"
+        f"<td>{_e(overridden.get(key, ''))}</td></tr>"
+        for key, reason in plan["reasons"].items()
+    )
+    rest = {k: v for k, v in plan.items() if k not in ("layer", "reasons", "overridden")}
+    return (
+        "<table><tr><th>key</th><th>planned</th><th>why</th><th>overridden by</th></tr>"
+        f"{rows}</table>" + (_key_table(rest) if rest else "")
+    )
+
+
 def _headline(run: RunRecord) -> str:
     summary = run.summary
     model = run.config.get("model", {}).get("name", "?")
@@ -356,8 +375,7 @@ def run_section(run: RunRecord, index: int, evaluation: Evaluation | None, probl
         _predictions_section(run, evaluation, problem),
     ]
     if run.plan is not None:
-        plan = run.plan if isinstance(run.plan, dict) else {"plan": run.plan}
-        parts += ["<h3>Plan and its reasons</h3>", _key_table(plan)]
+        parts += ["<h3>Plan and its reasons</h3>", plan_section(run.plan)]
     parts += [
         "<h3>Summary and timings</h3>",
         _key_table(run.summary) if run.summary else '<p class="note">No summary.json.</p>',

@@ -105,12 +105,24 @@ def test_run_without_checkpoint_gets_a_page_without_predictions(run):
 
 
 def test_the_plan_is_shown_when_the_run_was_planned(run):
-    (run / "plan.json").write_text(
-        json.dumps({"reasons": {"train.batch_size": "16 images of 64x64 fit in memory"}})
-    )
+    plan = {
+        "data": "data/shapes",
+        "layer": {"train": {"batch_size": 16, "lr": 0.003}},
+        "reasons": {
+            "train.batch_size": "16 images of 64x64 fit in memory",
+            "train.lr": "AdamW's usual rate",
+        },
+        "estimates": {"step_seconds": 0.25},
+        "overridden": {"train.lr": "--set"},
+    }
+    (run / "plan.json").write_text(json.dumps(plan))
     page = write_report([run]).read_text()
-    assert "Plan and its reasons" in page
-    assert "16 images of 64x64 fit in memory" in page
+    section = page.split("<h3>Plan and its reasons</h3>")[1].split("<h3>")[0]
+    assert "<tr><th>train.batch_size</th><td>16</td><td>16 images of 64x64 fit in memory" in section
+    assert (
+        "<th>train.lr</th><td>0.0030</td><td>AdamW&#x27;s usual rate</td><td>--set</td>" in section
+    )
+    assert "<th>estimates.step_seconds</th><td>0.2500</td>" in section
 
 
 def test_two_runs_side_by_side(run, tmp_path):
