@@ -7,11 +7,14 @@ from typing import Annotated
 
 import typer
 
+from segcli.cli import completion
+
 Checkpoint = Annotated[
     Path | None,
     typer.Option(
         "--checkpoint",
         help="Checkpoint, run folder, or exported model (.onnx, .pt) [default: newest run's best].",
+        autocompletion=completion.checkpoints,
     ),
 ]
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Where to look for the newest run.")]

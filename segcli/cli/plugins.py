@@ -6,6 +6,7 @@ import json
 
 import typer
 
+from segcli.cli import completion
 from segcli.cli.output import console
 from segcli.errors import UsageError
 from segcli.plugins import KINDS
@@ -43,7 +44,9 @@ def plugins(
 
 def list_names(
     kind: str = typer.Argument(
-        ..., help="datasets, models, losses, metrics, optimizers, schedulers, transforms or recipes"
+        ...,
+        help="datasets, models, losses, metrics, optimizers, schedulers, transforms or recipes",
+        autocompletion=completion.kinds,
     ),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
