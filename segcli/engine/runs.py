@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import shlex
 import shutil
 import subprocess
@@ -14,17 +15,22 @@ from typing import Any
 
 from segcli import __version__
 from segcli.config import RunConfig, to_toml
+from segcli.data.io import atomic_write
 from segcli.engine.checkpoint import SUFFIX
 from segcli.errors import CheckpointError, OutputError, SegcliError
 
+PLAN_FILE = "plan.json"
+_UNSAFE_IN_NAMES = re.compile(r"[^A-Za-z0-9._+-]+")
+
 
 def create_run_dir(config: RunConfig) -> Path:
-    """`<runs_dir>/<YYYYmmdd-HHMMSS>-<recipe>/`, unique even when two runs start together."""
-    label = config.recipe or f"{config.model.name}-{config.dataset.name}"
+    """`<runs_dir>/<dataset>-<model>-<YYYYmmdd-HHMMSS>/`, named after what the run trains (not
+    the recipe it may have borrowed), unique even when two runs start together."""
+    label = run_label(config)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = Path(config.runs_dir)
     for attempt in range(1000):
-        path = base / (f"{stamp}-{label}" + (f"-{attempt}" if attempt else ""))
+        path = base / (f"{label}-{stamp}" + (f"-{attempt}" if attempt else ""))
         try:
             path.mkdir(parents=True)
             return path
@@ -35,11 +41,24 @@ def create_run_dir(config: RunConfig) -> Path:
     raise OutputError(f"cannot find a free run folder name under {base}")
 
 
+def run_label(config: RunConfig) -> str:
+    """`tgs-salt-unet`: dataset and model names, safe in a folder name."""
+    label = f"{config.dataset.name}-{config.model.name}"
+    return _UNSAFE_IN_NAMES.sub("-", label).strip("-.") or "run"
+
+
 def record_run(run_dir: Path, config: RunConfig) -> None:
     """What is needed to repeat the run: resolved config, command line, versions, git state."""
     (run_dir / "config.toml").write_text(to_toml(config))
     (run_dir / "command.txt").write_text(" ".join(_quote(a) for a in sys.argv) + "\n")
     (run_dir / "environment.json").write_text(json.dumps(environment(), indent=2))
+
+
+def record_plan(run_dir: Path, plan: dict[str, Any]) -> None:
+    """The plan a run was trained with (`segcli.planning`): its layer, a reason per planned
+    key, what it was planned for and which planned keys --config/--set overrode."""
+    with atomic_write(Path(run_dir) / PLAN_FILE) as stream:
+        stream.write((json.dumps(plan, indent=2) + "\n").encode())
 
 
 def environment() -> dict[str, Any]:

@@ -1,0 +1,151 @@
+"""From `segcli train --data DIR` to a configuration: a plan, or a recipe, on a prepared dataset.
+
+The plan takes the place of a recipe among the configuration layers, so `--config` and
+`--set` override any planned value; what the plan chose, why, and what overrode it is kept
+(`PlannedRun.record`, saved as the run folder's plan.json).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from segcli.config import RunConfig, build_config, load_toml, parse_duration, parse_override
+from segcli.data.format import DatasetInfo, read_dataset_info
+from segcli.errors import DataError, UsageError
+from segcli.planning.hardware import Hardware, detect_hardware
+from segcli.planning.planner import DEFAULT_BUDGET_SECONDS, Plan, Timer, plan, render_plan
+
+PLAN_SOURCE = "plan"
+
+
+@dataclass
+class PlannedRun:
+    config: RunConfig
+    plan: Plan
+    hardware: Hardware
+    data: Path
+
+    def render(self) -> str:
+        """The configuration as TOML with a `# reason` after each planned key."""
+        from segcli.config import to_toml
+
+        header = (
+            f"# planned by segcli for {self.data} on {self.hardware.device} "
+            f"({self.hardware.name}, {self.hardware.cpu_cores} cores)\n"
+        )
+        return header + render_plan(
+            to_toml(self.config), self.plan.reasons, lambda key: _source(self.config, key)
+        )
+
+    def record(self) -> dict[str, Any]:
+        """What plan.json holds: the plan, what it was made for, and what overrode it."""
+        overridden = {
+            key: source
+            for key in self.plan.reasons
+            if (source := _source(self.config, key)) != PLAN_SOURCE
+        }
+        return {
+            "data": str(self.data),
+            "hardware": self.hardware.to_dict(),
+            **self.plan.to_dict(),
+            "overridden": overridden,
+        }
+
+
+def prepared_dataset(data: Path) -> DatasetInfo:
+    """The dataset.json of `--data DIR`, or a one-line error saying how to prepare one."""
+    data = Path(data)
+    if not data.is_dir():
+        raise DataError(
+            f"--data {data}: no such folder",
+            hint="prepare one first: `segcli prepare NAME RAW --out DIR`; "
+            "`segcli list datasets` lists the preparers",
+        )
+    if not (data / "dataset.json").is_file():
+        raise DataError(
+            f"--data {data} is not a prepared dataset (it has no dataset.json)",
+            hint=f"prepare it first: `segcli prepare folder IMAGES --masks MASKS --out "
+            f"data/{data.name}`, or `segcli prepare NAME {data}` for a dataset segcli knows",
+        )
+    return read_dataset_info(data)
+
+
+def recipe_on_dataset(recipe: dict[str, Any], data: Path) -> dict[str, Any]:
+    """A recipe's layer with its dataset replaced by the prepared dataset at `data`."""
+    info = prepared_dataset(data)
+    layer = copy.deepcopy(recipe)
+    layer["dataset"] = {**layer.get("dataset", {}), "name": info.name, "path": str(data)}
+    return layer
+
+
+def planned_run(
+    data: Path,
+    config_file: Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    hardware: Hardware | None = None,
+    timer: Timer | None = None,
+) -> PlannedRun:
+    """Plan a training of the prepared dataset at `data` for the budget and device that
+    `config_file` and `overrides` ask for (default: 10 minutes, `train.device=auto`), then
+    lay the file and the overrides over the plan."""
+    from segcli.data.fingerprint import load_fingerprint
+
+    info = prepared_dataset(data)
+    budget, budget_source = _budget(config_file, overrides)
+    if hardware is None:
+        hardware = detect_hardware(str(_early_value(config_file, overrides, "train.device")))
+    planned = plan(load_fingerprint(data), hardware, budget, timer=timer)
+    planned.layer.setdefault("dataset", {}).update(name=info.name, path=str(data))
+    planned.reasons["dataset.name"] = f"the name in {Path(data) / 'dataset.json'}"
+    planned.reasons["dataset.path"] = "--data"
+    planned.reasons["train.max_time"] += f" ({budget_source})"
+    config = build_config(planned.layer, config_file, overrides, recipe_source=PLAN_SOURCE)
+    return PlannedRun(config, planned, hardware, Path(data))
+
+
+def _budget(config_file: Path | None, overrides: list[str] | tuple[str, ...]) -> tuple[float, str]:
+    value = _early_value(config_file, overrides, "train.max_time")
+    if value is _UNSET:
+        return DEFAULT_BUDGET_SECONDS, "no --time given: the default budget"
+    if value is None:
+        raise UsageError(
+            "a planned run needs a time budget: train.max_time=none leaves it none",
+            hint="give one with --time 10m, or drop --set train.max_time=none",
+        )
+    try:
+        return parse_duration(value), "from --time / train.max_time"
+    except ValueError:
+        # build_config reports the bad value with its key and source
+        return DEFAULT_BUDGET_SECONDS, "no valid budget given"
+
+
+_UNSET = object()
+
+
+def _early_value(config_file: Path | None, overrides: list[str] | tuple[str, ...], key: str) -> Any:
+    """A key's value in the file or the overrides (the last one wins), before any planning:
+    the plan depends on it. `_UNSET` when neither gives it, "auto" for an unset device."""
+    section, _, name = key.partition(".")
+    value: Any = _UNSET
+    if config_file is not None:
+        table = load_toml(config_file).get(section)
+        if isinstance(table, dict) and name in table:
+            value = table[name]
+    for override in overrides:
+        found, found_value = parse_override(override)
+        if found == key:
+            value = found_value
+    if key == "train.device" and (value is _UNSET or value is None):
+        return "auto"
+    return value
+
+
+def _source(config: RunConfig, key: str) -> str:
+    source = config.source_of(key)
+    if source == "defaults":  # a component table: its name says who chose it
+        source = config.source_of(f"{key}.name")
+    return source
