@@ -4,21 +4,32 @@ in `last`, and resuming from it. (The file format itself is `segcli.engine.check
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from segcli.config import RunConfig, build_config
+from segcli.config import RunConfig, build_config, parse_override
 from segcli.data.format import DatasetInfo
 from segcli.engine.build import model_record
 from segcli.engine.checkpoint import SUFFIX, load_checkpoint, load_model_state
 from segcli.engine.loop import TrainingState
 from segcli.engine.preprocess import preprocessing_record
 from segcli.engine.runs import environment
-from segcli.errors import CheckpointError
+from segcli.errors import CheckpointError, UsageError
+
+# Why a run ended, when it is finished: resuming it needs an extension (`Extension`).
+FINISHED = {
+    "budget": "its time budget is used",
+    "epochs": "it ran all its epochs",
+    "early-stop": "it stopped early (train.early_stop_patience)",
+}
+# What `--resume` may change; everything else is the run's own configuration.
+EXTENSION_KEYS = ("train.epochs", "train.max_time")
+# The epoch limit of a run extended by time alone after it ran all its epochs: time decides.
+NO_EPOCH_LIMIT = 1_000_000
 
 
 class BestTracker:
@@ -100,6 +111,84 @@ def resume_point(spec: Path) -> tuple[RunConfig, Any]:
     return (
         build_config(config_file=run_dir / "config.toml"),
         load_checkpoint(last, with_training_state=True),
+    )
+
+
+@dataclass(frozen=True)
+class Extension:
+    """What a resumed run may change: `train.epochs` and `train.max_time` as `--set`
+    overrides, and seconds added to its budget (`--time +5m`; to the time it has spent when
+    it had no budget)."""
+
+    overrides: tuple[str, ...] = ()
+    added_seconds: float | None = None
+
+
+def extend_run(config: RunConfig, checkpoint: Any, extension: Extension) -> tuple[RunConfig, bool]:
+    """The configuration a resumed run continues with, and whether it starts a new schedule
+    segment (a finished run given more time or epochs). A finished run without an extension,
+    or an extension that gives it nothing more to do, is refused."""
+    run_dir = checkpoint.path.parent
+    saved = checkpoint.training_state
+    if saved is None:  # `restore` says so
+        return config, False
+    progress = TrainingState(**saved["progress"])
+    for override in extension.overrides:
+        key, _ = parse_override(override)
+        if key not in EXTENSION_KEYS:
+            raise UsageError(
+                f"--resume continues {run_dir} with its saved configuration; --set {override} "
+                f"would change it (only {' and '.join(EXTENSION_KEYS)} may change)",
+                hint="start a new run with --config " + str(run_dir / "config.toml"),
+            )
+    extended = build_config(
+        config_file=run_dir / "config.toml",
+        overrides=list(extension.overrides),
+    )
+    spent = sum(progress.seconds.values())
+    if extension.added_seconds is not None:
+        budget = extended.train.max_time
+        extended.train.max_time = (spent if budget is None else budget) + extension.added_seconds
+    reason = progress.stopped
+    if reason is None and progress.epoch >= config.train.epochs:
+        reason = "epochs"  # a checkpoint from before stop reasons were saved
+    finished = reason in FINISHED
+    if extended == config:
+        if finished:
+            raise UsageError(
+                f"{run_dir} is finished: {FINISHED[reason]}",
+                hint=f"extend it: --time +5m, or --set train.epochs=N (N > {progress.epoch})",
+            )
+        return config, False
+    if (
+        extended.train.max_time != config.train.max_time
+        and extended.train.epochs == config.train.epochs
+        and progress.epoch >= config.train.epochs
+    ):
+        extended.train.epochs = NO_EPOCH_LIMIT  # more time after all its epochs: time decides
+    if extended.train.epochs <= progress.epoch:
+        raise UsageError(
+            f"--set train.epochs={extended.train.epochs} is no extension: "
+            f"{run_dir} has run {progress.epoch} epoch(s)",
+            hint=f"give more, e.g. --set train.epochs={progress.epoch + config.train.epochs}",
+        )
+    budget = extended.train.max_time
+    if budget is not None and budget <= spent:
+        raise UsageError(
+            f"a time budget of {budget:g} s is no extension: {run_dir} has used {spent:.0f} s",
+            hint="--time +5m adds 5 minutes to what the run had",
+        )
+    return extended, finished
+
+
+def start_segment(state: TrainingState) -> TrainingState:
+    """A finished run extended: its schedule starts over from this step, and patience anew."""
+    return replace(
+        state,
+        segment_step=state.step,
+        segment_epoch=state.epoch,
+        epochs_without_improvement=0,
+        stopped=None,
     )
 
 

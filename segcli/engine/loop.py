@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -47,6 +47,13 @@ class SilentReporter:
         pass
 
 
+class Pacer(Protocol):
+    """What a time budget tells the step loop (`segcli.engine.budget`, via `fit`)."""
+
+    def out_of_time(self) -> bool: ...
+    def after_step(self, steps_left_in_epoch: int) -> None: ...
+
+
 @dataclass
 class TrainingState:
     """Where a run is; saved in `last` so that a resumed run continues exactly."""
@@ -56,6 +63,12 @@ class TrainingState:
     best: float | None = None
     best_epoch: int | None = None
     epochs_without_improvement: int = 0
+    # seconds per phase (setup, training, validation, checkpoints) up to the last checkpoint
+    seconds: dict[str, float] = field(default_factory=dict)
+    # the schedule's current segment starts at this step and epoch (an extension starts one)
+    segment_step: int = 0
+    segment_epoch: int = 0
+    stopped: str | None = None  # why the run ended: budget, epochs, early-stop or max-steps
 
 
 def make_loader(
@@ -89,8 +102,12 @@ def train_one_epoch(
     ema: AveragedModel | None = None,
     reporter: Reporter | None = None,
     max_steps: int | None = None,
+    pacer: Pacer | None = None,
 ) -> torch.Tensor:
-    """One pass over the training data; returns the mean loss as a tensor (no host sync)."""
+    """One pass over the training data; returns the mean loss as a tensor (no host sync).
+
+    A `pacer` (the time budget) may end the pass before a step, and is told of each step
+    before the schedule moves on, so it can say where the schedule has to end."""
     model.train()
     accumulate = max(1, config.train.accumulate)
     memory_format = torch.channels_last if config.train.channels_last else torch.contiguous_format
@@ -100,6 +117,8 @@ def train_one_epoch(
     optimizer.zero_grad(set_to_none=True)
     batches_in_epoch = len(loader)
     for index, (images, masks) in enumerate(loader):
+        if pacer is not None and index % accumulate == 0 and pacer.out_of_time():
+            break
         images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
         masks = masks.to(device, non_blocking=True)
         with autocast_for(config.train.amp, device):
@@ -120,11 +139,13 @@ def train_one_epoch(
             scaler.update()
         else:
             optimizer.step()
+        state.step += 1
+        if pacer is not None:
+            pacer.after_step(-(-(batches_in_epoch - index - 1) // accumulate))
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         if ema is not None:
             ema.update_parameters(model)
-        state.step += 1
         if reporter is not None and (
             state.step % max(1, config.train.log_every) == 0 or last_batch
         ):

@@ -14,16 +14,20 @@ from typing import Any
 
 import torch
 
-from segcli.config import RunConfig
+from segcli.config import RunConfig, to_toml
 from segcli.data.format import read_dataset_info
-from segcli.data.io import remove_stale_temporaries
+from segcli.data.io import atomic_write, remove_stale_temporaries
 from segcli.engine import distributed
+from segcli.engine.budget import BudgetPacer, Clock, Stopwatch, TimeBudget
 from segcli.engine.checkpoint import SUFFIX, save_checkpoint
 from segcli.engine.checkpointing import (
     BestTracker,
+    Extension,
     checkpoint_meta,
+    extend_run,
     restore,
     resume_point,
+    start_segment,
     training_state,
 )
 from segcli.engine.loop import (
@@ -55,20 +59,37 @@ def fit(
     max_steps: int | None = None,
     resume: Path | None = None,
     reporter: Reporter | None = None,
+    extension: Extension | None = None,
+    clock: Clock = time.monotonic,
 ) -> Path:
-    """Train a configuration to the end (or `max_steps`); returns the run folder.
+    """Train a configuration to the end (or `max_steps`, or `train.max_time`); returns the run
+    folder.
 
-    With `resume`, the configuration, weights, optimiser, scheduler, RNG and progress come
-    from the run folder's `last` checkpoint, and training continues where it ended.
+    With `resume`, the configuration, weights, optimiser, scheduler, RNG, progress and time
+    spent come from the run folder's `last` checkpoint, and training continues where it
+    ended; `extension` gives a run more epochs or time (a finished run needs one).
     """
-    checkpoint = None
+    watch = Stopwatch(clock)  # the budget counts from here: setup and dataset loading included
+    checkpoint, new_segment, extended = None, False, False
     if resume is not None:
-        config, checkpoint = resume_point(resume)
+        saved, checkpoint = resume_point(resume)
+        config, new_segment = extend_run(saved, checkpoint, extension or Extension())
+        extended = config != saved
     if config is None:
         raise ConfigError("nothing to train: give a configuration or a run to resume")
     context = distributed.start(config.train.device)
     try:
-        return _fit(config, context, max_steps, checkpoint, reporter or SilentReporter())
+        if extended and context.is_main:
+            _record_extension(config, checkpoint.path.parent)
+        return _fit(
+            config,
+            context,
+            max_steps,
+            checkpoint,
+            reporter or SilentReporter(),
+            watch,
+            new_segment,
+        )
     finally:
         distributed.stop(context)
 
@@ -79,6 +100,8 @@ def _fit(
     max_steps: int | None,
     checkpoint: Any,
     reporter: Reporter,
+    watch: Stopwatch,
+    new_segment: bool,
 ) -> Path:
     plugins = get_plugins()
     root = ensure_dataset(config) if context.is_main else config.dataset_path()
@@ -94,9 +117,14 @@ def _fit(
     if checkpoint is not None:
         run_dir, new_runs_dir = checkpoint.path.parent, False
         state = restore(checkpoint, *_resumable(parts))
+        watch.carry(state.seconds)
+        _continue_schedule(config, parts, state, new_segment)
+        if new_segment:
+            state = start_segment(state)
     else:
         new_runs_dir = context.is_main and not Path(config.runs_dir).exists()
         state, run_dir = TrainingState(), _new_run_dir(config, context)
+    pacer = _pacer(config, parts, state, context, watch)
     log = RunLog(run_dir, config.log.tensorboard) if context.is_main else None
     if log is not None and checkpoint is not None:
         log.forget_after(state.epoch)
@@ -106,15 +134,21 @@ def _fit(
     if context.is_main:
         reporter.start(run_dir, config.train.epochs, len(parts.train_loader))
     try:
+        watch.switch("training")
         while state.epoch < config.train.epochs:
-            record, stopping = _run_epoch(config, parts, state, context, reporter, max_steps)
+            record, stopping = _run_epoch(
+                config, parts, state, context, reporter, max_steps, watch, pacer
+            )
             improved = best.update(record)
+            state.stopped = _stop_reason(config, state, stopping)
+            watch.switch("checkpoints")
             if log is not None:
                 weights = parts.evaluated.state_dict()
                 if improved:
                     best_meta = {**meta, "epoch": state.epoch, "metrics": record}
                     save_checkpoint(run_dir / f"best{SUFFIX}", weights, best_meta)
                 log.append(record)
+                state.seconds = watch.spent()
                 save_checkpoint(
                     run_dir / f"last{SUFFIX}",
                     weights,
@@ -122,8 +156,10 @@ def _fit(
                     training_state(state, *_resumable(parts)),
                 )
                 reporter.epoch_end(record, state.best)
-            patience = config.train.early_stop_patience
-            if stopping or (patience > 0 and state.epochs_without_improvement >= patience):
+            writing = watch.switch("training")
+            if pacer is not None:
+                pacer.budget.timed_checkpoints(writing)
+            if state.stopped is not None:
                 break
     except BaseException as error:
         _fail(error, config, run_dir, checkpoint is None and context.is_main, new_runs_dir)
@@ -131,6 +167,7 @@ def _fit(
         if log is not None:
             log.close()
     if log is not None:
+        spent = watch.spent()
         log.write_summary(
             {
                 "best": state.best,
@@ -139,10 +176,28 @@ def _fit(
                 "mode": mode,
                 "epochs_run": state.epoch,
                 "steps": state.step,
+                "stopped": state.stopped,
+                "seconds": {
+                    "budget": config.train.max_time,
+                    "total": round(sum(spent.values()), 3),
+                    **{phase: round(seconds, 3) for phase, seconds in spent.items()},
+                },
             }
         )
         reporter.run_end(run_dir)
     return run_dir
+
+
+def _stop_reason(config: RunConfig, state: TrainingState, stopping: str | None) -> str | None:
+    """Why the run ends after this epoch (None: it goes on)."""
+    patience = config.train.early_stop_patience
+    if stopping == "budget":
+        return stopping
+    if state.epoch >= config.train.epochs:
+        return "epochs"
+    if patience > 0 and state.epochs_without_improvement >= patience:
+        return "early-stop"
+    return stopping
 
 
 def _run_epoch(
@@ -152,8 +207,11 @@ def _run_epoch(
     context: distributed.Distributed,
     reporter: Reporter,
     max_steps: int | None,
-) -> tuple[dict[str, Any], bool]:
-    """Train one epoch and validate when due; the epoch's record, and whether to stop."""
+    watch: Stopwatch,
+    pacer: BudgetPacer | None,
+) -> tuple[dict[str, Any], str | None]:
+    """Train one epoch and validate when due; the epoch's record, and why to stop (budget,
+    max-steps) or None."""
     parts.train_sampler.set_epoch(state.epoch)
     started = time.perf_counter()
     train_loss = train_one_epoch(
@@ -169,20 +227,24 @@ def _run_epoch(
         ema=parts.ema,
         reporter=reporter if context.is_main else None,
         max_steps=max_steps,
+        pacer=pacer,
     )
     if context.enabled:
         train_loss = distributed.mean_across(train_loss)
-    stopping = max_steps is not None and state.step >= max_steps
+    stopping = "max-steps" if max_steps is not None and state.step >= max_steps else None
     record: dict[str, Any] = {
         "epoch": state.epoch + 1,
         "step": state.step,
         "lr": parts.optimizer.param_groups[0]["lr"],
         "train/loss": float(train_loss),
     }
-    final = state.epoch + 1 == config.train.epochs or stopping
-    if parts.val_loader is not None and (
-        (state.epoch + 1) % max(1, config.train.val_every) == 0 or final
-    ):
+    due = (state.epoch + 1) % max(1, config.train.val_every) == 0
+    validating = parts.val_loader is not None and due
+    if pacer is not None and (pacer.stopped or not pacer.another_epoch_fits(validating)):
+        stopping = "budget"  # this epoch end is the run's end: its validation is the final one
+    final = state.epoch + 1 == config.train.epochs or stopping is not None
+    if parts.val_loader is not None and (due or final):
+        watch.switch("validation")
         record.update(
             evaluate(
                 parts.evaluated,
@@ -194,6 +256,9 @@ def _run_epoch(
                 context,
             )
         )
+        validation = watch.switch("training")
+        if pacer is not None:
+            pacer.budget.timed_validation(validation)
         if config.train.monitor not in record:
             scalars = ", ".join(k for k, v in record.items() if isinstance(v, float))
             raise ConfigError(
@@ -202,6 +267,64 @@ def _run_epoch(
     record["seconds"] = round(time.perf_counter() - started, 3)
     state.epoch += 1
     return record, stopping
+
+
+def _pacer(
+    config: RunConfig,
+    parts: RunParts,
+    state: TrainingState,
+    context: distributed.Distributed,
+    watch: Stopwatch,
+) -> BudgetPacer | None:
+    """The time budget's pacer when `train.max_time` is set."""
+    if config.train.max_time is None:
+        return None
+    layout = parts.scheduler.layout
+    budget = TimeBudget(
+        config.train.max_time,
+        watch,
+        steps_per_epoch=layout.steps_per_epoch,
+        validation_batches=len(parts.val_loader) if parts.val_loader is not None else 0,
+        val_every=config.train.val_every,
+        checkpoint_bytes=sum(
+            t.numel() * t.element_size() for t in parts.model.state_dict().values()
+        ),
+    )
+    return BudgetPacer(budget, layout, state, config.train.epochs, _agreement(context))
+
+
+def _agreement(context: distributed.Distributed):
+    """Under torchrun, every process takes the smallest of their counts (steps that fit)."""
+    if not context.enabled:
+        return lambda count: count
+
+    def smallest(count: int) -> int:
+        value = torch.tensor(count, dtype=torch.int64)
+        torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MIN)
+        return int(value)
+
+    return smallest
+
+
+def _continue_schedule(
+    config: RunConfig, parts: RunParts, state: TrainingState, new_segment: bool
+) -> None:
+    """A resumed run's schedule: its segment over the (maybe extended) epochs, or a new one
+    starting at this step for a finished run given more."""
+    scheduler = parts.scheduler
+    start_step, start_epoch = (
+        (state.step, state.epoch) if new_segment else (state.segment_step, state.segment_epoch)
+    )
+    layout = scheduler.layout
+    layout.begin_segment(start_step, (config.train.epochs - start_epoch) * layout.steps_per_epoch)
+    if new_segment:
+        scheduler.set_current(state.step)
+
+
+def _record_extension(config: RunConfig, run_dir: Path) -> None:
+    """An extended run's config.toml says what it now trains for (`--config` repeats it)."""
+    with atomic_write(run_dir / "config.toml") as stream:
+        stream.write(to_toml(config).encode())
 
 
 def _resumable(parts: RunParts) -> tuple[Any, ...]:
