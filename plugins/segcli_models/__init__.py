@@ -21,35 +21,38 @@ _MODELS = [
     (
         "deeplabv3-resnet50",
         "segcli_models.torchvision_models:build_deeplabv3_resnet50",
-        "torchvision DeepLabV3, ResNet-50 backbone, 39.6 M parameters (option: backbone_weights)",
+        "torchvision DeepLabV3, ResNet-50 backbone, 39.6 M parameters "
+        "(option: backbone_weights=imagenet|coco|PATH)",
     ),
     (
         "deeplabv3-resnet101",
         "segcli_models.torchvision_models:build_deeplabv3_resnet101",
-        "torchvision DeepLabV3, ResNet-101 backbone, 58.6 M parameters (option: backbone_weights)",
+        "torchvision DeepLabV3, ResNet-101 backbone, 58.6 M parameters "
+        "(option: backbone_weights=imagenet|coco|PATH)",
     ),
     (
         "fcn-resnet50",
         "segcli_models.torchvision_models:build_fcn_resnet50",
-        "torchvision FCN, ResNet-50 backbone, 33.0 M parameters (option: backbone_weights)",
+        "torchvision FCN, ResNet-50 backbone, 33.0 M parameters "
+        "(option: backbone_weights=imagenet|coco|PATH)",
     ),
     (
         "lraspp-mobilenet-v3",
         "segcli_models.torchvision_models:build_lraspp_mobilenet_v3",
         "torchvision LR-ASPP, MobileNetV3-Large backbone, 3.2 M parameters, fast "
-        "(option: backbone_weights)",
+        "(option: backbone_weights=imagenet|coco|PATH)",
     ),
     (
         "fcn8s-vgg",
         "segcli_models.fcn8s:build_fcn8s",
         "FCN-8s on VGG features (options: backbone=vgg16|vgg19, head_width=4096, dropout=0.5, "
-        "backbone_weights)",
+        "backbone_weights=imagenet|PATH)",
     ),
     (
         "erfnet",
         "segcli_models.erfnet:build_erfnet",
         "ERFNet, real-time encoder-decoder, 2.1 M parameters (options: dropout=0.3, "
-        "backbone_weights)",
+        "backbone_weights=PATH)",
     ),
 ]
 

@@ -113,7 +113,7 @@ RECIPES = [
         "labpics-deeplabv3",
         LABPICS_DEEPLABV3,
         "DeepLabV3-ResNet50 on LabPics vessels/filled (3 classes), Adam 1e-5, 800x800; "
-        "COCO weights via model.backbone_weights",
+        "COCO weights: --set model.backbone_weights=coco",
     ),
     (
         "isbi-unet",
@@ -136,7 +136,7 @@ RECIPES = [
         "nyuv2-fcn8s",
         NYUV2_FCN8S,
         "FCN-8s on VGG-19 for NYUv2 (41 classes), 320x480, Adam 3e-4 wd 1e-4, up to 200 epochs; "
-        "ImageNet VGG via model.backbone_weights",
+        "ImageNet VGG: --set model.backbone_weights=imagenet",
     ),
 ]
 
