@@ -123,13 +123,14 @@ class TimeBudget:
         """Seconds left for training steps and the epoch ends before the final one."""
         return self.seconds - self.watch.elapsed() - self.reserve()
 
-    def steps_that_fit(self, steps_left_in_epoch: int) -> int:
+    def steps_that_fit(self, steps_left_in_epoch: int) -> int | None:
         """How many more steps fit, counting the validation and checkpoints of each epoch end
-        on the way (each validation 1/val_every of the time, as `train.val_every` says)."""
+        on the way (each validation 1/val_every of the time, as `train.val_every` says);
+        None while the step time is not measured."""
         step = self.step_seconds()
+        if step is None:
+            return None
         available = self.available()
-        if step is None:  # not measured yet: one more step, to measure it, if time is left
-            return 1 if available > 0 else 0
         step = max(step, 1e-9)
         available -= step  # a margin: one step may well be slower than the mean
         in_this_epoch = min(steps_left_in_epoch, math.floor(available / step))
@@ -180,13 +181,16 @@ class BudgetPacer:
         self.stopped = False
 
     def out_of_time(self) -> bool:
-        if self.budget.steps_taken == 0:  # nothing measured: stop only when nothing is left
+        if self.budget.step_seconds() is None:  # not measured: stop only when nothing is left
             self.stopped = self.agree(int(self.budget.available() > 0)) == 0
         return self.stopped
 
     def after_step(self, steps_left_in_epoch: int) -> None:
         self.budget.count_step()
-        fitting = self.agree(self.budget.steps_that_fit(steps_left_in_epoch))
+        measured = self.budget.steps_that_fit(steps_left_in_epoch)
+        fitting = self.agree(-1 if measured is None else measured)
+        if fitting < 0:
+            return  # the schedule keeps its plan until a step time is known
         epochs_after = self.epochs - self.state.epoch - 1
         limit = steps_left_in_epoch + epochs_after * self.layout.steps_per_epoch
         self.stopped = fitting <= 0
