@@ -103,7 +103,7 @@ def test_data_that_is_not_a_prepared_dataset_is_one_line_with_the_prepare_hint(c
     for folder in (raw, tmp_path / "missing"):
         result = cli("train", "--data", folder, "--print-config")
         assert result.exit_code == 3
-        assert "segcli prepare" in result.stderr
+        assert "segcli prepare" in result.stderr and "--data" in result.stderr
         assert len(result.stderr.strip().splitlines()) <= 2  # the error and its hint
         assert str(folder) in result.stderr
 
