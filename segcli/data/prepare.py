@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -567,24 +567,45 @@ def apply_split_file(plan: DatasetPlan, split_file: SplitFile) -> None:
             hint="list every labelled sample in one split of the file, or remove those samples "
             "from the raw folder",
         )
-    for stem, (sample,) in labelled.items():
-        sample.split = chosen[stem]
     unlabelled = {(s.split, s.stem) for s in plan.samples if s.mask is None}
-    clash = next(
-        (s for found in labelled.values() for s in found if (s.split, s.stem) in unlabelled), None
-    )
+    clash = next((stem for stem in labelled if (chosen[stem], stem) in unlabelled), None)
     if clash is not None:
         raise ConfigError(
-            f"--split-file {path} puts {clash.stem!r} into {clash.split!r}, which also holds an "
+            f"--split-file {path} puts {clash!r} into {chosen[clash]!r}, which also holds an "
             "image without a mask of that name",
-            hint=f"give that split of the file another name than {clash.split!r}",
+            hint=f"give that split of the file another name than {chosen[clash]!r}",
         )
+    moved: dict[tuple[str, str], str] = {}
+    for stem, (sample,) in labelled.items():
+        if sample.split != chosen[stem]:
+            moved[(chosen[stem], stem)] = sample.split
+            sample.split = chosen[stem]
+    if moved:
+        if plan.read_mask is not None:
+            plan.read_mask = _ReadInPreparedSplit(plan.read_mask, moved)
+        if plan.read_image is not None:
+            plan.read_image = _ReadInPreparedSplit(plan.read_image, moved)
     counts = {split: sum(s.split == split for s in plan.samples) for split in split_file.splits}
     # The preparer's own split note no longer describes the dataset.
     plan.notes = [note for note in plan.notes if not note.startswith("validation split")]
     plan.notes.append(
         f"split from {path.name}: " + ", ".join(f"{n} {split}" for split, n in counts.items())
     )
+
+
+@dataclass(frozen=True)
+class _ReadInPreparedSplit:
+    """A plan's reader that sees each sample in the split its preparer gave it: what a sample
+    holds may depend on its split (generated data does), and a split file moves only where
+    the sample is written. A class, not a closure: it goes to the worker processes."""
+
+    read: Callable[[Sample], np.ndarray]
+    # (split in the file, stem) -> split the preparer gave, for the samples the file moved
+    prepared_splits: dict[tuple[str, str], str]
+
+    def __call__(self, sample: Sample) -> np.ndarray:
+        prepared = self.prepared_splits.get((sample.split, sample.stem), sample.split)
+        return self.read(replace(sample, split=prepared))
 
 
 def _some(stems: list[str], shown: int = 3) -> str:
