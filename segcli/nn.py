@@ -5,16 +5,18 @@ single value per channel in training: a pooled (1x1) branch with a batch of one 
 the last, smaller batch of an epoch or a ``train.batch_size = 1`` run gives. Batch
 statistics of one value are undefined (torch raises); such a batch is normalised with the
 running statistics instead, which are then left unchanged. Its state-dict keys are
-BatchNorm2d's, so existing weights load unchanged.
+BatchNorm2d's, so existing weights load unchanged. ``make_single_value_safe`` converts
+every such layer of a model built by another library (segmentation_models_pytorch, timm)
+in place.
 """
 
 from __future__ import annotations
 
 import torch
-from torch.nn import BatchNorm2d
+from torch.nn import BatchNorm2d, Module
 from torch.nn import functional as F
 
-__all__ = ["SingleValueSafeBatchNorm2d", "single_value_safe"]
+__all__ = ["SingleValueSafeBatchNorm2d", "make_single_value_safe", "single_value_safe"]
 
 
 class SingleValueSafeBatchNorm2d(BatchNorm2d):
@@ -37,3 +39,15 @@ def single_value_safe(norm: BatchNorm2d) -> SingleValueSafeBatchNorm2d:
     )
     safe.load_state_dict(norm.state_dict())
     return safe
+
+
+def make_single_value_safe(model: Module) -> Module:
+    """`model`, each of whose plain ``BatchNorm2d`` layers is replaced in place by its
+    ``single_value_safe`` copy. Subclasses (timm's ``BatchNormAct2d`` adds an activation,
+    ``SyncBatchNorm`` is another type) are left as they are: replacing them would drop
+    what they add."""
+    for parent in list(model.modules()):
+        for child_name, child in parent.named_children():
+            if type(child) is BatchNorm2d:
+                setattr(parent, child_name, single_value_safe(child))
+    return model

@@ -1,0 +1,9 @@
+"""Tests import the package from this checkout (src layout), installed or not."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("segmentation_models_pytorch")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
