@@ -85,6 +85,7 @@ class TimeBudget:
             _GUESSED_CHECKPOINT_COPIES * checkpoint_bytes / _GUESSED_WRITE_BYTES_PER_SECOND
             + _GUESSED_SYNC_SECONDS
         )
+        self.checkpoints_timed = False  # until then, `checkpoint_seconds` is a guess
         self.validation_seconds: float | None = None
         self.steps_taken = 0
         self.training_after_first_step = 0.0
@@ -103,10 +104,12 @@ class TimeBudget:
         return training / (self.steps_taken - 1)
 
     def timed_validation(self, seconds: float) -> None:
-        self.validation_seconds = seconds  # the latest: the first one pays one-time costs too
+        # the slowest one measured: on a busy machine the final one may be slow too
+        self.validation_seconds = max(seconds, self.validation_seconds or 0.0)
 
     def timed_checkpoints(self, seconds: float) -> None:
-        self.checkpoint_seconds = seconds
+        timed = self.checkpoint_seconds if self.checkpoints_timed else 0.0
+        self.checkpoint_seconds, self.checkpoints_timed = max(seconds, timed), True
 
     def expected_validation(self) -> float:
         if self.validation_batches == 0:

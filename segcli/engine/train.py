@@ -240,7 +240,11 @@ def _run_epoch(
     }
     due = (state.epoch + 1) % max(1, config.train.val_every) == 0
     validating = parts.val_loader is not None and due
-    if pacer is not None and (pacer.stopped or not pacer.another_epoch_fits(validating)):
+    if (
+        stopping is None
+        and pacer is not None
+        and (pacer.stopped or not pacer.another_epoch_fits(validating))
+    ):
         stopping = "budget"  # this epoch end is the run's end: its validation is the final one
     final = state.epoch + 1 == config.train.epochs or stopping is not None
     if parts.val_loader is not None and (due or final):
