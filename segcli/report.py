@@ -317,7 +317,7 @@ def _predictions_section(run: RunRecord, evaluation: Evaluation | None, problem:
         f"<p>The {len(evaluation.worst)} {evaluation.split} images with the lowest mean IoU "
         f"for the best checkpoint, among {scope}. Errors: wrong pixels magenta, ignored "
         f'pixels white.</p><p class="legend">{legend}</p>'
-        '<table class="worst"><tr><th>image</th><th>image</th><th>truth</th>'
+        '<table class="worst"><tr><th>file, mean IoU</th><th>image</th><th>truth</th>'
         f"<th>prediction</th><th>errors</th></tr>{''.join(rows)}</table>"
     )
 
