@@ -32,9 +32,12 @@ def report(
     device: options.Device = "cpu",
     force: options.Force = False,
 ) -> None:
-    """Write an HTML report: curves, per-class scores, confusion, worst predictions, config.
+    """Write one HTML page showing a run, or several runs side by side.
 
-    Several runs are compared: curves overlaid, best scores and configuration differences."""
+    The page holds the curves, the per-class scores of the best checkpoint, the confusion
+    matrix, the worst validation predictions, the configuration, plan, timings and
+    environment. Several runs are compared first: curves overlaid, best scores and the
+    configuration keys that differ. Nothing in the page loads from the network."""
     from segcli.report import write_report
 
     path = write_report(
