@@ -19,6 +19,7 @@ from segcli.planning.hardware import Hardware, detect_hardware
 from segcli.planning.planner import DEFAULT_BUDGET_SECONDS, Plan, Timer, plan, render_plan
 
 PLAN_SOURCE = "plan"
+_UNSET = object()
 
 
 @dataclass
@@ -36,16 +37,14 @@ class PlannedRun:
             f"# planned by segcli for {self.data} on {self.hardware.device} "
             f"({self.hardware.name}, {self.hardware.cpu_cores} cores)\n"
         )
-        return header + render_plan(
-            to_toml(self.config), self.plan.reasons, lambda key: _source(self.config, key)
-        )
+        return header + render_plan(to_toml(self.config), self.plan.reasons, self._changed_by)
 
     def record(self) -> dict[str, Any]:
         """What plan.json holds: the plan, what it was made for, and what overrode it."""
         overridden = {
             key: source
             for key in self.plan.reasons
-            if (source := _source(self.config, key)) != PLAN_SOURCE
+            if (source := self._changed_by(key)) != PLAN_SOURCE
         }
         return {
             "data": str(self.data),
@@ -53,6 +52,29 @@ class PlannedRun:
             **self.plan.to_dict(),
             "overridden": overridden,
         }
+
+    def _changed_by(self, key: str) -> str:
+        """The layer that changed a planned key, or the plan when the value is as planned
+        (`--time 8m` sets train.max_time to the budget the plan was made for)."""
+        source = self.config.source_of(key)
+        if source == "defaults":  # a component table: its name says who chose it
+            source = self.config.source_of(f"{key}.name")
+        if source == PLAN_SOURCE:
+            return source
+        planned, resolved = _lookup(self.plan.layer, key), _lookup(self.config.to_dict(), key)
+        return PLAN_SOURCE if planned is not _UNSET and planned == resolved else source
+
+
+def _lookup(table: dict[str, Any], key: str) -> Any:
+    """A dotted key's value; model and loss options are looked up under `options` too."""
+    parts = key.split(".")
+    for path in (parts, [*parts[:-1], "options", parts[-1]]):
+        value: Any = table
+        for part in path:
+            value = value.get(part, _UNSET) if isinstance(value, dict) else _UNSET
+        if value is not _UNSET:
+            return value
+    return _UNSET
 
 
 def prepared_dataset(data: Path) -> DatasetInfo:
@@ -102,7 +124,7 @@ def planned_run(
     planned.layer.setdefault("dataset", {}).update(name=info.name, path=str(data))
     planned.reasons["dataset.name"] = f"the name in {Path(data) / 'dataset.json'}"
     planned.reasons["dataset.path"] = "--data"
-    planned.reasons["train.max_time"] += f" ({budget_source})"
+    planned.reasons["train.max_time"] += f"; {budget_source}"
     config = build_config(planned.layer, config_file, overrides, recipe_source=PLAN_SOURCE)
     return PlannedRun(config, planned, hardware, Path(data))
 
@@ -110,20 +132,17 @@ def planned_run(
 def _budget(config_file: Path | None, overrides: list[str] | tuple[str, ...]) -> tuple[float, str]:
     value = _early_value(config_file, overrides, "train.max_time")
     if value is _UNSET:
-        return DEFAULT_BUDGET_SECONDS, "no --time given: the default budget"
+        return DEFAULT_BUDGET_SECONDS, "no --time given, so the default"
     if value is None:
         raise UsageError(
             "a planned run needs a time budget: train.max_time=none leaves it none",
             hint="give one with --time 10m, or drop --set train.max_time=none",
         )
     try:
-        return parse_duration(value), "from --time / train.max_time"
+        return parse_duration(value), "given by --time or train.max_time"
     except ValueError:
         # build_config reports the bad value with its key and source
         return DEFAULT_BUDGET_SECONDS, "no valid budget given"
-
-
-_UNSET = object()
 
 
 def _early_value(config_file: Path | None, overrides: list[str] | tuple[str, ...], key: str) -> Any:
@@ -142,10 +161,3 @@ def _early_value(config_file: Path | None, overrides: list[str] | tuple[str, ...
     if key == "train.device" and (value is _UNSET or value is None):
         return "auto"
     return value
-
-
-def _source(config: RunConfig, key: str) -> str:
-    source = config.source_of(key)
-    if source == "defaults":  # a component table: its name says who chose it
-        source = config.source_of(f"{key}.name")
-    return source

@@ -18,7 +18,7 @@ def test_print_config_shows_the_plan_with_reasons_and_creates_nothing(
     lines = result.stdout.splitlines()
     loss = next(line for line in lines if line.startswith("name = ") and "dice" in line)
     assert "# " in loss and "rare class" in loss  # shapes: three classes under 10 %
-    assert any(line.startswith("max_time = 600.0") and "default budget" in line for line in lines)
+    assert any(line.startswith("max_time = 600.0") and "the default" in line for line in lines)
     parsed = tomllib.loads(result.stdout)  # the printed plan is a valid --config file
     assert parsed["dataset"]["path"] == str(shapes_dataset)
     assert parsed["model"]["name"] == "unet" and parsed["model"]["options"]["depth"] == 3
@@ -65,6 +65,8 @@ def test_train_data_trains_with_the_plan_and_keeps_it_in_a_run_named_after_it(
         shapes_dataset,
         "--max-steps",
         "2",
+        "--time",
+        "2m",
         "--set",
         "train.lr=0.01",
         *TINY,
@@ -77,6 +79,8 @@ def test_train_data_trains_with_the_plan_and_keeps_it_in_a_run_named_after_it(
     assert record["layer"]["model"]["name"] == "unet"
     assert record["reasons"]["loss.name"]
     assert record["overridden"]["train.lr"] == "--set train.lr=0.01"
+    assert "train.max_time" not in record["overridden"]  # --time gives the plan its budget
+    assert record["layer"]["train"]["max_time"] == 120.0
     assert record["hardware"]["device"] == "cpu"
     config = build_config(config_file=run / "config.toml")
     assert config.dataset.path == str(shapes_dataset) and config.train.lr == 0.01
