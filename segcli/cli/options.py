@@ -23,6 +23,7 @@ Tile = Annotated[
     int | None,
     typer.Option(
         "--tile",
+        metavar="SIZE",
         help="Sliding-window inference with SIZE-pixel windows (at least 8) at the image's "
         "own size.",
     ),
@@ -31,6 +32,7 @@ Overlap = Annotated[
     float | None,
     typer.Option(
         "--overlap",
+        metavar="FRACTION",
         help="With --tile: fraction of each window shared with its neighbours, 0 to below 1 "
         "[default: 0.25].",
     ),
@@ -46,6 +48,7 @@ MaxImagePixels = Annotated[
     int | None,
     typer.Option(
         "--max-image-pixels",
+        metavar="PIXELS",
         help="Refuse images with more pixels than this, before decoding them "
         "[default: $SEGCLI_MAX_IMAGE_PIXELS or 150000000].",
     ),

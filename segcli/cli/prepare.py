@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
 
+from segcli.cli import help_format
 from segcli.cli.output import console, error_console
 
 _COMMON_OPTIONS = ("out", "force", "workers", "skip_unpaired", "split_file")
 
 
-class _DatasetCommands(TyperGroup):
+class _DatasetCommands(help_format.Group):
     """Lists registered datasets as sub-commands and builds each one when it is asked for."""
 
     def list_commands(self, ctx: Any) -> list[str]:
@@ -33,7 +33,7 @@ class _DatasetCommands(TyperGroup):
         from segcli.plugins import get_plugins
 
         entry = get_plugins().datasets.entry(cmd_name)
-        sub_app = typer.Typer(
+        sub_app = help_format.Typer(
             add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None
         )
         sub_app.command(cmd_name, help=entry.description)(_command_for(cmd_name, entry.load()))

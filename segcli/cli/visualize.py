@@ -6,10 +6,10 @@ from pathlib import Path
 
 import typer
 
-from segcli.cli import options
+from segcli.cli import help_format, options
 from segcli.cli.output import console
 
-visualize_app = typer.Typer(
+visualize_app = help_format.Typer(
     help="Write pictures (PNG) of datasets, predictions and training runs.",
     no_args_is_help=True,
     rich_markup_mode=None,
