@@ -212,11 +212,6 @@ class LogConfig(_Section):
             raise ValueError("a list of distinct logger names")
         return loggers
 
-    @property
-    def tensorboard(self) -> bool:
-        # read by engine/train.py until it hands RunLog the whole configuration: remove then
-        return "tensorboard" in self.loggers
-
 
 class InputConfig(_Section):
     size: Annotated[

@@ -205,7 +205,9 @@ def test_kinds_are_named_in_the_plural_everywhere(cli):
     for output in (listed.stdout, shown.stdout):
         assert "losss" not in output
     wrong = cli("list", "losss")
-    kinds = "datasets, models, losses, metrics, optimizers, schedulers, transforms, recipes"
+    kinds = (
+        "datasets, models, losses, metrics, optimizers, schedulers, transforms, loggers, recipes"
+    )
     assert wrong.exit_code == 2 and kinds in wrong.stderr
 
 

@@ -22,6 +22,7 @@ from torchvision.models.segmentation import LRASPP_MobileNet_V3_Large_Weights
 
 from segcli.config import build_config
 from segcli.data.format import ClassInfo, DatasetInfo
+from segcli.engine.checkpoint import read_checkpoint_meta
 from segcli.errors import CheckpointError, ConfigError, WeightsUnavailable
 from segcli.weights import pretrained_record, resolve_weights, weights_cache_dir
 
@@ -195,3 +196,6 @@ def test_cli_training_starts_from_the_cached_file(
     # lr 0 freezes the weights: the checkpoint holds the stand-in's backbone as it was
     for key in ("backbone.0.0.weight", "backbone.16.0.weight", "classifier.cbr.0.weight"):
         assert torch.equal(trained[f"model/{key}"], stand_in[key]), key
+    # the run records which file its backbone started from
+    recorded = read_checkpoint_meta(run / "last.safetensors")["pretrained"]["backbone_weights"]
+    assert recorded["sha256"] == _sha256(cache / COCO_LRASPP)

@@ -110,6 +110,7 @@ def test_plural_of_every_kind():
         "optimizers",
         "schedulers",
         "transforms",
+        "loggers",
         "recipes",
     ]
 

@@ -19,6 +19,7 @@ from segcli.engine.loop import TrainingState
 from segcli.engine.preprocess import preprocessing_record
 from segcli.engine.runs import environment
 from segcli.errors import CheckpointError, UsageError
+from segcli.weights import pretrained_record
 
 # Why a run ended, when it is finished: resuming it needs an extension (`Extension`).
 FINISHED = {
@@ -71,6 +72,8 @@ def checkpoint_meta(config: RunConfig, info: DatasetInfo, model: nn.Module) -> d
         "image_channels": info.image_channels,
         "dataset": info.name,
         "model": model_record(config, info),
+        # the published or local file the backbone started from (name, url, sha256)
+        "pretrained": pretrained_record(model),
         "preprocessing": preprocessing_record(config, info.image_channels, model),
         "environment": environment(),
     }

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from segcli.config import RunConfig, build_config
+from segcli.config import RunConfig
 from segcli.data.io import atomic_write
 from segcli.engine.metrics_log import read_metrics
 from segcli.errors import SegcliError
@@ -69,11 +69,7 @@ class RunLog:
     missing packages before the run folder existed.
     """
 
-    def __init__(
-        self, run_dir: Path, config: RunConfig | bool, plugins: Plugins | None = None
-    ) -> None:
-        if isinstance(config, bool):  # engine/train.py passing log.tensorboard: remove then
-            config = build_config(config_file=run_dir / "config.toml")
+    def __init__(self, run_dir: Path, config: RunConfig, plugins: Plugins | None = None) -> None:
         self.run_dir = run_dir
         self.files = MetricsFiles(run_dir)
         self.loggers: dict[str, Any] = {}

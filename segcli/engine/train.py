@@ -110,7 +110,7 @@ def _fit(
     info = read_dataset_info(root)
     check_run(config, info, plugins)  # before the run folder: a bad value leaves none behind
     seed_everything(config.train.seed, config.train.deterministic)
-    parts = build_parts(config, root, info, context, plugins)
+    parts = build_parts(_without_pretrained(config, checkpoint), root, info, context, plugins)
     validate = parts.val_loader is not None
     monitor = config.train.monitor if validate else "train/loss"
     mode = config.train.monitor_mode if validate else "min"
@@ -125,7 +125,7 @@ def _fit(
         new_runs_dir = context.is_main and not Path(config.runs_dir).exists()
         state, run_dir = TrainingState(), _new_run_dir(config, context)
     pacer = _pacer(config, parts, state, context, watch)
-    log = RunLog(run_dir, config.log.tensorboard) if context.is_main else None
+    log = RunLog(run_dir, config, plugins) if context.is_main else None
     if log is not None and checkpoint is not None:
         log.forget_after(state.epoch)
         remove_stale_temporaries(run_dir)  # a checkpoint write cut short by a kill
@@ -162,11 +162,13 @@ def _fit(
             if state.stopped is not None:
                 break
     except BaseException as error:
-        _fail(error, config, run_dir, checkpoint is None and context.is_main, new_runs_dir)
-    finally:
         if log is not None:
-            log.close()
-    if log is not None:
+            log.close()  # before _fail, which may remove the run folder
+        _fail(error, config, run_dir, checkpoint is None and context.is_main, new_runs_dir)
+    if log is None:
+        return run_dir
+    # the loggers close last: MLflow marks its run finished and takes summary and pictures
+    try:
         spent = watch.spent()
         log.write_summary(
             {
@@ -185,7 +187,19 @@ def _fit(
             }
         )
         reporter.run_end(run_dir)
+    finally:
+        log.close()
     return run_dir
+
+
+def _without_pretrained(config: RunConfig, checkpoint: Any) -> RunConfig:
+    """A resumed run's model gets every weight from `last`: fetching its backbone's published
+    weights again would only cost time, or fail offline."""
+    if checkpoint is None or not config.model.backbone_weights:
+        return config
+    rebuilt = config.model_copy(deep=True)
+    rebuilt.model.backbone_weights = None
+    return rebuilt
 
 
 def _stop_reason(config: RunConfig, state: TrainingState, stopping: str | None) -> str | None:

@@ -100,9 +100,9 @@ def test_two_process_validation_metrics_equal_the_single_process_ones(
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     [ddp] = list((tmp_path / "ddp").iterdir())
-    # the same files, plus the curves the command line's reporter draws (first process only)
+    # the same files, plus what the command line writes after training (first process only)
     assert sorted(p.name for p in ddp.iterdir()) == sorted(
-        [*(p.name for p in single.iterdir()), "curves.png"]
+        [*(p.name for p in single.iterdir()), "curves.png", "report.html", ".segcli-outputs.jsonl"]
     )
     expected = _validation(single)
     assert expected["confusion/matrix"]  # the comparison below is over real numbers
