@@ -11,7 +11,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from segcli.data.fingerprint import ClassStats, Fingerprint
 from segcli.planning.hardware import Hardware, estimate_pixels_per_second
@@ -38,8 +38,14 @@ SMALL_DATASET = 500
 FORWARD_SPEED_UP = 3.0
 NEVER_BINDING_EPOCHS = 10_000
 
-# (device, base_width, channels_last, bf16) -> training pixels per second
-Timer = Callable[[Hardware, int, bool, bool], float]
+
+class Timer(Protocol):
+    """Training pixels per second of a `unet` of `base_width` on the hardware's device, e.g.
+    `segcli.planning.hardware.measure_pixels_per_second`."""
+
+    def __call__(
+        self, hardware: Hardware, base_width: int, *, channels_last: bool, bf16: bool
+    ) -> float: ...
 
 
 @dataclass
@@ -147,7 +153,7 @@ class _Planner:
 
     def _pixels_per_second(self, base_width: int, channels_last: bool, bf16: bool) -> float:
         if self.timer is not None:
-            return self.timer(self.hw, base_width, channels_last, bf16)
+            return self.timer(self.hw, base_width, channels_last=channels_last, bf16=bf16)
         return estimate_pixels_per_second(
             self.hw, base_width, channels_last=channels_last, bf16=bf16
         )

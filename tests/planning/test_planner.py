@@ -211,7 +211,7 @@ def test_validation_is_spaced_to_cost_at_most_a_tenth_of_the_time():
 def test_a_timer_replaces_the_built_in_speed_estimate():
     calls = []
 
-    def slow(hardware, base_width, channels_last, bf16):
+    def slow(hardware, base_width, *, channels_last, bf16):
         calls.append((hardware.device, base_width, channels_last, bf16))
         return 50_000.0  # pixels per second: a very slow device
 
@@ -230,3 +230,16 @@ def test_render_marks_overridden_keys_and_stays_valid_toml():
     depth_line = next(line for line in text.splitlines() if line.startswith("depth ="))
     assert depth_line.endswith(f"# {planned.reasons['model.depth']}")
     assert tomllib.loads(text)["train"]["lr"] == 0.01
+
+
+def test_the_step_timer_measures_real_training_steps():
+    from segcli.planning.hardware import measure_pixels_per_second
+
+    def tiny(hardware, base_width, *, channels_last, bf16):
+        return measure_pixels_per_second(
+            hardware, 4, channels_last=channels_last, bf16=False, side=32, batch_size=2, steps=1
+        )
+
+    speed = tiny(OLD_CPU, 16, channels_last=True, bf16=False)
+    assert speed > 0
+    assert plan(isbi_like(), OLD_CPU, 480, timer=tiny).estimates["pixels_per_second"] > 0
