@@ -166,16 +166,29 @@ class Plugins:
             if status.status != "ok" or "register_commands" not in status.hooks:
                 continue
             module = self.manager.get_plugin(status.name)
+            before = _command_names(app)
             try:
                 module.register_commands(app=app)
             except Exception as exc:
                 status.status, status.error = "failed", one_line(exc)
+                continue
+            added = sorted(_command_names(app) - before)
+            if added:
+                status.registered["command"] = added
 
     def status_of(self, name: str) -> PluginStatus:
         for status in self.statuses:
             if status.name == name:
                 return status
         raise PluginError(f"no plugin named {name!r} is installed")
+
+
+def _command_names(app: Any) -> set[str]:
+    """The names of a Typer app's commands and command groups, as typed on the command line."""
+    commands = {
+        info.name or info.callback.__name__.replace("_", "-") for info in app.registered_commands
+    }
+    return commands | {info.name for info in app.registered_groups}
 
 
 def _name_list(variable: str) -> set[str] | None:

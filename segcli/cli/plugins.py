@@ -25,20 +25,27 @@ def plugins(
     if as_json:
         typer.echo(json.dumps([s.as_dict() for s in statuses], indent=2))
         return
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="segcli plugins")
-    for column in ("plugin", "distribution", "status", "registered"):
+    for column in ("plugin", "distribution", "version", "status", "registered"):
         table.add_column(column)
     for status in statuses:
-        registered = "; ".join(
-            f"{plural(kind)}: {', '.join(names)}" for kind, names in status.registered.items()
+        registered = "\n".join(
+            f"{len(names)} {plural(kind) if len(names) > 1 else kind}: {', '.join(names)}"
+            for kind, names in status.registered.items()
         )
         state = {"ok": "[green]ok[/]", "disabled": "[dim]disabled[/]"}.get(
-            status.status, f"[red]failed[/]: {status.error}"
+            status.status, f"[red]failed[/]: {escape(status.error or '')}"
         )
-        distribution = f"{status.distribution or '?'} {status.version or ''}".strip()
-        table.add_row(status.name, distribution, state, registered or "-")
+        table.add_row(
+            status.name,
+            status.distribution or "?",
+            status.version or "?",
+            state,
+            escape(registered) or "-",
+        )
     console.print(table)
 
 
