@@ -6,6 +6,7 @@ inside their functions, so `segcli --help` stays fast.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import traceback
@@ -15,22 +16,26 @@ import typer
 from segcli import __version__
 from segcli.cli import evaluate as evaluate_command
 from segcli.cli import export as export_command
+from segcli.cli import help_format
 from segcli.cli import plugins as plugins_command
 from segcli.cli import predict as predict_command
 from segcli.cli import prepare as prepare_command
+from segcli.cli import report as report_command
 from segcli.cli import train as train_command
 from segcli.cli import visualize as visualize_command
 from segcli.cli.output import print_error, show_logged_warnings
 from segcli.errors import Interrupted, SegcliError
 
-app = typer.Typer(
+# Typer's shell completion runs the command line with this set (`_<PROG>_COMPLETE`)
+COMPLETE_VARIABLE = "_SEGCLI_COMPLETE"
+
+app = help_format.Typer(
     name="segcli",
     help="Semantic segmentation from a folder of images to a trained model and coloured "
     "predictions. Datasets, models, losses, metrics, optimizers, schedulers, transforms "
     "and recipes come from plugins.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
     rich_markup_mode=None,  # plain help: no rich import before a command runs (start-up < 0.3 s)
 )
 
@@ -57,6 +62,7 @@ predict_command.add_to(app)
 evaluate_command.add_to(app)
 export_command.add_to(app)
 visualize_command.add_to(app)
+report_command.add_to(app)
 plugins_command.add_to(app)
 
 
@@ -67,10 +73,14 @@ def main() -> None:
     debug = "--debug" in sys.argv or bool(os.environ.get("SEGCLI_DEBUG"))
     if debug:
         os.environ["SEGCLI_DEBUG"] = "1"  # plugin loading prints the tracebacks it catches
-    show_logged_warnings()
+    if os.environ.get(COMPLETE_VARIABLE):
+        # the shell is completing a word: a warning would land in the middle of the prompt
+        logging.getLogger("segcli").addHandler(logging.NullHandler())
+    else:
+        show_logged_warnings()
     try:
         get_plugins().add_commands(app)
-        app()
+        app(prog_name="segcli")  # also under `python -m segcli`: completion is keyed on it
     except SegcliError as error:
         if debug:
             traceback.print_exc()
