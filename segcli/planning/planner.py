@@ -187,7 +187,10 @@ class _Planner:
             return size, None, depth
         scale = math.sqrt(affordable / native)
         smallest = _smallest_object_side(fp.classes, height, width)
-        if smallest is not None and smallest * scale < SMALLEST_OBJECT_SIDE:
+        small = smallest is not None and smallest * scale < SMALLEST_OBJECT_SIDE
+        # validation runs on whole images, batched: only images of one size can skip the resize
+        uniform = fp.height.min == fp.height.max and fp.width.min == fp.width.max
+        if small and uniform:
             side = max(64, int(math.sqrt(affordable)))
             depth = _depth(side)
             side = max(2**depth, side // 2**depth * 2**depth)
@@ -205,11 +208,19 @@ class _Planner:
         target_w = max(32, round(width * scale))
         depth = _depth(min(target_h, target_w))
         size = [_round_up(target_h, 2**depth), _round_up(target_w, 2**depth)]
-        object_text = (
-            f"objects stay large (median {smallest:.0f} px across, {smallest * scale:.0f} px after)"
-            if smallest is not None
-            else "no objects to lose"
-        )
+        if smallest is None:
+            object_text = "no objects to lose"
+        elif small:
+            object_text = (
+                f"images of varying size ({fp.height.min}-{fp.height.max} x {fp.width.min}-"
+                f"{fp.width.max}) need one size to be batched, although the smallest objects "
+                f"shrink to {smallest * scale:.0f} px"
+            )
+        else:
+            object_text = (
+                f"objects stay large (median {smallest:.0f} px across, "
+                f"{smallest * scale:.0f} px after)"
+            )
         self.set(
             "input.size",
             size,

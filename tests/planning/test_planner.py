@@ -110,6 +110,20 @@ def test_huge_images_with_small_objects_are_cropped_at_native_resolution():
     assert "native resolution" in planned.reasons["augment.crop"]
 
 
+def test_huge_images_of_varying_size_are_resized_even_with_small_objects():
+    varying = isbi_like()
+    varying = Fingerprint(
+        **{
+            **varying.__dict__,
+            "height": SizeStats(512, 400, 600),
+            "width": SizeStats(512, 500, 512),
+        }
+    )
+    planned = plan(varying, CPU, 480)
+    assert planned.layer["input"]["size"] != [] and "crop" not in planned.layer["augment"]
+    assert "varying size" in planned.reasons["input.size"]
+
+
 def test_huge_images_with_large_objects_are_downscaled():
     large = fingerprint(
         2048, classes=(cls(0, "background", 0.6, area=0.6), cls(1, "blob", 0.4, area=0.2))
