@@ -253,7 +253,7 @@ def test_a_model_from_a_missing_plugin_names_the_distribution_to_install(tmp_pat
         Predictor(path, "cpu")
     message = str(error.value)
     assert "model 'foo-net' was built by segcli-foo 1.2 (plugin 'foo')" in message
-    assert "install segcli-foo" in message
+    assert message.endswith("(pip install segcli-foo==1.2)")
 
 
 def test_a_model_now_provided_by_another_distribution_is_reported(tmp_path, tiny_dataset, caplog):

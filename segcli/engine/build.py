@@ -177,7 +177,7 @@ def rebuild_model(
             raise PluginError(
                 f"{source}: model {name!r} was built by {built_by.release} (plugin "
                 f"{built_by.plugin!r}); the installed {installed.release} has no such model",
-                hint=f"install {built_by.distribution}=={built_by.version}"
+                hint=f"pip install {built_by.distribution}=={built_by.version}"
                 if built_by.distribution and built_by.version
                 else "see `segcli plugins`",
             )
@@ -231,9 +231,10 @@ def _why_missing(plugins: Plugins, origin: Origin) -> tuple[str, str]:
                 )
             if status.status == "failed":
                 return f"which failed to load: {status.error}", "see `segcli plugins`"
-    install = origin.distribution or f"the plugin {origin.plugin!r}"
-    built = f"; version {origin.version} built it" if origin.version else ""
-    return "which is not installed", f"install {install}{built}"
+    if origin.distribution is None:
+        return "which is not installed", f"install the package of the plugin {origin.plugin!r}"
+    pinned = f"=={origin.version}" if origin.version else ""
+    return "which is not installed", f"pip install {origin.distribution}{pinned}"
 
 
 def build_loss(config: RunConfig, info: DatasetInfo, plugins: Plugins | None = None) -> Callable:
