@@ -9,25 +9,53 @@ from typing import Any
 
 import typer
 
+from segcli.cli import completion
 from segcli.cli.output import console
 from segcli.cli.progress import RichReporter
 
 
 def train(
     plugin: str = typer.Option(
-        None, "--plugin", "-p", help="Recipe to train (see `segcli list recipes`)."
+        None,
+        "--plugin",
+        "-p",
+        metavar="RECIPE",
+        help="Recipe to train (see `segcli list recipes`).",
+        autocompletion=completion.recipes,
     ),
     config_file: Path = typer.Option(
         None, "--config", "-c", help="TOML configuration (e.g. a run's config.toml)."
     ),
     overrides: list[str] = typer.Option(
-        [], "--set", "-s", help="Override one key: --set train.lr=1e-3 (repeatable)."
+        [],
+        "--set",
+        "-s",
+        metavar="KEY=VALUE",
+        help="Override one key: --set train.lr=1e-3 (repeatable).",
+        autocompletion=completion.settings,
+    ),
+    data: Path = typer.Option(
+        None,
+        "--data",
+        help="A prepared dataset folder: planned from its fingerprint, or with --plugin the "
+        "recipe trained on it.",
     ),
     print_config: bool = typer.Option(
-        False, "--print-config", help="Print the resolved configuration and exit."
+        False,
+        "--print-config",
+        help="Print the resolved configuration (a plan with a reason per choice) and exit.",
     ),
     resume: str = typer.Option(
-        None, "--resume", help="Continue a run: its folder, or 'last' for the newest."
+        None,
+        "--resume",
+        help="Continue a run: its folder, or 'last' for the newest.",
+        autocompletion=completion.resume_targets,
+    ),
+    time_budget: str = typer.Option(
+        None,
+        "--time",
+        help="Time for the whole training, validation included: 90s, 10m, 1h30m (same as "
+        "--set train.max_time=10m). With --resume: a new budget, or +5m to add 5 minutes.",
     ),
     max_steps: int = typer.Option(
         None, "--max-steps", help="Stop after this many optimizer steps (smoke tests)."
@@ -39,29 +67,48 @@ def train(
         "written here (same as --set runs_dir=DIR).",
     ),
 ) -> None:
-    """Train a model. `segcli train --plugin shapes-unet` trains the quick-start recipe."""
+    """Train a model. `segcli train --data data/shapes` plans a training for a prepared
+    dataset; `segcli train --plugin shapes-unet` trains the quick-start recipe."""
     from segcli.config import build_config, to_toml
     from segcli.errors import UsageError
     from segcli.plugins import get_plugins
 
     if resume:
-        if plugin or config_file or overrides:
+        if plugin or config_file or data:
             raise UsageError(
                 "--resume continues a run with its saved configuration; "
-                "drop --plugin/--config/--set"
+                "drop --plugin/--config/--data",
+                hint="--time +5m or --set train.epochs=N extends it",
             )
-        _train(None, max_steps, _resume_target(resume, runs_dir))
+        target = _resume_target(resume, runs_dir)
+        _train(None, max_steps, target, extension=_extension(time_budget, overrides))
         return
-    if not plugin and not config_file:
+    if time_budget is not None:
+        overrides = [*overrides, f"train.max_time={_seconds(time_budget)}"]
+    if not plugin and not config_file and data is None:
         raise UsageError(
-            "say what to train: --plugin RECIPE or --config FILE",
-            hint="`segcli list recipes` shows the recipes",
+            "say what to train: --data DATASET_DIR, --plugin RECIPE or --config FILE",
+            hint="`segcli train --data data/shapes` plans a training for a prepared dataset; "
+            "`segcli list recipes` shows the recipes",
         )
     if runs_dir is not None:
         overrides = [*overrides, f"runs_dir={json.dumps(str(runs_dir))}"]
+    if data is not None and not plugin:
+        from segcli.planning.configure import planned_run
+
+        planned = planned_run(data, config_file, overrides)
+        if print_config:
+            typer.echo(planned.render(), nl=False)
+            return
+        _train(planned.config, max_steps, None, plan=planned.record())
+        return
     recipe = None
     if plugin:
         recipe = get_plugins().recipes.get(plugin)
+        if data is not None:
+            from segcli.planning.configure import recipe_on_dataset
+
+            recipe = recipe_on_dataset(recipe, data)
     config = build_config(recipe, config_file, overrides)
     if plugin:
         config.recipe = plugin
@@ -69,6 +116,36 @@ def train(
         typer.echo(to_toml(config), nl=False)
         return
     _train(config, max_steps, None)
+
+
+def _seconds(text: str, *, added: bool = False) -> float:
+    from segcli.config import parse_duration
+    from segcli.errors import UsageError
+
+    if text.startswith("+") and not added:
+        raise UsageError(
+            f"--time {text} adds to a resumed run's budget", hint="for a new run: --time 10m"
+        )
+    try:
+        seconds = parse_duration(text.removeprefix("+") if added else text)
+    except ValueError:
+        seconds = 0.0
+    if seconds <= 0:
+        raise UsageError(
+            f"--time {text!r} is not a duration", hint="e.g. --time 90s, 10m, 1h30m, or +5m"
+        )
+    return seconds
+
+
+def _extension(time_budget: str | None, overrides: list[str]) -> Any:
+    """What --time and --set change in a resumed run (checked by the engine)."""
+    from segcli.engine.checkpointing import Extension
+
+    if time_budget is None:
+        return Extension(tuple(overrides))
+    if time_budget.startswith("+"):
+        return Extension(tuple(overrides), added_seconds=_seconds(time_budget, added=True))
+    return Extension((*overrides, f"train.max_time={_seconds(time_budget)}"))
 
 
 def _resume_target(resume: str, runs_dir: Path | None) -> Path:
@@ -84,17 +161,48 @@ def _resume_target(resume: str, runs_dir: Path | None) -> Path:
     return Path(resume)
 
 
-def _train(config: Any, max_steps: int | None, resume: Path | None) -> None:
+def _train(
+    config: Any,
+    max_steps: int | None,
+    resume: Path | None,
+    plan: dict[str, Any] | None = None,
+    extension: Any = None,
+) -> None:
     from segcli.engine.train import fit
 
     monitor = config.train.monitor if config else "confusion/miou"
     reporter = RichReporter(monitor)
     try:
-        run_dir = fit(config, max_steps=max_steps, resume=resume, reporter=reporter)
+        run_dir = fit(
+            config,
+            max_steps=max_steps,
+            resume=resume,
+            reporter=reporter if plan is None else _RecordingPlan(reporter, plan),
+            extension=extension,
+        )
     finally:
         reporter.stop()
     if os.environ.get("RANK", "0") == "0":  # under torchrun, only the first process reports
         print_summary(run_dir)
+        from segcli.cli.report import write_after_training
+
+        write_after_training(run_dir)
+
+
+class _RecordingPlan:
+    """Saves the plan in the run folder as soon as the engine has made it, then reports."""
+
+    def __init__(self, reporter: RichReporter, plan: dict[str, Any]) -> None:
+        self.reporter, self.plan = reporter, plan
+
+    def start(self, run_dir: Path, epochs: int, steps_per_epoch: int) -> None:
+        from segcli.engine.runs import record_plan
+
+        record_plan(run_dir, self.plan)
+        self.reporter.start(run_dir, epochs, steps_per_epoch)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.reporter, name)
 
 
 def print_summary(run_dir: Path) -> None:
@@ -122,9 +230,27 @@ def print_summary(run_dir: Path) -> None:
         for name, value in zip(classes, iou, strict=False):
             table.add_row(name, "-" if value != value else f"{value:.4f}")
         console.print(table)
+    console.print(time_line(summary), highlight=False)
     console.print(f"checkpoints: {run_dir}/best.safetensors, {run_dir}/last.safetensors")
     console.print(f"curves: {run_dir}/curves.png")
     console.print(f"next: segcli predict --colorize FOLDER   (uses {run_dir}/best.safetensors)")
+
+
+def time_line(summary: dict[str, Any]) -> str:
+    """How the run's time was spent and why it stopped, in one line."""
+    seconds = summary.get("seconds")
+    if not seconds:  # a run from before the time accounting
+        return f"stopped: {summary.get('stopped') or '-'}"
+    budget = seconds.get("budget")
+    of_budget = f" of a {budget:g} s budget" if budget else ""
+    phases = ", ".join(
+        f"{phase} {seconds.get(phase, 0.0):.1f}"
+        for phase in ("setup", "training", "validation", "checkpoints")
+    )
+    return (
+        f"time: {seconds['total']:.1f} s{of_budget} ({phases}); "
+        f"stopped: {summary.get('stopped') or '-'}"
+    )
 
 
 def add_to(app: typer.Typer) -> None:
