@@ -27,17 +27,39 @@ from segcli.engine.build import autocast_for, forward, predictions
 class Reporter(Protocol):
     """What training tells its display (the CLI's progress and pictures, or nothing)."""
 
-    def start(self, run_dir: Path, epochs: int, steps_per_epoch: int) -> None: ...
-    def step(self, epoch: int, step: int, loss: float, images_per_second: float) -> None: ...
+    def start(
+        self,
+        run_dir: Path,
+        epochs: int,
+        steps_per_epoch: int,
+        *,
+        max_time: float | None = None,
+        spent: float = 0.0,
+    ) -> None:
+        """`max_time`: the time budget in seconds, if any; `spent`: seconds of it used so far
+        (setup, and an earlier session of a resumed run)."""
+
+    def step(self, epoch: int, step: int, loss: float | None, images_per_second: float) -> None:
+        """Called after every optimizer step; `loss` (the epoch's running mean) only every
+        `train.log_every` steps and at the epoch's end, as reading it waits for the device."""
+
     def epoch_end(self, record: dict[str, Any], best: float | None) -> None: ...
     def run_end(self, run_dir: Path) -> None: ...
 
 
 class SilentReporter:
-    def start(self, run_dir: Path, epochs: int, steps_per_epoch: int) -> None:
+    def start(
+        self,
+        run_dir: Path,
+        epochs: int,
+        steps_per_epoch: int,
+        *,
+        max_time: float | None = None,
+        spent: float = 0.0,
+    ) -> None:
         pass
 
-    def step(self, epoch: int, step: int, loss: float, images_per_second: float) -> None:
+    def step(self, epoch: int, step: int, loss: float | None, images_per_second: float) -> None:
         pass
 
     def epoch_end(self, record: dict[str, Any], best: float | None) -> None:
@@ -146,14 +168,13 @@ def train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         if ema is not None:
             ema.update_parameters(model)
-        if reporter is not None and (
-            state.step % max(1, config.train.log_every) == 0 or last_batch
-        ):
+        if reporter is not None:
+            reads_loss = state.step % max(1, config.train.log_every) == 0 or last_batch
             elapsed = time.perf_counter() - window_start
             reporter.step(
                 state.epoch,
                 index + 1,
-                float(loss_sum / batches),
+                float(loss_sum / batches) if reads_loss else None,
                 window_images / max(elapsed, 1e-9),
             )
             window_images, window_start = 0, time.perf_counter()

@@ -132,7 +132,13 @@ def _fit(
     best = BestTracker(monitor, mode, state)
     meta = checkpoint_meta(config, info, parts.model)
     if context.is_main:
-        reporter.start(run_dir, config.train.epochs, len(parts.train_loader))
+        reporter.start(
+            run_dir,
+            config.train.epochs,
+            len(parts.train_loader),
+            max_time=config.train.max_time,
+            spent=sum(watch.spent().values()),
+        )
     try:
         watch.switch("training")
         while state.epoch < config.train.epochs:

@@ -73,7 +73,7 @@ class InterruptAt:
     def __init__(self, epoch: int, error: BaseException) -> None:
         self.epoch, self.error = epoch, error
 
-    def start(self, run_dir, epochs, steps_per_epoch):
+    def start(self, run_dir, epochs, steps_per_epoch, **budget):
         pass
 
     def step(self, epoch, step, loss, images_per_second):

@@ -49,7 +49,7 @@ class StopAtStep:
         self.epoch, self.step_in_epoch = epoch, step
         self.steps_per_epoch = 0
 
-    def start(self, run_dir, epochs, steps_per_epoch):
+    def start(self, run_dir, epochs, steps_per_epoch, **budget):
         self.steps_per_epoch = steps_per_epoch
 
     def step(self, epoch, step, loss, images_per_second):
