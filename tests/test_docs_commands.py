@@ -229,6 +229,13 @@ def test_the_rule_picks_commands_from_shell_blocks_only():
     ]
 
 
+def test_a_failing_example_fails_naming_its_line(tmp_path):
+    reader = Reader(tmp_path)
+    reader.run(Command("doc.md", 2, "segcli list models"))
+    with pytest.raises(pytest.fail.Exception, match=r"doc.md:3: `segcli list modles` .* exited 2"):
+        reader.run(Command("doc.md", 3, "segcli list modles"))
+
+
 def all_commands() -> list[Command]:
     return [
         command
