@@ -177,7 +177,8 @@ def _train(
             config,
             max_steps=max_steps,
             resume=resume,
-            reporter=reporter if plan is None else _RecordingPlan(reporter, plan),
+            reporter=reporter,
+            plan=plan,
             extension=extension,
         )
     finally:
@@ -187,22 +188,6 @@ def _train(
         from segcli.cli.report import write_after_training
 
         write_after_training(run_dir)
-
-
-class _RecordingPlan:
-    """Saves the plan in the run folder as soon as the engine has made it, then reports."""
-
-    def __init__(self, reporter: RichReporter, plan: dict[str, Any]) -> None:
-        self.reporter, self.plan = reporter, plan
-
-    def start(self, run_dir: Path, epochs: int, steps_per_epoch: int) -> None:
-        from segcli.engine.runs import record_plan
-
-        record_plan(run_dir, self.plan)
-        self.reporter.start(run_dir, epochs, steps_per_epoch)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.reporter, name)
 
 
 def print_summary(run_dir: Path) -> None:

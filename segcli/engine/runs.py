@@ -47,11 +47,14 @@ def run_label(config: RunConfig) -> str:
     return _UNSAFE_IN_NAMES.sub("-", label).strip("-.") or "run"
 
 
-def record_run(run_dir: Path, config: RunConfig) -> None:
-    """What is needed to repeat the run: resolved config, command line, versions, git state."""
+def record_run(run_dir: Path, config: RunConfig, plan: dict[str, Any] | None = None) -> None:
+    """What is needed to repeat the run: resolved config, command line, versions, git state,
+    and the plan when the run was planned."""
     (run_dir / "config.toml").write_text(to_toml(config))
     (run_dir / "command.txt").write_text(" ".join(_quote(a) for a in sys.argv) + "\n")
     (run_dir / "environment.json").write_text(json.dumps(environment(), indent=2))
+    if plan is not None:
+        record_plan(run_dir, plan)
 
 
 def record_plan(run_dir: Path, plan: dict[str, Any]) -> None:

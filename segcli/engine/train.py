@@ -60,6 +60,7 @@ def fit(
     resume: Path | None = None,
     reporter: Reporter | None = None,
     extension: Extension | None = None,
+    plan: dict[str, Any] | None = None,
     clock: Clock = time.monotonic,
 ) -> Path:
     """Train a configuration to the end (or `max_steps`, or `train.max_time`); returns the run
@@ -67,7 +68,8 @@ def fit(
 
     With `resume`, the configuration, weights, optimiser, scheduler, RNG, progress and time
     spent come from the run folder's `last` checkpoint, and training continues where it
-    ended; `extension` gives a run more epochs or time (a finished run needs one).
+    ended; `extension` gives a run more epochs or time (a finished run needs one). `plan` (a
+    planned run's layer and reasons, `segcli.planning`) is saved in a new run folder.
     """
     watch = Stopwatch(clock)  # the budget counts from here: setup and dataset loading included
     checkpoint, new_segment, extended = None, False, False
@@ -89,6 +91,7 @@ def fit(
             reporter or SilentReporter(),
             watch,
             new_segment,
+            plan,
         )
     finally:
         distributed.stop(context)
@@ -102,6 +105,7 @@ def _fit(
     reporter: Reporter,
     watch: Stopwatch,
     new_segment: bool,
+    plan: dict[str, Any] | None,
 ) -> Path:
     plugins = get_plugins()
     root = ensure_dataset(config) if context.is_main else config.dataset_path()
@@ -123,7 +127,7 @@ def _fit(
             state = start_segment(state)
     else:
         new_runs_dir = context.is_main and not Path(config.runs_dir).exists()
-        state, run_dir = TrainingState(), _new_run_dir(config, context)
+        state, run_dir = TrainingState(), _new_run_dir(config, context, plan)
     pacer = _pacer(config, parts, state, context, watch)
     log = RunLog(run_dir, config, plugins) if context.is_main else None
     if log is not None and checkpoint is not None:
@@ -356,14 +360,16 @@ def _resumable(parts: RunParts) -> tuple[Any, ...]:
     return parts.model, parts.optimizer, parts.scheduler, parts.scaler, parts.ema
 
 
-def _new_run_dir(config: RunConfig, context: distributed.Distributed) -> Path:
+def _new_run_dir(
+    config: RunConfig, context: distributed.Distributed, plan: dict[str, Any] | None
+) -> Path:
     if not context.enabled:
         run_dir = create_run_dir(config)
     else:
         made = str(create_run_dir(config)) if context.is_main else None
         run_dir = Path(distributed.broadcast_text(made, context))
     if context.is_main:
-        record_run(run_dir, config)
+        record_run(run_dir, config, plan)
     return run_dir
 
 
