@@ -27,7 +27,6 @@ A command that exits non-zero fails the test, naming the document, line and comm
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shlex
@@ -259,11 +258,8 @@ def test_every_skip_and_substitution_still_matches_a_documented_command():
 @pytest.mark.slow
 @pytest.mark.parametrize("document", DOCUMENTS)
 def test_documented_commands_run(document, tmp_path):
-    if (
-        document == "docs/plugins.md"
-        and importlib.util.find_spec("segmentation_models_pytorch") is None
-    ):
-        pytest.skip("the walk-through installs segcli-smp, which needs segmentation_models_pytorch")
+    if document == "docs/plugins.md":  # the walk-through installs segcli-smp
+        pytest.importorskip("segmentation_models_pytorch")
     commands = documented_commands((REPO / document).read_text(), document)
     assert commands, f"{document} has no shell commands any more: is the rule still right?"
     reader = Reader(tmp_path)

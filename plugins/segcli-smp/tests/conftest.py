@@ -3,7 +3,4 @@
 import sys
 from pathlib import Path
 
-import pytest
-
-pytest.importorskip("segmentation_models_pytorch")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))

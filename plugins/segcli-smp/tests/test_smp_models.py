@@ -5,14 +5,17 @@ from __future__ import annotations
 import importlib
 
 import pytest
-import segcli_smp
-import torch
-from huggingface_hub import constants as hub_constants
-from safetensors.torch import save_file
-from segcli_smp import models
 
-from segcli.errors import ConfigError, ResourceError
-from segcli.testing import check_model
+pytest.importorskip("segmentation_models_pytorch")
+
+import segcli_smp  # noqa: E402
+import torch  # noqa: E402
+from huggingface_hub import constants as hub_constants  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+from segcli_smp import models  # noqa: E402
+
+from segcli.errors import ConfigError, ResourceError  # noqa: E402
+from segcli.testing import check_model  # noqa: E402
 
 ARCHITECTURES = [
     "unet",
