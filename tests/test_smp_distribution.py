@@ -95,7 +95,8 @@ def test_train_predict_export_through_the_installed_plugin(installed, tmp_path):
     segcli("prepare", "shapes", "--train", "8", "--val", "4", "--size", "32", "--workers", "1")
     segcli(
         "train", "--data", "data/shapes", "--set", "model.name=smp-unet",
-        "--set", "model.encoder=resnet18", "--set", "train.batch_size=4",
+        "--set", "model.encoder=resnet18", "--set", "loss.name=ce+smp-dice",
+        "--set", "train.batch_size=4",
         "--set", "train.workers=0", "--max-steps", "2", "--runs-dir", "runs",
     )  # fmt: skip
     [run_dir] = (tmp_path / "runs").iterdir()

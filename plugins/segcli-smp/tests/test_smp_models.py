@@ -15,7 +15,7 @@ from safetensors.torch import save_file  # noqa: E402
 from segcli_smp import models  # noqa: E402
 
 from segcli.errors import ConfigError, ResourceError  # noqa: E402
-from segcli.testing import check_model  # noqa: E402
+from segcli.testing import check_loss, check_model  # noqa: E402
 
 ARCHITECTURES = [
     "unet",
@@ -31,10 +31,10 @@ ARCHITECTURES = [
 ]
 
 
-def registered() -> dict[str, tuple[str, str]]:
+def registered(hook=segcli_smp.register_models) -> dict[str, tuple[str, str]]:
     """name -> (target, description), as segcli's plugin manager receives them."""
     names = {}
-    segcli_smp.register_models(lambda name, target, text: names.update({name: (target, text)}))
+    hook(lambda name, target, text: names.update({name: (target, text)}))
     return names
 
 
@@ -144,3 +144,10 @@ def test_a_file_for_another_encoder_is_a_config_error(tmp_path):
     save_file(stand_in_encoder_weights(), path)
     with pytest.raises(ConfigError, match="do not fit the encoder"):
         models.unet(2, encoder="resnet34", backbone_weights=str(path))
+
+
+def test_dice_loss_is_registered_and_keeps_the_contract():
+    [(target, description)] = registered(segcli_smp.register_losses).values()
+    assert "log_loss" in description
+    check_loss(resolve(target), name="smp-dice")
+    check_loss(resolve(target), num_classes=2, options={"log_loss": True}, name="smp-dice")

@@ -30,3 +30,13 @@ def register_models(register):
     for name, factory, summary, depth in _MODELS:
         options = _OPTIONS.format(depth=depth)
         register(name, f"segcli_smp.models:{factory}", f"smp {summary} (options: {options})")
+
+
+@segcli.hookimpl
+def register_losses(register):
+    register(
+        "smp-dice",
+        "segcli_smp.losses:dice",
+        "smp's multiclass Dice loss on softmax probabilities (options: log_loss=false, "
+        'smooth=0.0); combine it: loss.name = "ce+smp-dice"',
+    )
