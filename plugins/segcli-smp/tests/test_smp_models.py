@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -151,3 +155,16 @@ def test_dice_loss_is_registered_and_keeps_the_contract():
     assert "log_loss" in description
     check_loss(resolve(target), name="smp-dice")
     check_loss(resolve(target), num_classes=2, options={"log_loss": True}, name="smp-dice")
+
+
+def test_registration_imports_neither_torch_nor_smp():
+    code = (
+        "import sys, segcli_smp; "
+        "print(sorted({'torch', 'segmentation_models_pytorch'} & {*sys.modules}))"
+    )
+    source = Path(segcli_smp.__file__).parents[1]
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        env={**os.environ, "PYTHONPATH": str(source)},
+    )  # fmt: skip
+    assert result.stdout.strip() == "[]"
