@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from wheel_building import can_build_plugin_wheels
 
 REPO = Path(__file__).resolve().parents[1]
 DOCUMENTS = ["README.md", "docs/plugins.md"]
@@ -258,8 +259,10 @@ def test_every_skip_and_substitution_still_matches_a_documented_command():
 @pytest.mark.slow
 @pytest.mark.parametrize("document", DOCUMENTS)
 def test_documented_commands_run(document, tmp_path):
-    if document == "docs/plugins.md":  # the walk-through installs segcli-smp
+    if document == "docs/plugins.md":  # the walk-through builds and installs segcli-smp
         pytest.importorskip("segmentation_models_pytorch")
+        if not can_build_plugin_wheels():
+            pytest.skip("building segcli-smp needs setuptools>=77")
     commands = documented_commands((REPO / document).read_text(), document)
     assert commands, f"{document} has no shell commands any more: is the rule still right?"
     reader = Reader(tmp_path)

@@ -11,7 +11,6 @@ segmentation_models_pytorch, pip or setuptools is missing.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -20,11 +19,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from wheel_building import can_build_plugin_wheels
 
 pytest.importorskip("segmentation_models_pytorch")
 pytest.importorskip("onnxruntime")
-if importlib.util.find_spec("pip") is None or importlib.util.find_spec("setuptools") is None:
-    pytest.skip("building a wheel needs pip and setuptools", allow_module_level=True)
+if not can_build_plugin_wheels():
+    pytest.skip("building the wheel needs pip and setuptools>=77", allow_module_level=True)
 
 pytestmark = pytest.mark.slow
 
