@@ -14,6 +14,7 @@ checkpoint (predict, evaluate, export) never fetches them again.
 from __future__ import annotations
 
 import difflib
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -124,6 +125,9 @@ def published_weights(encoder: str, name: str) -> Path:
             hint="give one of those names, or the path of an encoder state dict",
         )
     repo_id, revision = settings[name]["repo_id"], settings[name]["revision"]
+    hub_logger = logging.getLogger("huggingface_hub")
+    level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)  # its retry warnings would precede our one line
     try:
         return Path(hf_hub_download(repo_id, WEIGHTS_FILE, revision=revision))
     except OSError as exc:  # huggingface_hub's offline, connection and HTTP errors
@@ -131,8 +135,10 @@ def published_weights(encoder: str, name: str) -> Path:
         raise ResourceError(
             f"{encoder} weights {name!r} are not in the Hugging Face cache and could not be "
             f"downloaded ({type(exc).__name__}): put {WEIGHTS_FILE} in {folder}",
-            hint=f"fetch it from https://huggingface.co/{repo_id}/blob/{revision}/{WEIGHTS_FILE}",
+            hint=f"fetch it from https://huggingface.co/{repo_id}/resolve/{revision}/{WEIGHTS_FILE}",
         ) from exc
+    finally:
+        hub_logger.setLevel(level)
 
 
 def hub_cache_folder(repo_id: str) -> Path:
