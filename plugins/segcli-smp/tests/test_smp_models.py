@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import os
 import subprocess
@@ -20,6 +21,7 @@ from segcli_smp import models  # noqa: E402
 
 from segcli.errors import ConfigError, ResourceError  # noqa: E402
 from segcli.testing import check_loss, check_model  # noqa: E402
+from segcli.weights import pretrained_record  # noqa: E402
 
 ARCHITECTURES = [
     "unet",
@@ -131,6 +133,11 @@ def test_published_weights_are_read_from_the_cache(offline_hub):
     model = models.fpn(2, encoder="resnet18", backbone_weights="imagenet")
     assert torch.all(model.encoder.layer4[1].conv2.weight == 0.25)
     assert torch.all(model.encoder.conv1.weight == 0.25)
+    record = pretrained_record(model)["backbone_weights"]
+    assert record["name"] == "imagenet" and record["file"] == "model.safetensors"
+    assert (
+        record["sha256"] == hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    )
 
 
 def test_a_local_file_loads_and_adapts_to_grey_input(tmp_path):

@@ -27,6 +27,7 @@ from torch import nn
 
 from segcli.errors import ConfigError, ResourceError
 from segcli.nn import make_single_value_safe
+from segcli.weights import WeightsFile, record_pretrained
 
 DEFAULT_ENCODER = "resnet34"
 TIMM_PREFIX = "tu-"
@@ -46,17 +47,17 @@ def build_model(
     its encoder loaded from `backbone_weights` (a published name or a local file)."""
     check_encoder(encoder)
     model_class = smp.MODEL_ARCHITECTURES_MAPPING[architecture]
-    local_file = _local_file(backbone_weights)
-    timm_pretrained = encoder.startswith(TIMM_PREFIX) and backbone_weights and not local_file
+    weights = _local_file(backbone_weights)
+    timm_pretrained = encoder.startswith(TIMM_PREFIX) and backbone_weights and not weights
     if timm_pretrained and backbone_weights != TIMM_WEIGHTS:
         raise ConfigError(
             f"backbone_weights {backbone_weights!r} is not a file, and {encoder} has one "
             f"published set, {TIMM_WEIGHTS!r}",
             hint="a timm encoder's weights are chosen by its name's tag, e.g. tu-resnet18.a1_in1k",
         )
-    if backbone_weights and not encoder.startswith(TIMM_PREFIX) and not local_file:
-        local_file = published_weights(encoder, backbone_weights)
-    build_channels = 3 if local_file and not encoder.startswith(TIMM_PREFIX) else in_channels
+    if backbone_weights and not encoder.startswith(TIMM_PREFIX) and not weights:
+        weights = published_weights(encoder, backbone_weights)
+    build_channels = 3 if weights and not encoder.startswith(TIMM_PREFIX) else in_channels
     try:
         model = model_class(
             encoder_name=encoder,
@@ -67,11 +68,12 @@ def build_model(
         )
     except OSError as exc:  # timm's own download, offline or refused
         raise _timm_weights_missing(encoder, exc) from exc
-    if local_file:
-        _load_encoder(model.encoder, local_file)
+    if weights:
+        _load_encoder(model.encoder, weights.path)
         if build_channels != in_channels:
             # smp's own adaptation of pretrained RGB kernels to other channel counts
             model.encoder.set_in_channels(in_channels, pretrained=True)
+        record_pretrained(model, "backbone_weights", weights)  # file and SHA-256, in the run
     make_single_value_safe(model)
     _freeze_unused_stages(model.encoder, encoder_depth)
     if model_class.requires_divisible_input_shape:
@@ -114,7 +116,7 @@ def check_encoder(encoder: str) -> None:
     )
 
 
-def published_weights(encoder: str, name: str) -> Path:
+def published_weights(encoder: str, name: str) -> WeightsFile:
     """The file of `encoder`'s published weights `name` in the Hugging Face cache, fetched
     there by huggingface_hub when missing and the machine is online."""
     settings = smp.encoders.encoders[encoder]["pretrained_settings"]
@@ -125,17 +127,19 @@ def published_weights(encoder: str, name: str) -> Path:
             hint="give one of those names, or the path of an encoder state dict",
         )
     repo_id, revision = settings[name]["repo_id"], settings[name]["revision"]
+    url = f"https://huggingface.co/{repo_id}/resolve/{revision}/{WEIGHTS_FILE}"
     hub_logger = logging.getLogger("huggingface_hub")
     level = hub_logger.level
     hub_logger.setLevel(logging.ERROR)  # its retry warnings would precede our one line
     try:
-        return Path(hf_hub_download(repo_id, WEIGHTS_FILE, revision=revision))
+        path = Path(hf_hub_download(repo_id, WEIGHTS_FILE, revision=revision))
+        return WeightsFile(path, name=name, url=url)
     except OSError as exc:  # huggingface_hub's offline, connection and HTTP errors
         folder = hub_cache_folder(repo_id) / "snapshots" / revision
         raise ResourceError(
             f"{encoder} weights {name!r} are not in the Hugging Face cache and could not be "
             f"downloaded ({type(exc).__name__}): put {WEIGHTS_FILE} in {folder}",
-            hint=f"fetch it from https://huggingface.co/{repo_id}/resolve/{revision}/{WEIGHTS_FILE}",
+            hint=f"fetch it from {url}",
         ) from exc
     finally:
         hub_logger.setLevel(level)
@@ -171,9 +175,9 @@ def _freeze_biases_before_batch_norm(model: nn.Module) -> None:
                 conv.bias.requires_grad_(False)
 
 
-def _local_file(backbone_weights: str | None) -> Path | None:
+def _local_file(backbone_weights: str | None) -> WeightsFile | None:
     path = Path(backbone_weights).expanduser() if backbone_weights else None
-    return path if path is not None and path.is_file() else None
+    return WeightsFile(path) if path is not None and path.is_file() else None
 
 
 def _load_encoder(encoder: nn.Module, path: Path) -> None:
