@@ -19,7 +19,7 @@ from huggingface_hub import constants as hub_constants  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 from segcli_smp import models  # noqa: E402
 
-from segcli.errors import ConfigError, ResourceError  # noqa: E402
+from segcli.errors import ConfigError, WeightsUnavailable  # noqa: E402
 from segcli.testing import check_loss, check_model  # noqa: E402
 from segcli.weights import pretrained_record  # noqa: E402
 
@@ -111,7 +111,7 @@ def published_folder(hub, encoder: str, name: str):
 
 def test_offline_and_not_cached_names_the_file_and_folder(offline_hub):
     folder = published_folder(offline_hub, "resnet18", "imagenet")
-    with pytest.raises(ResourceError) as caught:
+    with pytest.raises(WeightsUnavailable) as caught:
         models.unet(2, encoder="resnet18", backbone_weights="imagenet")
     message = str(caught.value)
     assert "\n" not in message

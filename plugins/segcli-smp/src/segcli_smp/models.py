@@ -25,7 +25,7 @@ from huggingface_hub import constants as hub_constants
 from huggingface_hub import hf_hub_download
 from torch import nn
 
-from segcli.errors import ConfigError, ResourceError
+from segcli.errors import ConfigError, WeightsUnavailable
 from segcli.nn import make_single_value_safe
 from segcli.weights import WeightsFile, record_pretrained
 
@@ -136,7 +136,7 @@ def published_weights(encoder: str, name: str) -> WeightsFile:
         return WeightsFile(path, name=name, url=url)
     except OSError as exc:  # huggingface_hub's offline, connection and HTTP errors
         folder = hub_cache_folder(repo_id) / "snapshots" / revision
-        raise ResourceError(
+        raise WeightsUnavailable(
             f"{encoder} weights {name!r} are not in the Hugging Face cache and could not be "
             f"downloaded ({type(exc).__name__}): put {WEIGHTS_FILE} in {folder}",
             hint=f"fetch it from {url}",
@@ -150,7 +150,7 @@ def hub_cache_folder(repo_id: str) -> Path:
     return Path(hub_constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
 
 
-def _timm_weights_missing(encoder: str, exc: OSError) -> ResourceError:
+def _timm_weights_missing(encoder: str, exc: OSError) -> WeightsUnavailable:
     config = timm.models.get_pretrained_cfg(encoder.removeprefix(TIMM_PREFIX))
     repo_id = getattr(config, "hf_hub_id", None)
     where = (
@@ -158,7 +158,7 @@ def _timm_weights_missing(encoder: str, exc: OSError) -> ResourceError:
         if repo_id
         else f"{getattr(config, 'url', None)} in {Path(torch.hub.get_dir()) / 'checkpoints'}"
     )
-    return ResourceError(
+    return WeightsUnavailable(
         f"{encoder} weights are not in the cache and could not be downloaded "
         f"({type(exc).__name__}): timm needs {where}",
         hint="download them once on a connected machine and copy the cache folder",
