@@ -138,9 +138,10 @@ class TrainConfig(_Section):
     # the whole training's wall-clock budget in seconds ("10m" in a file or --set), validation
     # included; None = train for `epochs`
     max_time: Annotated[
-        float | None,
+        # the bound on the float alone: a saved configuration holds an explicit None
+        Annotated[float, Field(gt=0)] | None,
         BeforeValidator(_duration),
-        Field(gt=0, description="a duration such as 90s, 10m or 1h"),
+        Field(description="a duration such as 90s, 10m or 1h"),
     ] = None
     batch_size: int = Field(8, ge=1)
     lr: float = Field(1e-3, ge=0)  # 0 freezes the weights (tests, a baseline)

@@ -2,7 +2,7 @@ import tomllib
 
 import pytest
 
-from segcli.config import build_config, parse_override, to_toml
+from segcli.config import RunConfig, build_config, parse_override, to_toml
 from segcli.errors import ConfigError
 
 
@@ -328,3 +328,10 @@ def test_set_model_name_on_a_recipe_builds_the_new_model_without_the_old_options
     finally:
         plugins.models.remove_from("test")
     assert isinstance(model, nn.Conv2d)
+
+
+def test_a_saved_configuration_with_every_optional_key_unset_reads_back():
+    # checkpoints store the configuration as JSON, where an unset key is an explicit null
+    saved = build_config().to_dict()
+    assert saved["train"]["max_time"] is None
+    assert RunConfig.model_validate(saved) == build_config()
