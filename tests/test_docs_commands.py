@@ -47,12 +47,15 @@ RUN = {"segcli", "pip", "python", "python3"}
 SEGCLI_ITSELF = "segcli is already installed in the environment that runs the tests"
 SKIPPED = {
     "pip install -e .": SEGCLI_ITSELF,
-    'pip install -e ".[test]"': SEGCLI_ITSELF,
+    'pip install -e ".[test,mlflow]"': SEGCLI_ITSELF,
     "segcli prepare folder ./images": "needs the reader's own images and masks",
     "segcli prepare tgs-salt": "a real dataset (../shared/data), not in CI",
     "segcli prepare isbi2012": "a real dataset (../shared/data), not in CI",
     "segcli prepare idd-lite": "a real dataset (../shared/data), not in CI",
-    "segcli train --plugin shapes-unet --set dataset.name=folder": (
+    "segcli train --data data/folder": (
+        "trains on the dataset of the skipped `segcli prepare folder`"
+    ),
+    "segcli train --plugin shapes-unet --data data/folder": (
         "trains on the dataset of the skipped `segcli prepare folder`"
     ),
 }
