@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shlex
 import subprocess
@@ -171,7 +172,7 @@ def run(workload: Workload, arguments: list[str], budget: str, work: Path) -> di
     args = ["train", "--data", str(dataset), *arguments, "--time", budget]
     args += ["--runs-dir", str(runs_dir)]
     seconds = segcli(*args, cwd=work)
-    run_dir = max(runs_dir.iterdir(), key=lambda p: p.stat().st_mtime)
+    [run_dir] = runs_dir.iterdir()  # a runs folder of its own
     summary = json.loads((run_dir / "summary.json").read_text())
     shown = ["segcli", "train", "--data", f"data/{workload.name}", *arguments, "--time", budget]
     return {
@@ -225,8 +226,6 @@ def markdown(results: list[dict]) -> str:
 
 
 def _cores() -> int:
-    import os
-
     return len(os.sched_getaffinity(0))
 
 

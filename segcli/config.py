@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal
 import annotated_types
 import tomli_w
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -85,6 +86,12 @@ def _duration(value: Any) -> Any:
         return parse_duration(value)
     except ValueError:
         return value  # the schema reports it with the key's name and source
+
+
+def _distinct(names: list[str]) -> list[str]:
+    if len(set(names)) != len(names):
+        raise ValueError("a list of distinct names")
+    return names
 
 
 Name = Annotated[str, BeforeValidator(_number_to_text), Field(min_length=1)]
@@ -174,18 +181,13 @@ class TrainConfig(_Section):
         return device
 
 
-def _bare_names(value: Any) -> Any:
-    # `--set log.loggers=[mlflow,tensorboard]` is not TOML (unquoted words) and arrives as text
-    if isinstance(value, str) and value.startswith("[") and value.endswith("]"):
-        return [name.strip().strip("'\"") for name in value[1:-1].split(",") if name.strip()]
-    return _one_to_list(value)
-
-
 class LogConfig(_Section):
     """`[log]`: experiment trackers, besides the metrics files every run writes."""
 
     # names from `segcli list loggers`, each told every epoch's record
-    loggers: Annotated[list[Name], BeforeValidator(_bare_names)] = Field(default_factory=list)
+    loggers: Annotated[list[Name], BeforeValidator(_one_to_list), AfterValidator(_distinct)] = (
+        Field(default_factory=list)
+    )
     # logger name -> its options: `[log.options.mlflow] tracking_uri = "sqlite:///mlflow.db"`
     options: dict[Name, dict[str, Any]] = Field(default_factory=dict)
 
@@ -200,18 +202,11 @@ class LogConfig(_Section):
         switch = values.pop("tensorboard")
         if not isinstance(switch, bool):
             raise _InvalidKey("log.tensorboard", "true or false")
-        loggers = _bare_names(values.get("loggers", []))
+        loggers = _one_to_list(values.get("loggers", []))
         if isinstance(loggers, list):
             others = [name for name in loggers if name != "tensorboard"]
             values["loggers"] = [*others, "tensorboard"] if switch else others
         return values
-
-    @field_validator("loggers")
-    @classmethod
-    def _distinct(cls, loggers: list[str]) -> list[str]:
-        if len(set(loggers)) != len(loggers):
-            raise ValueError("a list of distinct logger names")
-        return loggers
 
 
 class InputConfig(_Section):
@@ -276,8 +271,8 @@ class RunConfig(_Section):
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
-    metrics: Annotated[list[Name], BeforeValidator(_one_to_list)] = Field(
-        default_factory=lambda: ["confusion"]
+    metrics: Annotated[list[Name], BeforeValidator(_one_to_list), AfterValidator(_distinct)] = (
+        Field(default_factory=lambda: ["confusion"])
     )
     train: TrainConfig = Field(default_factory=TrainConfig)
     input: InputConfig = Field(default_factory=InputConfig)
@@ -288,13 +283,6 @@ class RunConfig(_Section):
 
     # where each key's value came from ("train.lr" -> "--set train.lr=0.1"), for messages
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
-
-    @field_validator("metrics")
-    @classmethod
-    def _distinct(cls, metrics: list[str]) -> list[str]:
-        if len(set(metrics)) != len(metrics):
-            raise ValueError("a list of distinct metric names")
-        return metrics
 
     @model_validator(mode="after")
     def _monitor_names_a_metric(self) -> RunConfig:
@@ -389,6 +377,8 @@ def parse_override(text: str) -> tuple[str, Any]:
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
+        if raw.startswith("[") and raw.endswith("]"):  # bare words: --set metrics=[a,b]
+            return key.strip(), [word.strip().strip("'\"") for word in raw[1:-1].split(",")]
         value = raw  # a bare word is a string: --set model.name=unet
     return key.strip(), value
 

@@ -90,3 +90,9 @@ class Interrupted(SegcliError):
 class WeightsUnavailable(CheckpointError):
     """Published pretrained weights are not in the local cache and cannot be downloaded; the
     message names the file, the folder to put it in and the address to fetch it from."""
+
+
+def shortened(items: list[str], shown: int = 3) -> str:
+    """The first few of `items` for a one-line message, then "and N more"."""
+    text = ", ".join(items[:shown])
+    return f"{text} and {len(items) - shown} more" if len(items) > shown else text

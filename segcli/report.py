@@ -25,6 +25,7 @@ from PIL import Image, ImageOps
 
 from segcli.data.format import IGNORE_INDEX, ClassInfo
 from segcli.data.io import OutputLedger, atomic_write, read_image, read_mask
+from segcli.engine.metrics_log import best_record, read_metrics
 from segcli.errors import DataError, SegcliError
 from segcli.palette import colorize
 from segcli.visualize import RUN_COLORS, confusion_picture, curves, error_map
@@ -58,9 +59,7 @@ class RunRecord:
 
     @property
     def best_record(self) -> dict[str, Any] | None:
-        best_epoch = self.summary.get("best_epoch")
-        chosen = [r for r in self.history if r.get("epoch") == best_epoch]
-        return chosen[0] if chosen else (self.history[-1] if self.history else None)
+        return best_record(self.history, self.summary.get("best_epoch"))
 
 
 @dataclass
@@ -87,7 +86,6 @@ class Evaluation:
 def read_run(run_dir: Path) -> RunRecord:
     """A run folder's records; a DataError when the folder is not a segcli run."""
     from segcli.engine.checkpoint import SUFFIX, read_checkpoint_meta
-    from segcli.engine.metrics_log import read_metrics
 
     run_dir = Path(run_dir)
     config_path = run_dir / "config.toml"

@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from segcli.data.format import ClassInfo, read_dataset_info, split_files
 from segcli.data.io import atomic_write, read_image, read_mask
+from segcli.engine.metrics_log import best_record, read_metrics
 from segcli.errors import DataError
 from segcli.palette import colorize
 
@@ -203,7 +204,6 @@ _NOT_PLOTTED = {"epoch", "step", "seconds"}
 
 
 def read_history(run_dir: Path) -> list[dict]:
-    from segcli.engine.metrics_log import read_metrics
 
     if not (Path(run_dir) / "metrics.jsonl").is_file():
         raise DataError(
@@ -358,7 +358,7 @@ def confusion_source(path: Path) -> tuple[list[list[float]], list[str], str]:
         raise DataError(
             f"{path}/metrics.jsonl has no confusion/matrix", hint="train with the confusion metric"
         )
-    record = next((r for r in with_matrix if r["epoch"] == best_epoch), with_matrix[-1])
+    record = best_record(with_matrix, best_epoch)
     return (
         record["confusion/matrix"],
         _run_class_names(path, len(record["confusion/matrix"])),

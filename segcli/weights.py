@@ -28,7 +28,6 @@ Matching a file into a module (`load_matching`):
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import logging
 import os
@@ -45,13 +44,8 @@ import torch
 from torch import nn
 from torch.hub import HASH_REGEX
 
-from segcli.errors import (
-    CheckpointError,
-    ConfigError,
-    OutputError,
-    ResourceError,
-    WeightsUnavailable,
-)
+from segcli.data.io import write_error
+from segcli.errors import CheckpointError, ConfigError, SegcliError, WeightsUnavailable
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".tar")
 SAFETENSORS_SUFFIX = ".safetensors"
@@ -304,9 +298,7 @@ def resolve_weights(value: str, published: Mapping[str, str], *, target: str) ->
     cache, else a local path. A value shaped like a name (no folder, no suffix) that is
     neither is a ConfigError listing the names `target` (a model name) knows."""
     if value in published:
-        return WeightsFile(
-            fetch_published(published[value], name=value, target=target), value, published[value]
-        )
+        return fetch_published(published[value], name=value, target=target)
     path = Path(value).expanduser()
     shaped_like_a_name = "/" not in value and os.sep not in value and not path.suffix
     if shaped_like_a_name and not path.exists():
@@ -319,15 +311,15 @@ def resolve_weights(value: str, published: Mapping[str, str], *, target: str) ->
     return WeightsFile(path)
 
 
-def fetch_published(url: str, *, name: str, target: str) -> Path:
+def fetch_published(url: str, *, name: str, target: str) -> WeightsFile:
     """The cached file of `url`, downloaded first (SHA-256 checked) when not cached yet."""
     folder = weights_cache_dir()
     file_name = published_file_name(url)
-    path = folder / file_name
+    weights = WeightsFile(folder / file_name, name, url)
     expected = HASH_REGEX.search(file_name)
-    if path.is_file():
-        _warn_if_not_published(path, expected.group(1) if expected else None)
-        return path
+    if weights.path.is_file():
+        _warn_if_not_published(weights, expected.group(1) if expected else None)
+        return weights
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -336,7 +328,7 @@ def fetch_published(url: str, *, name: str, target: str) -> Path:
     try:
         torch.hub.download_url_to_file(
             url,
-            str(path),
+            str(weights.path),
             expected.group(1) if expected else None,
             progress=sys.stderr.isatty(),
         )
@@ -355,16 +347,17 @@ def fetch_published(url: str, *, name: str, target: str) -> Path:
         ) from None
     except OSError as exc:
         raise _write_error(exc, folder) from None
-    return path
+    return weights
 
 
-def _warn_if_not_published(path: Path, hash_prefix: str | None) -> None:
+def _warn_if_not_published(weights: WeightsFile, hash_prefix: str | None) -> None:
     """torch hub trusts a cached file as it is; so do we, but say when it is not the
-    published one (a hand-placed stand-in, another release under the same name)."""
-    if hash_prefix and not WeightsFile(path).sha256.startswith(hash_prefix):
+    published one (a hand-placed stand-in, another release under the same name). The
+    digest is kept on `weights` for the run's record."""
+    if hash_prefix and not weights.sha256.startswith(hash_prefix):
         logger.warning(
             "%s is not the published file (its SHA-256 does not start with %s); using it as it is",
-            path,
+            weights.path,
             hash_prefix,
         )
 
@@ -374,16 +367,10 @@ def _reason(exc: BaseException) -> str:
     return " ".join(str(reason).split()) or type(exc).__name__
 
 
-def _write_error(exc: OSError, folder: Path) -> ResourceError | OutputError:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return ResourceError(
-            f"no space left in {folder} for the download: {exc.strerror}",
-            hint="free some space, or set TORCH_HOME to a folder on another disk",
-        )
-    return OutputError(
-        f"cannot write to the weights cache {folder}: {exc.strerror or exc}",
-        hint="set TORCH_HOME to a folder you can write to",
-    )
+def _write_error(exc: OSError, folder: Path) -> SegcliError:
+    error = write_error(folder, exc)
+    error.hint = "free space there, or set TORCH_HOME to a folder on a disk you can write to"
+    return error
 
 
 def record_pretrained(model: nn.Module, option: str, weights: WeightsFile) -> None:

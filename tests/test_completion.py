@@ -129,9 +129,12 @@ def test_resume_completes_last_and_runs_that_can_continue(tmp_path):
 
 def test_checkpoint_completes_run_folders_newest_first(tmp_path):
     runs = tmp_path / "runs"
-    older = make_run(runs, "20260101-000000-shapes-unet", "best")
-    newer = make_run(runs, "20260105-000000-shapes-unet", "best", "last")
-    make_run(runs, "20260106-000000-shapes-unet")
+    # named as runs are (dataset first): newest by time, as predict picks, not by name
+    older = make_run(runs, "tgs-salt-unet-20260101-000000", "best")
+    newer = make_run(runs, "shapes-unet-20260105-000000", "best", "last")
+    make_run(runs, "shapes-unet-20260106-000000")
+    os.utime(older, (1_000_000, 1_000_000))
+    os.utime(newer, (2_000_000, 2_000_000))
     assert complete_bash("segcli predict --checkpoint ", cwd=tmp_path) == [
         "runs/" + newer.name,
         "runs/" + older.name,

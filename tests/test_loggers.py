@@ -34,6 +34,9 @@ class Recording(Logger):
     def log_params(self, params):
         CALLS.append(("params", dict(params)))
 
+    def forget_after(self, epoch):
+        CALLS.append(("forget_after", epoch))
+
     def log_epoch(self, record):
         CALLS.append(("epoch", dict(record)))
 
@@ -148,7 +151,14 @@ def test_the_logger_calls_come_in_the_documented_order(recording_plugin, tmp_pat
     log.append({"epoch": 1, "train/loss": 0.5})
     log.write_summary({"best": 0.5})
     log.close()
-    assert [c[0] for c in recording_plugin] == ["start", "params", "epoch", "summary", "close"]
+    assert [c[0] for c in recording_plugin] == [
+        "start",
+        "params",
+        "forget_after",
+        "epoch",
+        "summary",
+        "close",
+    ]
     assert (run_dir / "summary.json").is_file()
 
 

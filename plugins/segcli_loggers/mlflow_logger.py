@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from segcli.data.io import atomic_write
+from segcli.engine.metrics_log import scalars
 from segcli.errors import ConfigError
 from segcli.hookspecs import Logger
 
@@ -103,7 +104,7 @@ class MLflowLogger(Logger):
 
         now, epoch = int(time.time() * 1000), int(record["epoch"])
         metrics = [
-            Metric(name, value, now, epoch) for name, value in _numbers(record) if name != "epoch"
+            Metric(name, value, now, epoch) for name, value in scalars(record) if name != "epoch"
         ]
         self.client.log_batch(self.run_id, metrics=metrics)
 
@@ -123,23 +124,6 @@ class MLflowLogger(Logger):
                 self.client.log_artifacts(self.run_id, str(self.run_dir))
         finally:
             self.client.set_terminated(self.run_id, "FINISHED" if self.finished else "FAILED")
-
-
-def _numbers(record: Mapping[str, Any]) -> list[tuple[str, float]]:
-    """A record's numbers; a per-class list `confusion/iou` gives `confusion/iou/0`, ..."""
-    found = []
-    for key, value in record.items():
-        if isinstance(value, bool):
-            continue
-        if isinstance(value, (int, float)):
-            found.append((key, float(value)))
-        elif isinstance(value, list):
-            found.extend(
-                (f"{key}/{index}", float(item))
-                for index, item in enumerate(value)
-                if isinstance(item, (int, float)) and not isinstance(item, bool)
-            )
-    return found
 
 
 def _text(value: Any) -> str:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from segcli.engine.metrics_log import scalars
 from segcli.errors import ConfigError
 from segcli.hookspecs import Logger
 
@@ -39,8 +40,8 @@ class TensorBoardLogger(Logger):
     def log_epoch(self, record: Mapping[str, Any]) -> None:
         if self.writer is None:
             self.writer = self._open()
-        for key, value in record.items():
-            if isinstance(value, float):
+        for key, value in scalars(record):
+            if key != "epoch":
                 self.writer.add_scalar(key, value, record["epoch"])
         self.writer.flush()
 

@@ -116,7 +116,7 @@ def _runs(runs_dir: Path, checkpoints: tuple[str, ...], incomplete: str) -> Cand
     ]
     return [
         (str(folder), "run folder")
-        for folder in sorted(found, key=lambda folder: folder.name, reverse=True)
+        for folder in sorted(found, key=lambda f: (f.stat().st_mtime, f.name), reverse=True)
         if str(folder).startswith(incomplete)
     ]
 

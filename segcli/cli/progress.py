@@ -43,7 +43,6 @@ class RichReporter:
         self.task: Any = None
         self.loss: float | None = None
         self.speed: float | None = None
-        self.best: float | None = None
 
     def start(
         self,
@@ -126,7 +125,6 @@ class RichReporter:
         )
 
     def epoch_end(self, record: dict[str, Any], best: float | None) -> None:
-        self.best = best
         value = record.get(self.monitor)
         shown = f"{value:.4f}" if isinstance(value, float) else "-"
         best_text = f"{best:.4f}" if best is not None else "-"

@@ -74,6 +74,11 @@ def train(
     from segcli.plugins import get_plugins
 
     if resume:
+        if print_config:
+            raise UsageError(
+                "--print-config shows a new run's configuration; a run's own is its config.toml",
+                hint="cat RUN/config.toml",
+            )
         if plugin or config_file or data:
             raise UsageError(
                 "--resume continues a run with its saved configuration; "
@@ -193,11 +198,11 @@ def _train(
 def print_summary(run_dir: Path) -> None:
     from rich.table import Table
 
-    from segcli.engine.metrics_log import read_metrics
+    from segcli.engine.metrics_log import best_record, read_metrics
 
     summary = json.loads((run_dir / "summary.json").read_text())
     records = read_metrics(run_dir)
-    best = next((r for r in records if r["epoch"] == summary["best_epoch"]), records[-1])
+    best = best_record(records, summary["best_epoch"])
     console.print(
         f"[bold green]done[/]: {summary['epochs_run']} epoch(s), best {summary['monitor']} = "
         f"{summary['best']:.4f} at epoch {summary['best_epoch']}"

@@ -31,7 +31,7 @@ from segcli.data.format import (
     split_files,
     undeclared_values,
 )
-from segcli.data.io import image_size, read_image, read_mask
+from segcli.data.io import available_memory, image_size, read_image, read_mask
 from segcli.engine.build import call_factory
 from segcli.engine.preprocess import TrainingInput, configured_preprocessing
 from segcli.errors import DataError
@@ -145,19 +145,12 @@ def cache_decoded(
         return False
     if mode == "auto":
         needed = sum(dataset.decoded_bytes() for dataset in datasets)
-        available = memory_available if memory_available is not None else _available_memory()
-        if available is None or needed > available // 4:
+        available = memory_available if memory_available is not None else available_memory()
+        if needed > available // 4:
             return False
     for dataset in datasets:
         dataset.decode_all()
     return True
-
-
-def _available_memory() -> int | None:
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None  # not knowable here: do not risk it
 
 
 def _sample_seed(seed: int, epoch: int, index: int) -> int:

@@ -8,6 +8,8 @@ on first use. No torch here: the planner and `--print-config` stay light.
 from __future__ import annotations
 
 import json
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from segcli.errors import DataError, OutputError, ResourceError
 
 FINGERPRINT_FILE = "fingerprint.json"
 FINGERPRINT_VERSION = 1
+_READ_AHEAD = 64  # images decoded ahead of the tally
 
 
 @dataclass(frozen=True)
@@ -110,11 +113,20 @@ def compute_fingerprint(
             hint="write the dataset again with `segcli prepare ... --force`",
         )
     count = min(max_images, len(pairs))
-    tally = _Tally(info.image_channels, info.num_classes)
-    for index in range(count):
-        image_path, mask_path = pairs[index * len(pairs) // count]
+    sample = [pairs[index * len(pairs) // count] for index in range(count)]
+
+    def decoded(pair: tuple[Path, Path | None]) -> tuple[np.ndarray, np.ndarray | None]:
+        image_path, mask_path = pair
         mask = read_mask(mask_path) if mask_path is not None else None
-        tally.add(read_image(image_path, info.image_channels), mask)
+        return read_image(image_path, info.image_channels), mask
+
+    tally = _Tally(info.image_channels, info.num_classes)
+    # decoding releases the GIL: threads read ahead while the tally counts, in sample order,
+    # a bounded chunk at a time so that decoded images do not pile up
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        for start in range(0, count, _READ_AHEAD):
+            for image, mask in pool.map(decoded, sample[start : start + _READ_AHEAD]):
+                tally.add(image, mask)
     return tally.fingerprint(info)
 
 

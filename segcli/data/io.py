@@ -127,6 +127,18 @@ def to_uint8(array: np.ndarray) -> np.ndarray:
     return np.clip(array.astype(np.float32) * 255.0, 0, 255).round().astype(np.uint8)
 
 
+def available_memory() -> int:
+    """Memory this machine can give without swapping: MemAvailable (free memory plus the
+    page cache it can drop), or all physical memory where /proc/meminfo is not there."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
 def image_size(path: Path) -> tuple[int, int]:
     """(width, height) from the file's header, without decoding a pixel."""
     try:

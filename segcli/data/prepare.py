@@ -42,6 +42,7 @@ from segcli.errors import (
     OutputError,
     ResourceError,
     UsageError,
+    shortened,
 )
 
 __all__ = [
@@ -555,7 +556,7 @@ def apply_split_file(plan: DatasetPlan, split_file: SplitFile) -> None:
     if unknown:
         raise ConfigError(
             f"--split-file {path} lists {len(unknown)} stem(s) that are no labelled sample of "
-            f"{plan.name}: {_some(unknown)}",
+            f"{plan.name}: {shortened([repr(stem) for stem in unknown])}",
             hint="check that the file belongs to this raw dataset (stems are file names "
             "without extension; images without masks cannot be placed)",
         )
@@ -563,7 +564,7 @@ def apply_split_file(plan: DatasetPlan, split_file: SplitFile) -> None:
     if unlisted:
         raise ConfigError(
             f"--split-file {path} leaves out {len(unlisted)} labelled sample(s) of "
-            f"{plan.name}: {_some(unlisted)}",
+            f"{plan.name}: {shortened([repr(stem) for stem in unlisted])}",
             hint="list every labelled sample in one split of the file, or remove those samples "
             "from the raw folder",
         )
@@ -606,11 +607,6 @@ class _ReadInPreparedSplit:
     def __call__(self, sample: Sample) -> np.ndarray:
         prepared = self.prepared_splits.get((sample.split, sample.stem), sample.split)
         return self.read(replace(sample, split=prepared))
-
-
-def _some(stems: list[str], shown: int = 3) -> str:
-    listed = ", ".join(repr(stem) for stem in stems[:shown])
-    return listed + (f" and {len(stems) - shown} more" if len(stems) > shown else "")
 
 
 def _aborted(exc: BaseException, out: Path, existed: bool) -> BaseException:

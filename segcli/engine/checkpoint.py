@@ -17,7 +17,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 
 from segcli.data.io import atomic_write
-from segcli.errors import CheckpointError
+from segcli.errors import CheckpointError, shortened
 
 SUFFIX = ".safetensors"
 _TENSOR = "__tensor__"
@@ -131,7 +131,7 @@ def load_model_state(
         if key in state and state[key].shape != own[key].shape
     ]
     problems = [
-        f"{what}: {_shortened(keys)}"
+        f"{what}: {shortened(keys)}"
         for what, keys in (
             (f"{len(missing)} keys missing from the file", missing),
             (f"{len(unexpected)} keys the model does not have", unexpected),
@@ -149,12 +149,6 @@ def load_model_state(
     except RuntimeError as exc:  # what names and shapes cannot show (a plugin's own checks)
         detail = " ".join(str(exc).split())
         raise CheckpointError(f"{source} does not fit {type(model).__name__}: {detail}") from None
-
-
-def _shortened(items: list[str], shown: int = 3) -> str:
-    """The first few items, then "and N more"."""
-    text = ", ".join(items[:shown])
-    return f"{text} and {len(items) - shown} more" if len(items) > shown else text
 
 
 def _first_line(exc: BaseException) -> str:

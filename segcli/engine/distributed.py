@@ -70,6 +70,13 @@ def sum_across(value: torch.Tensor) -> None:
     dist.all_reduce(value)
 
 
+def min_across(count: int, device: torch.device) -> int:
+    """The smallest of every process's `count` (on `device`: NCCL reduces GPU tensors only)."""
+    value = torch.tensor(count, dtype=torch.int64, device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return int(value)
+
+
 def broadcast_text(text: str | None, context: Distributed) -> str:
     """Rank 0's string (e.g. the run folder it created), on every process."""
     holder = [text]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,3 +40,23 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
             )
         records.append(record)
     return records
+
+
+def best_record(records: list[dict[str, Any]], best_epoch: int | None) -> dict[str, Any] | None:
+    """The record of the best epoch (summary.json's `best_epoch`), else the last one."""
+    chosen = next((r for r in records if r.get("epoch") == best_epoch), None)
+    return chosen or (records[-1] if records else None)
+
+
+def scalars(record: Mapping[str, Any]) -> list[tuple[str, float]]:
+    """An epoch record's numbers for a tracker; a per-class list `confusion/iou` gives
+    `confusion/iou/0`, `confusion/iou/1`, ... (booleans and tables are left out)."""
+    found = []
+    for key, value in record.items():
+        items = enumerate(value) if isinstance(value, list) else [(None, value)]
+        found.extend(
+            (key if index is None else f"{key}/{index}", float(item))
+            for index, item in items
+            if isinstance(item, (int, float)) and not isinstance(item, bool)
+        )
+    return found

@@ -6,8 +6,6 @@ its options (checked by `segcli.engine.preflight` before a run folder exists).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import nn
 
@@ -24,14 +22,6 @@ def build_optimizer(
     parameters = [p for p in model.parameters() if p.requires_grad]
     registry = (plugins or get_plugins()).optimizers
     return call_factory(registry, chosen.name, parameters, config.train.lr, **chosen.options)
-
-
-def build_schedule(
-    config: RunConfig, steps_per_epoch: int, plugins: Plugins | None = None
-) -> Callable[[int], float]:
-    """The factor multiplying `train.lr` at each optimizer step: a plain function of the step,
-    so a resumed run (LambdaLR restores the step count) continues on exactly the same curve."""
-    return ScheduleLayout(config, steps_per_epoch, plugins).factor
 
 
 class ScheduleLayout:

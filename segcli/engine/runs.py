@@ -50,11 +50,18 @@ def run_label(config: RunConfig) -> str:
 def record_run(run_dir: Path, config: RunConfig, plan: dict[str, Any] | None = None) -> None:
     """What is needed to repeat the run: resolved config, command line, versions, git state,
     and the plan when the run was planned."""
-    (run_dir / "config.toml").write_text(to_toml(config))
+    write_config(run_dir, config)
     (run_dir / "command.txt").write_text(" ".join(_quote(a) for a in sys.argv) + "\n")
     (run_dir / "environment.json").write_text(json.dumps(environment(), indent=2))
     if plan is not None:
         record_plan(run_dir, plan)
+
+
+def write_config(run_dir: Path, config: RunConfig) -> None:
+    """The run's config.toml (`segcli train --config` repeats the run), written atomically:
+    an extended run rewrites it."""
+    with atomic_write(Path(run_dir) / "config.toml") as stream:
+        stream.write(to_toml(config).encode())
 
 
 def record_plan(run_dir: Path, plan: dict[str, Any]) -> None:

@@ -14,9 +14,9 @@ from typing import Any
 
 import torch
 
-from segcli.config import RunConfig, to_toml
+from segcli.config import RunConfig
 from segcli.data.format import read_dataset_info
-from segcli.data.io import atomic_write, remove_stale_temporaries
+from segcli.data.io import remove_stale_temporaries
 from segcli.engine import distributed
 from segcli.engine.budget import BudgetPacer, Clock, Stopwatch, TimeBudget
 from segcli.engine.checkpoint import SUFFIX, save_checkpoint
@@ -45,6 +45,7 @@ from segcli.engine.runs import (
     discard_run_without_checkpoint,
     interrupted_message,
     record_run,
+    write_config,
 )
 from segcli.engine.setup import RunParts, build_parts, ensure_dataset, seed_everything
 from segcli.errors import ConfigError, Interrupted, ResourceError
@@ -82,7 +83,7 @@ def fit(
     context = distributed.start(config.train.device)
     try:
         if extended and context.is_main:
-            _record_extension(config, checkpoint.path.parent)
+            write_config(checkpoint.path.parent, config)  # what it now trains for
         return _fit(
             config,
             context,
@@ -141,7 +142,7 @@ def _fit(
             config.train.epochs,
             len(parts.train_loader),
             max_time=config.train.max_time,
-            spent=sum(watch.spent().values()),
+            spent=watch.elapsed(),
         )
     try:
         watch.switch("training")
@@ -318,20 +319,13 @@ def _pacer(
             t.numel() * t.element_size() for t in parts.model.state_dict().values()
         ),
     )
-    return BudgetPacer(budget, layout, state, config.train.epochs, _agreement(context))
 
+    def agree(count: int) -> int:
+        # under torchrun every process takes the smallest count of steps that fit: all stop
+        # together
+        return distributed.min_across(count, parts.device) if context.enabled else count
 
-def _agreement(context: distributed.Distributed):
-    """Under torchrun, every process takes the smallest of their counts (steps that fit)."""
-    if not context.enabled:
-        return lambda count: count
-
-    def smallest(count: int) -> int:
-        value = torch.tensor(count, dtype=torch.int64)
-        torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MIN)
-        return int(value)
-
-    return smallest
+    return BudgetPacer(budget, layout, state, config.train.epochs, agree)
 
 
 def _continue_schedule(
@@ -347,12 +341,6 @@ def _continue_schedule(
     layout.begin_segment(start_step, (config.train.epochs - start_epoch) * layout.steps_per_epoch)
     if new_segment:
         scheduler.set_current(state.step)
-
-
-def _record_extension(config: RunConfig, run_dir: Path) -> None:
-    """An extended run's config.toml says what it now trains for (`--config` repeats it)."""
-    with atomic_write(run_dir / "config.toml") as stream:
-        stream.write(to_toml(config).encode())
 
 
 def _resumable(parts: RunParts) -> tuple[Any, ...]:

@@ -15,10 +15,15 @@ from typing import Any
 from segcli.config import RunConfig, build_config, load_toml, parse_duration, parse_override
 from segcli.data.format import DatasetInfo, read_dataset_info
 from segcli.errors import DataError, UsageError
-from segcli.planning.hardware import Hardware, detect_hardware
-from segcli.planning.planner import DEFAULT_BUDGET_SECONDS, Plan, Timer, plan, render_plan
+from segcli.planning.hardware import Hardware, detect_hardware, measure_pixels_per_second
+from segcli.planning.planner import (
+    DEFAULT_BUDGET_SECONDS,
+    PLAN_SOURCE,
+    Plan,
+    plan,
+    render_plan,
+)
 
-PLAN_SOURCE = "plan"
 _UNSET = object()
 
 
@@ -107,19 +112,17 @@ def planned_run(
     data: Path,
     config_file: Path | None = None,
     overrides: list[str] | tuple[str, ...] = (),
-    *,
-    hardware: Hardware | None = None,
-    timer: Timer | None = None,
 ) -> PlannedRun:
     """Plan a training of the prepared dataset at `data` for the budget and device that
     `config_file` and `overrides` ask for (default: 10 minutes, `train.device=auto`), then
-    lay the file and the overrides over the plan."""
+    lay the file and the overrides over the plan. On a GPU the speed is measured (well under
+    a second); on a CPU, which others may be using, the built-in figure is used."""
     from segcli.data.fingerprint import load_fingerprint
 
     info = prepared_dataset(data)
     budget, budget_source = _budget(config_file, overrides)
-    if hardware is None:
-        hardware = detect_hardware(str(_early_value(config_file, overrides, "train.device")))
+    hardware = detect_hardware(str(_early_value(config_file, overrides, "train.device")))
+    timer = measure_pixels_per_second if hardware.device == "cuda" else None
     planned = plan(load_fingerprint(data), hardware, budget, timer=timer)
     planned.layer.setdefault("dataset", {}).update(name=info.name, path=str(data))
     planned.reasons["dataset.name"] = f"the name in {Path(data) / 'dataset.json'}"

@@ -11,13 +11,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from segcli.data.io import available_memory
+
 # Measured on the 2-core AMD EPYC (avx512_bf16) development machine, alone: a `unet` of
 # depth 4 and base_width 16, batch 16, 112x112 grey images, forward + backward + AdamW step.
 # fp32 44.9 img/s, bf16 autocast 79.1, channels_last 70.0, channels_last + bf16 129.3.
 _CPU_PIXELS_PER_SECOND_PER_CORE = 44.9 * 112 * 112 / 2
 _CPU_SPEED_UP = {(False, False): 1.0, (True, False): 70.0 / 44.9, (True, True): 129.3 / 44.9}
-# A conservative guess for one current CUDA GPU at base_width 32 with bf16 and channels_last;
-# `measure_pixels_per_second` replaces it with a measurement.
+# A conservative guess for one current CUDA GPU at base_width 32 with bf16 and channels_last,
+# for callers that do not measure (`segcli train --data` measures on CUDA).
 _CUDA_PIXELS_PER_SECOND = 60e6
 _MPS_PIXELS_PER_SECOND = 4e6
 
@@ -59,11 +61,11 @@ def detect_hardware(device: str = "auto") -> Hardware:
             bf16=bool(torch.cuda.is_bf16_supported()),
         )
     if resolved.type == "mps":
-        return Hardware("mps", "Apple GPU", _available_memory(), cores, bf16=False)
+        return Hardware("mps", "Apple GPU", available_memory(), cores, bf16=False)
     return Hardware(
         device="cpu",
         name=_cpu_name(),
-        memory_bytes=_available_memory(),
+        memory_bytes=available_memory(),
         cpu_cores=cores,
         bf16=bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
     )
@@ -129,16 +131,6 @@ def _synchronise(device: Any) -> None:
 
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _available_memory() -> int:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def _cpu_name() -> str:

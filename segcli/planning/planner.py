@@ -17,6 +17,8 @@ from segcli.data.fingerprint import ClassStats, Fingerprint
 from segcli.planning.hardware import Hardware, estimate_pixels_per_second
 
 DEFAULT_BUDGET_SECONDS = 600.0
+# where a planned value comes from, in the configuration's record of sources
+PLAN_SOURCE = "plan"
 # Share of the budget the optimizer steps get: validation is kept to ~10 %, setup and
 # checkpoints take the rest.
 TRAINING_SHARE = 0.85
@@ -490,7 +492,7 @@ def render_plan(toml_text: str, reasons: dict[str, str], source_of: Callable[[st
         reason = reasons.get(key) if key else None
         if reason is not None:
             source = source_of(key)
-            if source != "plan":
+            if source != PLAN_SOURCE:
                 reason = f"from {source} (planned: {reason})"
             line = f"{line}  # {reason}"
         lines.append(line)

@@ -258,7 +258,10 @@ def test_a_run_ends_with_a_curve_picture(shapes_dataset, tmp_path):
 
 
 def test_schedules_warm_up_and_decay():
-    from segcli.engine.optimisation import build_schedule
+    from segcli.engine.optimisation import ScheduleLayout
+
+    def build_schedule(config, steps_per_epoch):
+        return ScheduleLayout(config, steps_per_epoch).factor
 
     config = build_config(
         overrides=["train.epochs=10", "train.scheduler=poly", "train.scheduler.warmup_epochs=1"]

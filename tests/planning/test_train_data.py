@@ -117,6 +117,11 @@ def test_data_with_resume_is_refused(cli, shapes_dataset, tmp_path):
     assert result.exit_code == 2 and "--data" in result.stderr
 
 
+def test_print_config_with_resume_is_refused_not_trained(cli, tmp_path):
+    result = cli("train", "--resume", tmp_path, "--print-config")
+    assert result.exit_code == 2 and "config.toml" in result.stderr
+
+
 def test_a_plan_without_a_budget_is_refused(cli, shapes_dataset):
     result = cli("train", "--data", shapes_dataset, "--set", "train.max_time=none")
     assert result.exit_code == 2 and "time budget" in result.stderr

@@ -19,7 +19,7 @@ from huggingface_hub import constants as hub_constants  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 from segcli_smp import models  # noqa: E402
 
-from segcli.errors import ConfigError, WeightsUnavailable  # noqa: E402
+from segcli.errors import CheckpointError, ConfigError, WeightsUnavailable  # noqa: E402
 from segcli.testing import check_loss, check_model  # noqa: E402
 from segcli.weights import pretrained_record  # noqa: E402
 
@@ -153,7 +153,7 @@ def test_a_local_file_loads_and_adapts_to_grey_input(tmp_path):
 def test_a_file_for_another_encoder_is_a_config_error(tmp_path):
     path = tmp_path / "encoder.safetensors"
     save_file(stand_in_encoder_weights(), path)
-    with pytest.raises(ConfigError, match="do not fit the encoder"):
+    with pytest.raises(CheckpointError, match="do not fit the encoder"):
         models.unet(2, encoder="resnet34", backbone_weights=str(path))
 
 

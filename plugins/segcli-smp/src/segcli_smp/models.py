@@ -20,14 +20,13 @@ from pathlib import Path
 
 import segmentation_models_pytorch as smp
 import timm
-import torch
 from huggingface_hub import constants as hub_constants
 from huggingface_hub import hf_hub_download
 from torch import nn
 
-from segcli.errors import ConfigError, WeightsUnavailable
+from segcli.errors import CheckpointError, ConfigError, WeightsUnavailable
 from segcli.nn import make_single_value_safe
-from segcli.weights import WeightsFile, record_pretrained
+from segcli.weights import WeightsFile, read_state_dict, record_pretrained, weights_cache_dir
 
 DEFAULT_ENCODER = "resnet34"
 TIMM_PREFIX = "tu-"
@@ -156,7 +155,7 @@ def _timm_weights_missing(encoder: str, exc: OSError) -> WeightsUnavailable:
     where = (
         f"{WEIGHTS_FILE} of https://huggingface.co/{repo_id} in {hub_cache_folder(repo_id)}"
         if repo_id
-        else f"{getattr(config, 'url', None)} in {Path(torch.hub.get_dir()) / 'checkpoints'}"
+        else f"{getattr(config, 'url', None)} in {weights_cache_dir()}"
     )
     return WeightsUnavailable(
         f"{encoder} weights are not in the cache and could not be downloaded "
@@ -182,22 +181,14 @@ def _local_file(backbone_weights: str | None) -> WeightsFile | None:
 
 def _load_encoder(encoder: nn.Module, path: Path) -> None:
     """Load an encoder state dict (or a whole smp model's, keys ``encoder.*``), strictly."""
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(path)
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
-        raise ConfigError(f"cannot read encoder weights {path}: {exc}") from exc
+    state = read_state_dict(path)
     if any(key.startswith("encoder.") for key in state):
         state = {k.removeprefix("encoder."): v for k, v in state.items() if k[:8] == "encoder."}
     try:
         encoder.load_state_dict(state)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[1:2] or [str(exc)]
-        raise ConfigError(
+        raise CheckpointError(
             f"encoder weights {path} do not fit the encoder: {first[0].strip()}",
             hint="backbone_weights takes the state dict of the same smp encoder",
         ) from exc
