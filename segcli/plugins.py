@@ -7,19 +7,28 @@ taking the command line down with it.
 
 Plugins load in a fixed order: segcli's own first, then third-party ones by entry-point
 name and distribution. A name registered twice fails the plugin that came second, so no
-third-party plugin can take over (or knock out) a built-in name whatever it is called.
+third-party plugin can take over (or knock out) a built-in name whatever it is called; the
+same holds for commands, which may not shadow segcli's own or another plugin's.
+
+Plugin code (its import and its hooks) runs isolated: `SystemExit`, `os._exit` and any other
+exception but Ctrl-C fail that plugin alone, what it prints goes to stderr (never into
+`--json` output), and the time it takes to load is recorded, so `segcli plugins` names a
+slow one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import sys
+import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from types import ModuleType
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 import pluggy
 
@@ -41,6 +50,11 @@ KINDS = (
     "recipe",
 )
 _HOOK_OF_KIND = {kind: f"register_{plural(kind)}" for kind in KINDS}
+# A plugin taking longer than this to import and register is named in `segcli plugins`:
+# every command that loads plugins waits for it.
+SLOW_PLUGIN_SECONDS = 1.0
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -55,6 +69,11 @@ class PluginStatus:
     error: str | None = None
     hooks: list[str] = field(default_factory=list)
     registered: dict[str, list[str]] = field(default_factory=dict)
+    load_seconds: float = 0.0  # importing the module and running its registration hooks
+
+    @property
+    def slow(self) -> bool:
+        return self.load_seconds > SLOW_PLUGIN_SECONDS
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -66,7 +85,45 @@ class PluginStatus:
             "error": self.error,
             "hooks": self.hooks,
             "registered": self.registered,
+            "load_seconds": round(self.load_seconds, 3),
+            "slow": self.slow,
         }
+
+
+class _PluginExited(BaseException):
+    """Plugin code called `os._exit` while segcli was loading it."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"called os._exit({code}) while loading")
+
+
+def _refuse_exit(code: int) -> NoReturn:
+    raise _PluginExited(code)
+
+
+def _run_plugin_code(call: Callable[[], T]) -> T:
+    """Run a plugin's import or hook so that nothing it does escapes as anything but an
+    exception: what it prints goes to stderr (stdout carries `--json` output), and
+    `os._exit` raises instead of ending the process without a word. `os._exit` is replaced
+    only while plugin code runs (segcli starts no threads before loading plugins), and put
+    back whatever happens; Ctrl-C passes through, everything else is the caller's to catch.
+    """
+    real_exit = os._exit
+    os._exit = _refuse_exit
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            return call()
+    finally:
+        os._exit = real_exit
+
+
+def _failure(exc: BaseException) -> str:
+    """What `segcli plugins` says of a plugin that failed with `exc`."""
+    if isinstance(exc, SystemExit):
+        return f"raised SystemExit({exc.code!r}) while loading"
+    if isinstance(exc, _PluginExited):
+        return str(exc)
+    return one_line(exc)
 
 
 class Plugins:
@@ -84,6 +141,8 @@ class Plugins:
             )
             for kind in KINDS
         }
+        # each plugin that adds commands -> a Typer app holding just its commands
+        self._commands: dict[Origin, Any] = {}
 
     @property
     def datasets(self) -> Registry[Any]:
@@ -130,51 +189,76 @@ class Plugins:
             return
         status.hooks = sorted(hook.name for hook in self.manager.get_hookcallers(module) or [])
         origin = Origin(status.name, status.distribution, status.version)
-        for kind, hook_name in _HOOK_OF_KIND.items():
-            implementation = getattr(module, hook_name, None)
-            if hook_name not in status.hooks or implementation is None:
-                continue
-            registry = self.registries[kind]
+        try:
+            for kind, hook_name in _HOOK_OF_KIND.items():
+                implementation = getattr(module, hook_name, None)
+                if hook_name not in status.hooks or implementation is None:
+                    continue
+                registry = self.registries[kind]
 
-            def register(name: str, target: Any, description: str = "", _r=registry) -> None:
-                _r.add(name, target, description, origin)
+                def register(name: str, target: Any, description: str = "", _r=registry) -> None:
+                    _r.add(name, target, description, origin)
 
-            try:
-                implementation(register=register)
-            except Exception as exc:
-                for each in self.registries.values():
-                    each.remove_from(status.name)
-                self.manager.unregister(module)
-                self._fail(status, exc)
-                return
-            names = [e.name for e in registry if e.origin.plugin == status.name]
-            if names:
-                status.registered[kind] = names
+                _run_plugin_code(functools.partial(implementation, register=register))
+                names = [e.name for e in registry if e.origin.plugin == status.name]
+                if names:
+                    status.registered[kind] = names
+            if "register_commands" in status.hooks and (
+                commands := self._add_plugin_commands(module, origin)
+            ):
+                status.registered["command"] = commands
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # a plugin may exit or raise anything: it alone fails
+            for each in self.registries.values():
+                each.remove_from(status.name)
+            self.manager.unregister(module)
+            self._fail(status, exc)
+            return
         self.statuses.append(status)
+
+    def _add_plugin_commands(self, module: ModuleType, origin: Origin) -> list[str]:
+        """Run the plugin's `register_commands` on an app of its own and keep its commands,
+        unless one shadows a built-in command or an earlier plugin's: then the plugin fails,
+        as it does for any other name registered twice. Returns the commands' names."""
+        from segcli.cli.help_format import Typer  # only plugins that add commands need the CLI
+        from segcli.cli.root import BUILT_IN_COMMANDS
+
+        own = Typer()
+        _run_plugin_code(functools.partial(module.register_commands, app=own))
+        taken = dict.fromkeys(BUILT_IN_COMMANDS, "a built-in command of segcli")
+        for earlier, app in self._commands.items():
+            taken.update(dict.fromkeys(command_names(app), f"a command of plugin {earlier}"))
+        names = sorted(command_names(own))
+        for name in names:
+            if name in taken:
+                raise PluginError(
+                    f"plugin {origin} adds the command {name!r}, which is already "
+                    f"{taken[name]}; the plugin is therefore not loaded",
+                    hint="rename the plugin's command, or disable the plugin with "
+                    f"SEGCLI_DISABLE_PLUGINS={origin.plugin}",
+                )
+        self._commands[origin] = own
+        return names
 
     def _fail(self, status: PluginStatus, exc: BaseException) -> None:
         status.status = "failed"
-        status.error = one_line(exc)
+        status.error = _failure(exc)
         status.registered = {}
         if os.environ.get("SEGCLI_DEBUG"):
             traceback.print_exception(exc, file=sys.stderr)
         self.statuses.append(status)
 
     def add_commands(self, app: Any) -> None:
-        """Let plugins add CLI commands; a failing one is marked failed, the CLI goes on."""
-        for status in self.statuses:
-            if status.status != "ok" or "register_commands" not in status.hooks:
-                continue
-            module = self.manager.get_plugin(status.name)
-            before = _command_names(app)
-            try:
-                module.register_commands(app=app)
-            except Exception as exc:
-                status.status, status.error = "failed", one_line(exc)
-                continue
-            added = sorted(_command_names(app) - before)
-            if added:
-                status.registered["command"] = added
+        """Add the commands of the loaded plugins to a Typer app (the plugins' hooks ran, and
+        clashes were refused, when they were loaded); adding them twice adds nothing."""
+        for own in self._commands.values():
+            for info in own.registered_commands:
+                if info not in app.registered_commands:
+                    app.registered_commands.append(info)
+            for info in own.registered_groups:
+                if info not in app.registered_groups:
+                    app.registered_groups.append(info)
 
     def status_of(self, name: str) -> PluginStatus:
         for status in self.statuses:
@@ -183,7 +267,7 @@ class Plugins:
         raise PluginError(f"no plugin named {name!r} is installed")
 
 
-def _command_names(app: Any) -> set[str]:
+def command_names(app: Any) -> set[str]:
     """The names of a Typer app's commands and command groups, as typed on the command line."""
     commands = {
         info.name or info.callback.__name__.replace("_", "-") for info in app.registered_commands
@@ -222,12 +306,16 @@ def load_plugins() -> Plugins:
             status.status = "disabled"
             plugins.statuses.append(status)
             continue
+        started = time.perf_counter()
         try:
-            module = entry_point.load()
-        except Exception as exc:  # a broken plugin must never take the CLI down
+            module = _run_plugin_code(entry_point.load)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # a broken plugin must never take the CLI down
             plugins._fail(status, exc)
-            continue
-        plugins.add(module, status)
+        else:
+            plugins.add(module, status)
+        status.load_seconds = time.perf_counter() - started
     return plugins
 
 

@@ -1,100 +1,124 @@
 """The `segcli` command line: one module per command, errors rendered once, here.
 
 Nothing in this package imports torch at module level; commands import the engine
-inside their functions, so `segcli --help` stays fast.
+inside their functions, so `segcli --help` stays fast. This module itself imports only the
+standard library: `main` imports the app inside its error handling, so even a Ctrl-C or a
+failure while the command line is still importing ends in one line.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import signal
 import sys
 import traceback
-
-import typer
-
-from segcli import __version__
-from segcli.cli import evaluate as evaluate_command
-from segcli.cli import export as export_command
-from segcli.cli import help_format
-from segcli.cli import plugins as plugins_command
-from segcli.cli import predict as predict_command
-from segcli.cli import prepare as prepare_command
-from segcli.cli import report as report_command
-from segcli.cli import train as train_command
-from segcli.cli import visualize as visualize_command
-from segcli.cli.output import print_error, show_logged_warnings
-from segcli.errors import Interrupted, SegcliError
+from typing import Any
 
 # Typer's shell completion runs the command line with this set (`_<PROG>_COMPLETE`)
 COMPLETE_VARIABLE = "_SEGCLI_COMPLETE"
-
-app = help_format.Typer(
-    name="segcli",
-    help="Semantic segmentation from a folder of images to a trained model and coloured "
-    "predictions. Datasets, models, losses, metrics, optimizers, schedulers, transforms "
-    "and recipes come from plugins.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,  # plain help: no rich import before a command runs (start-up < 0.3 s)
-)
+# what a Unix tool killed by SIGPIPE exits with, as `yes | head -1` shows
+BROKEN_PIPE_EXIT = 128 + signal.SIGPIPE
+_DISK_FULL_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"segcli {__version__}")
-        raise typer.Exit()
+def __getattr__(name: str) -> Any:
+    """`segcli.cli.app`, imported on first use (see the module's docstring)."""
+    if name == "app":
+        from segcli.cli.root import app
 
-
-@app.callback()
-def _root(
-    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
-    version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
-    ),
-) -> None:
-    """Options here are read by `main` before any command runs; declared for `--help`."""
-
-
-prepare_command.add_to(app)
-train_command.add_to(app)
-predict_command.add_to(app)
-evaluate_command.add_to(app)
-export_command.add_to(app)
-visualize_command.add_to(app)
-report_command.add_to(app)
-plugins_command.add_to(app)
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> None:
-    """Console entry point: run the app and turn expected errors into one red line."""
-    from segcli.plugins import get_plugins
-
+    """Console entry point: run the app; every way it can end is an exit code and at most
+    one line on stderr, from the first import to the last byte flushed to stdout."""
     debug = "--debug" in sys.argv or bool(os.environ.get("SEGCLI_DEBUG"))
-    if debug:
-        os.environ["SEGCLI_DEBUG"] = "1"  # plugin loading prints the tracebacks it catches
-    if os.environ.get(COMPLETE_VARIABLE):
-        # the shell is completing a word: a warning would land in the middle of the prompt
-        logging.getLogger("segcli").addHandler(logging.NullHandler())
-    else:
-        show_logged_warnings()
     try:
-        get_plugins().add_commands(app)
-        app(prog_name="segcli")  # also under `python -m segcli`: completion is keyed on it
-    except SegcliError as error:
-        if debug:
-            traceback.print_exc()
-        print_error(error)
-        sys.exit(error.exit_code)
+        try:
+            _run(debug)
+        finally:
+            # stdout is flushed here rather than at interpreter exit, where a failure could
+            # only be printed as "Exception ignored" and end in exit code 120
+            sys.stdout.flush()
     except KeyboardInterrupt:
         _interrupted()
     except SystemExit as exit_:
         if _caused_by_ctrl_c(exit_):
             _interrupted()
+        if isinstance(exit_.__context__, BrokenPipeError):  # click's own exit 1 for EPIPE
+            _broken_pipe()
         raise
+    except BrokenPipeError:
+        _broken_pipe()
+    except OSError as error:
+        if error.errno not in _DISK_FULL_ERRORS:
+            raise
+        from segcli.errors import ResourceError
+
+        _discard_stdout()
+        _render(
+            ResourceError(
+                f"disk full writing the standard output: {error.strerror or error}",
+                hint="free space where the output goes, or send it to another disk",
+            ),
+            debug,
+        )
+
+
+def _run(debug: bool) -> None:
+    from segcli.errors import SegcliError
+
+    if debug:
+        os.environ["SEGCLI_DEBUG"] = "1"  # plugin loading prints the tracebacks it catches
+    try:
+        from segcli.cli.output import show_logged_warnings
+        from segcli.cli.root import app
+
+        if os.environ.get(COMPLETE_VARIABLE):
+            # the shell is completing a word: a warning would land in the middle of the prompt
+            logging.getLogger("segcli").addHandler(logging.NullHandler())
+        else:
+            show_logged_warnings()
+        app(prog_name="segcli")  # also under `python -m segcli`: completion is keyed on it
+    except SegcliError as error:
+        _render(error, debug)
+
+
+def _render(error: Any, debug: bool) -> None:
+    """Print a `SegcliError` as its one line (after the traceback with --debug) and exit."""
+    from segcli.cli.output import print_error
+
+    if debug:
+        traceback.print_exc()
+    print_error(error)
+    sys.exit(error.exit_code)
+
+
+def _broken_pipe() -> None:
+    """The reader went away (`segcli list models | head -1`): end quietly, with the code of
+    a Unix tool killed by SIGPIPE, and keep the interpreter from flushing into the pipe."""
+    _discard_stdout()
+    sys.exit(BROKEN_PIPE_EXIT)
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so that what is still buffered goes nowhere at exit."""
+    try:
+        descriptor = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (a test's capture)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, descriptor)
+    os.close(devnull)
 
 
 def _interrupted() -> None:
+    from segcli.cli.output import print_error
+    from segcli.errors import Interrupted
+
     print_error(Interrupted("interrupted; finished files were kept, none was left half-written"))
     sys.exit(Interrupted.exit_code)
 

@@ -18,7 +18,10 @@ _KIND_ALIASES = {name: kind for kind in KINDS for name in (kind, plural(kind))}
 def plugins(
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
-    """List installed plugins: distribution, version, status and what each registered."""
+    """List installed plugins: distribution, version, status and what each registered.
+
+    A plugin that failed (to import, in a hook, or by adding a command that shadows another)
+    shows why; one that takes over a second to load is marked slow."""
     from segcli.plugins import get_plugins
 
     statuses = get_plugins().statuses
@@ -39,6 +42,8 @@ def plugins(
         state = {"ok": "[green]ok[/]", "disabled": "[dim]disabled[/]"}.get(
             status.status, f"[red]failed[/]: {escape(status.error or '')}"
         )
+        if status.slow:  # every command that loads plugins waits for it
+            state += f" [yellow](slow: {status.load_seconds:.1f} s to load)[/]"
         table.add_row(
             status.name,
             status.distribution or "?",
