@@ -175,5 +175,8 @@ def register_recipes(register: Register) -> None:
 def register_commands(app: typer.Typer) -> None:
     """Add commands to the ``segcli`` command line: ``@app.command()`` on your functions.
 
-    Keep heavy imports inside the command functions: this hook runs on every start.
+    ``app`` is a Typer app of your plugin's own; its commands join ``segcli``'s unless one
+    is named like a built-in command or like an earlier plugin's command: then the whole
+    plugin fails to load (``segcli plugins`` says why), as for any name registered twice.
+    Keep heavy imports inside the command functions: this hook runs whenever plugins load.
     """
