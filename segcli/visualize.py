@@ -12,8 +12,8 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from segcli.data.format import ClassInfo, read_dataset_info, split_files
 from segcli.data.io import atomic_write, read_image, read_mask
-from segcli.engine.metrics_log import best_record, read_metrics
-from segcli.errors import DataError
+from segcli.engine.metrics_log import best_record, read_metrics, read_summary
+from segcli.errors import CheckpointError, DataError
 from segcli.palette import colorize
 
 _MARGIN = 8
@@ -337,45 +337,71 @@ def confusion_source(path: Path) -> tuple[list[list[float]], list[str], str]:
         try:
             report = json.loads(path.read_text())
             matrix = report["metrics"]["confusion/matrix"]
-            names = [c["name"] for c in report["classes"]]
-        except (ValueError, KeyError, TypeError):
+            names = [str(c["name"]) for c in report["classes"]]
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise DataError(
                 f"{path} is not a `segcli evaluate` report with a confusion matrix",
                 hint="evaluate with the confusion metric, or pass a run folder",
             ) from None
         return (
-            matrix,
+            checked_matrix(matrix, len(names), path),
             names,
             f"{report.get('split', '?')} split of {Path(report.get('dataset', '?')).name}",
         )
     history = read_history(path)
-    best_epoch = None
-    summary = path / "summary.json"
-    if summary.is_file():
-        best_epoch = json.loads(summary.read_text()).get("best_epoch")
+    best_epoch = read_summary(path).get("best_epoch")
     with_matrix = [r for r in history if "confusion/matrix" in r]
     if not with_matrix:
         raise DataError(
             f"{path}/metrics.jsonl has no confusion/matrix", hint="train with the confusion metric"
         )
     record = best_record(with_matrix, best_epoch)
+    matrix = record["confusion/matrix"]
+    count = len(matrix) if isinstance(matrix, list) else 0
     return (
-        record["confusion/matrix"],
-        _run_class_names(path, len(record["confusion/matrix"])),
+        checked_matrix(matrix, count, path / "metrics.jsonl"),
+        _run_class_names(path, count),
         f"{path.name}, epoch {record['epoch']}",
     )
 
 
+def checked_matrix(matrix: object, count: int, source: Path) -> list[list[float]]:
+    """`matrix` if it is `count` rows of `count` numbers; else a DataError naming `source`."""
+    rows = matrix if isinstance(matrix, list) else []
+    if not (
+        count > 0
+        and len(rows) == count
+        and all(isinstance(row, list) and len(row) == count for row in rows)
+        and all(
+            isinstance(value, (int, float)) and not isinstance(value, bool)
+            for row in rows
+            for value in row
+        )
+    ):
+        raise DataError(
+            f"{source}: its confusion matrix is not {count} rows of {count} numbers "
+            "(one per class)",
+            hint="the file is damaged or was edited; evaluate or train again",
+        )
+    return rows
+
+
 def _run_class_names(run_dir: Path, count: int) -> list[str]:
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     for name in ("best.safetensors", "last.safetensors"):
         checkpoint = run_dir / name
         if checkpoint.is_file():
-            with safe_open(str(checkpoint), framework="numpy") as handle:
-                meta = json.loads((handle.metadata() or {}).get("segcli.meta", "{}"))
-            if "classes" in meta:
-                return [c["name"] for c in meta["classes"]]
+            try:  # read without torch, which this command does not otherwise need
+                with safe_open(str(checkpoint), framework="numpy") as handle:
+                    meta = json.loads((handle.metadata() or {}).get("segcli.meta", "{}"))
+                if "classes" in meta:
+                    return [str(c["name"]) for c in meta["classes"]]
+            except (SafetensorError, OSError, ValueError, TypeError, KeyError, RecursionError):
+                raise CheckpointError(
+                    f"checkpoint {checkpoint} is damaged: its metadata has no readable classes",
+                    hint="use a run whose checkpoints load, or an evaluation report",
+                ) from None
     return [str(i) for i in range(count)]
 
 

@@ -23,9 +23,10 @@ def test_round_trip_keeps_weights_meta_and_nested_state(tmp_path):
         "rng": {"torch": torch.get_rng_state()},
         "epoch": 3,
     }
-    save_checkpoint(path, model.state_dict(), {"classes": ["a", "b"]}, state)
+    meta = {"classes": [{"id": 0, "name": "a", "color": [0, 0, 0]}], "dataset": "d"}
+    save_checkpoint(path, model.state_dict(), meta, state)
     loaded = load_checkpoint(path, with_training_state=True)
-    assert loaded.meta == {"classes": ["a", "b"]}
+    assert loaded.meta == meta
     assert read_checkpoint_meta(path) == loaded.meta
     assert torch.equal(loaded.model_state["weight"], model.weight)
     restored = torch.optim.Adam(torch.nn.Linear(3, 2).parameters())

@@ -40,6 +40,8 @@ def _flatten(tree: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
 
 
 def _unflatten(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """The nested training state back from its header structure; a KeyError, TypeError or
+    ValueError when the structure is not one `_flatten` writes (a damaged header)."""
     if isinstance(tree, dict):
         if _TENSOR in tree:
             return tensors[tree[_TENSOR]]
@@ -92,28 +94,104 @@ def _read(path: Path, with_tensors: bool) -> tuple[dict[str, str], dict[str, tor
             if "segcli.meta" not in header:
                 raise CheckpointError(f"{path} is a safetensors file but not a segcli checkpoint")
             tensors = {k: handle.get_tensor(k) for k in handle.keys()} if with_tensors else {}
-        json.loads(header["segcli.meta"])  # fail here, as corrupt, rather than at use
     except CheckpointError:
         raise
-    except (SafetensorError, OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+    except (SafetensorError, OSError, ValueError, KeyError) as exc:
         raise CheckpointError(
             f"checkpoint {path} is corrupt or unreadable: {_first_line(exc)}",
-            hint="use another checkpoint (e.g. last or best of the run)",
+            hint=ANOTHER_CHECKPOINT,
         ) from None
     return header, tensors
 
 
+def _metadata(path: Path, header: dict[str, str]) -> dict[str, Any]:
+    """The header's `segcli.meta`, checked to have the shape every reader relies on, so that
+    damage fails here, as one line naming the file, rather than deep inside a command."""
+    meta = _parsed(path, header["segcli.meta"], "metadata")
+    if not isinstance(meta, dict):
+        raise _damaged(path, f"its metadata is {json_kind(meta)}, not a JSON object")
+    for key, kinds in METADATA_FIELDS.items():
+        if key in meta and not isinstance(meta[key], kinds):
+            wanted = " or ".join(_KIND_NAMES[kind] for kind in kinds)
+            raise _damaged(path, f"its metadata `{key}` is {json_kind(meta[key])}, not {wanted}")
+    for record in meta.get("classes", []):
+        if not (
+            isinstance(record, dict)
+            and isinstance(record.get("id"), int)
+            and isinstance(record.get("name"), str)
+            and isinstance(record.get("color"), list)
+            and len(record["color"]) == 3
+            and all(isinstance(value, int) for value in record["color"])
+        ):
+            raise _damaged(
+                path,
+                f"its metadata `classes` holds {json_kind(record)} that is no class "
+                "record (id, name, [r, g, b])",
+            )
+    return meta
+
+
+def _parsed(path: Path, text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _damaged(path, f"its {what} is not valid JSON: {exc}") from None
+    except RecursionError:  # a few KB of `[[[[...` exhaust the parser's stack
+        raise _damaged(path, f"its {what} is nested too deeply to read") from None
+
+
+def _damaged(path: Path, what: str) -> CheckpointError:
+    return CheckpointError(f"checkpoint {path} is damaged: {what}", hint=ANOTHER_CHECKPOINT)
+
+
+def json_kind(value: Any) -> str:
+    """How a JSON value reads in a message: `a list`, `a number`, `null`."""
+    if value is None:
+        return "null"
+    kind = next((kind for kind in _KIND_NAMES if isinstance(value, kind)), None)
+    return _KIND_NAMES[kind] if kind else f"a {type(value).__name__}"
+
+
+ANOTHER_CHECKPOINT = "use another checkpoint, e.g. the run's best or last"
+# The metadata every reader relies on and the JSON type each must have, when present.
+METADATA_FIELDS: dict[str, tuple[type, ...]] = {
+    "config": (dict,),
+    "classes": (list,),
+    "image_channels": (int,),
+    "dataset": (str,),
+    "model": (dict,),
+    "preprocessing": (dict,),
+    "environment": (dict,),
+    "epoch": (int,),
+    "metrics": (dict,),
+}
+# bool before int: in Python a bool is an int, in JSON it is not a number
+_KIND_NAMES: dict[type, str] = {
+    dict: "an object",
+    list: "a list",
+    str: "a string",
+    bool: "a boolean",
+    int: "a number",
+    float: "a number",
+}
+
+
 def read_checkpoint_meta(path: Path) -> dict[str, Any]:
     """Only a checkpoint's metadata (configuration, classes, metrics): no weights are read."""
-    return json.loads(_read(path, with_tensors=False)[0]["segcli.meta"])
+    return _metadata(path, _read(path, with_tensors=False)[0])
 
 
 def load_checkpoint(path: Path, *, with_training_state: bool = False) -> Checkpoint:
+    """A checkpoint's weights and metadata, and (if asked) its training state, which is None
+    when it has none (`best`) and a CheckpointError when it is damaged."""
     header, tensors = _read(path, with_tensors=True)
-    meta = json.loads(header["segcli.meta"])
+    meta = _metadata(path, header)
     state = None
     if with_training_state and "segcli.state" in header:
-        state = _unflatten(json.loads(header["segcli.state"]), tensors)
+        try:
+            state = _unflatten(_parsed(path, header["segcli.state"], "training state"), tensors)
+        except (KeyError, TypeError, ValueError, RecursionError) as exc:
+            raise _damaged(path, f"its training state is malformed ({_first_line(exc)})") from None
     model_state = {k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")}
     return Checkpoint(path, model_state, meta, state)
 

@@ -4,6 +4,7 @@ in `last`, and resuming from it. (The file format itself is `segcli.engine.check
 from __future__ import annotations
 
 import math
+import shlex
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -14,7 +15,7 @@ from torch import nn
 from segcli.config import RunConfig, build_config, parse_override
 from segcli.data.format import DatasetInfo
 from segcli.engine.build import model_record
-from segcli.engine.checkpoint import SUFFIX, load_checkpoint, load_model_state
+from segcli.engine.checkpoint import SUFFIX, json_kind, load_checkpoint, load_model_state
 from segcli.engine.loop import TrainingState
 from segcli.engine.preprocess import preprocessing_record
 from segcli.engine.runs import environment
@@ -111,9 +112,83 @@ def resume_point(spec: Path) -> tuple[RunConfig, Any]:
             f"{run_dir} has no last{SUFFIX} to resume from",
             hint="the run stopped before its first epoch ended; start it again",
         )
+    try:
+        checkpoint = load_checkpoint(last, with_training_state=True)
+    except CheckpointError as error:  # the same line, with a way on that does not need `last`
+        raise CheckpointError(error.message, hint=without_last(run_dir)) from None
+    if checkpoint.training_state is not None:
+        try:
+            check_training_state(checkpoint.training_state)
+        except ValueError as error:
+            raise damaged_state(last, str(error)) from None
+    return build_config(config_file=run_dir / "config.toml"), checkpoint
+
+
+# The training state `last` holds and the type each part must have (`training_state`).
+STATE_PARTS: dict[str, tuple[type, ...]] = {
+    "progress": (dict,),
+    "raw_model": (dict, type(None)),
+    "ema_updates": (int, type(None)),
+    "optimizer": (dict,),
+    "scheduler": (dict,),
+    "scaler": (dict, type(None)),
+    "rng": (dict,),
+}
+
+
+def check_training_state(saved: Any) -> None:
+    """A ValueError naming the part of a saved training state that has the wrong shape or
+    type: caught before anything is built or written, rather than as a traceback midway."""
+    if not isinstance(saved, dict):
+        raise ValueError(f"it is {json_kind(saved)}, not an object")
+    for part, kinds in STATE_PARTS.items():
+        if part not in saved and type(None) not in kinds:
+            raise ValueError(f"its {part} is missing")
+        if not isinstance(saved.get(part), kinds):
+            raise ValueError(f"its {part} is {json_kind(saved[part])}")
+    progress_from(saved)
+    generator = saved["rng"].get("torch")
+    if not (isinstance(generator, torch.Tensor) and generator.dtype == torch.uint8):
+        raise ValueError("its RNG state is not a byte tensor")
+    if not isinstance(saved["optimizer"].get("param_groups"), list):
+        raise ValueError("its optimizer state has no parameter groups")
+
+
+def progress_from(saved: dict[str, Any]) -> TrainingState:
+    """The saved progress (epoch, step, best, time spent); a ValueError when it is damaged."""
+    try:
+        state = TrainingState(**saved["progress"])
+    except TypeError as error:
+        raise ValueError(f"its progress does not fit this segcli ({error})") from None
+    numbers = (state.epoch, state.step, state.epochs_without_improvement)
+    numbers += (state.segment_step, state.segment_epoch)
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in numbers):
+        raise ValueError("its progress holds a count that is not a whole number >= 0")
+    if not isinstance(state.seconds, dict) or not all(
+        isinstance(v, (int, float)) for v in state.seconds.values()
+    ):
+        raise ValueError("its progress holds time spent that is not in seconds")
+    return state
+
+
+def damaged_state(path: Path, what: str) -> CheckpointError:
+    """`last` cannot be resumed from: say what is wrong and how to go on without it."""
+    return CheckpointError(
+        f"cannot resume from {path}: its training state is damaged: {what}",
+        hint=without_last(path.parent),
+    )
+
+
+def without_last(run_dir: Path) -> str:
+    """How to go on when a run's `last` cannot be resumed: a new run from its best weights
+    (a new run, as `best` holds no optimiser state), or from the start."""
+    config = shlex.quote(str(run_dir / "config.toml"))
+    best = run_dir / f"best{SUFFIX}"
+    if not best.is_file():
+        return f"start it anew: segcli train --config {config}"
     return (
-        build_config(config_file=run_dir / "config.toml"),
-        load_checkpoint(last, with_training_state=True),
+        f"start a new run from its best weights: segcli train --config {config} "
+        f"--set {shlex.quote(f'model.weights={best}')}"
     )
 
 
@@ -135,7 +210,7 @@ def extend_run(config: RunConfig, checkpoint: Any, extension: Extension) -> tupl
     saved = checkpoint.training_state
     if saved is None:  # `restore` says so
         return config, False
-    progress = TrainingState(**saved["progress"])
+    progress = progress_from(saved)
     for override in extension.overrides:
         key, _ = parse_override(override)
         if key not in EXTENSION_KEYS:
@@ -200,20 +275,59 @@ def restore(checkpoint, model, optimizer, scheduler, scaler, ema) -> TrainingSta
     saved = checkpoint.training_state
     if saved is None:
         raise CheckpointError(f"{checkpoint.path} holds no training state to resume from")
-    if ema is not None:
-        load_model_state(model, saved["raw_model"], checkpoint.path)
-        load_model_state(ema.module, checkpoint.model_state, checkpoint.path)
-        ema.n_averaged.fill_(saved["ema_updates"])
-    else:
-        load_model_state(model, checkpoint.model_state, checkpoint.path)
-    optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
-    if scaler is not None and saved.get("scaler"):
-        scaler.load_state_dict(saved["scaler"])
-    torch.set_rng_state(saved["rng"]["torch"])
-    if "cuda" in saved["rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
-    return TrainingState(**saved["progress"])
+    # what the saved state holds is only known to fit when torch takes it: its refusals
+    # (another number of parameters, a missing key, a wrong type) all mean a damaged `last`
+    try:
+        if ema is not None:
+            load_model_state(model, saved["raw_model"], checkpoint.path)
+            load_model_state(ema.module, checkpoint.model_state, checkpoint.path)
+            ema.n_averaged.fill_(saved["ema_updates"])
+        else:
+            load_model_state(model, checkpoint.model_state, checkpoint.path)
+        optimizer.load_state_dict(saved["optimizer"])
+        check_optimizer_shapes(optimizer)
+        scheduler.load_state_dict(saved["scheduler"])
+        if scaler is not None and saved.get("scaler"):
+            scaler.load_state_dict(saved["scaler"])
+        torch.set_rng_state(saved["rng"]["torch"])
+        if "cuda" in saved["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
+        return progress_from(saved)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as error:
+        detail = " ".join(str(error).split()) or type(error).__name__
+        raise damaged_state(checkpoint.path, detail) from None
+
+
+# Optimiser state kept per parameter, in the parameter's shape, by torch's optimisers; torch
+# does not compare shapes on loading, so a damaged one would fail at the first step instead.
+PARAMETER_SHAPED_STATE = (
+    "exp_avg",
+    "exp_avg_sq",
+    "max_exp_avg_sq",
+    "momentum_buffer",
+    "square_avg",
+    "grad_avg",
+    "sum",
+    "exp_inf",
+    "acc_delta",
+)
+
+
+def check_optimizer_shapes(optimizer: torch.optim.Optimizer) -> None:
+    """A ValueError naming the first loaded optimiser state of another shape than its
+    parameter."""
+    for group in optimizer.param_groups:
+        for parameter in group["params"]:
+            for name, value in optimizer.state.get(parameter, {}).items():
+                if (
+                    name in PARAMETER_SHAPED_STATE
+                    and isinstance(value, torch.Tensor)
+                    and value.shape != parameter.shape
+                ):
+                    raise ValueError(
+                        f"optimizer {name} of shape {tuple(value.shape)} for a parameter of "
+                        f"shape {tuple(parameter.shape)}"
+                    )
 
 
 def load_weights(model: nn.Module, path: Path) -> None:

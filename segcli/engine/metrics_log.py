@@ -1,4 +1,5 @@
-"""A run's metrics.jsonl, read without torch (the CLI's summary and `visualize curves` use it)."""
+"""A run's metrics.jsonl and summary.json, read without torch (the CLI's summary, `visualize`
+and `report` use them)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
             continue
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             if number == len(lines):
                 break
             raise DataError(
@@ -40,6 +41,39 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
             )
         records.append(record)
     return records
+
+
+# The fields of summary.json a reader relies on, and the JSON types each may have.
+SUMMARY_FIELDS: dict[str, tuple[type, ...]] = {
+    "best": (int, float, type(None)),
+    "best_epoch": (int, type(None)),
+    "monitor": (str,),
+    "epochs_run": (int,),
+    "seconds": (dict,),
+}
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    """A run's summary.json ({} when the run has none yet); a DataError naming the file when
+    it is not a JSON object or a field has the wrong type (a damaged or hand-edited file)."""
+    path = Path(run_dir) / "summary.json"
+    if not path.is_file():
+        return {}
+    hint = "restore it, or delete it: metrics.jsonl holds every epoch's record"
+    try:
+        summary = json.loads(path.read_text(errors="replace"))
+    except (json.JSONDecodeError, RecursionError) as exc:
+        detail = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise DataError(f"{path} is not valid JSON: {detail}", hint=hint) from None
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not isinstance(summary, dict):
+        raise DataError(f"{path} is not a JSON object", hint=hint)
+    for key, kinds in SUMMARY_FIELDS.items():
+        value = summary.get(key)
+        if key in summary and (isinstance(value, bool) or not isinstance(value, kinds)):
+            raise DataError(f"{path}: `{key}` has the wrong type ({value!r:.40})", hint=hint)
+    return summary
 
 
 def best_record(records: list[dict[str, Any]], best_epoch: int | None) -> dict[str, Any] | None:
