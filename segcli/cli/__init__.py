@@ -2,8 +2,8 @@
 
 Nothing in this package imports torch at module level; commands import the engine
 inside their functions, so `segcli --help` stays fast. This module itself imports only the
-standard library: `main` imports the app inside its error handling, so even a Ctrl-C or a
-failure while the command line is still importing ends in one line.
+standard library and `segcli.errors`: `main` imports the app inside its error handling, so
+even a Ctrl-C or a failure while the command line is still importing ends in one line.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import signal
 import sys
 import traceback
 from typing import Any
+
+from segcli.errors import ResourceError, SegcliError
 
 # Typer's shell completion runs the command line with this set (`_<PROG>_COMPLETE`)
 COMPLETE_VARIABLE = "_SEGCLI_COMPLETE"
@@ -45,6 +47,8 @@ def main() -> None:
             sys.stdout.flush()
     except KeyboardInterrupt:
         _interrupted()
+    except SegcliError as error:
+        _render(error, debug)
     except SystemExit as exit_:
         if _caused_by_ctrl_c(exit_):
             _interrupted()
@@ -56,8 +60,6 @@ def main() -> None:
     except OSError as error:
         if error.errno not in _DISK_FULL_ERRORS:
             raise
-        from segcli.errors import ResourceError
-
         _discard_stdout()
         _render(
             ResourceError(
@@ -69,25 +71,20 @@ def main() -> None:
 
 
 def _run(debug: bool) -> None:
-    from segcli.errors import SegcliError
-
     if debug:
         os.environ["SEGCLI_DEBUG"] = "1"  # plugin loading prints the tracebacks it catches
-    try:
-        from segcli.cli.output import show_logged_warnings
-        from segcli.cli.root import app
+    from segcli.cli.output import show_logged_warnings
+    from segcli.cli.root import app
 
-        if os.environ.get(COMPLETE_VARIABLE):
-            # the shell is completing a word: a warning would land in the middle of the prompt
-            logging.getLogger("segcli").addHandler(logging.NullHandler())
-        else:
-            show_logged_warnings()
-        app(prog_name="segcli")  # also under `python -m segcli`: completion is keyed on it
-    except SegcliError as error:
-        _render(error, debug)
+    if os.environ.get(COMPLETE_VARIABLE):
+        # the shell is completing a word: a warning would land in the middle of the prompt
+        logging.getLogger("segcli").addHandler(logging.NullHandler())
+    else:
+        show_logged_warnings()
+    app(prog_name="segcli")  # also under `python -m segcli`: completion is keyed on it
 
 
-def _render(error: Any, debug: bool) -> None:
+def _render(error: SegcliError, debug: bool) -> None:
     """Print a `SegcliError` as its one line (after the traceback with --debug) and exit."""
     from segcli.cli.output import print_error
 
