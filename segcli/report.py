@@ -15,7 +15,7 @@ import html
 import io
 import json
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,14 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from segcli.data.format import IGNORE_INDEX, ClassInfo
-from segcli.data.io import OutputLedger, atomic_write, read_image, read_mask
+from segcli.data.io import (
+    atomic_write,
+    claim_outputs,
+    dataset_files,
+    read_image,
+    read_mask,
+    run_records,
+)
 from segcli.engine.metrics_log import best_record, read_metrics
 from segcli.errors import DataError, SegcliError
 from segcli.palette import colorize
@@ -470,6 +477,17 @@ def default_output(run_dirs: list[Path]) -> Path:
     return Path(run_dirs[0]) / (REPORT_NAME if len(run_dirs) == 1 else COMPARISON_NAME)
 
 
+def _inputs(runs: list[RunRecord]) -> Iterator[Path]:
+    """What the page is made from, never replaced by it: each run's records and the
+    dataset its checkpoint is evaluated on."""
+    for run in runs:
+        yield from run_records(run.path)
+        section = run.config.get("dataset")
+        dataset = section.get("path") if isinstance(section, dict) else None
+        if isinstance(dataset, str) and dataset:
+            yield from dataset_files(Path(dataset))
+
+
 def write_report(
     run_dirs: list[Path],
     out: Path | None = None,
@@ -483,14 +501,14 @@ def write_report(
     """Read the runs, evaluate their best checkpoints and write the page atomically.
 
     `device` None evaluates each run on the device it trained on (`train.device`).
-    A file at `out` that segcli did not write is kept unless `force`. A run whose checkpoint
+    A file at `out` that segcli did not write is kept unless `force`; one the page is made
+    from (a run's records, its dataset) is never replaced. A run whose checkpoint
     cannot be evaluated (none, dataset moved, ...) gets its page without the predictions,
     with the reason on the page and passed to `warn`."""
     unique = list(dict.fromkeys(Path(p).resolve() for p in run_dirs))
     runs = [read_run(path) for path in unique]
     out = Path(out) if out is not None else default_output(unique)
-    ledger = OutputLedger(out.parent)
-    ledger.check_replaceable([out], force)
+    ledger = claim_outputs([out], inputs=_inputs(runs), force=force)
     evaluations: list[tuple[Evaluation | None, str]] = []
     for run in runs:
         if run.checkpoint is None:

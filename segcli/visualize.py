@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from segcli.data.format import ClassInfo, read_dataset_info, split_files
-from segcli.data.io import atomic_write, read_image, read_mask
+from segcli.data.io import OutputLedger, atomic_write, read_image, read_mask
 from segcli.engine.metrics_log import best_record, read_metrics, read_summary
 from segcli.errors import CheckpointError, DataError
 from segcli.palette import colorize
@@ -85,10 +85,15 @@ def stack_vertically(*pictures: Image.Image) -> Image.Image:
     return result
 
 
-def save_picture(picture: Image.Image, path: Path) -> Path:
-    with atomic_write(path) as stream:
+def save_picture(picture: Image.Image, path: Path, ledger: OutputLedger | None = None) -> Path:
+    """Write a PNG atomically, recorded as segcli's in the ledger of its folder (so the next
+    run may replace it); a command checks `path` with `claim_outputs` before drawing."""
+    path = Path(path)
+    ledger = ledger or OutputLedger(path.parent)
+    ledger.open_folder()
+    with atomic_write(path, ledger=ledger) as stream:
         picture.save(stream, format="PNG")
-    return Path(path)
+    return path
 
 
 def sample_grid(

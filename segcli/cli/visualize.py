@@ -1,7 +1,11 @@
-"""`segcli visualize ...`: pictures of datasets, predictions and runs, written as PNG files."""
+"""`segcli visualize ...`: pictures of datasets, predictions and runs, written as PNG files.
+
+Each command checks its output with `claim_outputs` before drawing: a file segcli did not
+write there is replaced only with --force, and a file the command reads never is."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import typer
@@ -27,13 +31,15 @@ def samples(
     out: Path = typer.Option(
         None, "--out", "-o", help="PNG file [default: <dataset_dir>/samples.png]."
     ),
+    force: options.Force = False,
 ) -> None:
     """A grid of images with their colour masks and a class legend."""
+    from segcli.data.io import claim_outputs, dataset_files
     from segcli.visualize import sample_grid, save_picture
 
-    path = save_picture(
-        sample_grid(dataset_dir, split, count, seed), out or dataset_dir / "samples.png"
-    )
+    path = out or dataset_dir / "samples.png"
+    ledger = claim_outputs([path], inputs=dataset_files(dataset_dir), force=force)
+    save_picture(sample_grid(dataset_dir, split, count, seed), path, ledger)
     console.print(f"wrote {path}")
 
 
@@ -52,13 +58,18 @@ def predictions(
         None, "--out", "-o", help="PNG file [default: <run>/predictions-<split>.png]."
     ),
     runs_dir: options.RunsDir = Path("runs"),
+    force: options.Force = False,
 ) -> None:
     """Rows of image / truth / prediction / error map, each labelled with its mean IoU."""
+    from segcli.data.io import claim_outputs, dataset_files
     from segcli.engine.predictor import Predictor
     from segcli.engine.runs import find_checkpoint
     from segcli.visualize import prediction_rows, save_picture
 
     checkpoint_path = find_checkpoint(checkpoint, runs_dir)
+    path = out or checkpoint_path.parent / f"predictions-{split}.png"
+    inputs = itertools.chain([checkpoint_path], dataset_files(dataset_dir))
+    ledger = claim_outputs([path], inputs=inputs, force=force)
     picture = prediction_rows(
         dataset_dir,
         Predictor(checkpoint_path, device),
@@ -67,7 +78,7 @@ def predictions(
         worst_first=worst_first,
         seed=seed,
     )
-    path = save_picture(picture, out or checkpoint_path.parent / f"predictions-{split}.png")
+    save_picture(picture, path, ledger)
     console.print(f"wrote {path}")
 
 
@@ -80,12 +91,17 @@ def curves(
     out: Path = typer.Option(
         None, "--out", "-o", help="PNG file [default: <first run>/curves.png]."
     ),
+    force: options.Force = False,
 ) -> None:
     """Loss and metrics per epoch, one panel each, several runs overlaid."""
+    from segcli.data.io import claim_outputs, run_records
     from segcli.visualize import curves as draw_curves
     from segcli.visualize import save_picture
 
-    path = save_picture(draw_curves(run_dirs, keys or None), out or run_dirs[0] / "curves.png")
+    path = out or run_dirs[0] / "curves.png"
+    inputs = itertools.chain.from_iterable(run_records(run) for run in run_dirs)
+    ledger = claim_outputs([path], inputs=inputs, force=force)
+    save_picture(draw_curves(run_dirs, keys or None), path, ledger)
     console.print(f"wrote {path}")
 
 
@@ -97,20 +113,22 @@ def confusion(
     out: Path = typer.Option(
         None, "--out", "-o", help="PNG file [default: confusion.png in the run / next to the JSON]."
     ),
+    force: options.Force = False,
 ) -> None:
     """Row-normalised confusion matrix heat map with class names."""
+    from segcli.data.io import claim_outputs, run_records
     from segcli.errors import DataError
     from segcli.visualize import confusion_picture, confusion_source, save_picture
 
     if not source.exists():
         raise DataError(f"{source} does not exist", hint="pass a run folder or an evaluation JSON")
+    if source.is_dir():
+        path, inputs = out or source / "confusion.png", run_records(source)
+    else:
+        path, inputs = out or source.with_name(f"{source.stem}-confusion.png"), [source]
+    ledger = claim_outputs([path], inputs=inputs, force=force)
     matrix, names, title = confusion_source(source)
-    default = (
-        source / "confusion.png"
-        if source.is_dir()
-        else source.with_name(f"{source.stem}-confusion.png")
-    )
-    path = save_picture(confusion_picture(matrix, names, title), out or default)
+    save_picture(confusion_picture(matrix, names, title), path, ledger)
     console.print(f"wrote {path}")
 
 

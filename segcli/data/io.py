@@ -21,7 +21,14 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from segcli.errors import ConfigError, DataError, OutputError, ResourceError, SegcliError
+from segcli.errors import (
+    ConfigError,
+    DataError,
+    OutputError,
+    ResourceError,
+    SegcliError,
+    UsageError,
+)
 
 # 150 megapixels: 2.3 times the 8000 x 8000 slides `predict --tile` is measured on
 # (docs/predict.md), while a 15000 x 15000 header (225 Mpx, 675 MB decoded RGB, several
@@ -344,14 +351,97 @@ class OutputLedger:
         remove_stale_temporaries(self.root)
         self.compact()
 
-    def check_replaceable(self, paths: Iterable[Path], force: bool) -> None:
-        """Refuse (before anything is written) to replace files segcli did not write here."""
+    def check_replaceable(
+        self, paths: Iterable[Path], force: bool, inputs: Iterable[Path] = ()
+    ) -> None:
+        """The one check every writing command makes before it writes (and before any long
+        work): an output that is one of the command's own `inputs` is refused even with
+        `force` (UsageError); an existing output segcli did not write here, or that was
+        changed since, is refused unless `force` (OutputError). `inputs` is only walked when
+        an output exists."""
+        existing = [Path(p) for p in paths if os.path.lexists(p)]
+        if not existing:
+            return
+        refuse_replacing_inputs(existing, inputs)
         if force:
             return
-        foreign = [p for p in paths if os.path.lexists(p) and not self.owns(p)]
+        foreign = [p for p in existing if not self.owns(p)]
+        if len(foreign) == 1:
+            raise OutputError(
+                f"{foreign[0]} already exists and was not written by segcli there "
+                "(or was changed since)",
+                hint="pass --force to replace it, or choose another --out",
+            )
         if foreign:
             raise OutputError(
                 f"{len(foreign)} output file(s) already exist and were not written by segcli "
                 f"(or were changed since), e.g. {foreign[0]}",
                 hint="pass --force to replace them, or choose another --out",
             )
+
+
+def claim_outputs(
+    paths: list[Path], *, inputs: Iterable[Path] = (), force: bool = False
+) -> OutputLedger:
+    """The ledger of the folder of `paths` (one folder), once `check_replaceable` allows them."""
+    ledger = OutputLedger(Path(paths[0]).parent)
+    ledger.check_replaceable(paths, force, inputs)
+    return ledger
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+def refuse_replacing_inputs(outputs: Iterable[Path], inputs: Iterable[Path]) -> None:
+    """A UsageError if an existing output is one of the inputs: the same file by any name
+    (a link, a `..` path, another spelling), which no --force may replace."""
+    targets = {key: path for path in outputs if (key := _file_identity(path)) is not None}
+    if not targets:
+        return
+    for source in inputs:
+        output = targets.get(_file_identity(source))
+        if output is not None:
+            same = "" if os.path.abspath(output) == os.path.abspath(source) else f" ({source})"
+            raise UsageError(
+                f"output {output} is an input of this command{same}: it is never replaced, "
+                "even with --force",
+                hint="choose another --out",
+            )
+
+
+# What the commands read, and so never replace: a run folder's records and a prepared dataset.
+RUN_RECORDS = (
+    "config.toml",
+    "metrics.jsonl",
+    "metrics.csv",
+    "summary.json",
+    "environment.json",
+    "command.txt",
+    "plan.json",
+    "run.json",
+)
+
+
+def run_records(run_dir: Path) -> Iterator[Path]:
+    """What `segcli train` recorded in a run folder: RUN_RECORDS and the checkpoints."""
+    run_dir = Path(run_dir)
+    yield from (run_dir / name for name in RUN_RECORDS)
+    yield from run_dir.glob("*.safetensors")
+
+
+def dataset_files(root: Path) -> Iterator[Path]:
+    """A prepared dataset's files: its records (dataset.json, samples.jsonl, report.json, the
+    fingerprint: every top-level JSON file) and every file of `<split>/images|masks`."""
+    root = Path(root)
+    yield from root.glob("*.json")
+    yield from root.glob("*.jsonl")
+    for folder in [*root.glob("*/images"), *root.glob("*/masks")]:
+        try:
+            yield from folder.iterdir()
+        except OSError:  # not a folder, or unreadable: the command itself will say so
+            continue

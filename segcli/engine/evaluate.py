@@ -26,7 +26,7 @@ from segcli.data.io import (
     write_png_atomic,
 )
 from segcli.engine.build import build_metrics
-from segcli.engine.inputs import is_inside, path_key
+from segcli.engine.inputs import is_inside
 from segcli.engine.predict import loader_workers
 from segcli.engine.predictor import Predictor
 from segcli.engine.tiling import tiling_options
@@ -196,15 +196,11 @@ def claim_outputs(
                 f"output {path} is inside the dataset {dataset_dir}",
                 hint="choose an --out outside the dataset folder",
             )
-    if path_key(report_path) == path_key(checkpoint):
-        raise UsageError(
-            f"--out {report_path} would replace the checkpoint", hint="choose another --out"
-        )
     ledger = OutputLedger(report_path.parent)
     outputs = [report_path]
     if predictions_dir is not None:
         outputs += [path for image, _ in pairs for path in prediction_files(predictions_dir, image)]
-    ledger.check_replaceable(outputs, force)
+    ledger.check_replaceable(outputs, force, inputs=[checkpoint])
     ledger.open_folder()
     return ledger
 

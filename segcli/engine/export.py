@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from segcli.data.io import OutputLedger, atomic_write, publish_file, temporary_file, write_error
+from segcli.data.io import claim_outputs, publish_file, temporary_file, write_error
 from segcli.engine.build import recorded_head
 from segcli.engine.exported import (
     FORMATS,
@@ -71,7 +71,9 @@ def export_checkpoint(
 ) -> ExportReport:
     """Export, check parity on sample inputs, then move the files into place (never half).
 
-    Existing files are replaced only where segcli wrote them, or with `force`."""
+    Existing files are replaced only where segcli wrote them, or with `force`; the
+    checkpoint never. The model is serialised in memory and both files are written to
+    temporaries before either is renamed into place."""
     if fmt not in FORMATS:
         raise UsageError(f"unknown --format {fmt!r}; valid: {', '.join(FORMATS)}")
     if fmt == "onnx":
@@ -101,23 +103,20 @@ def export_checkpoint(
     if path.suffix != FORMATS[fmt]:
         raise UsageError(f"--out {path} should end in {FORMATS[fmt]} for --format {fmt}")
     sidecar = sidecar_path(path)
-    if checkpoint.resolve() in (path.resolve(), sidecar.resolve()):
-        raise UsageError(f"--out {path} would replace the checkpoint", hint="choose another --out")
-    ledger = OutputLedger(path.parent)
-    ledger.check_replaceable([path, sidecar], force)
+    ledger = claim_outputs([path, sidecar], inputs=[checkpoint], force=force)
+    if fmt == "onnx":
+        exporter, serialised = _export_onnx(model, samples[0], dynamic, opset)
+    else:
+        exporter, serialised = _export_torchscript(model, samples[0])
+    description = describe(predictor, fmt, dynamic, (height, width), checkpoint)
     ledger.open_folder()
+    staged: list[Path] = []
     try:
-        handle, temporary = temporary_file(path.parent)
-        os.close(handle)
-    except OSError as exc:
-        raise write_error(path, exc) from None
-    try:
+        staged.append(_stage(path, serialised))
         if fmt == "onnx":
-            exporter = _export_onnx(model, samples[0], temporary, dynamic, opset)
-            run = OnnxModel(temporary, divisor, torch.device("cpu"))
+            run = OnnxModel(staged[0], divisor, torch.device("cpu"))
         else:
-            exporter = _export_torchscript(model, samples[0], temporary)
-            run = load_torchscript(temporary, torch.device("cpu"))
+            run = load_torchscript(staged[0], torch.device("cpu"))
         difference = parity(model, run, samples)
         if difference > tolerance:
             raise PluginError(
@@ -125,13 +124,32 @@ def export_checkpoint(
                 f"up to {difference:.3g} (tolerance {tolerance:g}); nothing was written",
                 hint="pass a larger --tolerance to keep it anyway",
             )
-        publish_file(temporary, path, ledger)
+        staged.append(_stage(sidecar, json.dumps(description, indent=2).encode()))
+        # both files are complete before either takes its final name
+        publish_file(staged[0], path, ledger)
+        publish_file(staged[1], sidecar, ledger)
     finally:
-        temporary.unlink(missing_ok=True)
-    with atomic_write(sidecar, ledger=ledger) as stream:
-        description = describe(predictor, fmt, dynamic, (height, width), checkpoint)
-        stream.write(json.dumps(description, indent=2).encode())
+        for temporary in staged:
+            temporary.unlink(missing_ok=True)
     return ExportReport(path, sidecar, exporter, difference, [tuple(s.shape) for s in samples])
+
+
+def _stage(path: Path, data: bytes) -> Path:
+    """A temporary file next to `path` holding `data`; a failed write (a full disk) removes
+    it and is a ResourceError (or an OutputError) naming `path`."""
+    try:
+        handle, temporary = temporary_file(path.parent)
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+    except BaseException as exc:  # a full disk, or Ctrl-C: no partial temporary is kept
+        temporary.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise write_error(path, exc) from None
+        raise
+    return temporary
 
 
 @torch.no_grad()
@@ -179,8 +197,12 @@ def describe(
 
 
 def _export_onnx(
-    model: nn.Module, sample: torch.Tensor, path: Path, dynamic: bool, opset: int | None
-) -> str:
+    model: nn.Module, sample: torch.Tensor, dynamic: bool, opset: int | None
+) -> tuple[str, bytes]:
+    """The exporter's description and the ONNX model.
+
+    The graph is built in memory (no file name given to the exporter), so an exporter
+    failure is a PluginError and a failed write (a full disk) an error of the write."""
     dynamic_shapes = None
     if dynamic:
         dim = torch.export.Dim
@@ -189,36 +211,42 @@ def _export_onnx(
     try:
         with contextlib.redirect_stdout(chatter), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(
+            program = torch.onnx.export(
                 model,
                 (sample,),
-                str(path),
                 dynamo=True,
-                external_data=False,
                 input_names=["images"],
                 output_names=["logits"],
                 opset_version=opset,
                 dynamic_shapes=dynamic_shapes,
             )
+            serialised = program.model_proto.SerializeToString()
     except Exception as exc:  # noqa: BLE001 - any exporter failure is reported the same way
         raise PluginError(
             f"torch.onnx could not export this model: {type(exc).__name__}: "
             f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}",
             hint="try --format torchscript, or without --dynamic",
         ) from None
-    return f"torch.onnx.export(dynamo=True), torch {torch.__version__}"
+    return f"torch.onnx.export(dynamo=True), torch {torch.__version__}", serialised
 
 
-def _export_torchscript(model: nn.Module, sample: torch.Tensor, path: Path) -> str:
+def _export_torchscript(model: nn.Module, sample: torch.Tensor) -> tuple[str, bytes]:
+    """The exporter's description and the TorchScript archive.
+
+    torch.jit.save is given a memory buffer, never a file: its C++ zip writer throws from a
+    destructor when a write fails, which aborts the process (exit 134) on a full disk and
+    leaves a partial file. The archive is written by Python instead, whose errors are
+    ordinary exceptions."""
+    buffer = io.BytesIO()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             traced = torch.jit.trace(model, sample)
-            torch.jit.save(traced, str(path))
+            torch.jit.save(traced, buffer)
     except Exception as exc:  # noqa: BLE001 - any tracer failure is reported the same way
         raise PluginError(
             f"torch.jit.trace could not trace this model: {type(exc).__name__}: "
             f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}",
             hint="try --format onnx",
         ) from None
-    return f"torch.jit.trace, torch {torch.__version__}"
+    return f"torch.jit.trace, torch {torch.__version__}", buffer.getvalue()
