@@ -6,6 +6,7 @@ reaches `--version` or another plugin."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -145,11 +146,12 @@ def build(num_classes, in_channels=3):
     assert _statuses(site)["hostile"]["status"] == "ok"
 
 
-def test_version_loads_no_plugin(tmp_path):
+@pytest.mark.parametrize("args", [["--version"], ["train", "--help"], ["predict", "--help"]])
+def test_version_and_built_in_help_load_no_plugin(tmp_path, args):
     marker = tmp_path / "imported"
     site = _one_plugin(tmp_path, f"open({str(marker)!r}, 'w').close()\n")
-    version = segcli(site, "--version")
-    assert (version.returncode, version.stdout) == (0, "segcli 0.1.0\n"), version.stderr
+    result = segcli(site, *args)
+    assert result.returncode == 0, result.stderr
     assert not marker.exists()
     segcli(site, "plugins", "--json")
     assert marker.exists()  # the marker does tell when the plugin is imported
@@ -166,3 +168,14 @@ def test_a_slow_plugin_is_named_by_segcli_plugins(tmp_path):
     table = segcli(site, "plugins", COLUMNS="200")
     row = next(line for line in table.stdout.splitlines() if " sluggish " in line)
     assert "slow" in row and "s to load" in row
+
+
+def test_os_exit_is_put_back_once_plugin_code_ran(tmp_path, monkeypatch):
+    from segcli.plugins import load_plugins
+
+    site = _one_plugin(tmp_path, "import os\nos._exit(0)\n")
+    monkeypatch.syspath_prepend(str(site))
+    real_exit = os._exit
+    plugins = load_plugins()
+    assert plugins.status_of("hostile").status == "failed"
+    assert os._exit is real_exit
