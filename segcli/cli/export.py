@@ -23,9 +23,22 @@ def export(
         "--dynamic",
         help="Any batch size and image size (needed for --tile and native sizes).",
     ),
-    opset: int = typer.Option(None, "--opset", help="ONNX opset [default: the exporter's]."),
+    opset: int = typer.Option(
+        None,
+        "--opset",
+        help="ONNX opset, one the installed exporter writes [default: the exporter's].",
+        callback=options.onnx_opset,
+    ),
     tolerance: float = typer.Option(
-        1e-3, "--tolerance", help="Largest accepted |exported - PyTorch| logit difference."
+        1e-3,
+        "--tolerance",
+        help="Largest accepted |exported - PyTorch| logit difference (above 0).",
+        callback=options.in_range(
+            "--tolerance",
+            low=0,
+            low_open=True,
+            hint="the parity check cannot be switched off; e.g. --tolerance 0.01",
+        ),
     ),
     runs_dir: options.RunsDir = Path("runs"),
     force: options.Force = False,
@@ -38,6 +51,10 @@ def export(
     """
     from segcli.engine.export import export_checkpoint
     from segcli.engine.runs import find_checkpoint
+    from segcli.errors import UsageError
+
+    if opset is not None and fmt != "onnx":
+        raise UsageError(f"--opset {opset} applies to --format onnx only, not {fmt}")
 
     checkpoint_path = find_checkpoint(checkpoint, runs_dir)
     console.print(f"checkpoint: {checkpoint_path}")

@@ -24,7 +24,12 @@ def predict(
         "--overlay",
         help="Also write <name>.overlay.png: image blended with the colour mask.",
     ),
-    alpha: float = typer.Option(0.5, "--alpha", help="Opacity of the colour mask in --overlay."),
+    alpha: float = typer.Option(
+        0.5,
+        "--alpha",
+        help="Opacity of the colour mask in --overlay, above 0 and at most 1.",
+        callback=options.in_range("--alpha", low=0, low_open=True, high=1),
+    ),
     probabilities: str = typer.Option(
         None,
         "--probabilities",
@@ -35,6 +40,7 @@ def predict(
         None,
         "--threshold",
         help="Binary models: foreground above this probability [default: train.threshold].",
+        callback=options.in_range("--threshold", low=0, high=1, low_open=True, high_open=True),
     ),
     recursive: bool = typer.Option(
         False, "--recursive", "-r", help="Include images in subfolders (the tree is mirrored)."
@@ -42,9 +48,7 @@ def predict(
     tile: options.Tile = None,
     overlap: options.Overlap = None,
     tta: options.Tta = "none",
-    batch_size: int = typer.Option(
-        4, "--batch-size", help="Images (or --tile windows) per forward pass."
-    ),
+    batch_size: options.BatchSize = 4,
     workers: options.Workers = None,
     device: options.Device = "auto",
     amp: str = typer.Option(

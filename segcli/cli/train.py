@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from segcli.cli import completion
+from segcli.cli import completion, options
 from segcli.cli.output import console
 from segcli.cli.progress import RichReporter
 
@@ -58,7 +58,10 @@ def train(
         "--set train.max_time=10m). With --resume: a new budget, or +5m to add 5 minutes.",
     ),
     max_steps: int = typer.Option(
-        None, "--max-steps", help="Stop after this many optimizer steps (smoke tests)."
+        None,
+        "--max-steps",
+        help="Stop after this many optimizer steps (smoke tests).",
+        callback=options.in_range("--max-steps", low=1),
     ),
     runs_dir: Path = typer.Option(
         None,

@@ -26,7 +26,9 @@ def samples(
     split: str = typer.Option(
         None, "--split", help="Split to sample [default: the first labelled one]."
     ),
-    count: int = typer.Option(8, "--count", "-n", help="Number of samples."),
+    count: int = typer.Option(
+        8, "--count", "-n", help="Number of samples.", callback=options.in_range("--count", low=1)
+    ),
     seed: int = typer.Option(0, "--seed", help="Which random samples."),
     out: Path = typer.Option(
         None, "--out", "-o", help="PNG file [default: <dataset_dir>/samples.png]."
@@ -48,7 +50,13 @@ def predictions(
     dataset_dir: Path = typer.Argument(..., help="A prepared dataset folder (with dataset.json)."),
     checkpoint: options.Checkpoint = None,
     split: str = typer.Option("val", "--split", help="Labelled split to show."),
-    count: int = typer.Option(6, "--count", "-n", help="Number of samples (rows)."),
+    count: int = typer.Option(
+        6,
+        "--count",
+        "-n",
+        help="Number of samples (rows).",
+        callback=options.in_range("--count", low=1),
+    ),
     worst_first: bool = typer.Option(
         False, "--worst-first", help="The samples with the lowest per-image mean IoU, worst on top."
     ),

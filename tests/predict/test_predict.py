@@ -160,10 +160,10 @@ def test_tta_flip_averages_views_of_the_same_size(native_checkpoint, shapes_data
         (["--tta", "rotate"], 2, "unknown --tta 'rotate'"),
         (["--tile", "64", "--overlap", "1.5"], 2, "--overlap 1.5"),
         (["--probabilities", "csv"], 2, "unknown --probabilities 'csv'"),
-        (["--tile", "0"], 2, "--tile 0 is too small; use at least 8 pixels"),
-        (["--tile", "-64"], 2, "--tile -64 is too small"),
+        (["--tile", "0"], 2, "--tile 0 is out of range: it must be at least 8"),
+        (["--tile", "-64"], 2, "--tile -64 is out of range"),
         (["--overlap", "0.5"], 2, "--overlap 0.5 applies to sliding windows only"),
-        (["--max-image-pixels", "0"], 2, "--max-image-pixels 0 must be at least 1"),
+        (["--max-image-pixels", "0"], 2, "--max-image-pixels 0 is out of range"),
     ],
 )
 def test_bad_options_are_one_line_errors(
