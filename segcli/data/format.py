@@ -12,6 +12,7 @@ Layout (see docs/dataset-format.md)::
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,11 +20,26 @@ from typing import Any
 
 import numpy as np
 
-from segcli.errors import DataError
+from segcli.data.io import read_json
+from segcli.errors import DataError, SegcliError, UsageError
 
 FORMAT_VERSION = 1
 IGNORE_INDEX = 255
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif")
+# A split is a folder beside dataset.json: letters, digits, '-' and '_' only, so that no split
+# is named like a file segcli keeps there (dataset.json, fingerprint.json, ...), hidden, or
+# a path.
+SPLIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+def check_split_name(name: Any, where: str, error: type[SegcliError] = UsageError) -> None:
+    """Refuse a split name that is not a safe folder name (`SPLIT_NAME`), naming `where`."""
+    if not (isinstance(name, str) and SPLIT_NAME.fullmatch(name)):
+        raise error(
+            f"{where}: {name!r} cannot be a split name",
+            hint="a split is a folder: use letters, digits, '-' and '_' (at most 64), "
+            "e.g. train, val, test",
+        )
 
 
 @dataclass(frozen=True)
@@ -93,10 +109,7 @@ def read_dataset_info(root: Path) -> DatasetInfo:
             f"{root} is not a prepared dataset: it has no dataset.json",
             hint="`segcli prepare` writes one; raw folders must be prepared first",
         )
-    try:
-        data = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path} is not valid JSON: {exc}", hint=_REWRITE) from None
+    data = read_json(path, hint=_REWRITE)
     _check_fields(path, data)
     info = DatasetInfo.from_dict(data)
     if info.format_version > FORMAT_VERSION:
@@ -157,6 +170,8 @@ def _check_fields(path: Path, data: Any) -> None:
                 f"{path}: {key!r} must be {expected}, not {json.dumps(data[key])[:60]}",
                 hint=_REWRITE,
             )
+    for split in data["splits"]:
+        check_split_name(split, str(path), DataError)
     for index, entry in enumerate(data["classes"]):
         color = entry.get("color") if isinstance(entry, dict) else None
         if not (
@@ -183,8 +198,8 @@ def check_mask_values(root: Path, split: str, info: DatasetInfo) -> None:
     report = Path(root) / "report.json"
     if report.is_file():
         try:
-            mapped = json.loads(report.read_text()).get("mapped_values", {}).get(split, [])
-        except (ValueError, UnicodeDecodeError, AttributeError):
+            mapped = read_json(report).get("mapped_values", {}).get(split, [])
+        except (DataError, AttributeError):
             mapped = []  # the report is informative only; the dataset guards each mask too
         if isinstance(mapped, list):
             recorded |= {value for value in mapped if isinstance(value, int)}

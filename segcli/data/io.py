@@ -16,10 +16,10 @@ import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from segcli.errors import (
     ConfigError,
@@ -78,30 +78,31 @@ def _pil_pixel_limit(limit: int | None) -> Iterator[None]:
     """PIL's own bomb check set to `limit` (None: off) for one read, its warning an error.
 
     PIL refuses more than twice its module-wide MAX_IMAGE_PIXELS on open, and only warns
-    above it; segcli's limit must be the one that counts, in both directions."""
+    above it; segcli's limit must be the one that counts, in both directions. Its
+    UserWarnings about damaged metadata ("Corrupt EXIF data") are dropped: the image still
+    decodes, and a Python warning would break the one-line output."""
     previous = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = limit
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             yield
     finally:
         Image.MAX_IMAGE_PIXELS = previous
 
 
-def open_image(path: Path, max_pixels: int | None = None) -> Image.Image:
-    """Open and fully decode an image file (EXIF orientation applied).
+@contextmanager
+def _decoding(path: Path, limit: int) -> Iterator[None]:
+    """Every way reading the image `path` can fail, as the segcli error that names it.
 
-    The size in the file's header is checked against `max_image_pixels(max_pixels)` before
-    any pixel is decoded, so a small file claiming a huge image is refused cheaply."""
-    limit = max_image_pixels(max_pixels)
+    Pillow's parsers fail on a damaged header, EXIF block or TIFF tag with whatever the bad
+    bytes make them hit (struct.error, TypeError, IndexError, ZeroDivisionError, EOFError,
+    SyntaxError, ...), not only OSError: any exception is an unreadable image."""
     try:
-        with _pil_pixel_limit(None), Image.open(path) as image:
-            if image.size[0] * image.size[1] > limit:
-                raise _too_large(path, limit, image.size)
-            with _pil_pixel_limit(limit):  # frames (GIF, ICO) are checked again as they load
-                image.load()
-                return ImageOps.exif_transpose(image)
+        yield
+    except SegcliError:
+        raise
     except FileNotFoundError:
         raise DataError(f"image {path} does not exist") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -111,27 +112,112 @@ def open_image(path: Path, max_pixels: int | None = None) -> Image.Image:
             f"out of memory decoding image {path}",
             hint="free memory, or lower --max-image-pixels to skip images this large",
         ) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - see the docstring
         raise _unreadable(path, exc) from None
 
 
+def open_image(path: Path, max_pixels: int | None = None) -> Image.Image:
+    """Open and fully decode an image file (EXIF orientation applied), keeping the values it
+    stores (a 16-bit mask keeps its labels); `decode_image` applies the rule for pixels.
+
+    The size in the file's header is checked against `max_image_pixels(max_pixels)` before
+    any pixel is decoded, so a small file claiming a huge image is refused cheaply. Any
+    failure to decode is a DataError naming the file."""
+    return _decode(path, max_pixels, eight_bit=False)
+
+
+def decode_image(path: Path, max_pixels: int | None = None, mode: str | None = None) -> Image.Image:
+    """An image file as 8 bits per channel, by segcli's one rule for bit depths and float
+    images (`to_uint8`), converted to Pillow `mode` ("L", "RGB") if given. Training,
+    prediction, evaluation, prepare and the fingerprint all read images through it."""
+    return _decode(path, max_pixels, eight_bit=True, mode=mode)
+
+
+def _decode(
+    path: Path, max_pixels: int | None, *, eight_bit: bool, mode: str | None = None
+) -> Image.Image:
+    limit = max_image_pixels(max_pixels)
+    with _decoding(path, limit), _pil_pixel_limit(None), Image.open(path) as image:
+        if image.size[0] * image.size[1] > limit:
+            raise _too_large(path, limit, image.size)
+        with _pil_pixel_limit(limit):  # frames (GIF, ICO) are checked again as they load
+            image.load()
+            stored_range = _stored_range(image)  # the transposed copy has no TIFF tags
+            decoded = ImageOps.exif_transpose(image)
+        if eight_bit and (decoded.mode in ("I", "F") or decoded.mode.startswith("I;16")):
+            decoded = Image.fromarray(to_uint8(np.asarray(decoded), path, stored_range))
+        return decoded.convert(mode) if mode else decoded
+
+
 def _unreadable(path: Path, exc: BaseException) -> DataError:
+    detail = str(exc).strip() or type(exc).__name__
     return DataError(
-        f"cannot read image {path}: {exc}".rstrip(),
+        f"cannot read image {path}: {detail}",
         hint="the file is corrupt or not an image; replace or remove it",
     )
 
 
-def to_uint8(array: np.ndarray) -> np.ndarray:
-    """Scale 16-bit or float pixel data to uint8 the same way everywhere (training and predict)."""
+def _stored_range(image: Image.Image) -> tuple[int, int] | None:
+    """(lowest, highest) value of the integer type a single-channel image of more than 8 bits
+    is stored in; None for other images. Pillow keeps 16-bit data as I;16, and widens 16-bit
+    signed and 32-bit TIFF samples, 16-bit PGM and (in older versions) 16-bit PNG to its
+    32-bit mode I: a TIFF names its sample type in its tags, the others hold 16 bits."""
+    if image.mode.startswith("I;16"):
+        return (-(2**15), 2**15 - 1) if image.mode.endswith("S") else (0, 2**16 - 1)
+    if image.mode != "I":
+        return None
+    tags = getattr(image, "tag_v2", None)
+    if tags is None:
+        return 0, 2**16 - 1
+    bits, sample_format = (
+        value[0] if isinstance(value, tuple) else value
+        for value in (tags.get(258, 32), tags.get(339, 1))
+    )
+    bits = 16 if bits == 16 else 32  # Pillow's mode I holds no other TIFF samples
+    if sample_format == 2:  # signed
+        return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    return 0, 2**bits - 1
+
+
+def to_uint8(
+    array: np.ndarray, source: Path | str, stored_range: tuple[int, int] | None = None
+) -> np.ndarray:
+    """Pixel data of any type as uint8, by the one rule (docs/dataset-format.md, "Pixel
+    values"), each pixel on its own: what the other pixels of the image hold never matters.
+
+    - uint8 as it is; bool: 0 and 255;
+    - integers: their type's full range (`stored_range`, else the dtype's) scaled linearly
+      to 0..255, so uint16 is value / 65535 * 255 (exactly the inverse of value * 257);
+    - floats: finite and within [0, 1], taken as 0..1 (scaled by 255); else within
+      [0, 255], taken as 0..255. NaN, infinity, negative values or values above 255 are a
+      DataError naming `source`: no range could be guessed without stretching each image.
+    """
     if array.dtype == np.uint8:
         return array
-    if array.dtype in (np.uint16, np.int32, np.uint32, np.int64):
-        top = 65535 if array.max(initial=0) > 255 else 255
-        return (array.astype(np.float32) * (255.0 / top)).round().astype(np.uint8)
     if array.dtype == bool:
         return array.astype(np.uint8) * 255
-    return np.clip(array.astype(np.float32) * 255.0, 0, 255).round().astype(np.uint8)
+    if np.issubdtype(array.dtype, np.integer):
+        info = np.iinfo(array.dtype)
+        low, high = stored_range or (info.min, info.max)
+        if array.dtype.itemsize == 4 and low == 0 and high > info.max:
+            array = array.view(np.uint32)  # unsigned 32-bit samples, widened to Pillow's int32
+        exact = np.float32 if high - low <= 2**16 else np.float64
+        scaled = (array.astype(exact) - exact(low)) * exact(255 / (high - low))
+        return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    if not np.issubdtype(array.dtype, np.floating):
+        raise DataError(f"image {source} has pixels of type {array.dtype}")
+    fix = "save it with values in 0..1 or 0..255, or as an 8- or 16-bit integer image"
+    if not np.isfinite(array).all():
+        raise DataError(f"image {source} holds NaN or infinite pixel values", hint=fix)
+    low, high = float(array.min(initial=0)), float(array.max(initial=0))
+    if low < 0 or high > 255:
+        raise DataError(
+            f"float image {source} holds values from {low:g} to {high:g}; float images must "
+            "hold 0..1 or 0..255",
+            hint=fix,
+        )
+    scale = 255.0 if high <= 1 else 1.0
+    return np.rint(array.astype(np.float32) * np.float32(scale)).astype(np.uint8)
 
 
 def available_memory() -> int:
@@ -148,24 +234,16 @@ def available_memory() -> int:
 
 def image_size(path: Path) -> tuple[int, int]:
     """(width, height) from the file's header, without decoding a pixel."""
-    try:
-        with _pil_pixel_limit(None), Image.open(path) as image:
-            return image.size
-    except FileNotFoundError:
-        raise DataError(f"image {path} does not exist") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise _unreadable(path, exc) from None
+    with _decoding(path, max_image_pixels()), _pil_pixel_limit(None), Image.open(path) as image:
+        return image.size
 
 
 def read_image(path: Path, channels: int = 3, max_pixels: int | None = None) -> np.ndarray:
-    """An image as uint8 ``(H, W, channels)``; grey is expanded to RGB or RGB reduced to grey."""
-    image = open_image(path, max_pixels)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        array = to_uint8(np.asarray(image))
-        image = Image.fromarray(array)
+    """An image as uint8 ``(H, W, channels)`` by the one rule (`decode_image`); grey is
+    expanded to RGB or RGB reduced to grey."""
     if channels == 1:
-        return np.array(image.convert("L"))[:, :, None]
-    return np.array(image.convert("RGB"))
+        return np.array(decode_image(path, max_pixels, "L"))[:, :, None]
+    return np.array(decode_image(path, max_pixels, "RGB"))
 
 
 def read_mask(path: Path, max_pixels: int | None = None) -> np.ndarray:
@@ -176,6 +254,64 @@ def read_mask(path: Path, max_pixels: int | None = None) -> np.ndarray:
             f"mask {path} has mode {image.mode}; prepared masks are 8-bit single-channel"
         )
     return np.array(image)
+
+
+# Deeper than any file segcli reads (dataset.json, split files, checkpoint metadata: under
+# 10 levels), and far enough from Python's recursion limit that every later walk over the
+# value (checks, json.dumps in a message) is safe.
+MAX_JSON_DEPTH = 100
+
+
+def parse_json(
+    text: str | bytes,
+    source: str,
+    error: type[SegcliError] = DataError,
+    hint: str | None = None,
+) -> Any:
+    """The value of JSON `text` read from `source` (a path, or what it is: "the metadata of
+    CKPT"). Text that is not JSON, not UTF-8 or nested deeper than MAX_JSON_DEPTH levels is
+    an `error` naming `source`, never a ValueError or RecursionError."""
+    too_deep = f"{source} is nested deeper than {MAX_JSON_DEPTH} levels"
+    try:
+        value = json.loads(text)
+    except UnicodeDecodeError as exc:
+        raise error(f"{source} is not UTF-8 text: {exc.reason}", hint=hint) from None
+    except ValueError as exc:
+        raise error(f"{source} is not valid JSON: {exc}", hint=hint) from None
+    except RecursionError:
+        raise error(too_deep, hint=hint) from None
+    if _nested_deeper(value, MAX_JSON_DEPTH):
+        raise error(too_deep, hint=hint)
+    return value
+
+
+def _nested_deeper(value: Any, limit: int) -> bool:
+    """Whether lists and objects in `value` nest more than `limit` levels (no recursion)."""
+    level = [value]
+    for _ in range(limit):
+        level = [
+            item
+            for container in level
+            if isinstance(container, (list, dict))
+            for item in (container.values() if isinstance(container, dict) else container)
+        ]
+    return any(isinstance(item, (list, dict)) for item in level)
+
+
+def read_json(
+    path: Path,
+    what: str = "",
+    error: type[SegcliError] = DataError,
+    hint: str | None = None,
+) -> Any:
+    """The JSON value in the file `path` (`what` it is, e.g. "split file", starts the
+    messages); a file that cannot be read or parsed is an `error` naming it."""
+    source = f"{what} {path}".strip()
+    try:
+        content = Path(path).read_bytes()
+    except OSError as exc:
+        raise error(f"cannot read {source}: {exc.strerror or exc}", hint=hint) from None
+    return parse_json(content, source, error, hint)
 
 
 def write_error(path: Path | str, exc: OSError) -> SegcliError:

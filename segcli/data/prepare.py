@@ -16,7 +16,6 @@ import io
 import json
 import multiprocessing
 import os
-import re
 import shutil
 import signal
 import sys
@@ -33,8 +32,8 @@ import numpy as np
 from PIL import Image
 
 from segcli.data.fingerprint import FINGERPRINT_FILE, compute_fingerprint
-from segcli.data.format import IGNORE_INDEX, ClassInfo, DatasetInfo
-from segcli.data.io import open_image, process_alive, write_error
+from segcli.data.format import IGNORE_INDEX, ClassInfo, DatasetInfo, check_split_name
+from segcli.data.io import decode_image, parse_json, process_alive, read_json, write_error
 from segcli.errors import (
     ConfigError,
     DataError,
@@ -186,7 +185,8 @@ def _process(sample: Sample) -> _SampleResult:
             image_path = images_dir / f"{sample.stem}.png"
             image_bytes = _png_bytes(Image.fromarray(pixels))
         else:
-            image = open_image(sample.image)
+            # read by the trainer's rule, so an image it would refuse (NaN pixels) fails here
+            image = decode_image(sample.image)
             size = image.size
             suffix = sample.image.suffix.lower()
             if suffix in _COPIED_SUFFIXES:
@@ -292,8 +292,8 @@ def _remove(path: Path) -> None:
 def _is_prepared_dataset(folder: Path) -> bool:
     """Whether `folder` holds a dataset.json that segcli wrote (not another tool's)."""
     try:
-        data = json.loads((folder / "dataset.json").read_text())
-    except (OSError, ValueError):
+        data = read_json(folder / "dataset.json")
+    except DataError:
         return False
     return isinstance(data, dict) and {"format_version", "classes", "splits"} <= data.keys()
 
@@ -397,6 +397,8 @@ def build_dataset(
     if split_file is not None:
         apply_split_file(plan, split_file)
         preparer = {**(preparer or {}), "split_file": split_file.record()}
+    for split in dict.fromkeys(sample.split for sample in plan.samples):
+        check_split_name(split, f"dataset {plan.name}")
     _check_unique(plan)
     existed = out.exists()
     temporary = out.parent / f".{out.name}.tmp-{os.getpid()}"
@@ -447,8 +449,6 @@ def build_dataset(
 
 
 _SPLIT_FILE_HINT = 'a split file is a JSON object like {"train": ["stem", ...], "val": [...]}'
-# A split name becomes a folder name.
-_SPLIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 @dataclass(frozen=True)
@@ -475,12 +475,7 @@ def read_split_file(path: Path) -> SplitFile:
         raise ConfigError(
             f"cannot read split file {path}: {exc.strerror or exc}", hint="check --split-file"
         ) from None
-    try:
-        data = json.loads(content)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ConfigError(
-            f"split file {path} is not valid JSON: {exc}", hint=_SPLIT_FILE_HINT
-        ) from None
+    data = parse_json(content, f"split file {path}", ConfigError, _SPLIT_FILE_HINT)
     if not isinstance(data, dict):
         raise ConfigError(f"split file {path} must hold a JSON object", hint=_SPLIT_FILE_HINT)
     splits: dict[str, list[str]] = {}
@@ -493,11 +488,7 @@ def read_split_file(path: Path) -> SplitFile:
                 f"or number), not {json.dumps(value)[:40]}",
                 hint=_SPLIT_FILE_HINT,
             )
-        if not _SPLIT_NAME.fullmatch(key):
-            raise ConfigError(
-                f"split file {path}: {key!r} cannot be a split name",
-                hint="use letters, digits, '_', '-' and '.', e.g. train, val, test",
-            )
+        check_split_name(key, f"split file {path}", ConfigError)
         not_stems = [v for v in value if not _is_stem(v)]
         if not_stems:
             raise ConfigError(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from segcli.data.format import IMAGE_SUFFIXES
@@ -14,14 +15,14 @@ from segcli.errors import DataError
 def discover_inputs(
     inputs: Iterable[Path | str], recursive: bool = False
 ) -> list[tuple[Path, Path]]:
-    """(image, path relative to its input root) for files, folders and glob patterns."""
+    """(image, path relative to its input root) for files, folders and glob patterns; a file
+    reached twice (named twice, or through a link) is listed once, where first found."""
     found: list[tuple[Path, Path]] = []
     inputs = list(inputs)
     for item in inputs:
         text = str(item)
         if glob.has_magic(text):
-            matches = sorted(Path(p) for p in glob.glob(text, recursive=True))
-            matches = [m for m in matches if m.is_file()]
+            matches = sorted(m for m in expand_glob(text) if m.is_file())
             if not matches:
                 raise DataError(f"no files match {text!r}")
             root = glob_root(text)
@@ -45,7 +46,55 @@ def discover_inputs(
             f"no images found in {', '.join(str(i) for i in inputs)}",
             hint=f"supported: {', '.join(IMAGE_SUFFIXES)}; use --recursive for subfolders",
         )
-    return found
+    unique: dict[str, tuple[Path, Path]] = {}
+    for path, relative in found:
+        unique.setdefault(path_key(path), (path, relative))
+    return list(unique.values())
+
+
+def expand_glob(pattern: str) -> Iterator[Path]:
+    """The paths `glob.glob(pattern, recursive=True)` finds, except that `**` descends into
+    real folders only: through a link to a folder above, `glob` would list the same images
+    again and again (40 times for one link, without end for three). A link the pattern names
+    itself (`data/*/images/*.png` with `data/b` a link) is still followed."""
+    root = glob_root(pattern)
+    yield from _expand(root, list(Path(pattern).parts[len(root.parts) :]))
+
+
+def _expand(folder: Path, parts: list[str]) -> Iterator[Path]:
+    if not parts:
+        yield folder
+        return
+    part, rest = parts[0], parts[1:]
+    if part == "**":
+        yield from _expand(folder, rest)  # zero folders
+        for entry in _entries(folder, "*"):
+            if entry.is_dir(follow_symlinks=False):
+                yield from _expand(folder / entry.name, parts)
+            elif not rest:
+                yield folder / entry.name
+    elif not glob.has_magic(part):
+        if rest or os.path.lexists(folder / part):
+            yield from _expand(folder / part, rest)
+    else:
+        for entry in _entries(folder, part):
+            if not rest or entry.is_dir():
+                yield from _expand(folder / entry.name, rest)
+
+
+def _entries(folder: Path, pattern: str) -> list[os.DirEntry]:
+    """The entries of `folder` whose names match `pattern`, hidden ones only if the pattern
+    starts with a dot (as `glob` does)."""
+    try:
+        with os.scandir(folder) as entries:
+            return [
+                entry
+                for entry in entries
+                if fnmatch.fnmatch(entry.name, pattern)
+                and (pattern.startswith(".") or not entry.name.startswith("."))
+            ]
+    except OSError:
+        return []
 
 
 def glob_root(pattern: str) -> Path:

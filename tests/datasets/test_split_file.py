@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 from raw_images import SHARED_DATA, noise, save
 
-from segcli.data.format import ClassInfo
+from segcli.data.format import ClassInfo, read_dataset_info
 from segcli.data.prepare import DatasetPlan, Sample, build_dataset, read_split_file
-from segcli.errors import ConfigError
+from segcli.errors import ConfigError, DataError, UsageError
 
 TGS_STEMS = [f"{i:010x}" for i in range(10)]
 
@@ -112,6 +112,33 @@ def test_the_api_applies_it_to_any_plan(tmp_path):
     assert preparer["split_file"]["sha256"] == chosen.sha256
 
 
+@pytest.mark.parametrize("split", ["dataset.json", "report.json", ".hidden", "a/b", "val.2"])
+def test_a_preparers_split_must_be_a_folder_name(tmp_path, split):
+    """Not only split files: a plan's own split names become folders beside dataset.json."""
+    raw = tmp_path / "raw"
+    samples = [
+        Sample(
+            name,
+            stem,
+            save(raw / f"{stem}.png", noise(4, 4, i)),
+            save(raw / f"{stem}-mask.png", np.zeros((4, 4), np.uint8)),
+        )
+        for i, (name, stem) in enumerate([("train", "a"), (split, "b")])
+    ]
+    classes = [ClassInfo(0, "background", (0, 0, 0))]
+    plan = DatasetPlan("third-party", classes, samples, read_mask=read_saved_mask)
+    with pytest.raises(UsageError, match=f"{split!r} cannot be a split name"):
+        build_dataset(plan, tmp_path / "out", workers=1)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_dataset_json_with_a_split_that_is_no_folder_name_is_refused(tmp_path):
+    info = {"name": "x", "classes": [{"id": 0, "name": "a", "color": [0, 0, 0]}]}
+    (tmp_path / "dataset.json").write_text(json.dumps({**info, "splits": {"../../etc": 3}}))
+    with pytest.raises(DataError, match="'../../etc' cannot be a split name"):
+        read_dataset_info(tmp_path)
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
@@ -124,6 +151,8 @@ def test_the_api_applies_it_to_any_plan(tmp_path):
         ({"train": TGS_STEMS[:3] * 2, "val": TGS_STEMS[3:]}, "more than once"),
         ({"training": TGS_STEMS}, 'has no "train" list (its lists: training)'),
         ({"train": TGS_STEMS, "../up": []}, "'../up' cannot be a split name"),
+        ({"train": TGS_STEMS[1:], "dataset.json": TGS_STEMS[:1]}, "'dataset.json' cannot be"),
+        ({"train": TGS_STEMS, "fingerprint.json": []}, "'fingerprint.json' cannot be a split"),
         ({"train": TGS_STEMS + [None]}, "holds null, which is not a stem"),
         ({"train": {"a": 1}}, "'train' must be a list of stems"),
         ("[1, 2]", "must hold a JSON object"),
@@ -136,6 +165,8 @@ def test_the_api_applies_it_to_any_plan(tmp_path):
         "within-a-split",
         "no-train",
         "bad-name",
+        "dataset-json",
+        "fingerprint-json",
         "not-a-stem",
         "not-a-list",
         "not-an-object",

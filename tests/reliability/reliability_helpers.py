@@ -101,7 +101,38 @@ def image_bytes(kind: str, seed: int = 0, size: int = TINY) -> tuple[str, bytes]
         return ".png", _encoded_image(Image.fromarray(rgb).quantize(16), "PNG")
     if kind == "jpeg-cmyk":
         return ".jpg", _encoded_image(Image.fromarray(rgb).convert("CMYK"), "JPEG")
+    if kind in ("webp-exif-type", "webp-exif-struct"):
+        # An EXIF entry re-labelled as a numeric tag while it holds text: Pillow fails with
+        # TypeError (YResolution, 0x011B) or struct.error (ExtraSamples, 0x0152) on it.
+        tag = 0x011B if kind == "webp-exif-type" else 0x0152
+        return ".webp", _encoded(rgb, "WEBP", exif=_exif_with_text_as(tag))
+    if kind == "tiff-bad-tag":
+        return ".tif", _tiff_with_text_as(_encoded(rgb, "TIFF", tiffinfo={270: "a note"}), 273)
     raise ValueError(kind)
+
+
+def _exif_with_text_as(tag: int) -> bytes:
+    """EXIF (rotated a quarter turn) whose first entry, a text, claims to be `tag`."""
+    exif = Image.Exif()
+    exif[0x010E] = "a description"  # ImageDescription, ASCII: the first entry of the IFD
+    exif[0x0112] = 6
+    blob = bytearray(exif.tobytes())
+    first_entry = 6 + 8 + 2  # after "Exif\0\0", the TIFF header and the entry count
+    assert blob[first_entry : first_entry + 2] == b"\x01\x0e"
+    blob[first_entry : first_entry + 2] = struct.pack(">H", tag)
+    return bytes(blob)
+
+
+def _tiff_with_text_as(tiff: bytes, tag: int) -> bytes:
+    """A little-endian TIFF whose ImageDescription entry (270) claims to be `tag`."""
+    data = bytearray(tiff)
+    (ifd,) = struct.unpack("<I", data[4:8])
+    (count,) = struct.unpack("<H", data[ifd : ifd + 2])
+    for entry in range(ifd + 2, ifd + 2 + 12 * count, 12):
+        if struct.unpack("<H", data[entry : entry + 2]) == (270,):
+            data[entry : entry + 2] = struct.pack("<H", tag)
+            return bytes(data)
+    raise AssertionError("no ImageDescription entry to damage")
 
 
 def _encoded_image(image: Image.Image, fmt: str) -> bytes:
@@ -110,7 +141,15 @@ def _encoded_image(image: Image.Image, fmt: str) -> bytes:
     return buffer.getvalue()
 
 
-BAD_IMAGES = ["zero-byte", "truncated-png", "truncated-jpeg", "text-as-png", "bomb-header"]
+BAD_IMAGES = [
+    "zero-byte",
+    "truncated-png",
+    "truncated-jpeg",
+    "text-as-png",
+    "bomb-header",
+    "webp-exif-struct",
+    "tiff-bad-tag",
+]
 ODD_BUT_VALID_IMAGES = ["png-16bit", "png-palette", "jpeg-cmyk"]
 IMAGE_KINDS = BAD_IMAGES + ODD_BUT_VALID_IMAGES
 
