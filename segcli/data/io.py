@@ -314,15 +314,58 @@ def read_json(
     return parse_json(content, source, error, hint)
 
 
+# A failed write, in words that say which limit was met: (type, what, how to go on).
+_NOT_KEPT = "; no partial file was kept"
+WRITE_FAILURES: dict[int, tuple[type[SegcliError], str, str]] = {
+    errno.ENOSPC: (
+        ResourceError,
+        "disk full writing {path}",
+        "free space there, or write to another disk, and run again" + _NOT_KEPT,
+    ),
+    errno.EDQUOT: (
+        ResourceError,
+        "disk quota exceeded writing {path}",
+        "free space within your quota (or have it raised), or write to another disk" + _NOT_KEPT,
+    ),
+    errno.EFBIG: (
+        ResourceError,
+        "file too large writing {path}: the file-size limit (ulimit -f) or the largest file "
+        "the file system holds is reached",
+        "raise the limit, or write to another file system" + _NOT_KEPT,
+    ),
+    errno.EROFS: (
+        OutputError,
+        "cannot write {path}: it is on a read-only file system",
+        "choose an --out on a writable disk",
+    ),
+    errno.EACCES: (
+        OutputError,
+        "cannot write {path}: permission denied",
+        "choose an --out you may write to, or get write permission there",
+    ),
+}
+WRITE_FAILURES[errno.EPERM] = WRITE_FAILURES[errno.EACCES]
+
+
 def write_error(path: Path | str, exc: OSError) -> SegcliError:
-    """The error for a failed write: disk full is a ResourceError, anything else OutputError."""
-    if exc.errno in DISK_FULL_ERRORS:
-        return ResourceError(
-            f"disk full writing {path}: {exc.strerror or exc}",
-            hint="free space (or raise the quota or file size limit) there, or write to "
-            "another disk, and run again; no partial file was kept",
-        )
+    """The error for a failed write: a full disk, quota or file-size limit is a ResourceError,
+    anything else an OutputError, each in its own words."""
+    if exc.errno in WRITE_FAILURES:
+        kind, what, hint = WRITE_FAILURES[exc.errno]
+        return kind(what.format(path=path), hint=hint)
     return OutputError(f"cannot write {path}: {exc.strerror or exc}")
+
+
+def check_writable_folder(folder: Path) -> None:
+    """An OutputError, with the reason, if files cannot be created in the existing `folder`:
+    a read-only file system (where `os.access` also says no) is not a permission problem."""
+    if os.access(folder, os.W_OK):
+        return
+    try:
+        read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    raise write_error(folder, OSError(errno.EROFS if read_only else errno.EACCES, ""))
 
 
 def temporary_file(folder: Path) -> tuple[int, Path]:
@@ -431,9 +474,9 @@ class OutputLedger:
             raise OutputError(f"cannot read {self.file}: {exc}") from None
         for line in lines:
             try:
-                entry = json.loads(line)
+                entry = parse_json(line, str(self.file))
                 key, size, mtime = entry["path"], int(entry["size"]), int(entry["mtime_ns"])
-            except (ValueError, KeyError, TypeError):
+            except (DataError, ValueError, KeyError, TypeError):
                 continue  # a line torn by a crash mid-append
             self.records.setdefault(key, set()).add((size, mtime))
 
@@ -482,8 +525,7 @@ class OutputLedger:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise write_error(self.root, exc) from None
-        if not os.access(self.root, os.W_OK):
-            raise OutputError(f"cannot write into {self.root}: permission denied")
+        check_writable_folder(self.root)
         remove_stale_temporaries(self.root)
         self.compact()
 
