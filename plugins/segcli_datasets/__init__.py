@@ -39,6 +39,29 @@ def register_datasets(register):
         "NYUv2 in the VOC-like layout: JPEGImages, Segmentation_40, ImageSet lists (41 classes)",
     )
     register(
+        "voc",
+        "segcli_datasets.voc:prepare",
+        "Pascal VOC layout and CVAT 'Segmentation mask 1.1': JPEGImages, SegmentationClass "
+        "palette or colour masks, labelmap.txt, ImageSets lists (255 borders ignored)",
+    )
+    register(
+        "cityscapes",
+        "segcli_datasets.cityscapes:prepare",
+        "Cityscapes fine annotations: leftImg8bit + gtFine labelIds -> the 19 training classes "
+        "(255 ignore), or all 34 ids",
+    )
+    register(
+        "coco",
+        "segcli_datasets.coco:prepare",
+        "COCO instance annotations (Roboflow, CVAT, Label Studio, COCO): polygons and RLE drawn "
+        "as masks",
+    )
+    register(
+        "labelme",
+        "segcli_datasets.labelme:prepare",
+        "labelme JSON files (polygons, rectangles, circles, lines, points, masks) drawn as masks",
+    )
+    register(
         "folder",
         "segcli_datasets.folder:prepare",
         "Your own images and masks paired by file name; index, binary, palette, RGB, 16-bit "
