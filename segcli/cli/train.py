@@ -104,7 +104,7 @@ def train(
     if data is not None and not plugin:
         from segcli.planning.configure import planned_run
 
-        planned = planned_run(data, config_file, overrides)
+        planned = planned_run(data, config_file, overrides, measure=not print_config)
         if print_config:
             typer.echo(planned.render(), nl=False)
             return

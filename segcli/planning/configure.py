@@ -15,7 +15,8 @@ from typing import Any
 from segcli.config import RunConfig, build_config, load_toml, parse_duration, parse_override
 from segcli.data.format import DatasetInfo, read_dataset_info
 from segcli.errors import DataError, UsageError
-from segcli.planning.hardware import Hardware, detect_hardware, measure_pixels_per_second
+from segcli.planning.hardware import Hardware, detect_hardware
+from segcli.planning.measure import Measurement
 from segcli.planning.planner import (
     DEFAULT_BUDGET_SECONDS,
     PLAN_SOURCE,
@@ -38,9 +39,16 @@ class PlannedRun:
         """The configuration as TOML with a `# reason` after each planned key."""
         from segcli.config import to_toml
 
+        measured = self.plan.estimates.get("speed_source") == "measured"
         header = (
             f"# planned by segcli for {self.data} on {self.hardware.device} "
             f"({self.hardware.name}, {self.hardware.cpu_cores} cores)\n"
+            + (
+                ""
+                if measured
+                else "# speeds from segcli's table, not measured here (so that printing stays "
+                "instant); `segcli train --data` times real steps first and may plan otherwise\n"
+            )
         )
         return header + render_plan(to_toml(self.config), self.plan.reasons, self._changed_by)
 
@@ -112,17 +120,20 @@ def planned_run(
     data: Path,
     config_file: Path | None = None,
     overrides: list[str] | tuple[str, ...] = (),
+    *,
+    measure: bool = True,
 ) -> PlannedRun:
     """Plan a training of the prepared dataset at `data` for the budget and device that
     `config_file` and `overrides` ask for (default: 10 minutes, `train.device=auto`), then
-    lay the file and the overrides over the plan. On a GPU the speed is measured (well under
-    a second); on a CPU, which others may be using, the built-in figure is used."""
+    lay the file and the overrides over the plan. With `measure`, the candidate plans are
+    timed on the machine at hand (a few seconds, part of the budget); without, the speed
+    table is used."""
     from segcli.data.fingerprint import load_fingerprint
 
     info = prepared_dataset(data)
     budget, budget_source = _budget(config_file, overrides)
     hardware = detect_hardware(str(_early_value(config_file, overrides, "train.device")))
-    timer = measure_pixels_per_second if hardware.device == "cuda" else None
+    timer = _StepTimer(Path(data), info, config_file, tuple(overrides)) if measure else None
     planned = plan(load_fingerprint(data), hardware, budget, timer=timer)
     planned.layer.setdefault("dataset", {}).update(name=info.name, path=str(data))
     planned.reasons["dataset.name"] = f"the name in {Path(data) / 'dataset.json'}"
@@ -130,6 +141,24 @@ def planned_run(
     planned.reasons["train.max_time"] += f"; {budget_source}"
     config = build_config(planned.layer, config_file, overrides, recipe_source=PLAN_SOURCE)
     return PlannedRun(config, planned, hardware, Path(data))
+
+
+@dataclass
+class _StepTimer:
+    """Times a candidate plan's real training steps and validation on the dataset at `data`,
+    with the configuration file and overrides laid over it as the run will have them."""
+
+    data: Path
+    info: DatasetInfo
+    config_file: Path | None
+    overrides: tuple[str, ...]
+
+    def __call__(self, layer: dict[str, Any]) -> Measurement:
+        from segcli.planning.measure import measure
+
+        layer.setdefault("dataset", {}).update(name=self.info.name, path=str(self.data))
+        config = build_config(layer, self.config_file, self.overrides, recipe_source=PLAN_SOURCE)
+        return measure(config, self.data, self.info)
 
 
 def _budget(config_file: Path | None, overrides: list[str] | tuple[str, ...]) -> tuple[float, str]:

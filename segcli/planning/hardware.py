@@ -1,4 +1,5 @@
-"""What the machine offers a training: device, memory, cores, bf16; and how fast a U-Net runs.
+"""What the machine offers a training: device, memory, cores, bf16; and the table of how fast
+a U-Net runs, which measurements on the machine at hand replace (`segcli.planning.measure`).
 
 torch is imported inside the functions that need it, so the planner stays light to import.
 """
@@ -6,7 +7,6 @@ torch is imported inside the functions that need it, so the planner stays light 
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -18,8 +18,9 @@ from segcli.data.io import available_memory
 # fp32 44.9 img/s, bf16 autocast 79.1, channels_last 70.0, channels_last + bf16 129.3.
 _CPU_PIXELS_PER_SECOND_PER_CORE = 44.9 * 112 * 112 / 2
 _CPU_SPEED_UP = {(False, False): 1.0, (True, False): 70.0 / 44.9, (True, True): 129.3 / 44.9}
-# A conservative guess for one current CUDA GPU at base_width 32 with bf16 and channels_last,
-# for callers that do not measure (`segcli train --data` measures on CUDA).
+# A conservative guess for one current CUDA GPU at base_width 32 with bf16 and channels_last:
+# the starting point `segcli train --data` measures from (`segcli.planning.measure`), and what
+# `--print-config` shows.
 _CUDA_PIXELS_PER_SECOND = 60e6
 _MPS_PIXELS_PER_SECOND = 4e6
 
@@ -82,55 +83,6 @@ def estimate_pixels_per_second(
     speed_up = _CPU_SPEED_UP[(channels_last, channels_last and bf16)]
     per_core = _CPU_PIXELS_PER_SECOND_PER_CORE * speed_up * (16 / base_width) ** 2
     return per_core * hardware.cpu_cores
-
-
-def measure_pixels_per_second(
-    hardware: Hardware,
-    base_width: int,
-    *,
-    channels_last: bool,
-    bf16: bool,
-    channels: int = 3,
-    side: int = 128,
-    batch_size: int = 8,
-    steps: int = 3,
-) -> float:
-    """Time real training steps of a `unet` on the device; the first step (warm-up) is not
-    counted. A few seconds on a small CPU, well under one on a GPU."""
-    import torch
-
-    from segcli.plugins import get_plugins
-
-    device = torch.device(hardware.device)
-    factory = get_plugins().models.get("unet")
-    model = factory(num_classes=2, in_channels=channels, depth=4, base_width=base_width)
-    model.to(device)
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    model.to(memory_format=memory_format)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    images = torch.randn(batch_size, channels, side, side, device=device)
-    images = images.contiguous(memory_format=memory_format)
-    target = torch.randint(0, 2, (batch_size, side, side), device=device)
-    dtype = torch.bfloat16 if bf16 else torch.float32
-    started = 0.0
-    for index in range(steps + 1):
-        if index == 1:
-            _synchronise(device)
-            started = time.perf_counter()
-        with torch.autocast(device.type, dtype=dtype, enabled=bf16):
-            loss = torch.nn.functional.cross_entropy(model(images), target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    _synchronise(device)
-    return steps * batch_size * side * side / (time.perf_counter() - started)
-
-
-def _synchronise(device: Any) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _cpu_name() -> str:

@@ -7,6 +7,7 @@ still override any planned value) and one reason per planned key.
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from collections.abc import Callable
@@ -15,39 +16,57 @@ from typing import Any, Protocol
 
 from segcli.data.fingerprint import ClassStats, Fingerprint
 from segcli.planning.hardware import Hardware, estimate_pixels_per_second
+from segcli.planning.measure import Measurement
 
 DEFAULT_BUDGET_SECONDS = 600.0
 # where a planned value comes from, in the configuration's record of sources
 PLAN_SOURCE = "plan"
-# Share of the budget the optimizer steps get: validation is kept to ~10 %, setup and
-# checkpoints take the rest.
+# Share of the budget the optimizer steps get: validation is kept to ~10 %, start-up, setup
+# and checkpoints take the rest.
 TRAINING_SHARE = 0.85
 VALIDATION_SHARE = 0.10
 # Enough optimizer steps for AdamW with a warm-up and a decay to converge on small data.
 TARGET_STEPS = 1000
 # A class below this share of the labelled pixels is rare: the loss gets a Dice term.
 RARE_PIXEL_SHARE = 0.10
-# Objects whose typical side would shrink below this many pixels are not downscaled: a few
-# 3x3 convolutions across an object must see more than its boundary.
-SMALLEST_OBJECT_SIDE = 32
+# Passes over the training data a plan must afford: 30 for 1,000 images, more for fewer (each
+# pass teaches less), fewer for more. Measured on 2 CPU cores: street scenes (367 images) at
+# 8 epochs of native crops lost to 109 epochs at 64 px by 0.20 mIoU; TGS (3,400 images) at
+# 14 epochs of its native 101 px reached 0.78 salt IoU.
+EPOCHS_AT_1000_IMAGES = 30
+MIN_EPOCHS, MAX_EPOCHS = 10, 300
+# The smallest side a plan downscales to: the naive 64 px run is the floor to beat.
+MIN_SIDE = 64
+# A class is thin when its thickness (band width, blob radius) would fall below this many
+# pixels: downscaling would erase it (ISBI membranes: 7.7 px at 512 px).
+MIN_THICKNESS = 4.0
+# Native-resolution crops validate on whole native images: not when one validation pass
+# would take more than this share of the budget.
+MAX_VALIDATION_PASS_SHARE = 0.15
 # A U-Net's bottleneck should still see a few pixels: depth so that side / 2**depth >= 6.
 BOTTLENECK_SIDE = 6
 # Classes whose pixels sit this close to the middle vertically (top_share) show no up or down:
 # over many images even a small lean is systematic (TGS salt: 0.48, i.e. it sits low).
 SYMMETRY_TOLERANCE = 0.01
 SMALL_DATASET = 500
-# Images per second a validation forward pass is faster than a training step, roughly.
+# Images per second a validation forward pass is faster than a training step, roughly (the
+# table's guess; a measurement replaces it).
 FORWARD_SPEED_UP = 3.0
 NEVER_BINDING_EPOCHS = 10_000
+# Measurements after the first: the plan is re-made from each until its input size settles.
+MAX_REMEASUREMENTS = 2
+# Measuring is part of the budget: after the first measurement, another is taken only while
+# all of them stay within this share of it.
+MEASURING_SHARE = 0.04
+SETTLED = 0.3  # relative change of the trained pixels below which a plan has settled
 
 
 class Timer(Protocol):
-    """Training pixels per second of a `unet` of `base_width` on the hardware's device, e.g.
-    `segcli.planning.hardware.measure_pixels_per_second`."""
+    """Measures a candidate plan on the machine at hand: its configuration layer in, its
+    speeds out (`segcli.planning.configure` times real steps with
+    `segcli.planning.measure.measure`; tests pass a fake)."""
 
-    def __call__(
-        self, hardware: Hardware, base_width: int, *, channels_last: bool, bf16: bool
-    ) -> float: ...
+    def __call__(self, layer: dict[str, Any]) -> Measurement: ...
 
 
 @dataclass
@@ -57,7 +76,7 @@ class Plan:
     layer: dict[str, Any]
     reasons: dict[str, str]
     # the estimates the rules worked from, saved with the plan
-    estimates: dict[str, float] = field(default_factory=dict)
+    estimates: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"layer": self.layer, "reasons": self.reasons, "estimates": self.estimates}
@@ -70,10 +89,38 @@ def plan(
     *,
     timer: Timer | None = None,
 ) -> Plan:
-    """Choose model, input size, batch, loss, schedule, augmentation and metrics."""
+    """Choose model, input size, batch, loss, schedule, augmentation and metrics; with a
+    `timer`, from speeds measured on the machine, else from the built-in speed table."""
     planner = _Planner(fingerprint, hardware, budget_seconds, timer)
     planner.run()
     return Plan(planner.layer, planner.reasons, planner.estimates)
+
+
+@dataclass(frozen=True)
+class _Machine:
+    """How the steps run: memory format, precision, loader workers."""
+
+    channels_last: bool
+    bf16: bool
+    workers: int
+
+    def label(self) -> str:
+        precision = "bf16" if self.bf16 else "fp32"
+        layout = "channels_last" if self.channels_last else "contiguous"
+        return f"{precision} {layout}, {self.workers} loader worker(s)"
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """What the network sees: input size ([] = native), crop, depth, batch, and why."""
+
+    size: list[int]
+    crop: list[int] | None
+    depth: int
+    batch: int
+    trained_pixels: int  # per training sample
+    val_pixels: int  # per validation image
+    why: str
 
 
 class _Planner:
@@ -83,8 +130,15 @@ class _Planner:
         self.fp, self.hw, self.budget, self.timer = fp, hardware, budget, timer
         self.layer: dict[str, Any] = {}
         self.reasons: dict[str, str] = {}
-        self.estimates: dict[str, float] = {}
-        self.crop_reason = ""
+        self.estimates: dict[str, Any] = {}
+        self.height, self.width = round(fp.height.median), round(fp.width.median)
+        self.train_images = max(1, fp.splits.get("train", 0))
+        self.val_images = fp.splits.get("val", 0)
+        self.base_width = 16 if hardware.device == "cpu" else 32
+        # pixels per second: training steps, validation forward passes; and seconds already
+        # spent measuring (part of the budget)
+        self.train_speed = self.val_speed = 0.0
+        self.measuring_seconds = 0.0
 
     def set(self, key: str, value: Any, reason: str) -> None:
         table = self.layer
@@ -95,141 +149,258 @@ class _Planner:
         self.reasons[key] = reason
 
     def run(self) -> None:
-        fp, hw = self.fp, self.hw
-        height, width = round(fp.height.median), round(fp.width.median)
-        train_images = max(1, fp.splits.get("train", 0))
-        val_images = fp.splits.get("val", 0)
-
-        channels_last, bf16 = self._speed()
-        base_width = 16 if hw.device == "cpu" else 32
-        speed = self._pixels_per_second(base_width, channels_last, bf16)
-        train_seconds = TRAINING_SHARE * self.budget
-        # the batch the step count is planned with; memory may lower it once the input is known
-        batch = self._batch_size(base_width, height * width, fp.channels, memory_bound=False)
-        affordable = speed * train_seconds / (TARGET_STEPS * batch)
+        machines = self._machines()
+        machine = machines[0]
+        self.train_speed = estimate_pixels_per_second(
+            self.hw, self.base_width, channels_last=machine.channels_last, bf16=machine.bf16
+        )
+        self.val_speed = self.train_speed * FORWARD_SPEED_UP
+        self.estimates["table_pixels_per_second"] = round(self.train_speed)
+        geometry = self._geometry()
+        if self.timer is not None:
+            machine, geometry = self._measured(machines, geometry)
+        self._apply(geometry, machine)
         self.estimates.update(
-            pixels_per_second=round(speed), affordable_pixels_per_image=round(affordable)
+            pixels_per_second=round(self.train_speed),
+            val_pixels_per_second=round(self.val_speed),
+            speed_source="measured" if self.timer is not None else "table",
         )
 
-        size, crop, depth = self._input_size(height, width, affordable)
-        trained_pixels = crop[0] * crop[1] if crop else size[0] * size[1]
-        batch = self._batch_size(base_width, trained_pixels, fp.channels)
+    def _apply(self, geometry: _Geometry, machine: _Machine) -> None:
+        """Write the whole plan for `geometry` and `machine` into the layer."""
+        self.layer.clear()
+        self.reasons.clear()
+        side = min(geometry.crop or geometry.size or [self.height, self.width])
+        self.set("input.size", geometry.size, geometry.why)
         self.set("model.name", "unet", "segcli's U-Net: same-size output, any size, fast on CPU")
+        bottleneck = side / 2**geometry.depth
         self.set(
             "model.depth",
-            depth,
-            f"the {min(crop or size)} px input keeps a bottleneck of >= {BOTTLENECK_SIDE} px",
+            geometry.depth,
+            f"a {side} px input leaves {bottleneck:.0f} px at the bottleneck"
+            + (
+                f" (the deepest of 2-5 levels that keeps >= {BOTTLENECK_SIDE} px)"
+                if bottleneck >= BOTTLENECK_SIDE
+                else " (the shallowest U-Net: 2 levels)"
+            ),
         )
         self.set(
             "model.base_width",
-            base_width,
+            self.base_width,
             "what a small CPU trains fast enough"
-            if hw.device == "cpu"
-            else f"a {hw.device} GPU affords a wider net",
+            if self.hw.device == "cpu"
+            else f"a {self.hw.device} GPU affords a wider net",
         )
         self.set("model.batch_norm", True, "keeps AdamW at a high learning rate stable")
-
+        activations = _activation_bytes(self.base_width, geometry.trained_pixels, self.fp.channels)
         self.set(
             "train.batch_size",
-            batch,
-            f"fits {hw.memory_bytes / 2**30:.1f} GiB of {hw.device} memory "
-            f"(~{_activation_bytes(base_width, trained_pixels, fp.channels) / 2**20:.0f} MiB "
-            "of activations per image)"
+            geometry.batch,
+            f"fits {self.hw.memory_bytes / 2**30:.1f} GiB of {self.hw.device} memory "
+            f"(~{activations / 2**20:.0f} MiB of activations per image)"
             + (
-                "; moderate on a CPU so the budget holds enough steps" if hw.device == "cpu" else ""
+                "; moderate on a CPU so the budget holds enough steps"
+                if self.hw.device == "cpu"
+                else ""
             ),
         )
         self._loss_and_metrics()
-        self._optimisation(train_images, trained_pixels, batch, speed, train_seconds)
-        self._validation(train_images, val_images, trained_pixels, height * width, speed)
-        self._augmentation(train_images, crop)
+        self._optimisation(geometry)
+        self._validation(geometry)
+        self._augmentation(geometry)
         self._normalisation()
-        self._machine(channels_last, bf16)
+        self._machine(machine)
+
+    # -- speed: the table, or measurements -----------------------------------------------
+
+    def _machines(self) -> list[_Machine]:
+        """The ways of running the steps worth measuring, the table's favourite first."""
+        hw = self.hw
+        if hw.device == "mps":
+            return [_Machine(False, False, 0)]
+        if hw.device != "cpu":
+            return [_Machine(True, hw.bf16, max(0, min(8, hw.cpu_cores - 1)))]
+        workers = 1 if hw.cpu_cores <= 2 else min(4, hw.cpu_cores // 4)
+        candidates = [_Machine(True, hw.bf16, workers)]
+        if hw.bf16:  # emulated or slow bf16 kernels exist: fp32 may win on this CPU
+            candidates.append(_Machine(True, False, workers))
+        if hw.cpu_cores <= 2:  # a loader process may steal more from the model than it gives
+            candidates.append(_Machine(True, hw.bf16, 0))
+        return candidates
+
+    def _measured(
+        self, machines: list[_Machine], geometry: _Geometry
+    ) -> tuple[_Machine, _Geometry]:
+        """Measure each way of running on the table's plan, keep the fastest, then re-plan
+        from the measured speed until the input size settles."""
+        assert self.timer is not None
+        results = []
+        for machine in machines:
+            if results and not self._another_measurement_fits():
+                break
+            self._apply(geometry, machine)
+            results.append((self._timed(geometry, machine), machine))
+        measurement, machine = max(results, key=lambda item: item[0].train_images_per_second)
+        self.estimates["machines"] = {
+            m.label(): round(r.train_images_per_second, 1) for r, m in results
+        }
+        self._use(measurement, geometry)
+        for _ in range(MAX_REMEASUREMENTS):
+            replanned = self._geometry()
+            change = abs(replanned.trained_pixels / geometry.trained_pixels - 1)
+            settled = change < SETTLED and replanned.crop == geometry.crop
+            if settled or not self._another_measurement_fits():
+                return machine, replanned
+            geometry = replanned
+            self._apply(geometry, machine)
+            self._use(self._timed(geometry, machine), geometry)
+        return machine, self._geometry()
+
+    def _another_measurement_fits(self) -> bool:
+        taken = len(self.estimates.get("measurements", ()))
+        typical = self.measuring_seconds / max(1, taken)
+        return self.measuring_seconds + typical <= MEASURING_SHARE * self.budget
+
+    def _timed(self, geometry: _Geometry, machine: _Machine) -> Measurement:
+        assert self.timer is not None
+        measurement = self.timer(copy.deepcopy(self.layer))
+        self.measuring_seconds += measurement.seconds
+        self.estimates.setdefault("measurements", []).append(
+            {
+                "input": geometry.crop or geometry.size or [self.height, self.width],
+                "batch": geometry.batch,
+                "machine": machine.label(),
+                "train_images_per_second": round(measurement.train_images_per_second, 2),
+                "val_images_per_second": round(measurement.val_images_per_second, 2),
+                "seconds": round(measurement.seconds, 2),
+            }
+        )
+        return measurement
+
+    def _use(self, measurement: Measurement, geometry: _Geometry) -> None:
+        self.train_speed = measurement.train_images_per_second * geometry.trained_pixels
+        if math.isfinite(measurement.val_images_per_second):
+            self.val_speed = measurement.val_images_per_second * geometry.val_pixels
 
     # -- the rules -------------------------------------------------------------------------
 
-    def _speed(self) -> tuple[bool, bool]:
-        if self.hw.device == "mps":
-            return False, False
-        return True, self.hw.bf16
+    def training_seconds(self) -> float:
+        return max(1.0, TRAINING_SHARE * self.budget - self.measuring_seconds)
 
-    def _pixels_per_second(self, base_width: int, channels_last: bool, bf16: bool) -> float:
-        if self.timer is not None:
-            return self.timer(self.hw, base_width, channels_last=channels_last, bf16=bf16)
-        return estimate_pixels_per_second(
-            self.hw, base_width, channels_last=channels_last, bf16=bf16
-        )
+    def target_epochs(self) -> float:
+        wanted = EPOCHS_AT_1000_IMAGES * math.sqrt(1000 / self.train_images)
+        return min(MAX_EPOCHS, max(MIN_EPOCHS, wanted))
 
-    def _batch_size(
-        self, base_width: int, pixels: int, channels: int, *, memory_bound: bool = True
-    ) -> int:
+    def _batch_size(self, pixels: int, *, memory_bound: bool = True) -> int:
         """Half the memory for activations; on a CPU small batches keep the steps many."""
         ceiling = (16 if pixels <= 128 * 128 else 8) if self.hw.device == "cpu" else 32
         if not memory_bound:
             return ceiling
-        fits = int(0.5 * self.hw.memory_bytes // _activation_bytes(base_width, pixels, channels))
+        fits = int(
+            0.5
+            * self.hw.memory_bytes
+            // _activation_bytes(self.base_width, pixels, self.fp.channels)
+        )
         return max(1, min(ceiling, fits))
 
-    def _input_size(
-        self, height: int, width: int, affordable: float
-    ) -> tuple[list[int], list[int] | None, int]:
-        """The size images are resized to ([] = native), the crop (or None), the depth."""
+    def _geometry(self) -> _Geometry:
+        """Input size (or native crops), depth and batch that afford the target passes over
+        the data and steps at the current speed."""
         fp = self.fp
+        height, width = self.height, self.width
         native = height * width
+        epochs = self.target_epochs()
+        seconds = self.training_seconds()
+        batch = self._batch_size(min(native, 128 * 128), memory_bound=False)
+        samples = max(self.train_images * epochs, TARGET_STEPS * batch)
+        affordable = self.train_speed * seconds / samples
+        self.estimates.update(
+            target_epochs=round(epochs, 1), affordable_pixels_per_image=round(affordable)
+        )
+        budget_text = (
+            f"{self.train_images} images x {epochs:.0f} passes (or {TARGET_STEPS} steps) in "
+            f"~{seconds:.0f} s at ~{self.train_speed / 1e6:.2f} Mpx/s afford "
+            f"~{affordable:.0f} px per image"
+        )
         if native <= affordable:
             depth = _depth(min(height, width))
             size = [_round_up(height, 2**depth), _round_up(width, 2**depth)]
-            self.set(
-                "input.size",
-                size,
-                f"median image {height}x{width} rounded up to a multiple of {2**depth} "
-                "(the U-Net's size divisor): every pixel kept, and the budget affords it "
-                f"(~{affordable:.0f} px per image at {TARGET_STEPS} steps)",
-            )
-            return size, None, depth
-        scale = math.sqrt(affordable / native)
-        smallest = _smallest_object_side(fp.classes, height, width)
-        small = smallest is not None and smallest * scale < SMALLEST_OBJECT_SIDE
-        # validation runs on whole images, batched: only images of one size can skip the resize
+            pixels = size[0] * size[1]
+            return _Geometry(
+                size, None, depth, self._batch_size(pixels), pixels, pixels,
+                f"median image {height}x{width} rounded up to a multiple of {2**depth} (the "
+                f"U-Net's size divisor): every pixel kept, as {budget_text}",
+            )  # fmt: skip
+        floor = min(1.0, MIN_SIDE / min(height, width))
+        scale = max(floor, math.sqrt(affordable / native))
+        thickness = _foreground_thickness(fp)
         uniform = fp.height.min == fp.height.max and fp.width.min == fp.width.max
-        if small and uniform:
-            side = max(64, int(math.sqrt(affordable)))
-            depth = _depth(side)
-            side = max(2**depth, side // 2**depth * 2**depth)
-            crop = [min(side, _round_up(height, 2**depth)), min(side, _round_up(width, 2**depth))]
-            why = (
-                f"median image {height}x{width} is more than the budget affords "
-                f"(~{affordable:.0f} px per image); the smallest objects (median "
-                f"{smallest:.0f} px across) would shrink below {SMALLEST_OBJECT_SIDE} px if "
-                f"downscaled, so training uses {crop[0]}x{crop[1]} crops at native resolution"
-            )
-            self.set("input.size", [], why)
-            self.crop_reason = why
-            return [], crop, depth
-        target_h = max(32, round(height * scale))
-        target_w = max(32, round(width * scale))
+        thin = thickness is not None and thickness * scale < MIN_THICKNESS
+        if thin and uniform and scale < 1:
+            crop_geometry = self._native_crops(affordable, thickness, scale, budget_text)
+            if crop_geometry is not None:
+                return crop_geometry
+        if scale >= 1:
+            depth = _depth(min(height, width))
+            size = [_round_up(height, 2**depth), _round_up(width, 2**depth)]
+            pixels = size[0] * size[1]
+            return _Geometry(
+                size, None, depth, self._batch_size(pixels), pixels, pixels,
+                f"median image {height}x{width} kept whole although {budget_text}: smaller "
+                f"than {MIN_SIDE} px would lose more than fewer passes do",
+            )  # fmt: skip
+        target_h, target_w = round(height * scale), round(width * scale)
         depth = _depth(min(target_h, target_w))
         size = [_round_up(target_h, 2**depth), _round_up(target_w, 2**depth)]
-        if smallest is None:
-            object_text = "no objects to lose"
-        elif small:
-            object_text = (
+        pixels = size[0] * size[1]
+        if thickness is None:
+            detail = "no objects to lose"
+        elif thin and not uniform:
+            detail = (
                 f"images of varying size ({fp.height.min}-{fp.height.max} x {fp.width.min}-"
-                f"{fp.width.max}) need one size to be batched, although the smallest objects "
-                f"shrink to {smallest * scale:.0f} px"
+                f"{fp.width.max}) need one size to be batched, although the thinnest "
+                f"structures shrink to {thickness * scale:.1f} px"
+            )
+        elif thin:
+            detail = (
+                f"its thin structures ({thickness:.1f} px) shrink to "
+                f"{thickness * scale:.1f} px, but native-resolution validation would take "
+                f"more than {MAX_VALIDATION_PASS_SHARE:.0%} of the budget"
             )
         else:
-            object_text = (
-                f"objects stay large (median {smallest:.0f} px across, "
-                f"{smallest * scale:.0f} px after)"
+            detail = (
+                f"its structures stay {thickness * scale:.1f} px thick (from "
+                f"{thickness:.1f} px; >= {MIN_THICKNESS:.0f} px needed)"
             )
-        self.set(
-            "input.size",
-            size,
-            f"median image {height}x{width} downscaled by {scale:.2f} to what the budget "
-            f"affords (~{affordable:.0f} px per image); {object_text}",
-        )
-        return size, None, depth
+        limit = " (the 64 px floor)" if scale == floor else ""
+        return _Geometry(
+            size, None, depth, self._batch_size(pixels), pixels, pixels,
+            f"median image {height}x{width} downscaled by {scale:.2f}{limit}, as {budget_text}; "
+            f"{detail}",
+        )  # fmt: skip
+
+    def _native_crops(
+        self, affordable: float, thickness: float, scale: float, budget_text: str
+    ) -> _Geometry | None:
+        """Crops at native resolution for thin structures; None when validating whole native
+        images would cost too much of the budget."""
+        height, width = self.height, self.width
+        val_pass = self.val_images * height * width / max(self.val_speed, 1e-9)
+        if val_pass > MAX_VALIDATION_PASS_SHARE * self.budget:
+            return None
+        side = max(MIN_SIDE, int(math.sqrt(affordable)))
+        depth = _depth(side)
+        side = max(2**depth, side // 2**depth * 2**depth)
+        crop = [min(side, _round_up(height, 2**depth)), min(side, _round_up(width, 2**depth))]
+        return _Geometry(
+            [], crop, depth, self._batch_size(crop[0] * crop[1]), crop[0] * crop[1],
+            height * width,
+            f"median image {height}x{width} is more than the budget affords ({budget_text}); "
+            f"its thinnest structures ({thickness:.1f} px) would shrink to "
+            f"{thickness * scale:.1f} px if downscaled (< {MIN_THICKNESS:.0f}), so training uses "
+            f"{crop[0]}x{crop[1]} crops at native resolution and validates whole images "
+            f"(~{val_pass:.0f} s a pass)",
+        )  # fmt: skip
 
     def _loss_and_metrics(self) -> None:
         classes = self.fp.classes
@@ -293,11 +464,10 @@ class _Planner:
             f"IoU of '{foreground.name}' over all validation pixels keeps the best",
         )
 
-    def _optimisation(
-        self, images: int, pixels: int, batch: int, speed: float, train_seconds: float
-    ) -> None:
-        epoch_seconds = images * pixels / speed
-        epochs = train_seconds / epoch_seconds
+    def _optimisation(self, geometry: _Geometry) -> None:
+        images, batch = self.train_images, geometry.batch
+        epoch_seconds = images * geometry.trained_pixels / self.train_speed
+        epochs = self.training_seconds() / epoch_seconds
         self.estimates.update(epoch_seconds=round(epoch_seconds, 2), epochs=round(epochs, 1))
         self.set(
             "train.max_time",
@@ -308,7 +478,7 @@ class _Planner:
             "train.epochs",
             NEVER_BINDING_EPOCHS,
             f"an upper bound that never binds: the budget ends the run (~{epochs:.0f} "
-            f"epochs of ~{epoch_seconds:.0f} s expected)",
+            f"epochs of ~{epoch_seconds:.1f} s expected)",
         )
         self.set("train.lr", 3e-3, "AdamW at 3e-3 trains a batch-norm U-Net fast and stably")
         self.set(
@@ -326,23 +496,23 @@ class _Planner:
             "then cosine decay to 0 at the end of the budget",
         )
 
-    def _validation(
-        self, train_images: int, val_images: int, pixels: int, val_pixels: int, speed: float
-    ) -> None:
-        epoch_seconds = train_images * pixels / speed
-        val_seconds = val_images * val_pixels / (speed * FORWARD_SPEED_UP)
+    def _validation(self, geometry: _Geometry) -> None:
+        epoch_seconds = self.train_images * geometry.trained_pixels / self.train_speed
+        val_seconds = self.val_images * geometry.val_pixels / self.val_speed
         share = 1 - VALIDATION_SHARE
         every = max(1, math.ceil(share / VALIDATION_SHARE * val_seconds / epoch_seconds))
+        self.estimates["validation_seconds"] = round(val_seconds, 2)
         self.set(
             "train.val_every",
             every,
-            f"validating {val_images} images (~{val_seconds:.1f} s) every {every} epoch(s) "
-            f"of ~{epoch_seconds:.1f} s keeps validation <= {VALIDATION_SHARE:.0%} of the time",
+            f"validating {self.val_images} images (~{val_seconds:.1f} s) every {every} "
+            f"epoch(s) of ~{epoch_seconds:.1f} s keeps validation <= {VALIDATION_SHARE:.0%} "
+            "of the time",
         )
 
-    def _augmentation(self, images: int, crop: list[int] | None) -> None:
+    def _augmentation(self, geometry: _Geometry) -> None:
         """Scale, rotate, crop, flips, in that order; one reason per transform."""
-        fp = self.fp
+        fp, images, crop = self.fp, self.train_images, geometry.crop
         self.layer["augment"] = {}
         if images < SMALL_DATASET:
             self.set(
@@ -358,7 +528,7 @@ class _Planner:
         if free:
             self.set("augment.rotate", {"degrees": 15}, symmetric)
         if crop is not None:
-            self.set("augment.crop", {"size": crop}, self.crop_reason)
+            self.set("augment.crop", {"size": crop}, geometry.why)
         self.set(
             "augment.hflip",
             {"p": 0.5},
@@ -382,33 +552,42 @@ class _Planner:
         )
         self.set("dataset.cache", "auto", "decode each image once when the dataset fits memory")
 
-    def _machine(self, channels_last: bool, bf16: bool) -> None:
+    def _machine(self, machine: _Machine) -> None:
         hw = self.hw
+        measured = self.estimates.get("machines")
+        compared = (
+            "; measured here: "
+            + ", ".join(f"{label} {speed:g} img/s" for label, speed in measured.items())
+            if measured and len(measured) > 1
+            else ""
+        )
         self.set(
             "train.channels_last",
-            channels_last,
+            machine.channels_last,
             "channels-last convolutions are ~1.6x faster on CPU and use tensor cores on GPU"
-            if channels_last
+            if machine.channels_last
             else f"no gain on {hw.device}",
         )
-        if bf16:
-            self.set("train.amp", "bf16", f"the {hw.device} runs bf16 natively (~1.8x faster)")
+        if machine.bf16:
+            self.set("train.amp", "bf16", f"the {hw.device} runs bf16 natively{compared}")
         elif hw.device == "cuda":
             self.set("train.amp", "fp16", "this GPU has no bf16: fp16 with a gradient scaler")
+        elif hw.bf16:
+            self.set("train.amp", "off", f"fp32 ran faster than this CPU's bf16{compared}")
         else:
             self.set("train.amp", "off", f"this {hw.device} has no native bf16: emulated is slower")
         if hw.device == "cpu":
-            workers = 0 if hw.cpu_cores <= 2 else min(4, hw.cpu_cores // 4)
             why = (
-                f"{hw.cpu_cores} cores: loader workers would steal the model's cores "
-                "(decoded images are cached)"
-                if workers == 0
-                else f"{hw.cpu_cores} cores: a quarter for loading, the rest for the model"
+                f"{hw.cpu_cores} cores: decoding and augmenting in the training process "
+                "(a loader process would steal the model's cores)"
+                if machine.workers == 0
+                else f"{hw.cpu_cores} cores: {machine.workers} loader process(es) decode and "
+                "augment while the model steps"
             )
+            why += compared if measured and len(measured) > 1 else ""
         else:
-            workers = max(0, min(8, hw.cpu_cores - 1))
             why = f"{hw.cpu_cores} cores feed the GPU, one left for the training process"
-        self.set("train.workers", workers, why)
+        self.set("train.workers", machine.workers, why)
 
 
 def _activation_bytes(base_width: int, pixels: int, channels: int) -> int:
@@ -426,12 +605,26 @@ def _round_up(value: int, divisor: int) -> int:
     return max(divisor, math.ceil(value / divisor) * divisor)
 
 
-def _smallest_object_side(classes: tuple[ClassStats, ...], height: int, width: int) -> float | None:
-    """The typical side in pixels of the smallest class's objects (the median component)."""
-    areas = [c.median_object_area for c in classes if c.median_object_area]
-    if not areas:
+def _foreground_thickness(fp: Fingerprint) -> float | None:
+    """The thickness of what the model must draw: the pixel-weighted median thickness of the
+    classes other than the most common one (the background, in most data)."""
+    present = [c for c in fp.classes if c.pixel_share > 0]
+    if len(present) < 2:
         return None
-    return math.sqrt(min(areas) * height * width)
+    largest = max(present, key=lambda c: c.pixel_share)
+    measured = sorted(
+        (c.thickness, c.pixel_share)
+        for c in present
+        if c is not largest and c.thickness is not None
+    )
+    if not measured:
+        return None
+    half, total = sum(share for _, share in measured) / 2, 0.0
+    for thickness, share in measured:
+        total += share
+        if total >= half:
+            return thickness
+    return measured[-1][0]
 
 
 def _orientation_free(fp: Fingerprint) -> bool:
