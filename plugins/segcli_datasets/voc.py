@@ -199,6 +199,7 @@ def _pair(
     notes: list[str] = []
     if "train" in lists or "val" in lists:
         chosen = {split: _read_list(lists[split]) for split in SPLITS if split in lists}
+        _check_disjoint({lists[split]: stems for split, stems in chosen.items()})
         unused = [p.name for name, p in lists.items() if name not in SPLITS]
         if unused:
             notes.append(f"split lists {', '.join(unused)} not used (train/val/test lists are)")
@@ -238,6 +239,19 @@ def _pair(
             "detection-only images in the same folder)"
         )
     return samples, unpaired_images, unpaired_masks, notes
+
+
+def _check_disjoint(lists: dict[Path, list[str]]) -> None:
+    """A name in two split lists would be trained on and validated on: refused."""
+    seen: dict[str, Path] = {}
+    for path, stems in lists.items():
+        for stem in dict.fromkeys(stems):
+            if stem in seen:
+                raise DataError(
+                    f"{stem!r} is listed in both {seen[stem]} and {path}",
+                    hint="each image belongs to one split: remove it from one list",
+                )
+            seen[stem] = path
 
 
 def _read_list(path: Path) -> list[str]:
@@ -284,7 +298,12 @@ def read_labelmap(path: Path) -> list[Source]:
     return sources
 
 
-def _sources(masks: list[Path], labelmap: list[Source] | None, classes, stray_to_ignore):
+def _sources(
+    masks: list[Path],
+    labelmap: list[Source] | None,
+    classes: Path | None,
+    stray_to_ignore: bool,
+) -> tuple[list[Source], VocMasks, str]:
     """The raw labels (value i of what the reader returns is sources[i]), the reader, a note."""
     survey = survey_masks(masks)
     if survey.looked_at == 0:

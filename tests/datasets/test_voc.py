@@ -99,6 +99,15 @@ def test_voc_imagesets_decide_the_splits(tmp_path):
     assert any("trainval.txt not used" in note for note in plan.notes)
 
 
+def test_voc_name_in_two_split_lists_refused(tmp_path):
+    from segcli_datasets.voc import prepare
+
+    names = ["a", "b", "c"]
+    make_voc(tmp_path / "raw", names, lists={"train": names, "val": ["c"]})
+    with pytest.raises(DataError, match=r"'c' is listed in both .*train.txt and .*val.txt"):
+        prepare(tmp_path / "raw")
+
+
 def test_voc_without_imagesets_val_fraction_applies(tmp_path):
     from segcli_datasets.voc import prepare
 
