@@ -305,3 +305,19 @@ def test_cli_prepare_voc(run_cli, tmp_path):
     assert code == 0, err
     assert "VOC palette" in out
     assert read_dataset_info(tmp_path / "ds").splits == {"train": 3, "val": 1}
+
+
+def test_cli_bad_classes_file_exit_2_and_unknown_colour_exit_3(run_cli, tmp_path):
+    make_cvat(tmp_path / "raw", cvat_masks(2))
+    classes = tmp_path / "classes.json"
+    classes.write_text('{"names": ["background", "dent"], "map": {"scratch": "rust"}}')
+    out = tmp_path / "ds"
+    code, _, err = run_cli("prepare", "voc", tmp_path / "raw", "--classes", classes, "--out", out)
+    assert code == 2 and str(classes) in err and "'rust'" in err
+    bad = tmp_path / "raw" / "SegmentationClass" / "frame_0.png"
+    rgb = np.asarray(Image.open(bad)).copy()
+    rgb[3, 3] = (9, 9, 9)
+    save(bad, rgb)
+    code, _, err = run_cli("prepare", "voc", tmp_path / "raw", "--out", out)
+    assert code == 3 and "frame_0.png" in err and "(9, 9, 9)" in err and "nearest" in err
+    assert "Traceback" not in err and not out.exists()
