@@ -51,6 +51,17 @@ def register_datasets(register):
         "(255 ignore), or all 34 ids",
     )
     register(
+        "coco",
+        "segcli_datasets.coco:prepare",
+        "COCO instance annotations (Roboflow, CVAT, Label Studio, COCO): polygons and RLE drawn "
+        "as masks",
+    )
+    register(
+        "labelme",
+        "segcli_datasets.labelme:prepare",
+        "labelme JSON files (polygons, rectangles, circles, lines, points, masks) drawn as masks",
+    )
+    register(
         "folder",
         "segcli_datasets.folder:prepare",
         "Your own images and masks paired by file name; index, binary, palette, RGB, 16-bit "

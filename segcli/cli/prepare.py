@@ -162,7 +162,10 @@ def run_prepare(
     if getattr(preparer, "needs_raw", True):
         raw = require_raw_dir(raw, name)
     out = Path(out or Path("data") / name)
-    inputs = [raw, *(value for value in options.values() if isinstance(value, Path))]
+    given = [
+        v for value in options.values() for v in (value if isinstance(value, list) else [value])
+    ]
+    inputs = [raw, *(value for value in given if isinstance(value, Path))]
     inputs = [path for path in (*inputs, split_file) if path is not None]
     # Before the preparer reads anything: a refused --out or a malformed split file should not
     # cost a survey of the data.
@@ -220,6 +223,15 @@ def print_report(report: Any) -> None:
             *[_share(report.class_share.get(s, {}).get(class_name)) for s in splits],
         )
     console.print(table)
+    if report.contested:
+        overlaps = Table(title="contested pixels: covered by two classes, showing the one on top")
+        overlaps.add_column("drawn under")
+        overlaps.add_column("on top")
+        overlaps.add_column("pixels", justify="right")
+        overlaps.add_column("images", justify="right")
+        for row in report.contested:
+            overlaps.add_row(row["under"], row["on_top"], str(row["pixels"]), str(row["images"]))
+        console.print(overlaps)
     for note in report.notes:
         console.print(f"[cyan]note:[/] {note}", highlight=False)
     skipped = report.unpaired_images + report.unpaired_masks

@@ -47,6 +47,7 @@ from segcli.errors import (
 __all__ = [
     "ClassInfo",
     "DatasetPlan",
+    "DrawnMask",
     "PrepareReport",
     "Sample",
     "SplitFile",
@@ -72,10 +73,20 @@ class Sample:
 
 
 @dataclass
+class DrawnMask:
+    """What `read_mask` returns for a mask drawn from regions that may overlap (annotations):
+    the label values, and the pixels each class lost to another, as
+    (class id drawn under, class id on top) -> pixels. The report sums them per class pair."""
+
+    values: np.ndarray
+    contested: dict[tuple[int, int], int]
+
+
+@dataclass
 class DatasetPlan:
     """What a preparer returns: everything needed to write the canonical dataset.
 
-    read_mask(sample) -> 2-D integer array of *raw* label values (any dtype).
+    read_mask(sample) -> 2-D integer array of *raw* label values (any dtype), or a DrawnMask.
     value_map: raw value -> class id (or 255 = ignore); None keeps raw values as ids.
     read_image(sample) -> (H, W[, C]) uint8 array, for samples without an image file
     (generated data, slices of a volume); otherwise the image file's bytes are kept.
@@ -111,6 +122,8 @@ class PrepareReport:
     notes: list[str]
     problems: list[str]
     empty_masks: dict[str, int] = field(default_factory=dict)
+    # one row per (class drawn under, class on top): {"under", "on_top", "pixels", "images"}
+    contested: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -127,6 +140,7 @@ class _SampleResult:
     class_counts: np.ndarray | None = None
     problem: str | None = None
     source_image: str | None = None
+    contested: dict[tuple[int, int], int] = field(default_factory=dict)
 
 
 # Per-worker state, set once by `_init_worker` instead of being pickled with every sample.
@@ -199,7 +213,11 @@ def _process(sample: Sample) -> _SampleResult:
             _write_file(image_path, image_bytes)
             result.image_file = str(image_path.relative_to(target))
             return result
-        raw = np.asarray(plan.read_mask(sample))
+        raw = plan.read_mask(sample)
+        if isinstance(raw, DrawnMask):
+            result.contested = raw.contested
+            raw = raw.values
+        raw = np.asarray(raw)
         if raw.ndim != 2:
             result.problem = f"{sample.mask}: mask has shape {raw.shape}, expected a 2-D label map"
             return result
@@ -726,7 +744,28 @@ def _summarise(plan, out, results, skip_unpaired) -> PrepareReport:
         notes=plan.notes,
         problems=problems,
         empty_masks=empty,
+        contested=_contested_rows(plan, results),
     )
+
+
+def _contested_rows(plan: DatasetPlan, results: list[_SampleResult]) -> list[dict[str, Any]]:
+    """The contested pixels of all drawn masks per class pair, most pixels first."""
+    pixels: dict[tuple[int, int], int] = {}
+    images: dict[tuple[int, int], int] = {}
+    for r in results:
+        for pair, count in r.contested.items():
+            pixels[pair] = pixels.get(pair, 0) + count
+            images[pair] = images.get(pair, 0) + 1
+    names = {cls.id: cls.name for cls in plan.classes} | {IGNORE_INDEX: "(ignore)"}
+    return [
+        {
+            "under": names.get(under, str(under)),
+            "on_top": names.get(top, str(top)),
+            "pixels": count,
+            "images": images[(under, top)],
+        }
+        for (under, top), count in sorted(pixels.items(), key=lambda item: -item[1])
+    ]
 
 
 def _dataset_info(plan: DatasetPlan, results, preparer: dict[str, Any]) -> DatasetInfo:
@@ -798,8 +837,15 @@ def provenance(name: str, raw: Path | None, options: dict[str, Any]) -> dict[str
         "version": origin.version,
         "segcli_version": __version__,
         "raw": str(Path(raw).resolve()) if raw else None,
-        "options": {k: str(v) if isinstance(v, Path) else v for k, v in options.items()},
+        "options": {k: _plain(v) for k, v in options.items()},
     }
+
+
+def _plain(value: Any) -> Any:
+    """An option's value as JSON holds it: paths (also a repeated option's) as text."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return str(value) if isinstance(value, Path) else value
 
 
 def require_raw_dir(raw: Path | None, dataset: str) -> Path:
