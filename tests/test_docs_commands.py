@@ -52,6 +52,8 @@ SKIPPED = {
     "segcli prepare tgs-salt": "a real dataset (../shared/data), not in CI",
     "segcli prepare isbi2012": "a real dataset (../shared/data), not in CI",
     "segcli prepare idd-lite": "a real dataset (../shared/data), not in CI",
+    "segcli prepare coco": "needs the reader's own COCO export",
+    "segcli prepare labelme": "needs the reader's own labelme files",
     "segcli prepare voc": "needs the reader's own VOC or CVAT export",
     "segcli prepare cityscapes": "a real dataset (a registered download), not in CI",
     "segcli train --data data/folder": (
