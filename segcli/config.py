@@ -354,6 +354,13 @@ def build_config(
 
 def load_toml(path: Path) -> dict[str, Any]:
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(
+            f"configuration file {path} is a folder, not a TOML file",
+            hint=f"pass {path / 'config.toml'}, the run's configuration"
+            if (path / "config.toml").is_file()
+            else "pass a .toml file: a run's config.toml, or one of your own",
+        )
     if not path.is_file():
         raise ConfigError(f"configuration file {path} does not exist")
     try:

@@ -172,14 +172,13 @@ class Registry(Generic[T]):
     def _unknown_message(self, name: str) -> str:
         valid = sorted(self._entries)
         close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
-        message = f"unknown {self.kind} {name!r}"
-        if close:
-            message += f"; did you mean {' or '.join(repr(c) for c in close)}?"
-        shown = ", ".join(valid) if valid else "none (is a plugin disabled?)"
         kinds = plural(self.kind)
-        return (
-            f"{message}{' ' if close else '; '}Valid {kinds}: {shown} (see `segcli list {kinds}`)"
-        )
+        shown = ", ".join(valid) if valid else "none (is a plugin disabled?)"
+        listed = f"{kinds}: {shown} (see `segcli list {kinds}`)"
+        if close:  # a question ends its sentence: the list starts a new one
+            guesses = " or ".join(repr(c) for c in close)
+            return f"unknown {self.kind} {name!r}; did you mean {guesses}? Valid {listed}"
+        return f"unknown {self.kind} {name!r}; valid {listed}"
 
     def names(self) -> list[str]:
         return sorted(self._entries)

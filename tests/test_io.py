@@ -113,7 +113,8 @@ def test_disk_full_is_a_resource_error_and_leaves_nothing(tmp_path, monkeypatch,
         io.write_png_atomic(target, np.zeros((8, 8), np.uint8))
     assert type(caught.value) is expected
     if expected is ResourceError:
-        assert str(caught.value).startswith(f"disk full writing {target}")
+        words = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded"}[code]
+        assert str(caught.value).startswith(f"{words} writing {target}")
         assert caught.value.exit_code == 7 and caught.value.hint
     assert list((tmp_path / "out").iterdir()) == []
 
@@ -138,7 +139,7 @@ except SegcliError as error:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 7, result.stdout + result.stderr
-    assert result.stdout.startswith(f"ResourceError disk full writing {target}")
+    assert result.stdout.startswith(f"ResourceError file too large writing {target}")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -33,7 +33,14 @@ from PIL import Image
 
 from segcli.data.fingerprint import FINGERPRINT_FILE, compute_fingerprint
 from segcli.data.format import IGNORE_INDEX, ClassInfo, DatasetInfo, check_split_name
-from segcli.data.io import decode_image, parse_json, process_alive, read_json, write_error
+from segcli.data.io import (
+    check_writable_folder,
+    decode_image,
+    parse_json,
+    process_alive,
+    read_json,
+    write_error,
+)
 from segcli.errors import (
     ConfigError,
     DataError,
@@ -339,9 +346,8 @@ def check_output(out: Path, force: bool, inputs: Iterable[Path] = ()) -> None:
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"cannot create {parent}: {exc.strerror or exc}") from None
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"cannot write into {parent}: permission denied")
+        raise write_error(parent, exc) from None
+    check_writable_folder(parent)
 
 
 def _check_apart(out: Path, inputs: Iterable[Path]) -> None:

@@ -66,7 +66,7 @@ class Predictor:
         threshold: float | None = None,
     ) -> None:
         checkpoint_path = Path(checkpoint_path)
-        self.device = resolve_device(device)
+        self.device = resolve_device(device, "--device")
         self.exported = checkpoint_path.suffix in EXPORT_SUFFIXES
         if self.exported:
             meta, self.model = load_exported(checkpoint_path, self.device)

@@ -4,6 +4,7 @@ loss, metrics, loaders, optimiser, schedule, EMA, DDP), all built from the confi
 from __future__ import annotations
 
 import math
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,18 @@ def _build_loaders(
     return train_loader, train_sampler, make_loader(val_set, val_sampler, config, device)
 
 
+def prepare_hint(name: str, root: Path) -> str:
+    """The `segcli prepare` command that makes a dataset. A dataset.path outside the current
+    folder (`../../etc`) is not echoed as a place to write into: data/NAME is offered."""
+    if root.resolve().is_relative_to(Path.cwd().resolve()):
+        return f"run `segcli prepare {name} PATH/TO/RAW --out {shlex.quote(str(root))}` first"
+    out = shlex.quote(str(Path("data") / name))
+    return (
+        f"run `segcli prepare {name} PATH/TO/RAW --out {out}` first and train with "
+        f"--set dataset.path={out}"
+    )
+
+
 def ensure_dataset(config: RunConfig) -> Path:
     """The prepared dataset folder; a synthetic dataset is prepared on the spot if missing."""
     root = config.dataset_path()
@@ -151,7 +164,7 @@ def ensure_dataset(config: RunConfig) -> Path:
     if getattr(preparer, "needs_raw", True) or root.exists():
         raise DataError(
             f"dataset {config.dataset.name!r} is not prepared at {root}",
-            hint=f"run `segcli prepare {config.dataset.name} PATH/TO/RAW --out {root}` first",
+            hint=prepare_hint(config.dataset.name, root),
         )
     from segcli.data.prepare import build_dataset, provenance
 

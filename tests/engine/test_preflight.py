@@ -192,7 +192,7 @@ BAD_COMPONENTS = [
     ("train.optimizer.weight_decay=-1e-4", "Invalid weight_decay value: -0.0001"),
     ("train.scheduler.pwer=2", "is not an option of scheduler 'none'; its options: warmup_epochs"),
     ("augment.hflip.p=1.5", "augment.hflip: transform 'hflip' rejected its options {'p': 1.5}"),
-    ("augment.blur.sigma=1", "augment.blur: unknown transform 'blur'; Valid transforms: "),
+    ("augment.blur.sigma=1", "augment.blur: unknown transform 'blur'; valid transforms: "),
     ("augment.rotate.degrees=-10", "degrees must be in [0, 180], got -10"),
     ("augment.scale.range=[2.0,1.0]", "range must be [min, max] with 0 < min <= max"),
 ]

@@ -322,6 +322,6 @@ def test_disk_full_stops_predict_at_the_first_image(image_tree, trained_run, tmp
     )
     assert result.returncode == 7, result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: disk full writing"), result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: file too large writing"), result.stderr
     assert ".probs.npy" in lines[0] and "Traceback" not in result.stderr
     assert not [p for p in out.rglob("*") if p.name.endswith((".npy", ".tmp"))]

@@ -150,6 +150,6 @@ def test_export_on_a_full_disk_keeps_the_old_export(fmt, place, segcli_in_proces
     result = run_segcli(*args, cwd=place["root"], preexec_fn=_file_size_limit(4096))
     assert result.exit_code == 7, result
     line = check_error_output(result.stderr)
-    assert line.startswith(f"error: disk full writing {out}"), line
+    assert line.startswith(f"error: file too large writing {out}"), line
     assert visible(snapshot(out.parent)) == visible(before), "the earlier export was changed"
     assert temporaries(out.parent) == [], "a partial temporary was left"
