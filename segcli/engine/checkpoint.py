@@ -16,7 +16,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 
-from segcli.data.io import atomic_write
+from segcli.data.io import atomic_write, parse_json
 from segcli.errors import CheckpointError, shortened
 
 SUFFIX = ".safetensors"
@@ -132,12 +132,9 @@ def _metadata(path: Path, header: dict[str, str]) -> dict[str, Any]:
 
 
 def _parsed(path: Path, text: str, what: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise _damaged(path, f"its {what} is not valid JSON: {exc}") from None
-    except RecursionError:  # a few KB of `[[[[...` exhaust the parser's stack
-        raise _damaged(path, f"its {what} is nested too deeply to read") from None
+    """A header entry's JSON; not JSON, or nested deep enough to exhaust a parser (a few KB
+    of `[[[[...`), is a CheckpointError naming the file."""
+    return parse_json(text, f"checkpoint {path}: its {what}", CheckpointError, ANOTHER_CHECKPOINT)
 
 
 def _damaged(path: Path, what: str) -> CheckpointError:
@@ -190,7 +187,7 @@ def load_checkpoint(path: Path, *, with_training_state: bool = False) -> Checkpo
     if with_training_state and "segcli.state" in header:
         try:
             state = _unflatten(_parsed(path, header["segcli.state"], "training state"), tensors)
-        except (KeyError, TypeError, ValueError, RecursionError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:
             raise _damaged(path, f"its training state is malformed ({_first_line(exc)})") from None
     model_state = {k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")}
     return Checkpoint(path, model_state, meta, state)

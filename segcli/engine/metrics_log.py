@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from segcli.data.io import read_json
 from segcli.errors import DataError
 
 
@@ -60,13 +61,7 @@ def read_summary(run_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     hint = "restore it, or delete it: metrics.jsonl holds every epoch's record"
-    try:
-        summary = json.loads(path.read_text(errors="replace"))
-    except (json.JSONDecodeError, RecursionError) as exc:
-        detail = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-        raise DataError(f"{path} is not valid JSON: {detail}", hint=hint) from None
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+    summary = read_json(path, error=DataError, hint=hint)
     if not isinstance(summary, dict):
         raise DataError(f"{path} is not a JSON object", hint=hint)
     for key, kinds in SUMMARY_FIELDS.items():

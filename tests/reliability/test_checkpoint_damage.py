@@ -64,7 +64,7 @@ METADATA_DAMAGE = {
     "config-a-number": ("`config`", {"meta": _set("config", 3)}),
     "classes-a-number": ("`classes`", {"meta": _set("classes", 3)}),
     "class-record-a-string": ("`classes`", {"meta": _set("classes", ["road"])}),
-    "metadata-nested-deeply": ("nested too deeply", {"raw_header": {"segcli.meta": DEEP}}),
+    "metadata-nested-deeply": ("nested deeper", {"raw_header": {"segcli.meta": DEEP}}),
 }
 
 
