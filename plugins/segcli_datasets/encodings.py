@@ -14,7 +14,6 @@ Encodings (see docs/datasets.md, "My labels look wrong"):
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from segcli.data.format import IGNORE_INDEX, ClassInfo
-from segcli.data.io import open_image
+from segcli.data.io import open_image, read_json
 from segcli.errors import DataError, UsageError
 
 from .common import distinct_colors
@@ -48,14 +47,10 @@ class ClassSpec:
 def load_classes_json(path: Path) -> list[ClassSpec]:
     """Read ``[{"name": ..., "color": [r, g, b]}, ...]`` (optionally ``"id"``, or wrapped in
     ``{"classes": [...]}``); ids default to the position in the list."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise UsageError(f"class list {path} does not exist", hint="check --classes") from None
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot read class list {path}: {exc}", hint="it must be JSON") from None
-    entries = data.get("classes") if isinstance(data, dict) else data
     example = '[{"name": "background", "color": [0, 0, 0]}, ...]'
+    hint = f"check --classes: it takes a JSON file like {example}"
+    data = read_json(Path(path), "class list", UsageError, hint)
+    entries = data.get("classes") if isinstance(data, dict) else data
     if not isinstance(entries, list) or not entries:
         raise UsageError(f"{path} holds no class list", hint=f"write {example}")
     classes = []

@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
-from PIL import Image
 
 from segcli.data.format import ClassInfo
-from segcli.data.io import open_image
+from segcli.data.io import decode_image, open_image, page_count
 from segcli.data.prepare import DatasetPlan, Sample
 from segcli.errors import DataError
 
@@ -90,7 +89,7 @@ def _volume_samples(raw: Path) -> list[Sample]:
     train, labels, test = (raw / name for name in VOLUMES)
     if not labels.is_file():
         raise DataError(f"{train} has no label volume beside it ({labels})", hint=LAYOUT_HINT)
-    pages, label_pages = _page_count(train), _page_count(labels)
+    pages, label_pages = page_count(train), page_count(labels)
     if pages != label_pages:
         raise DataError(
             f"{train} has {pages} slices but {labels} has {label_pages}",
@@ -103,15 +102,9 @@ def _volume_samples(raw: Path) -> list[Sample]:
     if test.is_file():
         samples += [
             Sample("test", f"{i:02d}", None, None, {"volume": str(test), "page": i})
-            for i in range(_page_count(test))
+            for i in range(page_count(test))
         ]
     return samples
-
-
-def _page_count(volume: Path) -> int:
-    open_image(volume)  # an unreadable volume fails here, with the error naming the file
-    with Image.open(volume) as image:
-        return getattr(image, "n_frames", 1)
 
 
 def _label_levels(label_files, read_mask, samples) -> tuple[int, int]:
@@ -131,16 +124,13 @@ def read_png_mask(sample: Sample) -> np.ndarray:
     return read_label_values(sample.mask)
 
 
-def read_page(volume: Path, page: int) -> np.ndarray:
-    with Image.open(volume) as image:
-        image.seek(page)
-        return np.asarray(image.convert("L") if image.mode not in ("L", "I;16") else image)
-
-
 def read_volume_mask(sample: Sample) -> np.ndarray:
+    """A label slice's stored values (8- or 16-bit levels; other modes as grey)."""
     volume, page = sample.mask
-    return read_page(volume, page)
+    label = open_image(volume, page=page)
+    return np.asarray(label if label.mode in ("L", "I;16") else label.convert("L"))
 
 
 def read_volume_image(sample: Sample) -> np.ndarray:
-    return read_page(Path(sample.meta["volume"]), sample.meta["page"])
+    """An image slice, 8-bit grey by segcli's one rule for bit depths."""
+    return np.asarray(decode_image(Path(sample.meta["volume"]), mode="L", page=sample.meta["page"]))

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
-from PIL import Image
 
 from segcli.data.format import IGNORE_INDEX, ClassInfo
+from segcli.data.io import image_size
 from segcli.data.prepare import DatasetPlan, Sample
 from segcli.errors import DataError
 
@@ -93,8 +93,7 @@ def _find_root(raw: Path) -> Path:
 
 
 def read_mask(sample: Sample, stray_to_ignore: bool = False) -> np.ndarray:
-    with Image.open(sample.image) as image:
-        width, height = image.size
+    width, height = image_size(sample.image)
     code = np.zeros((height, width), dtype=np.uint8)
     stray = np.zeros((height, width), dtype=bool)
     for weight, path in zip((1, 2), sample.mask, strict=True):

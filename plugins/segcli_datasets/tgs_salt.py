@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
-from PIL import Image
 
 from segcli.data.format import ClassInfo
+from segcli.data.io import image_size
 from segcli.data.prepare import DatasetPlan, Sample
 from segcli.errors import DataError, UsageError
 
@@ -149,8 +149,7 @@ def read_png_mask(sample: Sample) -> np.ndarray:
 
 def read_rle_mask(sample: Sample, rles: dict[str, str]) -> np.ndarray:
     """Decode Kaggle's run-length encoding: 1-based `start length` pairs, column-major."""
-    with Image.open(sample.image) as image:
-        width, height = image.size
+    width, height = image_size(sample.image)
     table, stem = sample.mask
     return decode_rle(rles[stem], height, width, f"{table} row {stem}")
 

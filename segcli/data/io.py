@@ -12,6 +12,7 @@ import errno
 import json
 import os
 import tempfile
+import threading
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -63,7 +64,7 @@ def max_image_pixels(requested: int | None = None) -> int:
     return value
 
 
-def _too_large(path: Path, limit: int, size: tuple[int, int] | None = None) -> DataError:
+def _too_large(path: Path | str, limit: int, size: tuple[int, int] | None = None) -> DataError:
     described = f"{size[0]}x{size[1]} = {size[0] * size[1]:,} pixels" if size else "larger"
     return DataError(
         f"image {path} is {described}, over the limit of {limit:,} pixels "
@@ -73,27 +74,46 @@ def _too_large(path: Path, limit: int, size: tuple[int, int] | None = None) -> D
     )
 
 
+# Pillow's bomb check reads one module-wide setting, Image.MAX_IMAGE_PIXELS, which threads
+# reading images at once with different limits (the fingerprint, decode_all) would overwrite
+# under each other. segcli's reads keep their limit per thread instead, and Pillow's check,
+# wherever a format runs it (the header, GIF and ICO frames, TIFF tiles), consults that; a read
+# by other code keeps Pillow's own rule. Replaced once, here, never per read.
+_read_limit = threading.local()
+_NOT_SEGCLIS = object()  # the limit of a thread outside segcli's reads
+_pillow_bomb_check = Image._decompression_bomb_check
+
+
+def _bomb_check(size: tuple[int, int], *args: Any, **kwargs: Any) -> None:
+    limit = getattr(_read_limit, "pixels", _NOT_SEGCLIS)
+    if limit is _NOT_SEGCLIS:
+        _pillow_bomb_check(size, *args, **kwargs)
+    elif limit is not None and max(1, size[0]) * max(1, size[1]) > limit:
+        raise Image.DecompressionBombError(f"{size[0]}x{size[1]} is over {limit} pixels")
+
+
+Image._decompression_bomb_check = _bomb_check
+# Pillow's UserWarnings about damaged metadata ("Corrupt EXIF data") are dropped: the image
+# still decodes, and a Python warning would break the one-line output. A filter set once, as
+# warnings.catch_warnings around each read would swap the process's filters under other threads.
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+
+
 @contextmanager
 def _pil_pixel_limit(limit: int | None) -> Iterator[None]:
-    """PIL's own bomb check set to `limit` (None: off) for one read, its warning an error.
-
-    PIL refuses more than twice its module-wide MAX_IMAGE_PIXELS on open, and only warns
-    above it; segcli's limit must be the one that counts, in both directions. Its
-    UserWarnings about damaged metadata ("Corrupt EXIF data") are dropped: the image still
-    decodes, and a Python warning would break the one-line output."""
-    previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = limit
+    """Pillow's bomb check set to `limit` (None: off) for the reads of this thread in the block:
+    segcli's limit is the one that counts, in both directions, whatever Image.MAX_IMAGE_PIXELS
+    says, and other threads keep theirs."""
+    previous = getattr(_read_limit, "pixels", _NOT_SEGCLIS)
+    _read_limit.pixels = limit
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            yield
+        yield
     finally:
-        Image.MAX_IMAGE_PIXELS = previous
+        _read_limit.pixels = previous
 
 
 @contextmanager
-def _decoding(path: Path, limit: int) -> Iterator[None]:
+def _decoding(path: Path | str, limit: int) -> Iterator[None]:
     """Every way reading the image `path` can fail, as the segcli error that names it.
 
     Pillow's parsers fail on a damaged header, EXIF block or TIFF tag with whatever the bad
@@ -105,7 +125,7 @@ def _decoding(path: Path, limit: int) -> Iterator[None]:
         raise
     except FileNotFoundError:
         raise DataError(f"image {path} does not exist") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except Image.DecompressionBombError:
         raise _too_large(path, limit) from None
     except MemoryError:
         raise ResourceError(
@@ -116,40 +136,53 @@ def _decoding(path: Path, limit: int) -> Iterator[None]:
         raise _unreadable(path, exc) from None
 
 
-def open_image(path: Path, max_pixels: int | None = None) -> Image.Image:
+def open_image(path: Path, max_pixels: int | None = None, *, page: int = 0) -> Image.Image:
     """Open and fully decode an image file (EXIF orientation applied), keeping the values it
     stores (a 16-bit mask keeps its labels); `decode_image` applies the rule for pixels.
+    `page` picks a page of a multi-page file (a TIFF volume's slice, see `page_count`).
 
     The size in the file's header is checked against `max_image_pixels(max_pixels)` before
     any pixel is decoded, so a small file claiming a huge image is refused cheaply. Any
-    failure to decode is a DataError naming the file."""
-    return _decode(path, max_pixels, eight_bit=False)
+    failure to decode is a DataError naming the file (and the page)."""
+    return _decode(path, max_pixels, eight_bit=False, page=page)
 
 
-def decode_image(path: Path, max_pixels: int | None = None, mode: str | None = None) -> Image.Image:
+def decode_image(
+    path: Path, max_pixels: int | None = None, mode: str | None = None, *, page: int = 0
+) -> Image.Image:
     """An image file as 8 bits per channel, by segcli's one rule for bit depths and float
     images (`to_uint8`), converted to Pillow `mode` ("L", "RGB") if given. Training,
     prediction, evaluation, prepare and the fingerprint all read images through it."""
-    return _decode(path, max_pixels, eight_bit=True, mode=mode)
+    return _decode(path, max_pixels, eight_bit=True, mode=mode, page=page)
+
+
+def page_count(path: Path) -> int:
+    """How many pages a multi-page image file (a TIFF volume) holds, 1 for other images; a
+    damaged chain of pages is a DataError naming the file."""
+    with _decoding(path, max_image_pixels()), _pil_pixel_limit(None), Image.open(path) as image:
+        return getattr(image, "n_frames", 1)
 
 
 def _decode(
-    path: Path, max_pixels: int | None, *, eight_bit: bool, mode: str | None = None
+    path: Path, max_pixels: int | None, *, eight_bit: bool, mode: str | None = None, page: int = 0
 ) -> Image.Image:
     limit = max_image_pixels(max_pixels)
-    with _decoding(path, limit), _pil_pixel_limit(None), Image.open(path) as image:
+    source = f"{path} page {page}" if page else path  # how messages name what was read
+    with _decoding(source, limit), _pil_pixel_limit(None), Image.open(path) as image:
+        if page:
+            image.seek(page)
         if image.size[0] * image.size[1] > limit:
-            raise _too_large(path, limit, image.size)
+            raise _too_large(source, limit, image.size)
         with _pil_pixel_limit(limit):  # frames (GIF, ICO) are checked again as they load
             image.load()
             stored_range = _stored_range(image)  # the transposed copy has no TIFF tags
             decoded = ImageOps.exif_transpose(image)
         if eight_bit and (decoded.mode in ("I", "F") or decoded.mode.startswith("I;16")):
-            decoded = Image.fromarray(to_uint8(np.asarray(decoded), path, stored_range))
+            decoded = Image.fromarray(to_uint8(np.asarray(decoded), source, stored_range))
         return decoded.convert(mode) if mode else decoded
 
 
-def _unreadable(path: Path, exc: BaseException) -> DataError:
+def _unreadable(path: Path | str, exc: BaseException) -> DataError:
     detail = str(exc).strip() or type(exc).__name__
     return DataError(
         f"cannot read image {path}: {detail}",
