@@ -43,6 +43,11 @@ AMP_MODES = ("off", "bf16", "fp16")
 _DEVICE = re.compile(r"auto|cpu|mps|(cuda|xpu)(:\d+)?")
 # Monitors every run reports, whatever its metrics.
 LOSS_MONITORS = ("train/loss", "val/loss")
+# Range of train.epochs and train.max_time: beyond them a value is a typo, and loops, ETAs and
+# budget arithmetic overflow. A budget under a second is used up before the first step.
+MAX_EPOCHS = 1_000_000
+MIN_TIME_SECONDS = 1.0
+MAX_TIME_SECONDS = 30 * 24 * 3600.0
 
 
 def _number_to_text(value: Any) -> Any:
@@ -101,8 +106,11 @@ NonNegative = Annotated[float, Field(ge=0)]
 
 
 class _Section(BaseModel):
-    # strict: a string is not a number nor a boolean here; floats still take integers
-    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+    # strict: a string is not a number nor a boolean here; floats still take integers.
+    # No inf or nan anywhere: `train.lr=inf` or `input.mean=nan` only trains NaN weights.
+    model_config = ConfigDict(
+        extra="forbid", strict=True, validate_assignment=True, allow_inf_nan=False
+    )
 
 
 class DatasetConfig(_Section):
@@ -141,12 +149,12 @@ class SchedulerConfig(_Section):
 
 
 class TrainConfig(_Section):
-    epochs: int = Field(10, ge=1)
+    epochs: int = Field(10, ge=1, le=MAX_EPOCHS)
     # the whole training's wall-clock budget in seconds ("10m" in a file or --set), validation
     # included; None = train for `epochs`
     max_time: Annotated[
         # the bound on the float alone: a saved configuration holds an explicit None
-        Annotated[float, Field(gt=0)] | None,
+        Annotated[float, Field(ge=MIN_TIME_SECONDS, le=MAX_TIME_SECONDS)] | None,
         BeforeValidator(_duration),
         Field(description="a duration such as 90s, 10m or 1h"),
     ] = None
@@ -630,6 +638,8 @@ def _describe(error: dict[str, Any], data: dict[str, Any], sources: dict[str, st
         value = _default(parts)
     if expects is None:
         expects = _expects(field.annotation, field.metadata, field.description)
+    if error["type"] == "finite_number":
+        expects += " (finite)"
     return _must_be(key, expects, value, source)
 
 

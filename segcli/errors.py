@@ -81,6 +81,13 @@ class PartialFailure(SegcliError):
     exit_code = 8
 
 
+class DivergedError(SegcliError):
+    """Training diverged: the loss or the weights became NaN or infinite. Nothing non-finite
+    is saved; a code of its own, so that a sweep can retry with a lower learning rate."""
+
+    exit_code = 9
+
+
 class Interrupted(SegcliError):
     """The user pressed Ctrl-C; the message says what was kept and how to go on."""
 

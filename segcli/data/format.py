@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from segcli.data.io import read_json
-from segcli.errors import DataError, SegcliError, UsageError
+from segcli.errors import DataError, SegcliError, UsageError, shortened
 
 FORMAT_VERSION = 1
 IGNORE_INDEX = 255
@@ -224,8 +224,11 @@ def describe_classes(info: DatasetInfo) -> str:
     return f"{info.num_classes} classes (0-{info.num_classes - 1}; {info.ignore_index} = ignore)"
 
 
-def split_files(root: Path, split: str) -> list[tuple[Path, Path | None]]:
-    """(image, mask or None) pairs of a split, sorted by stem."""
+def split_files(
+    root: Path, split: str, info: DatasetInfo | None = None
+) -> list[tuple[Path, Path | None]]:
+    """(image, mask or None) pairs of a split, sorted by stem; the files must still be the
+    ones dataset.json counted (`info`, read from `root` when not given)."""
     images_dir = Path(root) / split / "images"
     if not images_dir.is_dir():
         raise DataError(f"split {split!r} does not exist in {root}", hint="see dataset.json")
@@ -234,4 +237,31 @@ def split_files(root: Path, split: str) -> list[tuple[Path, Path | None]]:
     for image in sorted(images_dir.iterdir()):
         mask = masks_dir / f"{image.stem}.png"
         pairs.append((image, mask if mask.is_file() else None))
+    check_split_files(root, split, pairs, info or read_dataset_info(root))
     return pairs
+
+
+def check_split_files(
+    root: Path, split: str, pairs: list[tuple[Path, Path | None]], info: DatasetInfo
+) -> None:
+    """Refuse a split whose files no longer match dataset.json: training or scoring on what
+    is left of it (images or masks deleted or added since `segcli prepare`) would give
+    results that silently differ from the dataset's."""
+    recorded = info.splits.get(split)
+    if recorded is None:  # a split dataset.json does not count (a hand-made dataset)
+        return
+    unmasked = [image.name for image, mask in pairs if mask is None]
+    labelled = split in info.labelled_splits
+    if len(pairs) == recorded and not (labelled and unmasked):
+        return
+    found = f"{len(pairs)} image(s)"
+    if labelled:
+        found += f" and {len(pairs) - len(unmasked)} mask(s)"
+        if unmasked:
+            found += f" ({shortened(unmasked)} without one)"
+    raise DataError(
+        f"split {split!r} of {root} holds {found}, but its dataset.json records {recorded} "
+        f"{'labelled ' if labelled else ''}image(s): files were deleted or added since it was "
+        "prepared",
+        hint="restore them, or prepare the dataset again with `segcli prepare ... --force`",
+    )

@@ -37,7 +37,7 @@ NO_EPOCH_LIMIT = 1_000_000
 class BestTracker:
     """The one rule for `best`: a number strictly better than every earlier one in `mode`.
 
-    A missing value, a non-number or NaN is never an improvement. The tracker lives in the
+    A missing value, a non-number, NaN or infinity is never an improvement. The tracker lives in the
     `TrainingState`, so a resumed run keeps comparing with the best before the interruption.
     """
 
@@ -47,7 +47,9 @@ class BestTracker:
         self.state = state
 
     def improves(self, value: Any) -> bool:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if not math.isfinite(value):  # NaN, or the infinite loss of a diverged run
             return False
         best = self.state.best
         return best is None or (value > best if self.mode == "max" else value < best)

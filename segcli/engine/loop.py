@@ -1,11 +1,15 @@
 """The two loops: `train_one_epoch` (one pass of optimizer steps) and `evaluate`.
 
 The step loop never synchronises with the device except every `train.log_every` steps,
-when the running loss is read once for the reporter.
+when the running loss is read once for the reporter and the weights are checked for NaN and
+infinities (`check_finite`, which ends a diverged run before anything non-finite is saved).
+The model and the loss are called through `PluginCalls`, which blames what they raise or
+return against their contract on the plugin that provides them.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +26,10 @@ from segcli.data.dataset import EpochSampler, SegmentationDataset, collate
 from segcli.data.format import IGNORE_INDEX
 from segcli.engine import distributed
 from segcli.engine.build import autocast_for, forward, predictions
+from segcli.errors import DivergedError, PluginError, SegcliError
+from segcli.losses import parse_loss_spec
+from segcli.plugins import Plugins, get_plugins
+from segcli.registry import one_line
 
 
 class Reporter(Protocol):
@@ -93,6 +101,114 @@ class TrainingState:
     stopped: str | None = None  # why the run ended: budget, epochs, early-stop or max-steps
 
 
+@dataclass(frozen=True)
+class PluginCalls:
+    """The model's and the loss's calls, checked against their contracts (docs/plugins.md):
+    a model returns an (N, C, H, W) Tensor (or a dict holding it under "out"), a loss a
+    floating Tensor of one number. What they raise, or return instead, is a PluginError that
+    names the plugin and its distribution. The checks read shapes only: no device sync."""
+
+    model: str  # "model 'unet' from plugin segcli_models (segcli 1.0)"
+    loss: str
+    outputs: int | None = None  # the head width, when known
+
+    @classmethod
+    def of(
+        cls, config: RunConfig, outputs: int | None = None, plugins: Plugins | None = None
+    ) -> PluginCalls:
+        plugins = plugins or get_plugins()
+
+        def described(kind: str, registry: Any, name: str) -> str:
+            origin = registry.entry(name).origin if name in registry else None
+            return f"{kind} {name!r}" + (f" from plugin {origin}" if origin else "")
+
+        parts = [part for part, _ in parse_loss_spec(config.loss.name)]
+        loss = (
+            described("loss", plugins.losses, parts[0])
+            if len(parts) == 1
+            else f"loss {config.loss.name!r} ("
+            + ", ".join(described("loss", plugins.losses, part) for part in parts)
+            + ")"
+        )
+        return cls(described("model", plugins.models, config.model.name), loss, outputs)
+
+    def logits(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        returned: list[Any] = []  # what the model itself returned, before `forward` uses it
+        hook = model.register_forward_hook(lambda module, args, output: returned.append(output))
+        try:
+            logits = forward(model, images)
+        except (SegcliError, MemoryError, torch.cuda.OutOfMemoryError):
+            raise
+        except Exception as exc:
+            raw = returned[0] if returned else None
+            if returned and not isinstance(raw, (torch.Tensor, dict)):
+                raise self._broken(
+                    self.model, f"returned {_shape_of(raw)}, not a Tensor (N, C, H, W)"
+                ) from exc
+            raise self._broken(self.model, f"failed: {one_line(exc)}") from exc
+        finally:
+            hook.remove()
+        channels = self.outputs or "C"
+        if not (
+            isinstance(logits, torch.Tensor)
+            and logits.dim() == 4
+            and logits.shape[0] == images.shape[0]
+            and (self.outputs is None or logits.shape[1] == self.outputs)
+        ):
+            raise self._broken(
+                self.model,
+                f"returned {_shape_of(logits)} for a batch of {images.shape[0]}, not a Tensor "
+                f"of shape ({images.shape[0]}, {channels}, H, W)",
+            )
+        return logits
+
+    def loss_of(self, loss_fn: Callable, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        try:
+            loss = loss_fn(logits, masks)
+        except (SegcliError, MemoryError, torch.cuda.OutOfMemoryError):
+            raise
+        except Exception as exc:
+            raise self._broken(self.loss, f"failed: {one_line(exc)}") from exc
+        if not (isinstance(loss, torch.Tensor) and loss.numel() == 1 and loss.is_floating_point()):
+            raise self._broken(
+                self.loss, f"returned {_shape_of(loss)}, not a Tensor holding one number"
+            )
+        if torch.is_grad_enabled() and logits.requires_grad and not loss.requires_grad:
+            raise self._broken(self.loss, "returned a Tensor that gradients do not flow through")
+        return loss.reshape(())
+
+    @staticmethod
+    def _broken(what: str, problem: str) -> PluginError:
+        return PluginError(
+            f"{what} {problem}",
+            hint="report it to the plugin's authors; --debug shows the traceback",
+        )
+
+
+def _shape_of(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a {value.dtype} Tensor of shape {tuple(value.shape)}"
+    return f"a {type(value).__name__}"
+
+
+def check_finite(model: nn.Module, loss: float | None, epoch: int, step: int, lr: float) -> None:
+    """Raise DivergedError when the training loss or the weights (parameters and floating
+    buffers) hold NaN or infinity: training on would only save NaN weights as `best`."""
+    if loss is not None and math.isfinite(loss):
+        loss = None
+    if loss is None:
+        tensors = [t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
+        if not tensors or bool(torch.stack([t.isfinite().all() for t in tensors]).all()):
+            return
+    what = f"the training loss is {loss}" if loss is not None else "the weights hold NaN or inf"
+    raise DivergedError(
+        f"training diverged in epoch {epoch + 1} (by step {step}): {what}; nothing non-finite "
+        "was saved",
+        hint=f"lower train.lr (now {lr:g}) or set train.clip_grad=1.0, and check input.mean, "
+        "input.std and the data",
+    )
+
+
 def make_loader(
     dataset: SegmentationDataset, sampler: EpochSampler, config: RunConfig, device: torch.device
 ) -> DataLoader:
@@ -125,11 +241,15 @@ def train_one_epoch(
     reporter: Reporter | None = None,
     max_steps: int | None = None,
     pacer: Pacer | None = None,
+    calls: PluginCalls | None = None,
 ) -> torch.Tensor:
     """One pass over the training data; returns the mean loss as a tensor (no host sync).
 
     A `pacer` (the time budget) may end the pass before a step, and is told of each step
-    before the schedule moves on, so it can say where the schedule has to end."""
+    before the schedule moves on, so it can say where the schedule has to end. Every
+    `train.log_every` steps the weights are checked (`check_finite`; under torchrun every
+    process checks the same weights at the same step, so all stop together)."""
+    calls = calls or PluginCalls.of(config)
     model.train()
     accumulate = max(1, config.train.accumulate)
     memory_format = torch.channels_last if config.train.channels_last else torch.contiguous_format
@@ -144,7 +264,7 @@ def train_one_epoch(
         images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
         masks = masks.to(device, non_blocking=True)
         with autocast_for(config.train.amp, device):
-            loss = loss_fn(forward(model, images), masks)
+            loss = calls.loss_of(loss_fn, calls.logits(model, images), masks)
         (scaler.scale(loss / accumulate) if scaler else loss / accumulate).backward()
         loss_sum += loss.detach()
         batches += 1
@@ -168,8 +288,11 @@ def train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         if ema is not None:
             ema.update_parameters(model)
+        due = state.step % max(1, config.train.log_every) == 0
+        if due:
+            check_finite(model, None, state.epoch, state.step, config.train.lr)
         if reporter is not None:
-            reads_loss = state.step % max(1, config.train.log_every) == 0 or last_batch
+            reads_loss = due or last_batch
             elapsed = time.perf_counter() - window_start
             reporter.step(
                 state.epoch,
@@ -192,8 +315,10 @@ def evaluate(
     device: torch.device,
     config: RunConfig,
     context: distributed.Distributed | None = None,
+    calls: PluginCalls | None = None,
 ) -> dict[str, Any]:
     """Validation loss and every metric over a loader, keyed `<metric>/<key>`."""
+    calls = calls or PluginCalls.of(config)
     model.eval()
     for metric in metrics.values():
         metric.reset()
@@ -203,10 +328,10 @@ def evaluate(
     for images, masks in loader:
         images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
         with autocast_for(config.train.amp, device):
-            logits = forward(model, images)
+            logits = calls.logits(model, images)
             if loss_fn is not None:
                 labelled = (masks != IGNORE_INDEX).any()
-                loss = torch.where(labelled, loss_fn(logits, masks).float(), 0.0)
+                loss = torch.where(labelled, calls.loss_of(loss_fn, logits, masks).float(), 0.0)
                 loss_total += torch.stack([loss, labelled.float()])
         predicted = predictions(logits.float(), config.train.threshold)
         for metric in metrics.values():

@@ -5,24 +5,35 @@ left is checked here, before a run folder exists, so that a bad value never leav
 folder without a checkpoint behind: the monitor key against the keys the chosen metrics
 report, the device against this machine, amp against the device, and the optimiser, the
 scheduler, each augmentation and each logger against its plugin (name, option names, option
-values; a logger's own check for its package and store).
+values; a logger's own check for its package and store), and the model against the input
+size and the device's memory (built on the `meta` device: no memory, no time).
 """
 
 from __future__ import annotations
 
+import logging
+import math
 from typing import Any
 
 import torch
+from torch import nn
 
 from segcli.config import LOSS_MONITORS, RunConfig
 from segcli.data.format import DatasetInfo
-from segcli.engine.build import build_metrics, call_factory, option_names
-from segcli.errors import ConfigError, UnknownNameError
+from segcli.data.io import available_memory
+from segcli.engine.build import build_metrics, build_model, call_factory, option_names
+from segcli.engine.preprocess import size_divisor
+from segcli.errors import ConfigError, ResourceError, SegcliError, UnknownNameError
 from segcli.plugins import Plugins, get_plugins
 from segcli.registry import Registry, plural
 
+logger = logging.getLogger(__name__)
+
 # A metric is asked for its keys with one tiny all-background batch of this size.
 _PROBE_SIZE = 8
+# Training holds each parameter at least twice (weights and gradients; an optimiser such as
+# Adam adds two more), in float32.
+_BYTES_PER_PARAMETER = 2 * 4
 
 
 def check_run(config: RunConfig, info: DatasetInfo, plugins: Plugins | None = None) -> None:
@@ -32,6 +43,96 @@ def check_run(config: RunConfig, info: DatasetInfo, plugins: Plugins | None = No
     check_monitor(config, info, plugins)
     check_loggers(config, plugins)
     check_components(config, plugins)
+    check_model_fits(config, info, device, plugins)
+
+
+def check_model_fits(
+    config: RunConfig, info: DatasetInfo, device: torch.device, plugins: Plugins | None = None
+) -> None:
+    """Refuse a model that cannot train here before it is built: a bottleneck below one
+    pixel (its `size_divisor` larger than the input), or parameters and activations beyond
+    the device's free memory (`model.depth=12` on 32 px input asks for tens of GB).
+
+    The model is built on the `meta` device, which allocates nothing, and one batch is run
+    through it to add up the activations its layers produce (the least that backward keeps).
+    A plugin model that cannot be built or run on `meta` is not checked here."""
+    probe = config.model_copy(deep=True)
+    probe.model.backbone_weights = None  # sizes do not depend on them; never download here
+    try:
+        with torch.device("meta"):
+            model = build_model(probe, info, plugins)
+    except SegcliError:
+        raise
+    except Exception as exc:  # a plugin that needs real tensors: the run itself will tell
+        logger.debug("model %r not checked on the meta device: %r", config.model.name, exc)
+        return
+    size = config.input.size
+    divisor = size_divisor(model)
+    if size and divisor > min(size):
+        deepest = int(math.log2(min(size))) if divisor & (divisor - 1) == 0 else None
+        raise ConfigError(
+            f"model {config.model.name!r} pads its input to a multiple of {divisor} px, but "
+            f"input.size is {size}: its bottleneck would be below 1 px",
+            hint=f"{min(size)} px allows model.options.depth={deepest} at most; lower it, or "
+            "raise input.size"
+            if deepest
+            else "raise input.size, or choose a smaller model",
+        )
+    parameters = sum(p.numel() for p in model.parameters())
+    needed = parameters * _BYTES_PER_PARAMETER
+    activations = _activation_bytes(model, config, info, divisor) if size else 0
+    free = _free_memory(device)
+    if needed + activations > free:
+        raise ResourceError(
+            f"model {config.model.name!r} ({_options(config)}) needs at least "
+            f"{_gb(needed + activations)} to train: {parameters / 1e6:,.1f} M parameters "
+            f"({_gb(needed)} with their gradients) and {_gb(activations)} of activations for "
+            f"a batch of {config.train.batch_size} at {size}; {device.type} has {_gb(free)} free",
+            hint="choose smaller model options (depth, base_width), input.size or train.batch_size",
+        )
+
+
+def _activation_bytes(model: nn.Module, config: RunConfig, info: DatasetInfo, divisor: int) -> int:
+    """Bytes of the outputs of the model's innermost layers for one training batch (on meta);
+    0 when the model cannot run on meta."""
+    height, width = (-(-side // divisor) * divisor for side in config.input.size)
+    element = 2 if config.train.amp != "off" else 4
+    total = 0
+
+    def count(module: nn.Module, inputs: Any, output: Any) -> None:
+        nonlocal total
+        if isinstance(output, torch.Tensor):
+            total += output.numel() * element
+
+    leaves = [m for m in model.modules() if not any(True for _ in m.children())]
+    hooks = [leaf.register_forward_hook(count) for leaf in leaves]
+    try:
+        images = torch.empty(
+            config.train.batch_size, info.image_channels, height, width, device="meta"
+        )
+        model(images)
+    except Exception as exc:  # a plugin model that needs real tensors
+        logger.debug("activations of %r not estimated on meta: %r", config.model.name, exc)
+        return 0
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return total
+
+
+def _free_memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    return available_memory()
+
+
+def _options(config: RunConfig) -> str:
+    options = ", ".join(f"{k}={v}" for k, v in config.model.options.items())
+    return f"options {options}" if options else "default options"
+
+
+def _gb(count: int) -> str:
+    return f"{count / 1e9:.1f} GB" if count >= 1e8 else f"{count / 1e6:.1f} MB"
 
 
 def check_components(config: RunConfig, plugins: Plugins | None = None) -> None:

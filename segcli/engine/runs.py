@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import platform
 import re
 import shlex
@@ -10,16 +12,20 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from segcli import __version__
 from segcli.config import RunConfig, to_toml
-from segcli.data.io import atomic_write
+from segcli.data.io import atomic_write, write_error
 from segcli.engine.checkpoint import SUFFIX
 from segcli.errors import CheckpointError, OutputError, SegcliError
 
 PLAN_FILE = "plan.json"
+# Held (flock) by the process training in a run folder; the lock ends with the process.
+LOCK_FILE = ".segcli-train.lock"
 _UNSAFE_IN_NAMES = re.compile(r"[^A-Za-z0-9._+-]+")
 
 
@@ -37,7 +43,7 @@ def create_run_dir(config: RunConfig) -> Path:
         except FileExistsError:
             continue
         except OSError as exc:
-            raise OutputError(f"cannot create run folder {path}: {exc.strerror or exc}") from None
+            raise write_error(path, exc) from None
     raise OutputError(f"cannot find a free run folder name under {base}")
 
 
@@ -49,12 +55,47 @@ def run_label(config: RunConfig) -> str:
 
 def record_run(run_dir: Path, config: RunConfig, plan: dict[str, Any] | None = None) -> None:
     """What is needed to repeat the run: resolved config, command line, versions, git state,
-    and the plan when the run was planned."""
-    write_config(run_dir, config)
-    (run_dir / "command.txt").write_text(" ".join(_quote(a) for a in sys.argv) + "\n")
-    (run_dir / "environment.json").write_text(json.dumps(environment(), indent=2))
-    if plan is not None:
-        record_plan(run_dir, plan)
+    and the plan when the run was planned. Each file is written whole or not at all; when
+    one cannot be written (a full disk), the new run folder is removed again."""
+    try:
+        write_config(run_dir, config)
+        with atomic_write(run_dir / "command.txt") as stream:
+            stream.write((" ".join(_quote(a) for a in sys.argv) + "\n").encode())
+        with atomic_write(run_dir / "environment.json") as stream:
+            stream.write(json.dumps(environment(), indent=2).encode())
+        if plan is not None:
+            record_plan(run_dir, plan)
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold the run folder for this process while it trains there: a second `train` in the
+    same folder (`--resume` twice) would interleave metrics and overwrite checkpoints.
+    `predict`, `evaluate` and `report` only read, and take no lock."""
+    path = Path(run_dir) / LOCK_FILE
+    try:
+        handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(handle, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise OutputError(
+                f"{run_dir} is being trained by another process (PID {holder})",
+                hint="wait for it to end, or stop it first; predict and report can read the "
+                "run meanwhile",
+            ) from None
+        pid = f"{os.getpid()}\n".encode()
+        os.pwrite(handle, pid, 0)
+        os.ftruncate(handle, len(pid))
+        yield
+    finally:
+        os.close(handle)  # releases the lock
 
 
 def write_config(run_dir: Path, config: RunConfig) -> None:

@@ -9,6 +9,7 @@ TensorBoard). Pictures are the caller's: the CLI's reporter draws curves.png in 
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +32,11 @@ from segcli.engine.checkpointing import (
     training_state,
 )
 from segcli.engine.loop import (
+    PluginCalls,
     Reporter,
     SilentReporter,
     TrainingState,
+    check_finite,
     evaluate,
     make_loader,
     train_one_epoch,
@@ -45,10 +48,11 @@ from segcli.engine.runs import (
     discard_run_without_checkpoint,
     interrupted_message,
     record_run,
+    run_lock,
     write_config,
 )
 from segcli.engine.setup import RunParts, build_parts, ensure_dataset, seed_everything
-from segcli.errors import ConfigError, Interrupted, ResourceError
+from segcli.errors import ConfigError, Interrupted, ResourceError, UsageError
 from segcli.plugins import get_plugins
 
 __all__ = ["Reporter", "TrainingState", "checkpoint_meta", "fit", "make_loader", "train_one_epoch"]
@@ -82,18 +86,22 @@ def fit(
         raise ConfigError("nothing to train: give a configuration or a run to resume")
     context = distributed.start(config.train.device)
     try:
-        if extended and context.is_main:
-            write_config(checkpoint.path.parent, config)  # what it now trains for
-        return _fit(
-            config,
-            context,
-            max_steps,
-            checkpoint,
-            reporter or SilentReporter(),
-            watch,
-            new_segment,
-            plan,
-        )
+        with ExitStack() as locks:  # the run folder is this process's until fit ends
+            if checkpoint is not None and context.is_main:
+                locks.enter_context(run_lock(checkpoint.path.parent))
+            if extended and context.is_main:
+                write_config(checkpoint.path.parent, config)  # what it now trains for
+            return _fit(
+                config,
+                context,
+                max_steps,
+                checkpoint,
+                reporter or SilentReporter(),
+                watch,
+                new_segment,
+                plan,
+                locks,
+            )
     finally:
         distributed.stop(context)
 
@@ -107,6 +115,7 @@ def _fit(
     watch: Stopwatch,
     new_segment: bool,
     plan: dict[str, Any] | None,
+    locks: ExitStack,
 ) -> Path:
     plugins = get_plugins()
     root = ensure_dataset(config) if context.is_main else config.dataset_path()
@@ -128,7 +137,7 @@ def _fit(
             state = start_segment(state)
     else:
         new_runs_dir = context.is_main and not Path(config.runs_dir).exists()
-        state, run_dir = TrainingState(), _new_run_dir(config, context, plan)
+        state, run_dir = TrainingState(), _new_run_dir(config, context, plan, locks)
     pacer = _pacer(config, parts, state, context, watch)
     log = RunLog(run_dir, config, plugins) if context.is_main else None
     if log is not None and checkpoint is not None:
@@ -136,6 +145,7 @@ def _fit(
         remove_stale_temporaries(run_dir)  # a checkpoint write cut short by a kill
     best = BestTracker(monitor, mode, state)
     meta = checkpoint_meta(config, info, parts.model)
+    calls = PluginCalls.of(config, meta["model"]["outputs"], plugins)
     if context.is_main:
         reporter.start(
             run_dir,
@@ -148,7 +158,7 @@ def _fit(
         watch.switch("training")
         while state.epoch < config.train.epochs:
             record, stopping = _run_epoch(
-                config, parts, state, context, reporter, max_steps, watch, pacer
+                config, parts, state, context, reporter, max_steps, watch, pacer, calls
             )
             improved = best.update(record)
             state.stopped = _stop_reason(config, state, stopping)
@@ -234,11 +244,12 @@ def _run_epoch(
     max_steps: int | None,
     watch: Stopwatch,
     pacer: BudgetPacer | None,
+    calls: PluginCalls,
 ) -> tuple[dict[str, Any], str | None]:
     """Train one epoch and validate when due; the epoch's record, and why to stop (budget,
     max-steps) or None."""
     parts.train_sampler.set_epoch(state.epoch)
-    started = time.perf_counter()
+    started, steps_before = time.perf_counter(), state.step
     train_loss = train_one_epoch(
         parts.trained,
         parts.train_loader,
@@ -253,9 +264,13 @@ def _run_epoch(
         reporter=reporter if context.is_main else None,
         max_steps=max_steps,
         pacer=pacer,
+        calls=calls,
     )
     if context.enabled:
         train_loss = distributed.mean_across(train_loss)
+    check_finite(parts.trained, float(train_loss), state.epoch, state.step, config.train.lr)
+    if state.step == steps_before and pacer is not None and pacer.stopped:
+        raise _budget_too_short(config, watch)
     stopping = "max-steps" if max_steps is not None and state.step >= max_steps else None
     record: dict[str, Any] = {
         "epoch": state.epoch + 1,
@@ -283,6 +298,7 @@ def _run_epoch(
                 parts.device,
                 config,
                 context,
+                calls,
             )
         )
         validation = watch.switch("training")
@@ -296,6 +312,16 @@ def _run_epoch(
     record["seconds"] = round(time.perf_counter() - started, 3)
     state.epoch += 1
     return record, stopping
+
+
+def _budget_too_short(config: RunConfig, watch: Stopwatch) -> UsageError:
+    """An epoch without a single step: a model that learnt nothing must not become `best`."""
+    spent = watch.spent()
+    return UsageError(
+        f"the time budget of {config.train.max_time:g} s was used up before a training step "
+        f"(setup took {spent['setup']:.1f} s, {watch.elapsed():.1f} s in all)",
+        hint="give it more time, e.g. --time 5m (or --time +5m with --resume)",
+    )
 
 
 def _pacer(
@@ -349,7 +375,10 @@ def _resumable(parts: RunParts) -> tuple[Any, ...]:
 
 
 def _new_run_dir(
-    config: RunConfig, context: distributed.Distributed, plan: dict[str, Any] | None
+    config: RunConfig,
+    context: distributed.Distributed,
+    plan: dict[str, Any] | None,
+    locks: ExitStack,
 ) -> Path:
     if not context.enabled:
         run_dir = create_run_dir(config)
@@ -357,6 +386,7 @@ def _new_run_dir(
         made = str(create_run_dir(config)) if context.is_main else None
         run_dir = Path(distributed.broadcast_text(made, context))
     if context.is_main:
+        locks.enter_context(run_lock(run_dir))
         record_run(run_dir, config, plan)
     return run_dir
 
