@@ -4,6 +4,7 @@ Writes a random-weight 4-class unet checkpoint and a synthetic RGB PNG, runs the
 subprocess and samples the resident memory (RSS) of its whole process tree every 20 ms.
 
     python benchmarks/predict_large.py [--size 8000] [--tile 512] [--overlap 0.25]
+    python benchmarks/predict_large.py --quick      # 600x600, 128-pixel tiles: a smoke test
 
 Target: peak RSS below 2 GiB for 8000x8000 (see docs/predict.md).
 """
@@ -61,7 +62,10 @@ def main() -> None:
     parser.add_argument("--overlap", type=float, default=0.25)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--extra", nargs="*", default=[], help="more `segcli predict` arguments")
+    parser.add_argument("--quick", action="store_true", help="600x600, 128-pixel tiles")
     args = parser.parse_args()
+    if args.quick:
+        args.size, args.tile = 600, 128
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         checkpoint = folder / "model.safetensors"

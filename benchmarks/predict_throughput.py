@@ -7,6 +7,7 @@ prediction, resizing back, PNG writing) and end to end as a user runs it (proces
 imports and model load included, and once more without them).
 
     python benchmarks/predict_throughput.py [--images 96] [--size 256] [--batch-size 4]
+    python benchmarks/predict_throughput.py --quick     # 4 small images: a smoke test
 
 Target: ratio >= 0.9 (see docs/predict.md).
 """
@@ -35,7 +36,10 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=96)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--quick", action="store_true", help="4 small images: a smoke test")
     args = parser.parse_args()
+    if args.quick:
+        args.images, args.size, args.batch_size = 4, 64, 2
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
