@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import time
 import traceback
 from typing import Any
 
@@ -23,6 +24,14 @@ COMPLETE_VARIABLE = "_SEGCLI_COMPLETE"
 # what a Unix tool killed by SIGPIPE exits with, as `yes | head -1` shows
 BROKEN_PIPE_EXIT = 128 + signal.SIGPIPE
 _DISK_FULL_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+# when `main` began (time.monotonic), None when the app is called another way (tests): a
+# `--time` budget is the whole command's
+_started: float | None = None
+
+
+def command_started() -> float | None:
+    """When the running `segcli` command began (`time.monotonic`), or None if unknown."""
+    return _started
 
 
 def __getattr__(name: str) -> Any:
@@ -37,6 +46,8 @@ def __getattr__(name: str) -> Any:
 def main() -> None:
     """Console entry point: run the app; every way it can end is an exit code and at most
     one line on stderr, from the first import to the last byte flushed to stdout."""
+    global _started
+    _started = time.monotonic()
     debug = "--debug" in sys.argv or bool(os.environ.get("SEGCLI_DEBUG"))
     try:
         try:

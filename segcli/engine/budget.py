@@ -22,17 +22,21 @@ PHASES = ("setup", "training", "validation", "checkpoints")
 _GUESSED_WRITE_BYTES_PER_SECOND = 50e6
 _GUESSED_CHECKPOINT_COPIES = 4
 _GUESSED_SYNC_SECONDS = 0.05
+# What work after the run (the report) takes beyond its validation passes: loading the
+# checkpoint, drawing, writing the page.
+_FINISHING_SECONDS = 3.0
 
 
 class Stopwatch:
-    """Each second since `fit` started belongs to exactly one phase; the totals include the
-    earlier sessions of a resumed run (`carry`), so its budget is what is left of it."""
+    """Each second since `started` (default: now) belongs to exactly one phase; the totals
+    include the earlier sessions of a resumed run (`carry`), so its budget is what is left of
+    it."""
 
-    def __init__(self, clock: Clock = time.monotonic) -> None:
+    def __init__(self, clock: Clock = time.monotonic, started: float | None = None) -> None:
         self.clock = clock
         self.totals = dict.fromkeys(PHASES, 0.0)
         self.phase = "setup"
-        self.since = clock()
+        self.since = clock() if started is None else started
 
     def carry(self, earlier: dict[str, float]) -> None:
         for phase, seconds in earlier.items():
@@ -75,6 +79,7 @@ class TimeBudget:
         validation_batches: int,
         val_every: int,
         checkpoint_bytes: int,
+        finishing_validations: float = 0.0,
     ) -> None:
         self.seconds = seconds
         self.watch = watch
@@ -86,6 +91,8 @@ class TimeBudget:
             + _GUESSED_SYNC_SECONDS
         )
         self.checkpoints_timed = False  # until then, `checkpoint_seconds` is a guess
+        # validation passes' worth of work after the run ends (the report), inside the budget
+        self.finishing_validations = finishing_validations
         self.validation_seconds: float | None = None
         self.steps_taken = 0
         self.training_after_first_step = 0.0
@@ -119,8 +126,14 @@ class TimeBudget:
         return self.validation_batches * (self.step_seconds() or 0.0)
 
     def reserve(self) -> float:
-        """What the end of the run needs: the final validation and checkpoint writes."""
-        return self.expected_validation() + self.checkpoint_seconds
+        """What the end of the run needs: the final validation and checkpoint writes, and the
+        work after it (the report) when there is some."""
+        finishing = (
+            self.finishing_validations * self.expected_validation() + _FINISHING_SECONDS
+            if self.finishing_validations
+            else 0.0
+        )
+        return self.expected_validation() + self.checkpoint_seconds + finishing
 
     def available(self) -> float:
         """Seconds left for training steps and the epoch ends before the final one."""

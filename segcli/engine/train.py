@@ -67,6 +67,8 @@ def fit(
     extension: Extension | None = None,
     plan: dict[str, Any] | None = None,
     clock: Clock = time.monotonic,
+    started: float | None = None,
+    finishing_validations: float = 0.0,
 ) -> Path:
     """Train a configuration to the end (or `max_steps`, or `train.max_time`); returns the run
     folder.
@@ -75,8 +77,14 @@ def fit(
     spent come from the run folder's `last` checkpoint, and training continues where it
     ended; `extension` gives a run more epochs or time (a finished run needs one). `plan` (a
     planned run's layer and reasons, `segcli.planning`) is saved in a new run folder.
+
+    A time budget is the caller's whole command: `started` (a `clock` reading) is when it
+    began, and `finishing_validations` how many validation passes' worth of work it does
+    after `fit` returns (the CLI's run report); both are inside `train.max_time`.
     """
-    watch = Stopwatch(clock)  # the budget counts from here: setup and dataset loading included
+    # the budget counts from `started` (the command's start, so planning counts) or from here:
+    # setup and dataset loading included
+    watch = Stopwatch(clock, started)
     checkpoint, new_segment, extended = None, False, False
     if resume is not None:
         saved, checkpoint = resume_point(resume)
@@ -101,6 +109,7 @@ def fit(
                 new_segment,
                 plan,
                 locks,
+                finishing_validations,
             )
     finally:
         distributed.stop(context)
@@ -116,6 +125,7 @@ def _fit(
     new_segment: bool,
     plan: dict[str, Any] | None,
     locks: ExitStack,
+    finishing_validations: float,
 ) -> Path:
     plugins = get_plugins()
     root = ensure_dataset(config) if context.is_main else config.dataset_path()
@@ -138,7 +148,7 @@ def _fit(
     else:
         new_runs_dir = context.is_main and not Path(config.runs_dir).exists()
         state, run_dir = TrainingState(), _new_run_dir(config, context, plan, locks)
-    pacer = _pacer(config, parts, state, context, watch)
+    pacer = _pacer(config, parts, state, context, watch, finishing_validations)
     log = RunLog(run_dir, config, plugins) if context.is_main else None
     if log is not None and checkpoint is not None:
         log.forget_after(state.epoch)
@@ -330,6 +340,7 @@ def _pacer(
     state: TrainingState,
     context: distributed.Distributed,
     watch: Stopwatch,
+    finishing_validations: float,
 ) -> BudgetPacer | None:
     """The time budget's pacer when `train.max_time` is set."""
     if config.train.max_time is None:
@@ -344,6 +355,7 @@ def _pacer(
         checkpoint_bytes=sum(
             t.numel() * t.element_size() for t in parts.model.state_dict().values()
         ),
+        finishing_validations=finishing_validations,
     )
 
     def agree(count: int) -> int:

@@ -58,6 +58,9 @@ MAX_REMEASUREMENTS = 2
 # Measuring is part of the budget: after the first measurement, another is taken only while
 # all of them stay within this share of it.
 MEASURING_SHARE = 0.04
+# Below this budget a measurement (a few seconds, more on a busy machine) costs more than a
+# better plan could win back: the table plans it.
+MIN_MEASURED_BUDGET = 60.0
 SETTLED = 0.3  # relative change of the trained pixels below which a plan has settled
 
 
@@ -157,6 +160,8 @@ class _Planner:
         self.val_speed = self.train_speed * FORWARD_SPEED_UP
         self.estimates["table_pixels_per_second"] = round(self.train_speed)
         geometry = self._geometry()
+        if self.timer is not None and self.budget < MIN_MEASURED_BUDGET:
+            self.timer = None
         if self.timer is not None:
             machine, geometry = self._measured(machines, geometry)
         self._apply(geometry, machine)

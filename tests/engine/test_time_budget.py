@@ -115,6 +115,30 @@ def test_a_resumed_run_counts_the_time_spent_before():
     assert budget.available() < 4.0
 
 
+def test_the_budget_counts_from_the_commands_start_and_keeps_time_for_the_report():
+    clock = FakeClock()
+    clock.now = 30.0  # the command began at 0: start-up and planning took 30 s
+    watch = Stopwatch(clock, started=0.0)
+    assert watch.elapsed() == pytest.approx(30.0)
+    assert watch.spent()["setup"] == pytest.approx(30.0)
+
+    def budget(finishing: float) -> TimeBudget:
+        made = TimeBudget(
+            100.0,
+            watch,
+            steps_per_epoch=10,
+            validation_batches=4,
+            val_every=1,
+            checkpoint_bytes=0,
+            finishing_validations=finishing,
+        )
+        made.timed_validation(4.0)
+        return made
+
+    # the report after the run: 1.5 validation passes (6 s) and 3 s of drawing, reserved
+    assert budget(0.0).available() - budget(1.5).available() == pytest.approx(9.0)
+
+
 def tiny_config(dataset: Path, runs: Path, *extra: str):
     return build_config(
         {"model": {"name": "unet"}, "metrics": ["confusion"]},
