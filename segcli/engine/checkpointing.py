@@ -12,7 +12,13 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from segcli.config import RunConfig, build_config, parse_override
+from segcli.config import (
+    MAX_EPOCHS,
+    MAX_TIME_SECONDS,
+    RunConfig,
+    build_config,
+    parse_override,
+)
 from segcli.data.format import DatasetInfo
 from segcli.engine.build import model_record
 from segcli.engine.checkpoint import SUFFIX, json_kind, load_checkpoint, load_model_state
@@ -31,7 +37,7 @@ FINISHED = {
 # What `--resume` may change; everything else is the run's own configuration.
 EXTENSION_KEYS = ("train.epochs", "train.max_time")
 # The epoch limit of a run extended by time alone after it ran all its epochs: time decides.
-NO_EPOCH_LIMIT = 1_000_000
+NO_EPOCH_LIMIT = MAX_EPOCHS
 
 
 class BestTracker:
@@ -228,7 +234,14 @@ def extend_run(config: RunConfig, checkpoint: Any, extension: Extension) -> tupl
     spent = sum(progress.seconds.values())
     if extension.added_seconds is not None:
         budget = extended.train.max_time
-        extended.train.max_time = (spent if budget is None else budget) + extension.added_seconds
+        seconds = (spent if budget is None else budget) + extension.added_seconds
+        if seconds > MAX_TIME_SECONDS:
+            raise UsageError(
+                f"--time +{extension.added_seconds:.0f}s would give {run_dir} a budget of "
+                f"{seconds:.0f} s; train.max_time is at most {MAX_TIME_SECONDS:.0f} s (30 days)",
+                hint="add less time",
+            )
+        extended.train.max_time = seconds
     reason = progress.stopped
     if reason is None and progress.epoch >= config.train.epochs:
         reason = "epochs"  # a checkpoint from before stop reasons were saved

@@ -186,6 +186,15 @@ def test_a_time_budget_below_a_second_is_refused(segcli_in_process, tiny_dataset
     assert run_folders(tmp_path) == []
 
 
+def test_a_resume_adding_time_beyond_the_longest_budget_is_refused(
+    segcli_in_process, tiny_run, tmp_path
+):
+    run = Path(shutil.copytree(tiny_run, tmp_path / "runs" / tiny_run.name))
+    result = segcli_in_process("train", "--resume", run, "--time", "+9999h", cwd=tmp_path)
+    assert result.exit_code == 2, result
+    assert "train.max_time is at most 2592000 s" in one_error_line(result.stderr)
+
+
 def test_a_budget_used_up_before_the_first_step_is_an_error_not_an_untrained_best(
     tiny_dataset, tmp_path
 ):
