@@ -132,7 +132,7 @@ def test_unwritable_output_is_an_output_error(cli, tmp_path):
     blocker.write_text("not a folder")
     result = cli("prepare", "shapes", "--train", "3", "--val", "1", "--out", str(blocker / "s"))
     assert result.exit_code == 6
-    assert "cannot create" in one_error_line(result.stderr)
+    assert f"{blocker} is a file, not a folder" in one_error_line(result.stderr)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
 
 

@@ -61,6 +61,8 @@ class DatasetInfo:
     image_channels: int = 3
     ignore_index: int = IGNORE_INDEX
     labelled_splits: list[str] = field(default_factory=list)
+    # masks per labelled split: a labelled split may also hold images without one
+    masks: dict[str, int] = field(default_factory=dict)
     class_pixels: dict[str, list[int]] = field(default_factory=dict)
     ignore_pixels: dict[str, int] = field(default_factory=dict)
     preparer: dict[str, Any] = field(default_factory=dict)
@@ -149,6 +151,7 @@ _FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v),
         "a list of split names",
     ),
+    "masks": (lambda v: _is_name_map(v, _is_int), "an object of split name -> mask count"),
     "class_pixels": (lambda v: _is_name_map(v, _is_int_list), "split name -> pixel counts"),
     "ignore_pixels": (lambda v: _is_name_map(v, _is_int), "split name -> pixel count"),
     "preparer": (lambda v: isinstance(v, dict), "an object"),
@@ -252,7 +255,9 @@ def check_split_files(
         return
     unmasked = [image.name for image, mask in pairs if mask is None]
     labelled = split in info.labelled_splits
-    if len(pairs) == recorded and not (labelled and unmasked):
+    # datasets prepared before `masks` was recorded: every image of a labelled split had one
+    masks = info.masks.get(split, recorded if labelled else 0)
+    if len(pairs) == recorded and len(pairs) - len(unmasked) == masks:
         return
     found = f"{len(pairs)} image(s)"
     if labelled:
@@ -261,7 +266,7 @@ def check_split_files(
             found += f" ({shortened(unmasked)} without one)"
     raise DataError(
         f"split {split!r} of {root} holds {found}, but its dataset.json records {recorded} "
-        f"{'labelled ' if labelled else ''}image(s): files were deleted or added since it was "
-        "prepared",
+        f"image(s){f' and {masks} mask(s)' if labelled else ''}: files were deleted or added "
+        "since it was prepared",
         hint="restore them, or prepare the dataset again with `segcli prepare ... --force`",
     )

@@ -345,6 +345,12 @@ def check_output(out: Path, force: bool, inputs: Iterable[Path] = ()) -> None:
     parent = out.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        blocker = next(p for p in (parent, *parent.parents) if p.exists() and not p.is_dir())
+        raise OutputError(
+            f"cannot create {parent}: {blocker} is a file, not a folder",
+            hint="choose another --out",
+        ) from None
     except OSError as exc:
         raise write_error(parent, exc) from None
     check_writable_folder(parent)
@@ -777,12 +783,14 @@ def _contested_rows(plan: DatasetPlan, results: list[_SampleResult]) -> list[dic
 def _dataset_info(plan: DatasetPlan, results, preparer: dict[str, Any]) -> DatasetInfo:
     splits: dict[str, int] = {}
     labelled: set[str] = set()
+    masks: dict[str, int] = {}
     class_pixels: dict[str, list[int]] = {}
     ignore_pixels: dict[str, int] = {}
     for r in results:
         splits[r.split] = splits.get(r.split, 0) + 1
         if r.class_counts is not None:
             labelled.add(r.split)
+            masks[r.split] = masks.get(r.split, 0) + 1
             previous = class_pixels.get(r.split, [0] * len(plan.classes))
             class_pixels[r.split] = [
                 a + int(b)
@@ -797,6 +805,7 @@ def _dataset_info(plan: DatasetPlan, results, preparer: dict[str, Any]) -> Datas
         splits=dict(sorted(splits.items())),
         image_channels=plan.image_channels,
         labelled_splits=sorted(labelled),
+        masks=dict(sorted(masks.items())),
         class_pixels=class_pixels,
         ignore_pixels=ignore_pixels,
         preparer=preparer,
