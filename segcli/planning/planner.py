@@ -42,8 +42,9 @@ NATIVE_SLACK = 1.3
 # The smallest side a plan downscales to: the naive 64 px run is the floor to beat.
 MIN_SIDE = 64
 # A class is thin when its thickness (band width, blob radius) would fall below this many
-# pixels: downscaling would erase it (ISBI membranes: 7.7 px at 512 px).
-MIN_THICKNESS = 4.0
+# pixels: a stack of 3x3 convolutions needs a few pixels inside a band besides its two
+# edges, and the prediction is scored at native size (ISBI membranes: 7.7 px at 512 px).
+MIN_THICKNESS = 6.0
 # Native-resolution crops validate on whole native images: not when one validation pass
 # would take more than this share of the budget.
 MAX_VALIDATION_PASS_SHARE = 0.15
@@ -320,7 +321,7 @@ class _Planner:
         native = height * width
         epochs = self.target_epochs()
         seconds = self.training_seconds()
-        batch = self._batch_size(min(native, 128 * 128), memory_bound=False)
+        batch = self._batch_size(native, memory_bound=False)
         samples = max(self.train_images * epochs, TARGET_STEPS * batch)
         affordable = self.train_speed * seconds / samples
         self.estimates.update(

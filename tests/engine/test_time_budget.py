@@ -242,3 +242,20 @@ def test_more_epochs_continue_a_finished_run_and_other_settings_are_refused(
     epochs = [json.loads(line)["epoch"] for line in open(run / "metrics.jsonl")]
     assert epochs == [1, 2]
     assert json.loads((run / "summary.json").read_text())["stopped"] == "epochs"
+
+
+def test_under_a_budget_last_is_written_at_validations_and_every_30_seconds():
+    from segcli.engine.train import LAST_EVERY_SECONDS, _last_due
+
+    budgeted = build_config(overrides=["train.max_time=480"])
+    unbounded = build_config()
+    validated = {"epoch": 3, "train/loss": 0.5, budgeted.train.monitor: 0.7}
+    trained_only = {"epoch": 3, "train/loss": 0.5}
+    state = TrainingState()
+    assert not _last_due(budgeted, trained_only, False, state, 1.0)
+    assert _last_due(budgeted, trained_only, False, state, LAST_EVERY_SECONDS)
+    assert _last_due(budgeted, validated, False, state, 1.0)
+    assert _last_due(budgeted, trained_only, True, state, 1.0)  # a new best
+    assert _last_due(unbounded, trained_only, False, state, 1.0)
+    state.stopped = "budget"
+    assert _last_due(budgeted, trained_only, False, state, 1.0)  # the run's end
