@@ -25,6 +25,7 @@ _GUESSED_SYNC_SECONDS = 0.05
 # What work after the run (the report) takes beyond its validation passes: loading the
 # checkpoint, drawing, writing the page.
 _FINISHING_SECONDS = 3.0
+_FINISHING_SHARE = 0.01  # of the budget, for budgets too short to spare 3 s
 
 
 class Stopwatch:
@@ -129,7 +130,8 @@ class TimeBudget:
         """What the end of the run needs: the final validation and checkpoint writes, and the
         work after it (the report) when there is some."""
         finishing = (
-            self.finishing_validations * self.expected_validation() + _FINISHING_SECONDS
+            self.finishing_validations * self.expected_validation()
+            + min(_FINISHING_SECONDS, _FINISHING_SHARE * self.seconds)
             if self.finishing_validations
             else 0.0
         )
