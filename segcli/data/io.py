@@ -36,7 +36,6 @@ from segcli.errors import (
 # times that in transient copies) is refused before anything is decoded.
 DEFAULT_MAX_IMAGE_PIXELS = 150_000_000
 MAX_IMAGE_PIXELS_VARIABLE = "SEGCLI_MAX_IMAGE_PIXELS"
-DISK_FULL_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 TEMPORARY_PREFIX = ".segcli-"
 TEMPORARY_SUFFIX = ".tmp"
 

@@ -41,7 +41,6 @@ class _StepClock:
 
     def __init__(self) -> None:
         self.ends: list[float] = []
-        self.images: list[int] = []
 
     def start(self, *args: Any, **kwargs: Any) -> None:
         pass
