@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 from synthetic import synthetic_checkpoint
 
-from segcli.data.io import read_image
+from segcli.data.images import read_image
 from segcli.engine.build import forward
 from segcli.engine.predict import Predictor, predict_paths, reuse_freed_memory
 

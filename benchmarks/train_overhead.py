@@ -27,7 +27,8 @@ import torch
 
 from segcli.config import build_config
 from segcli.data.format import ClassInfo, DatasetInfo
-from segcli.engine.build import autocast_for, build_loss, build_model, resolve_device
+from segcli.devices import resolve_device
+from segcli.engine.build import autocast_for, build_loss, build_model
 from segcli.engine.loop import TrainingState, train_one_epoch
 from segcli.engine.optimisation import build_optimizer, build_scheduler
 

@@ -4,36 +4,31 @@ Everything the page shows is inside the file (pictures as base64 PNG, styles inl
 opens offline, can be mailed or archived, and loads nothing from the network. Numbers come
 from what the run recorded (metrics.jsonl, summary.json, config.toml, environment.json and
 the plan); only the worst validation predictions (and, when the metrics did not record one,
-the confusion matrix) need the best checkpoint to be evaluated again.
+the confusion matrix) need the best checkpoint to be evaluated again, by
+`segcli.evaluation.evaluate_split`, on the dataset folder the checkpoint records.
 """
 
 from __future__ import annotations
 
 import base64
-import heapq
 import html
 import io
 import json
 import tomllib
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from segcli.data.format import IGNORE_INDEX, ClassInfo
-from segcli.data.io import (
-    atomic_write,
-    claim_outputs,
-    dataset_files,
-    read_image,
-    read_mask,
-    run_records,
-)
+from segcli.data.format import ClassInfo
 from segcli.engine.metrics_log import best_record, read_metrics
-from segcli.errors import DataError, SegcliError
+from segcli.errors import DataError
+from segcli.evaluation import ImageRecord
+from segcli.files import atomic_write
+from segcli.ledger import claim_outputs, dataset_files, run_records
 from segcli.palette import colorize
 from segcli.visualize import RUN_COLORS, confusion_picture, curves, error_map
 
@@ -59,6 +54,7 @@ class RunRecord:
     plan: Any
     checkpoint: Path | None
     classes: list[ClassInfo]
+    dataset: Path | None  # the dataset folder the checkpoint was trained on, as it recorded
 
     @property
     def name(self) -> str:
@@ -70,24 +66,14 @@ class RunRecord:
 
 
 @dataclass
-class Prediction:
-    name: str
-    iou: float
-    image: np.ndarray
-    truth: np.ndarray
-    mask: np.ndarray
-
-
-@dataclass
 class Evaluation:
     """The best checkpoint re-evaluated on (part of) the validation split."""
 
     split: str
     evaluated: int
     total: int
-    worst: list[Prediction]
+    worst: list[ImageRecord]
     confusion: np.ndarray
-    notes: list[str] = field(default_factory=list)
 
 
 def read_run(run_dir: Path) -> RunRecord:
@@ -131,6 +117,7 @@ def read_run(run_dir: Path) -> RunRecord:
         plan=plan,
         checkpoint=checkpoint,
         classes=classes,
+        dataset=Path(meta["dataset_path"]) if "dataset_path" in meta else None,
     )
 
 
@@ -153,36 +140,40 @@ def evaluate_best(
     """Predict (part of) the validation split with the run's checkpoint, exactly as
     `segcli predict` would, keeping the `worst` images by mean IoU and the confusion matrix.
 
-    More than `max_images` images (0: no limit) are thinned to evenly spaced ones."""
-    from segcli.engine.evaluate import check_classes, image_iou, labelled_pairs
+    More than `max_images` images (0: no limit) are thinned to evenly spaced ones. A
+    DataError when the run has no checkpoint or its dataset is not where it was trained."""
     from segcli.engine.predictor import Predictor
+    from segcli.evaluation import evaluate_split, evenly_spaced, labelled_pairs
 
     if run.checkpoint is None:
         raise DataError(f"{run.path} has no checkpoint")
+    dataset_dir = checked_dataset(run)
     predictor = Predictor(run.checkpoint, device)
-    dataset_dir = Path(predictor.config.dataset.path)
     split = predictor.config.dataset.val_split
-    check_classes(predictor, dataset_dir)
     pairs = labelled_pairs(dataset_dir, split)
-    chosen = pairs
-    if 0 < max_images < len(pairs):
-        chosen = [pairs[i * len(pairs) // max_images] for i in range(max_images)]
-    count = len(predictor.classes)
-    confusion = np.zeros((count, count), np.int64)
-    kept: list[tuple[float, int, Prediction]] = []  # a max-heap on IoU via negation
-    for order, (image_path, mask_path) in enumerate(chosen):
-        image, truth = read_image(image_path, predictor.channels), read_mask(mask_path)
-        mask = predictor.predict_mask(image)
-        valid = truth != IGNORE_INDEX
-        confusion += np.bincount(
-            truth[valid].astype(np.int64) * count + mask[valid], minlength=count * count
-        )[: count * count].reshape(count, count)
-        iou = image_iou(mask, truth, count)
-        heapq.heappush(kept, (-iou, order, Prediction(image_path.stem, iou, image, truth, mask)))
-        if len(kept) > worst:
-            heapq.heappop(kept)
-    worst_first = [item for _, _, item in sorted(kept, key=lambda k: (-k[0], k[1]))]
-    return Evaluation(split, len(chosen), len(pairs), worst_first, confusion)
+    chosen = evenly_spaced(pairs, max_images)
+    evaluation = evaluate_split(
+        predictor, dataset_dir, split, pairs=chosen, metrics={}, worst=worst
+    )
+    return Evaluation(split, len(chosen), len(pairs), evaluation.worst, evaluation.confusion)
+
+
+def checked_dataset(run: RunRecord) -> Path:
+    """The dataset folder the run's checkpoint was trained on; a DataError saying so when
+    the checkpoint does not record one or nothing is there any more."""
+    if run.dataset is None:
+        raise DataError(
+            f"{run.checkpoint} does not record the dataset folder it was trained on",
+            hint="train the run again with this segcli, or score it with "
+            f"`segcli evaluate DATASET --checkpoint {run.checkpoint}`",
+        )
+    if not (run.dataset / "dataset.json").is_file():
+        raise DataError(
+            f"the dataset of run {run.path} is no longer at {run.dataset} (moved or deleted)",
+            hint=f"move it back, or score the run with `segcli evaluate NEW_PLACE --checkpoint "
+            f"{run.checkpoint}`",
+        )
+    return run.dataset
 
 
 # ------------------------------------------------------------------------------ rendering
@@ -309,8 +300,8 @@ def _predictions_section(run: RunRecord, evaluation: Evaluation | None, problem:
         cells = [
             shown,
             colorize(item.truth, palette),
-            colorize(item.mask, palette),
-            error_map(shown, item.truth, item.mask),
+            colorize(item.prediction, palette),
+            error_map(shown, item.truth, item.prediction),
         ]
         rows.append(
             f"<tr><td>{_e(item.name)}<br>IoU {item.iou:.3f}</td>"
@@ -482,10 +473,8 @@ def _inputs(runs: list[RunRecord]) -> Iterator[Path]:
     dataset its checkpoint is evaluated on."""
     for run in runs:
         yield from run_records(run.path)
-        section = run.config.get("dataset")
-        dataset = section.get("path") if isinstance(section, dict) else None
-        if isinstance(dataset, str) and dataset:
-            yield from dataset_files(Path(dataset))
+        if run.dataset is not None:
+            yield from dataset_files(run.dataset)
 
 
 def write_report(
@@ -496,15 +485,14 @@ def write_report(
     worst: int = DEFAULT_WORST,
     max_images: int = DEFAULT_MAX_IMAGES,
     device: str | None = "cpu",
-    warn: Callable[[str], None] | None = None,
 ) -> Path:
     """Read the runs, evaluate their best checkpoints and write the page atomically.
 
     `device` None evaluates each run on the device it trained on (`train.device`).
     A file at `out` that segcli did not write is kept unless `force`; one the page is made
-    from (a run's records, its dataset) is never replaced. A run whose checkpoint
-    cannot be evaluated (none, dataset moved, ...) gets its page without the predictions,
-    with the reason on the page and passed to `warn`."""
+    from (a run's records, its dataset) is never replaced. A run without a checkpoint gets
+    its page without predictions; a checkpoint that cannot be evaluated (its dataset moved,
+    ...) is an error: a page that silently lacks them would look complete."""
     unique = list(dict.fromkeys(Path(p).resolve() for p in run_dirs))
     runs = [read_run(path) for path in unique]
     out = Path(out) if out is not None else default_output(unique)
@@ -514,22 +502,10 @@ def write_report(
         if run.checkpoint is None:
             evaluations.append((None, "the run has no checkpoint (it stopped before one)"))
             continue
-        try:
-            evaluations.append(
-                (
-                    evaluate_best(
-                        run,
-                        worst=worst,
-                        max_images=max_images,
-                        device=device or run.config.get("train", {}).get("device", "auto"),
-                    ),
-                    "",
-                )
-            )
-        except SegcliError as error:
-            evaluations.append((None, f"the checkpoint could not be evaluated: {error}"))
-            if warn:
-                warn(f"{run.name}: predictions left out of the report: {error}")
+        run_device = device or run.config.get("train", {}).get("device", "auto")
+        evaluations.append(
+            (evaluate_best(run, worst=worst, max_images=max_images, device=run_device), "")
+        )
     page = render_report(runs, evaluations)
     ledger.open_folder()
     with atomic_write(out, ledger=ledger) as stream:

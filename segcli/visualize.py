@@ -11,9 +11,11 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from segcli.data.format import ClassInfo, read_dataset_info, split_files
-from segcli.data.io import OutputLedger, atomic_write, read_image, read_mask
+from segcli.data.images import read_image, read_mask
 from segcli.engine.metrics_log import best_record, read_metrics, read_summary
 from segcli.errors import CheckpointError, DataError
+from segcli.files import atomic_write
+from segcli.ledger import OutputLedger
 from segcli.palette import colorize
 
 _MARGIN = 8

@@ -44,8 +44,8 @@ import torch
 from torch import nn
 from torch.hub import HASH_REGEX
 
-from segcli.data.io import write_error
 from segcli.errors import CheckpointError, ConfigError, SegcliError, WeightsUnavailable
+from segcli.files import write_error
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".tar")
 SAFETENSORS_SUFFIX = ".safetensors"

@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segcli.data import io
+from segcli import files
+from segcli.data import images
 from segcli.errors import ConfigError, DataError, OutputError, ResourceError
+from segcli.ledger import OutputLedger
 
 
 def write_bomb_png(path: Path, width: int, height: int) -> Path:
@@ -44,30 +46,30 @@ def write_image(path: Path, size: int = 16, value: int = 0) -> Path:
 def test_a_decompression_bomb_header_is_a_data_error_naming_the_file(tmp_path, side):
     bomb = write_bomb_png(tmp_path / "bomb.png", side, side)
     with pytest.raises(DataError) as caught:
-        io.read_image(bomb)
+        images.read_image(bomb)
     message = str(caught.value)
     assert f"{bomb}" in message and f"{side}x{side}" in message
-    assert "--max-image-pixels" in message and io.MAX_IMAGE_PIXELS_VARIABLE in message
+    assert "--max-image-pixels" in message and images.MAX_IMAGE_PIXELS_VARIABLE in message
 
 
 def test_the_pixel_limit_is_segclis_in_both_directions(tmp_path, monkeypatch):
     image = write_image(tmp_path / "a.png", size=16)  # 256 pixels
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # PIL alone would refuse it
-    assert io.read_image(image).shape == (16, 16, 3)
+    assert images.read_image(image).shape == (16, 16, 3)
     assert Image.MAX_IMAGE_PIXELS == 100  # PIL's own setting is left as it was
     with pytest.raises(DataError, match="over the limit of 255 pixels"):
-        io.read_image(image, max_pixels=255)
-    monkeypatch.setenv(io.MAX_IMAGE_PIXELS_VARIABLE, "255")
+        images.read_image(image, max_pixels=255)
+    monkeypatch.setenv(images.MAX_IMAGE_PIXELS_VARIABLE, "255")
     with pytest.raises(DataError, match="over the limit of 255 pixels"):
-        io.read_image(image)
-    assert io.read_image(image, max_pixels=256).shape == (16, 16, 3)
+        images.read_image(image)
+    assert images.read_image(image, max_pixels=256).shape == (16, 16, 3)
 
 
 @pytest.mark.parametrize("value", ["many", "0", "-5"])
 def test_a_bad_pixel_limit_variable_is_a_config_error(monkeypatch, value):
-    monkeypatch.setenv(io.MAX_IMAGE_PIXELS_VARIABLE, value)
-    with pytest.raises(ConfigError, match=io.MAX_IMAGE_PIXELS_VARIABLE):
-        io.max_image_pixels()
+    monkeypatch.setenv(images.MAX_IMAGE_PIXELS_VARIABLE, value)
+    with pytest.raises(ConfigError, match=images.MAX_IMAGE_PIXELS_VARIABLE):
+        images.max_image_pixels()
 
 
 def test_prepare_refuses_a_bomb_image_with_one_error_line(cli, tmp_path):
@@ -108,9 +110,9 @@ def test_disk_full_is_a_resource_error_and_leaves_nothing(tmp_path, monkeypatch,
     def refuse(*args):
         raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr(io.os, "replace", refuse)
+    monkeypatch.setattr(files.os, "replace", refuse)
     with pytest.raises(expected) as caught:
-        io.write_png_atomic(target, np.zeros((8, 8), np.uint8))
+        files.write_png_atomic(target, np.zeros((8, 8), np.uint8))
     assert type(caught.value) is expected
     if expected is ResourceError:
         words = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded"}[code]
@@ -125,7 +127,7 @@ def test_a_file_size_limit_gives_efbig_and_a_resource_error(tmp_path):
     script = f"""
 import resource, sys
 import numpy as np
-from segcli.data.io import write_png_atomic
+from segcli.files import write_png_atomic
 from segcli.errors import SegcliError
 resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
 noise = np.random.default_rng(0).integers(0, 256, (128, 128), dtype=np.uint8)
@@ -145,7 +147,7 @@ except SegcliError as error:
 
 def test_temporary_names_fit_wherever_the_final_name_fits(tmp_path):
     target = tmp_path / ("x" * 251 + ".png")  # 255 characters: the longest name allowed
-    io.write_png_atomic(target, np.zeros((4, 4), np.uint8))
+    files.write_png_atomic(target, np.zeros((4, 4), np.uint8))
     assert [p.name for p in tmp_path.iterdir()] == [target.name]
 
 
@@ -160,28 +162,28 @@ def test_stale_temporaries_of_dead_writers_are_removed(tmp_path):
     live = tmp_path / f".segcli-{os.getpid()}-abcdefgh.tmp"
     stale.write_bytes(b"half")
     live.write_bytes(b"being written")
-    io.remove_stale_temporaries(tmp_path)
+    files.remove_stale_temporaries(tmp_path)
     assert not stale.exists() and live.exists()
 
 
 def test_the_ledger_knows_what_segcli_wrote_and_that_it_is_unchanged(tmp_path):
     ours, theirs = tmp_path / "sub" / "ours.png", tmp_path / "theirs.png"
     write_image(theirs)
-    ledger = io.OutputLedger(tmp_path)
-    io.write_png_atomic(ours, np.zeros((4, 4), np.uint8), ledger)
-    again = io.OutputLedger(tmp_path)  # read back from the ledger file
+    ledger = OutputLedger(tmp_path)
+    files.write_png_atomic(ours, np.zeros((4, 4), np.uint8), ledger)
+    again = OutputLedger(tmp_path)  # read back from the ledger file
     assert again.owns(ours) and not again.owns(theirs)
     again.check_replaceable([ours, tmp_path / "new.png"], force=False)
     with pytest.raises(OutputError, match="theirs.png"):
         again.check_replaceable([ours, theirs], force=False)
     again.check_replaceable([theirs], force=True)
-    with (tmp_path / io.OutputLedger.NAME).open("a") as stream:
+    with (tmp_path / OutputLedger.NAME).open("a") as stream:
         stream.write('{"path": "sub/ours.p')  # torn by a crash mid-append
     ours.write_bytes(ours.read_bytes() + b"edited by hand")
-    edited = io.OutputLedger(tmp_path)
+    edited = OutputLedger(tmp_path)
     assert not edited.owns(ours)
     edited.compact()
-    assert (tmp_path / io.OutputLedger.NAME).read_text() == ""
+    assert (tmp_path / OutputLedger.NAME).read_text() == ""
 
 
 def test_predict_skips_a_bomb_and_unreadable_files_and_predicts_unusual_valid_ones(

@@ -214,8 +214,9 @@ def test_kinds_are_named_in_the_plural_everywhere(cli):
 def test_factory_errors_that_are_not_segcli_errors_name_the_plugin():
     from segcli.config import build_config
     from segcli.data.format import ClassInfo, DatasetInfo
-    from segcli.engine.build import ModelHead, build_model, call_factory
+    from segcli.engine.build import ModelHead, build_model
     from segcli.errors import ConfigError, PluginError
+    from segcli.factories import call_factory
     from segcli.plugins import Plugins
     from segcli.registry import Origin
 

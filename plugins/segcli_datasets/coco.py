@@ -32,9 +32,10 @@ from segcli.data.annotations import (
     rle_region,
 )
 from segcli.data.format import IGNORE_INDEX
-from segcli.data.io import image_size, read_json
+from segcli.data.images import image_size
 from segcli.data.prepare import DatasetPlan, Sample
 from segcli.errors import DataError, UsageError, shortened
+from segcli.json_files import read_json
 
 from .annotated import (
     CLASSES_HELP,

@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from segcli.data.format import IGNORE_INDEX, ClassInfo
-from segcli.data.io import open_image, read_json
+from segcli.data.images import open_image
 from segcli.errors import DataError, UsageError
+from segcli.json_files import read_json
 
 from .common import distinct_colors
 

@@ -13,7 +13,7 @@ from typing import Annotated
 import numpy as np
 
 from segcli.data.format import ClassInfo
-from segcli.data.io import decode_image, open_image, page_count
+from segcli.data.images import decode_image, open_image, page_count
 from segcli.data.prepare import DatasetPlan, Sample
 from segcli.errors import DataError
 

@@ -32,9 +32,10 @@ from segcli.data.annotations import (
     rectangle_region,
     union_region,
 )
-from segcli.data.io import image_size, read_image, read_json
+from segcli.data.images import image_size, read_image
 from segcli.data.prepare import DatasetPlan, Sample
 from segcli.errors import DataError, UsageError
+from segcli.json_files import read_json
 
 from .annotated import (
     CLASSES_HELP,

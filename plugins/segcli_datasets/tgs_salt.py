@@ -15,7 +15,7 @@ from typing import Annotated
 import numpy as np
 
 from segcli.data.format import ClassInfo
-from segcli.data.io import image_size
+from segcli.data.images import image_size
 from segcli.data.prepare import DatasetPlan, Sample
 from segcli.errors import DataError, UsageError
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from segcli.data.class_map import choose_classes, read_classes_file
 from segcli.data.format import IGNORE_INDEX, ClassInfo
-from segcli.data.io import open_image
+from segcli.data.images import open_image
 from segcli.data.prepare import DatasetPlan, Sample
 from segcli.errors import DataError
 

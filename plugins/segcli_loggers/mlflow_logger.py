@@ -16,9 +16,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from segcli.data.io import atomic_write
 from segcli.engine.metrics_log import scalars
 from segcli.errors import ConfigError
+from segcli.files import atomic_write
 from segcli.hookspecs import Logger
 
 LINK = "mlflow.json"

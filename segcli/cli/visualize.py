@@ -36,7 +36,7 @@ def samples(
     force: options.Force = False,
 ) -> None:
     """A grid of images with their colour masks and a class legend."""
-    from segcli.data.io import claim_outputs, dataset_files
+    from segcli.ledger import claim_outputs, dataset_files
     from segcli.visualize import sample_grid, save_picture
 
     path = out or dataset_dir / "samples.png"
@@ -69,9 +69,9 @@ def predictions(
     force: options.Force = False,
 ) -> None:
     """Rows of image / truth / prediction / error map, each labelled with its mean IoU."""
-    from segcli.data.io import claim_outputs, dataset_files
     from segcli.engine.predictor import Predictor
     from segcli.engine.runs import find_checkpoint
+    from segcli.ledger import claim_outputs, dataset_files
     from segcli.visualize import prediction_rows, save_picture
 
     checkpoint_path = find_checkpoint(checkpoint, runs_dir)
@@ -102,7 +102,7 @@ def curves(
     force: options.Force = False,
 ) -> None:
     """Loss and metrics per epoch, one panel each, several runs overlaid."""
-    from segcli.data.io import claim_outputs, run_records
+    from segcli.ledger import claim_outputs, run_records
     from segcli.visualize import curves as draw_curves
     from segcli.visualize import save_picture
 
@@ -124,8 +124,8 @@ def confusion(
     force: options.Force = False,
 ) -> None:
     """Row-normalised confusion matrix heat map with class names."""
-    from segcli.data.io import claim_outputs, run_records
     from segcli.errors import DataError
+    from segcli.ledger import claim_outputs, run_records
     from segcli.visualize import confusion_picture, confusion_source, save_picture
 
     if not source.exists():

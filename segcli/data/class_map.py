@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from segcli.data.format import IGNORE_INDEX
-from segcli.data.io import parse_json
 from segcli.errors import UsageError, shortened
+from segcli.json_files import parse_json
 
 __all__ = ["OTHERS", "ClassChoice", "choose_classes", "read_classes_file"]
 

@@ -31,10 +31,11 @@ from segcli.data.format import (
     split_files,
     undeclared_values,
 )
-from segcli.data.io import available_memory, image_size, read_image, read_mask
-from segcli.engine.build import call_factory
+from segcli.data.images import image_size, read_image, read_mask
 from segcli.engine.preprocess import TrainingInput, configured_preprocessing
 from segcli.errors import DataError
+from segcli.factories import call_factory
+from segcli.memory import available_memory
 from segcli.plugins import Plugins, get_plugins
 
 

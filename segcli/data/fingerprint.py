@@ -17,8 +17,11 @@ from typing import Any
 import numpy as np
 
 from segcli.data.format import DatasetInfo, read_dataset_info, split_files
-from segcli.data.io import OutputLedger, atomic_write, read_image, read_json, read_mask
+from segcli.data.images import read_image, read_mask
 from segcli.errors import DataError, OutputError, ResourceError
+from segcli.files import atomic_write
+from segcli.json_files import read_json
+from segcli.ledger import OutputLedger
 
 FINGERPRINT_FILE = "fingerprint.json"
 FINGERPRINT_VERSION = 2  # 2: per-class thickness

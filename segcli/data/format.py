@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from segcli.data.io import read_json
 from segcli.errors import DataError, SegcliError, UsageError, shortened
+from segcli.json_files import read_json
 
 FORMAT_VERSION = 1
 IGNORE_INDEX = 255

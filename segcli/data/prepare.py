@@ -33,14 +33,7 @@ from PIL import Image
 
 from segcli.data.fingerprint import FINGERPRINT_FILE, compute_fingerprint
 from segcli.data.format import IGNORE_INDEX, ClassInfo, DatasetInfo, check_split_name
-from segcli.data.io import (
-    check_writable_folder,
-    decode_image,
-    parse_json,
-    process_alive,
-    read_json,
-    write_error,
-)
+from segcli.data.images import decode_image
 from segcli.errors import (
     ConfigError,
     DataError,
@@ -50,6 +43,9 @@ from segcli.errors import (
     UsageError,
     shortened,
 )
+from segcli.files import check_writable_folder, write_error
+from segcli.json_files import parse_json, read_json
+from segcli.processes import process_alive
 
 __all__ = [
     "ClassInfo",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -16,37 +15,13 @@ from segcli.config import RunConfig
 from segcli.data.format import IGNORE_INDEX, DatasetInfo
 from segcli.engine.preprocess import crop_padding, pad_to_multiple, resize, size_divisor
 from segcli.errors import CheckpointError, ConfigError, PluginError, SegcliError
+from segcli.factories import call_factory
 from segcli.losses import build_loss as build_weighted_loss
 from segcli.losses import is_single_logit, parse_loss_spec
 from segcli.plugins import Plugins, get_plugins
-from segcli.registry import Origin, Registry
+from segcli.registry import Origin
 
 logger = logging.getLogger(__name__)
-
-
-def call_factory(registry: Registry[Any], name: str, *args: Any, **options: Any) -> Any:
-    """Call `name`'s factory from `registry` after its positional `args`: an option it does
-    not take is a ConfigError listing the ones it does; what it raises is blamed on the
-    right party (`Registry.factory_errors`)."""
-    factory = registry.get(name)
-    accepted = option_names(factory, len(args))
-    unknown = [key for key in options if accepted is not None and key not in accepted]
-    if unknown:
-        raise ConfigError(
-            f"{registry.kind} {name!r} has no option {unknown[0]!r}; "
-            f"its options: {', '.join(accepted) or 'none'}"
-        )
-    with registry.factory_errors(name, options):
-        return factory(*args, **options)
-
-
-def option_names(factory: Any, positional: int) -> list[str] | None:
-    """The keyword options a factory takes after its `positional` arguments; None if any."""
-    parameters = list(inspect.signature(factory).parameters.values())
-    if any(p.kind is p.VAR_KEYWORD for p in parameters):
-        return None
-    given = [p for p in parameters if p.kind is not p.KEYWORD_ONLY][:positional]
-    return [p.name for p in parameters if p not in given and p.kind is not p.VAR_POSITIONAL]
 
 
 @dataclass(frozen=True)
@@ -307,19 +282,3 @@ def autocast_for(amp: str, device: torch.device):
             )
         return torch.autocast("cuda", dtype=torch.float16)
     raise ConfigError(f"unknown train.amp {amp!r}; valid: off, bf16, fp16")
-
-
-def resolve_device(name: str, option: str = "train.device") -> torch.device:
-    """The torch device `name` (auto, cpu, cuda[:N]) stands for; `option` is where it was
-    given, a configuration key or a command's option (`--device`), so the hint fits it."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    use = f"{option} " if option.startswith("--") else f"--set {option}="
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(
-            f"device {name!r} was asked for but CUDA is not available", hint=f"{use}cpu"
-        )
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r}", hint=f"{use}auto, cpu or cuda[:N]") from None

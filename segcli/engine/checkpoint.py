@@ -16,8 +16,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 
-from segcli.data.io import atomic_write, parse_json
 from segcli.errors import CheckpointError, shortened
+from segcli.files import atomic_write
+from segcli.json_files import parse_json
 
 SUFFIX = ".safetensors"
 _TENSOR = "__tensor__"

@@ -17,20 +17,15 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from segcli.data.format import IGNORE_INDEX, read_dataset_info, split_files
-from segcli.data.io import (
-    OutputLedger,
-    atomic_write,
-    max_image_pixels,
-    read_image,
-    read_mask,
-    write_png_atomic,
-)
+from segcli.data.images import max_image_pixels, read_image, read_mask
 from segcli.engine.build import build_metrics
 from segcli.engine.inputs import is_inside
 from segcli.engine.predict import loader_workers
 from segcli.engine.predictor import Predictor
 from segcli.engine.tiling import tiling_options
 from segcli.errors import DataError, UsageError
+from segcli.files import atomic_write, write_png_atomic
+from segcli.ledger import OutputLedger
 from segcli.palette import colorize
 
 

@@ -24,7 +24,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from segcli.data.io import claim_outputs, publish_file, temporary_file, write_error
 from segcli.engine.build import recorded_head
 from segcli.engine.exported import (
     FORMATS,
@@ -36,6 +35,8 @@ from segcli.engine.exported import (
 )
 from segcli.engine.predictor import Predictor
 from segcli.errors import PluginError, UsageError
+from segcli.files import publish_file, temporary_file, write_error
+from segcli.ledger import claim_outputs
 
 
 class LogitsOnly(nn.Module):

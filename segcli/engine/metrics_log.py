@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from segcli.data.io import read_json
 from segcli.errors import DataError
+from segcli.json_files import read_json
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from segcli.config import RunConfig
-from segcli.engine.build import call_factory
+from segcli.factories import call_factory
 from segcli.plugins import Plugins, get_plugins
 
 

@@ -10,17 +10,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from segcli.data.io import (
-    OutputLedger,
-    publish_file,
-    temporary_file,
-    write_error,
-    write_png_atomic,
-)
 from segcli.engine.inputs import input_root, is_inside, path_key
 from segcli.engine.predictor import Predictor
 from segcli.engine.preprocess import STRIP_ROWS
 from segcli.errors import UsageError
+from segcli.files import publish_file, temporary_file, write_error, write_png_atomic
+from segcli.ledger import OutputLedger
 from segcli.palette import colorize, overlay
 
 PROBABILITY_FORMATS = ("npy", "png")

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from segcli.data.io import OutputLedger, max_image_pixels, read_image
+from segcli.data.images import max_image_pixels, read_image
 from segcli.engine.inputs import default_output_dir, discover_inputs, output_stems
 from segcli.engine.outputs import (
     PROBABILITY_FORMATS,
@@ -36,6 +36,7 @@ from segcli.engine.predictor import Predictor, emit_resized, reuse_freed_memory
 from segcli.engine.preprocess import Preprocessing
 from segcli.engine.tiling import tiling_options
 from segcli.errors import DataError, UsageError
+from segcli.ledger import OutputLedger
 
 __all__ = ["PredictReport", "Predictor", "loader_workers", "predict_paths", "reuse_freed_memory"]
 

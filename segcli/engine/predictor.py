@@ -15,7 +15,8 @@ import torch
 
 from segcli.config import RunConfig, build_config
 from segcli.data.format import ClassInfo, DatasetInfo
-from segcli.engine.build import autocast_for, forward, probabilities, rebuild_model, resolve_device
+from segcli.devices import resolve_device
+from segcli.engine.build import autocast_for, forward, probabilities, rebuild_model
 from segcli.engine.checkpoint import load_checkpoint, load_model_state
 from segcli.engine.exported import load_exported
 from segcli.engine.preprocess import recorded_preprocessing, resize_in_strips, size_divisor

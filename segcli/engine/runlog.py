@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from segcli.config import RunConfig
-from segcli.data.io import atomic_write
 from segcli.engine.metrics_log import read_metrics
 from segcli.errors import SegcliError
+from segcli.files import atomic_write
 from segcli.hookspecs import Logger
 from segcli.plugins import Plugins, get_plugins
 from segcli.registry import one_line

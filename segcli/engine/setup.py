@@ -22,8 +22,9 @@ from segcli.data.dataset import (
     cache_decoded,
 )
 from segcli.data.format import DatasetInfo
+from segcli.devices import resolve_device
 from segcli.engine import distributed
-from segcli.engine.build import build_loss, build_metrics, build_model, resolve_device
+from segcli.engine.build import build_loss, build_metrics, build_model
 from segcli.engine.checkpointing import load_weights
 from segcli.engine.loop import make_loader
 from segcli.engine.optimisation import build_optimizer, build_scheduler

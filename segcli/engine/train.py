@@ -17,7 +17,6 @@ import torch
 
 from segcli.config import RunConfig
 from segcli.data.format import read_dataset_info
-from segcli.data.io import remove_stale_temporaries
 from segcli.engine import distributed
 from segcli.engine.budget import BudgetPacer, Clock, Stopwatch, TimeBudget
 from segcli.engine.checkpoint import SUFFIX, save_checkpoint
@@ -53,6 +52,7 @@ from segcli.engine.runs import (
 )
 from segcli.engine.setup import RunParts, build_parts, ensure_dataset, seed_everything
 from segcli.errors import ConfigError, Interrupted, ResourceError, UsageError
+from segcli.files import remove_stale_temporaries
 from segcli.plugins import get_plugins
 
 # Under a time budget, `last` is written at least this often (and at every validation).

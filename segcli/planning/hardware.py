@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from segcli.data.io import available_memory
+from segcli.memory import available_memory
 
 # Measured on the 2-core AMD EPYC (avx512_bf16) development machine, alone: a `unet` of
 # depth 4 and base_width 16, batch 16, 112x112 grey images, forward + backward + AdamW step.
@@ -46,7 +46,7 @@ def detect_hardware(device: str = "auto") -> Hardware:
     """The device `train.device=device` resolves to, and what it offers."""
     import torch
 
-    from segcli.engine.build import resolve_device
+    from segcli.devices import resolve_device
 
     resolved = resolve_device(device)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()

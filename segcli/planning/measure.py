@@ -60,10 +60,11 @@ def measure(config: RunConfig, root: Path, info: DatasetInfo) -> Measurement:
     import torch
 
     from segcli.data.dataset import EpochSampler, SegmentationDataset, build_transforms
-    from segcli.data.io import available_memory
-    from segcli.engine.build import build_loss, build_model, resolve_device
+    from segcli.devices import resolve_device
+    from segcli.engine.build import build_loss, build_model
     from segcli.engine.loop import TrainingState, make_loader, train_one_epoch
     from segcli.engine.optimisation import build_optimizer
+    from segcli.memory import available_memory
 
     started = time.perf_counter()
     device = resolve_device(config.train.device)

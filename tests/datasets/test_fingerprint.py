@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from raw_images import noise, save
 
-import segcli.data.io
+import segcli.files
 from segcli.data.fingerprint import (
     FINGERPRINT_FILE,
     FINGERPRINT_VERSION,
@@ -22,8 +22,8 @@ from segcli.data.fingerprint import (
     load_fingerprint,
 )
 from segcli.data.format import ClassInfo
-from segcli.data.io import OutputLedger
 from segcli.data.prepare import DatasetPlan, Sample, build_dataset
+from segcli.ledger import OutputLedger
 
 CLASSES = [ClassInfo(0, "background", (0, 0, 0)), ClassInfo(1, "thing", (255, 255, 255))]
 
@@ -248,7 +248,7 @@ def test_a_folder_that_cannot_be_written_gets_it_computed(tmp_path, monkeypatch)
     def refuse(folder):
         raise PermissionError(errno.EACCES, "Permission denied", str(folder))
 
-    monkeypatch.setattr(segcli.data.io, "temporary_file", refuse)
+    monkeypatch.setattr(segcli.files, "temporary_file", refuse)
     assert load_fingerprint(root) == expected
     assert not (root / FINGERPRINT_FILE).exists()
 

@@ -245,7 +245,7 @@ def test_a_bad_scheduler_option_leaves_no_run_folder(cli, shapes_dataset, tmp_pa
 
 
 def test_call_factory_refuses_an_option_named_like_a_positional_argument():
-    from segcli.engine.build import call_factory
+    from segcli.factories import call_factory
     from segcli.registry import Origin, Registry
 
     registry = Registry("optimizer")

@@ -138,7 +138,7 @@ def test_sliding_window_blends_exactly_like_a_full_image_accumulator():
 
 
 def test_tta_flip_averages_views_of_the_same_size(native_checkpoint, shapes_dataset):
-    from segcli.data.io import read_image
+    from segcli.data.images import read_image
     from segcli.engine.predict import Predictor
 
     image = read_image(sorted((shapes_dataset / "val" / "images").iterdir())[0], 3)

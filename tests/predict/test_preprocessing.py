@@ -81,7 +81,7 @@ def test_a_fixed_model_and_image_give_the_recorded_mask(tmp_path):
 def test_training_and_prediction_feed_the_model_the_same_tensor(trained_run, shapes_dataset):
     """Validation (no augmentation) and `segcli predict` preprocess an image identically."""
     from segcli.data.dataset import SegmentationDataset, build_transforms
-    from segcli.data.io import read_image
+    from segcli.data.images import read_image
 
     predictor = Predictor(trained_run / "best.safetensors", "cpu")
     assert predictor.size == (32, 32)  # the 64x64 images are resized

@@ -107,9 +107,9 @@ def arm_checkpoint() -> None:
 
 
 def arm_predict() -> None:
-    import segcli.data.io as io
+    import segcli.files as files
 
-    arm_atomic_write(io, lambda path: path.suffix == ".png")
+    arm_atomic_write(files, lambda path: path.suffix == ".png")
 
 
 {

@@ -21,10 +21,11 @@ from PIL import Image
 from reliability_helpers import check_error_output, image_bytes, shape_pair, write_raw_folder
 
 from segcli.data.format import read_dataset_info
-from segcli.data.io import open_image, parse_json, read_image, read_json
+from segcli.data.images import open_image, read_image
 from segcli.data.prepare import read_split_file
 from segcli.engine.inputs import discover_inputs
 from segcli.errors import ConfigError, DataError
+from segcli.json_files import parse_json, read_json
 
 PARTIAL, DATA, USAGE = 8, 3, 2
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segcli.data import io
+from segcli.data import images
 from segcli.errors import DataError
 
 ROUNDS = 150
@@ -27,7 +27,7 @@ def _outcomes(path: Path, limit: int, start: threading.Barrier) -> set[str]:
     seen = set()
     for _ in range(ROUNDS):
         try:
-            io.read_image(path, max_pixels=limit)
+            images.read_image(path, max_pixels=limit)
             seen.add("read")
         except DataError as exc:
             seen.add("refused" if f"over the limit of {limit:,} pixels" in str(exc) else str(exc))
@@ -66,7 +66,7 @@ def test_reads_outside_segcli_keep_pillows_own_limit(tmp_path, monkeypatch):
     image = tmp_path / "a.png"
     Image.fromarray(np.zeros((16, 16), np.uint8)).save(image)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
-    assert io.read_image(image).shape == (16, 16, 3)
+    assert images.read_image(image).shape == (16, 16, 3)
     with pytest.raises(Image.DecompressionBombError), Image.open(image):
         pass
 
@@ -92,6 +92,6 @@ def test_damaged_metadata_warnings_are_not_printed(tmp_path):
     )
     assert "UserWarning" in stderr_of(pillow)  # the damage is real
     assert (
-        stderr_of("import sys; from segcli.data.io import read_image; read_image(sys.argv[1])")
+        stderr_of("import sys; from segcli.data.images import read_image; read_image(sys.argv[1])")
         == ""
     )

@@ -77,7 +77,7 @@ def test_a_read_only_file_system_is_not_called_permission_denied(
     ],
 )
 def test_each_failed_write_in_its_own_words(code, exit_code, words):
-    from segcli.data.io import write_error
+    from segcli.files import write_error
 
     error = write_error("out/mask.png", OSError(code, os.strerror(code)))
     assert error.exit_code == exit_code
