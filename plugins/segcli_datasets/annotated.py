@@ -8,10 +8,17 @@ from pathlib import Path
 
 import numpy as np
 
-from segcli.data.annotations import DRAW_ORDERS, POLYGON_PROBLEMS, polygon_problem
-from segcli.data.class_map import OTHERS, ClassChoice, choose_classes
-from segcli.data.format import ClassInfo
-from segcli.errors import UsageError, shortened
+from segcli import (
+    DRAW_ORDERS,
+    OTHERS,
+    POLYGON_PROBLEMS,
+    ClassChoice,
+    ClassInfo,
+    UsageError,
+    choose_classes,
+    polygon_problem,
+    shortened,
+)
 
 from .common import make_classes
 

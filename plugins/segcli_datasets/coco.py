@@ -23,19 +23,22 @@ from typing import Annotated, Any
 
 import numpy as np
 
-from segcli.data.annotations import (
+from segcli import (
+    IGNORE_INDEX,
     AnnotatedImage,
+    DataError,
+    DatasetPlan,
     Region,
+    Sample,
+    UsageError,
     as_points,
+    image_size,
     polygon_region,
     read_annotated_mask,
+    read_json,
     rle_region,
+    shortened,
 )
-from segcli.data.format import IGNORE_INDEX
-from segcli.data.images import image_size
-from segcli.data.prepare import DatasetPlan, Sample
-from segcli.errors import DataError, UsageError, shortened
-from segcli.json_files import read_json
 
 from .annotated import (
     CLASSES_HELP,

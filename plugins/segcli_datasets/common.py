@@ -7,9 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segcli.data.format import IMAGE_SUFFIXES, ClassInfo
-from segcli.data.prepare import Sample
-from segcli.errors import DataError, UsageError
+from segcli import IMAGE_SUFFIXES, ClassInfo, DataError, Sample, UsageError
 
 STRAY_HELP = "map mask values that are not in the class map to ignore (255) instead of failing"
 

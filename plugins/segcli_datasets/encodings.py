@@ -20,10 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segcli.data.format import IGNORE_INDEX, ClassInfo
-from segcli.data.images import open_image
-from segcli.errors import DataError, UsageError
-from segcli.json_files import read_json
+from segcli import IGNORE_INDEX, ClassInfo, DataError, UsageError, open_image, read_json
 
 from .common import distinct_colors
 

@@ -8,8 +8,7 @@ from functools import partial
 from pathlib import Path
 from typing import Annotated
 
-from segcli.data.prepare import DatasetPlan, Sample
-from segcli.errors import DataError, UsageError
+from segcli import DataError, DatasetPlan, Sample, UsageError
 
 from .common import STRAY_HELP, check_val_fraction, held_out, image_files, require_dir
 from .encodings import choose_encoding, load_classes_json, read_encoded_mask

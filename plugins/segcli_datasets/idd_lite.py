@@ -7,9 +7,7 @@ from typing import Annotated
 
 import numpy as np
 
-from segcli.data.format import IGNORE_INDEX, ClassInfo
-from segcli.data.prepare import DatasetPlan, Sample
-from segcli.errors import DataError
+from segcli import IGNORE_INDEX, ClassInfo, DataError, DatasetPlan, Sample
 
 from .common import STRAY_HELP
 from .encodings import read_label_values

@@ -12,10 +12,7 @@ from typing import Annotated
 
 import numpy as np
 
-from segcli.data.format import ClassInfo
-from segcli.data.images import decode_image, open_image, page_count
-from segcli.data.prepare import DatasetPlan, Sample
-from segcli.errors import DataError
+from segcli import ClassInfo, DataError, DatasetPlan, Sample, decode_image, open_image, page_count
 
 from .common import (
     STRAY_HELP,

@@ -19,23 +19,26 @@ from typing import Annotated, Any
 import numpy as np
 from PIL import Image
 
-from segcli.data.annotations import (
+from segcli import (
     AnnotatedImage,
+    DataError,
+    DatasetPlan,
     Region,
+    Sample,
+    UsageError,
     as_points,
     circle_region,
+    image_size,
     line_region,
     mask_region,
     point_region,
     polygon_region,
     read_annotated_mask,
+    read_image,
+    read_json,
     rectangle_region,
     union_region,
 )
-from segcli.data.images import image_size, read_image
-from segcli.data.prepare import DatasetPlan, Sample
-from segcli.errors import DataError, UsageError
-from segcli.json_files import read_json
 
 from .annotated import (
     CLASSES_HELP,

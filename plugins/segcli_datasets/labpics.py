@@ -13,10 +13,7 @@ from typing import Annotated
 
 import numpy as np
 
-from segcli.data.format import IGNORE_INDEX, ClassInfo
-from segcli.data.images import image_size
-from segcli.data.prepare import DatasetPlan, Sample
-from segcli.errors import DataError
+from segcli import IGNORE_INDEX, ClassInfo, DataError, DatasetPlan, Sample, image_size
 
 from .common import STRAY_HELP, image_files, split_note, split_off_validation
 from .encodings import read_label_values

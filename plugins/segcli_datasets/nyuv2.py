@@ -14,8 +14,7 @@ from typing import Annotated
 
 import numpy as np
 
-from segcli.data.prepare import DatasetPlan, Sample
-from segcli.errors import DataError
+from segcli import DataError, DatasetPlan, Sample
 
 from .common import STRAY_HELP, image_files, make_classes, require_dir
 from .encodings import decode_colors, load_mask

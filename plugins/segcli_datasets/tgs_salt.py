@@ -14,10 +14,7 @@ from typing import Annotated
 
 import numpy as np
 
-from segcli.data.format import ClassInfo
-from segcli.data.images import image_size
-from segcli.data.prepare import DatasetPlan, Sample
-from segcli.errors import DataError, UsageError
+from segcli import ClassInfo, DataError, DatasetPlan, Sample, UsageError, image_size
 
 from .common import STRAY_HELP, image_files, split_note, split_off_validation
 from .encodings import read_label_values

@@ -22,11 +22,16 @@ from typing import Annotated
 
 import numpy as np
 
-from segcli.data.class_map import choose_classes, read_classes_file
-from segcli.data.format import IGNORE_INDEX, ClassInfo
-from segcli.data.images import open_image
-from segcli.data.prepare import DatasetPlan, Sample
-from segcli.errors import DataError
+from segcli import (
+    IGNORE_INDEX,
+    ClassInfo,
+    DataError,
+    DatasetPlan,
+    Sample,
+    choose_classes,
+    open_image,
+    read_classes_file,
+)
 
 from .common import (
     STRAY_HELP,

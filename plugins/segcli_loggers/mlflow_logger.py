@@ -16,10 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from segcli.engine.metrics_log import scalars
-from segcli.errors import ConfigError
-from segcli.files import atomic_write
-from segcli.hookspecs import Logger
+from segcli import ConfigError, Logger, atomic_write, scalars
 
 LINK = "mlflow.json"
 # MLflow takes at most 100 params and 1000 metrics in one call

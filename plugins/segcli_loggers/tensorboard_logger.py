@@ -7,9 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from segcli.engine.metrics_log import scalars
-from segcli.errors import ConfigError
-from segcli.hookspecs import Logger
+from segcli import ConfigError, Logger, scalars
 
 
 class TensorBoardLogger(Logger):

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from segcli.errors import ConfigError, DataError
+from segcli import ConfigError, DataError
 
 from .inputs import check_inputs, check_multiclass, masked_mean, valid_mask
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from segcli.errors import ConfigError
+from segcli import ConfigError
 
 from .inputs import check_inputs, masked_mean, valid_mask
 

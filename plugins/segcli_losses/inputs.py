@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from segcli.errors import DataError
+from segcli import DataError
 
 
 def check_inputs(name: str, logits: torch.Tensor, target: torch.Tensor) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from segcli.errors import ConfigError
+from segcli import ConfigError
 
 from .inputs import check_inputs, class_probabilities
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from segcli.errors import DataError
+from segcli import DataError
 
 
 class ConfusionMatrixMetric:

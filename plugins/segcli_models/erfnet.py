@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from segcli.weights import load_matching, read_state_dict, record_pretrained, resolve_weights
+from segcli import load_matching, read_state_dict, record_pretrained, resolve_weights
 
 
 class DownsamplerBlock(nn.Module):

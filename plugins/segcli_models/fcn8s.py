@@ -13,7 +13,7 @@ from torch import nn
 from torchvision.models import VGG16_Weights, VGG19_Weights
 from torchvision.models.vgg import cfgs, make_layers
 
-from segcli.weights import load_matching, read_state_dict, record_pretrained, resolve_weights
+from segcli import load_matching, read_state_dict, record_pretrained, resolve_weights
 
 from .torchvision_models import replace_input_conv
 

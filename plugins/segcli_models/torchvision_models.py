@@ -25,13 +25,13 @@ from torchvision.models import (
 from torchvision.models.segmentation.deeplabv3 import ASPPPooling
 from torchvision.models.segmentation.lraspp import LRASPP
 
-from segcli.nn import single_value_safe
-from segcli.weights import (
+from segcli import (
     WeightsFile,
     load_matching,
     read_state_dict,
     record_pretrained,
     resolve_weights,
+    single_value_safe,
 )
 
 

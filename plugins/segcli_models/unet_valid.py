@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from segcli.errors import UsageError
+from segcli import UsageError
 
 from .unet import conv_block
 

@@ -8,8 +8,7 @@ from typing import Annotated
 import cv2
 import numpy as np
 
-from segcli.data.prepare import ClassInfo, DatasetPlan, Sample
-from segcli.errors import UsageError
+from segcli import ClassInfo, DatasetPlan, Sample, UsageError
 
 CLASSES = [
     ClassInfo(0, "background", (0, 0, 0)),

@@ -17,7 +17,7 @@ from torch import nn
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from segcli.data.format import IGNORE_INDEX
+from segcli import IGNORE_INDEX
 
 _FILL = {tv_tensors.Image: 0, tv_tensors.Mask: IGNORE_INDEX}
 

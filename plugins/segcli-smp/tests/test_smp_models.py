@@ -19,9 +19,14 @@ from huggingface_hub import constants as hub_constants  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 from segcli_smp import models  # noqa: E402
 
-from segcli.errors import CheckpointError, ConfigError, WeightsUnavailable  # noqa: E402
-from segcli.testing import check_loss, check_model  # noqa: E402
-from segcli.weights import pretrained_record  # noqa: E402
+from segcli import (
+    CheckpointError,
+    ConfigError,
+    WeightsUnavailable,
+    check_loss,
+    check_model,
+    pretrained_record,
+)
 
 ARCHITECTURES = [
     "unet",

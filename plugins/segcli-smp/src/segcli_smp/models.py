@@ -24,9 +24,16 @@ from huggingface_hub import constants as hub_constants
 from huggingface_hub import hf_hub_download
 from torch import nn
 
-from segcli.errors import CheckpointError, ConfigError, WeightsUnavailable
-from segcli.nn import make_single_value_safe
-from segcli.weights import WeightsFile, read_state_dict, record_pretrained, weights_cache_dir
+from segcli import (
+    CheckpointError,
+    ConfigError,
+    WeightsFile,
+    WeightsUnavailable,
+    make_single_value_safe,
+    read_state_dict,
+    record_pretrained,
+    weights_cache_dir,
+)
 
 DEFAULT_ENCODER = "resnet34"
 TIMM_PREFIX = "tu-"
