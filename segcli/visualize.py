@@ -155,38 +155,38 @@ def prediction_rows(
     seed: int = 0,
     cell: int = 160,
 ) -> Image.Image:
-    """Rows of image | truth | prediction | errors for `count` labelled samples of a split."""
-    from segcli.engine.evaluate import check_classes, image_iou, labelled_pairs
+    """Rows of image | truth | prediction | errors for `count` labelled samples of a split:
+    random ones, or with `worst_first` the lowest mean IoU of all (each image predicted once)."""
+    from segcli.evaluation import evaluate_split, labelled_pairs
 
-    check_classes(predictor, dataset_dir)
-    pairs = labelled_pairs(dataset_dir, split)
     if worst_first:
-        scored = []
-        for image_path, mask_path in pairs:
-            image, truth = read_image(image_path, predictor.channels), read_mask(mask_path)
-            prediction = predictor.predict_mask(image)
-            scored.append(
-                (image_iou(prediction, truth, len(predictor.classes)), image_path, mask_path)
-            )
-        chosen = [(path, mask) for _, path, mask in sorted(scored, key=lambda s: s[0])[:count]]
+        records = evaluate_split(predictor, dataset_dir, split, metrics={}, worst=count).worst
     else:
+        pairs = labelled_pairs(dataset_dir, split)
         order = np.random.default_rng(seed).permutation(len(pairs))[:count]
-        chosen = [pairs[index] for index in sorted(order)]
+        records = []
+        evaluate_split(
+            predictor,
+            dataset_dir,
+            split,
+            pairs=[pairs[index] for index in sorted(order)],
+            metrics={},
+            on_image=records.append,
+        )
     rows, labels = [], []
     palette = predictor.palette
-    for image_path, mask_path in chosen:
-        image, truth = read_image(image_path, predictor.channels), read_mask(mask_path)
-        prediction = predictor.predict_mask(image)
+    for record in records:
+        image = record.image
         shown = image if image.shape[2] == 3 else np.repeat(image, 3, 2)
         rows.append(
             [
                 shown,
-                colorize(truth, palette),
-                colorize(prediction, palette),
-                error_map(shown, truth, prediction),
+                colorize(record.truth, palette),
+                colorize(record.prediction, palette),
+                error_map(shown, record.truth, record.prediction),
             ]
         )
-        labels.append(f"{image_path.stem}\nIoU {image_iou(prediction, truth, len(palette)):.3f}")
+        labels.append(f"{record.name}\nIoU {record.iou:.3f}")
     picture = _label_rows(
         grid(rows, ["image", "truth", "prediction", "errors"], cell), labels, cell
     )

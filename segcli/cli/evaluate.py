@@ -40,12 +40,12 @@ def evaluate(
     from segcli.engine.evaluate import (
         claim_outputs,
         default_report_path,
-        evaluate_split,
-        labelled_pairs,
+        evaluation_report,
         write_json_atomic,
     )
     from segcli.engine.predictor import Predictor, reuse_freed_memory
     from segcli.engine.runs import find_checkpoint
+    from segcli.evaluation import labelled_pairs
 
     checkpoint_path = find_checkpoint(checkpoint, runs_dir)
     reuse_freed_memory()
@@ -60,7 +60,7 @@ def evaluate(
     console.print(f"checkpoint: {checkpoint_path}")
     with Progress(console=error_console, transient=True) as progress:
         task = progress.add_task(f"evaluating {split}", total=total)
-        report = evaluate_split(
+        report = evaluation_report(
             predictor,
             dataset_dir,
             split,

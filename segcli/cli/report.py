@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from segcli.cli import options
-from segcli.cli.output import console, print_warning
+from segcli.cli.output import console
 
 
 def report(
@@ -47,21 +47,24 @@ def report(
         worst=worst,
         max_images=max_images,
         device=device,
-        warn=print_warning,
     )
     console.print(f"wrote {path}")
 
 
 def write_after_training(run_dir: Path) -> None:
-    """The report of a finished run, evaluated on the run's own device; a failure only
-    warns, the training is kept either way."""
+    """The report of a finished run, evaluated on the run's own device. Its failure is the
+    command's (same kind of error, said to be the report's): the checkpoints stay."""
+    from segcli.errors import SegcliError
     from segcli.report import write_report
 
     try:
-        path = write_report([run_dir], device=None, warn=print_warning)
-    except Exception as error:  # noqa: BLE001 - whatever broke, the finished run must stand
-        print_warning(f"the run report was not written: {error}")
-        return
+        path = write_report([run_dir], device=None)
+    except SegcliError as error:
+        raise type(error)(
+            f"training finished (checkpoints in {run_dir}) but its report was not written: "
+            f"{error.message}",
+            hint=error.hint or f"fix that, then `segcli report {run_dir}`",
+        ) from error
     console.print(f"report: {path}")
 
 

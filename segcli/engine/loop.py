@@ -27,6 +27,7 @@ from segcli.data.format import IGNORE_INDEX
 from segcli.engine import distributed
 from segcli.engine.build import autocast_for, forward, predictions
 from segcli.errors import DivergedError, PluginError, SegcliError
+from segcli.evaluation.scores import metric_scores, reset_metrics, update_metrics
 from segcli.losses import parse_loss_spec
 from segcli.plugins import Plugins, get_plugins
 from segcli.registry import one_line
@@ -317,11 +318,12 @@ def evaluate(
     context: distributed.Distributed | None = None,
     calls: PluginCalls | None = None,
 ) -> dict[str, Any]:
-    """Validation loss and every metric over a loader, keyed `<metric>/<key>`."""
+    """Validation loss and every metric over a loader, keyed `<metric>/<key>`: the training
+    view of `segcli.evaluation` (batches at the training size, fed to the same metric
+    plugins the same way; `evaluate_split` scores whole images as predict makes them)."""
     calls = calls or PluginCalls.of(config)
     model.eval()
-    for metric in metrics.values():
-        metric.reset()
+    reset_metrics(metrics)
     # [sum of batch losses, batches with a labelled pixel]: under torchrun a batch of
     # padding samples (all pixels ignored) must not count, and totals add across processes
     loss_total = torch.zeros(2, device=device)
@@ -333,9 +335,7 @@ def evaluate(
                 labelled = (masks != IGNORE_INDEX).any()
                 loss = torch.where(labelled, calls.loss_of(loss_fn, logits, masks).float(), 0.0)
                 loss_total += torch.stack([loss, labelled.float()])
-        predicted = predictions(logits.float(), config.train.threshold)
-        for metric in metrics.values():
-            metric.update(predicted, masks)
+        update_metrics(metrics, predictions(logits.float(), config.train.threshold), masks)
     if context is not None and context.enabled:
         distributed.sum_across(loss_total)
         for metric in metrics.values():
@@ -344,7 +344,4 @@ def evaluate(
     results: dict[str, Any] = {}
     if loss_fn is not None:
         results["val/loss"] = float(mean_loss)
-    for name, metric in metrics.items():
-        for key, value in metric.compute().items():
-            results[f"{name}/{key}"] = value
-    return results
+    return results | metric_scores(metrics)

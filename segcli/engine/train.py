@@ -157,7 +157,8 @@ def _fit(
         log.forget_after(state.epoch)
         remove_stale_temporaries(run_dir)  # a checkpoint write cut short by a kill
     best = BestTracker(monitor, mode, state)
-    meta = checkpoint_meta(config, info, parts.model)
+    # the dataset's own folder, so that a report or evaluation run from any folder finds it
+    meta = {**checkpoint_meta(config, info, parts.model), "dataset_path": str(root.resolve())}
     calls = PluginCalls.of(config, meta["model"]["outputs"], plugins)
     if context.is_main:
         reporter.start(

@@ -63,12 +63,12 @@ def test_one_run_is_one_self_contained_page_with_every_section(run):
 
 
 def test_worst_predictions_are_those_evaluate_scores_lowest(run):
-    from segcli.engine.evaluate import evaluate_split
+    from segcli.engine.evaluate import evaluation_report
     from segcli.engine.predictor import Predictor
 
     evaluation = evaluate_best(read_run(run), worst=4)
     predictor = Predictor(run / "best.safetensors", "cpu")
-    scored = evaluate_split(predictor, Path(predictor.config.dataset.path), "val")
+    scored = evaluation_report(predictor, read_run(run).dataset, "val")
     lowest = sorted(scored["per_image"], key=lambda item: item["miou"])[:4]
     assert [p.iou for p in evaluation.worst] == pytest.approx([i["miou"] for i in lowest])
     assert [p.iou for p in evaluation.worst] == sorted(p.iou for p in evaluation.worst)
@@ -186,21 +186,6 @@ def test_training_writes_the_report(cli, tmp_path, shapes_dataset):
     assert result.exit_code == 0, result.stderr
     [run] = (tmp_path / "runs").iterdir()
     assert 'class="worst"' in (run / "report.html").read_text()
-
-
-def test_a_failing_report_does_not_fail_the_training(cli, tmp_path, shapes_dataset, monkeypatch):
-    def broken(*args, **kwargs):
-        raise RuntimeError("no space for pictures")
-
-    monkeypatch.setattr("segcli.report.write_report", broken)
-    result = cli(
-        "train", "--plugin", "shapes-unet", "--set", f"dataset.path={shapes_dataset}",
-        *TINY_TRAIN, "--runs-dir", tmp_path / "runs", cwd=tmp_path,
-    )  # fmt: skip
-    assert result.exit_code == 0, result.stderr
-    assert "the run report was not written: no space for pictures" in result.stderr
-    [run] = (tmp_path / "runs").iterdir()
-    assert (run / "best.safetensors").is_file() and not (run / "report.html").exists()
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium, chromium-browser or google-chrome")

@@ -1,0 +1,192 @@
+"""Running a predictor over a labelled split: `evaluate_split`, the one evaluation loop.
+
+Predictions are made exactly as `segcli predict` makes them (same preprocessing, resizing
+back, tiles and TTA when asked, the same pixel cap and loader workers), and compared with
+the original masks, so the scores describe the masks a user gets, not the downscaled
+training view.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from segcli.data.format import ClassInfo, read_dataset_info, split_files
+from segcli.data.images import max_image_pixels, read_image, read_mask
+from segcli.engine.build import build_metrics
+from segcli.engine.predict import loader_workers
+from segcli.engine.predictor import Predictor
+from segcli.engine.tiling import tiling_options
+from segcli.errors import DataError
+from segcli.evaluation.scores import (
+    confusion_matrix,
+    iou_scores,
+    metric_scores,
+    reset_metrics,
+    update_metrics,
+)
+
+Pair = tuple[Path, Path]  # (image file, mask file)
+
+
+@dataclass
+class ImageRecord:
+    """One evaluated image: what was predicted, the truth, and its scores."""
+
+    path: Path
+    image: np.ndarray  # uint8 (H, W, C), as the model read it
+    truth: np.ndarray  # (H, W) class ids, 255 ignored
+    prediction: np.ndarray  # (H, W) uint8 class ids
+    confusion: np.ndarray  # (K, K) counts, truth rows x prediction columns
+    iou: float  # mean IoU of `confusion` (NaN: no labelled pixel, no score)
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+
+@dataclass
+class SplitEvaluation:
+    """What `evaluate_split` found: the metric plugins' scores, the summed confusion matrix
+    (the per-image ones added up), each image's mean IoU and the worst images."""
+
+    dataset_dir: Path
+    split: str
+    classes: list[ClassInfo]
+    metrics: dict[str, Any]
+    confusion: np.ndarray
+    per_image: list[tuple[str, float]] = field(default_factory=list)  # (file name, mean IoU)
+    worst: list[ImageRecord] = field(default_factory=list)  # lowest IoU first
+
+    @property
+    def images(self) -> int:
+        return len(self.per_image)
+
+
+class _LabelledImages(Dataset):
+    def __init__(self, pairs: Sequence[Pair], channels: int, max_pixels: int) -> None:
+        self.pairs = pairs
+        self.channels = channels
+        self.max_pixels = max_pixels
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> tuple[Path, Path, np.ndarray, np.ndarray]:
+        image_path, mask_path = self.pairs[index]
+        image = read_image(image_path, self.channels, self.max_pixels)
+        mask = read_mask(mask_path, self.max_pixels)
+        if mask.shape != image.shape[:2]:
+            raise DataError(
+                f"{mask_path} is {mask.shape[::-1]} but {image_path} is {image.shape[1::-1]}"
+            )
+        return image_path, mask_path, image, mask
+
+
+def _unchanged(item: Any) -> Any:
+    return item  # keep numpy arrays as they are (the default converts them to tensors)
+
+
+def labelled_pairs(dataset_dir: Path, split: str) -> list[Pair]:
+    """(image, mask) files of a split's labelled images; a DataError when there are none."""
+    info = read_dataset_info(dataset_dir)
+    if split not in info.splits:
+        raise DataError(
+            f"{dataset_dir} has no split {split!r}; its splits: {', '.join(info.splits)}"
+        )
+    pairs = [(image, mask) for image, mask in split_files(dataset_dir, split) if mask is not None]
+    if not pairs:
+        raise DataError(
+            f"split {split!r} of {dataset_dir} has no masks to evaluate against",
+            hint=f"labelled splits: {', '.join(info.labelled_splits) or 'none'}",
+        )
+    return pairs
+
+
+def evenly_spaced(pairs: Sequence[Pair], most: int) -> list[Pair]:
+    """At most `most` of `pairs` (0: all), evenly spaced over the split."""
+    if 0 < most < len(pairs):
+        return [pairs[i * len(pairs) // most] for i in range(most)]
+    return list(pairs)
+
+
+def check_classes(predictor: Predictor, dataset_dir: Path) -> None:
+    info = read_dataset_info(dataset_dir)
+    ours = [c.name for c in predictor.classes]
+    if info.class_names != ours:
+        raise DataError(
+            f"{dataset_dir} has classes {info.class_names} but the model predicts {ours}",
+            hint="evaluate on the dataset the model was trained for",
+        )
+
+
+def evaluate_split(
+    predictor: Predictor,
+    dataset_dir: Path,
+    split: str,
+    *,
+    pairs: Sequence[Pair] | None = None,
+    metrics: dict[str, Any] | None = None,
+    worst: int = 0,
+    tile: int | None = None,
+    overlap: float | None = None,
+    batch_size: int = 4,
+    workers: int | None = None,
+    max_pixels: int | None = None,
+    on_image: Callable[[ImageRecord], None] | None = None,
+) -> SplitEvaluation:
+    """Predict each labelled image of a split (or only `pairs` of it) and score it.
+
+    Each image's record (image, truth, prediction, confusion counts, mean IoU) goes to
+    `on_image` as soon as it is made; the metric plugins (`metrics`, by default those of
+    the predictor's configuration; `{}` for none) are fed every image; the `worst` images
+    by mean IoU are kept, the lowest first (images without a score are never among them)."""
+    tile, overlap = tiling_options(tile, overlap)
+    max_pixels = max_image_pixels(max_pixels)
+    dataset_dir = Path(dataset_dir)
+    check_classes(predictor, dataset_dir)
+    if pairs is None:
+        pairs = labelled_pairs(dataset_dir, split)
+    if metrics is None:
+        metrics = build_metrics(predictor.config, predictor.dataset_info())
+    reset_metrics(metrics)
+    count = len(predictor.classes)
+    result = SplitEvaluation(
+        dataset_dir, split, predictor.classes, {}, np.zeros((count, count), np.int64)
+    )
+    kept: list[tuple[float, int, ImageRecord]] = []  # a max-heap on (IoU, order) via negation
+    loader = DataLoader(
+        _LabelledImages(pairs, predictor.channels, max_pixels),
+        batch_size=None,
+        collate_fn=_unchanged,
+        num_workers=loader_workers(workers, predictor.device, len(pairs)),
+    )
+    for order, (image_path, mask_path, image, truth) in enumerate(loader):
+        prediction = predictor.predict_mask(
+            image, tile=tile, overlap=overlap, batch_size=batch_size
+        )
+        update_metrics(
+            metrics, torch.from_numpy(prediction).long()[None], torch.from_numpy(truth).long()[None]
+        )
+        confusion = confusion_matrix(prediction, truth, count, mask_path)
+        record = ImageRecord(
+            Path(image_path), image, truth, prediction, confusion, iou_scores(confusion)[1]
+        )
+        result.confusion += confusion
+        result.per_image.append((record.path.name, record.iou))
+        if worst > 0 and record.iou == record.iou:  # NaN: no score, never among the worst
+            heapq.heappush(kept, (-record.iou, -order, record))
+            if len(kept) > worst:
+                heapq.heappop(kept)
+        if on_image is not None:
+            on_image(record)
+    result.metrics = metric_scores(metrics)
+    result.worst = [record for _, _, record in sorted(kept, key=lambda k: (-k[0], -k[1]))]
+    return result
