@@ -79,6 +79,17 @@ _PUBLIC_NAMES: dict[str, str] = {
     "Logger": "segcli.hookspecs",
     "scalars": "segcli.engine.metrics_log",
     "atomic_write": "segcli.files",
+    # planners
+    "Plan": "segcli.planning",
+    "Requirement": "segcli.planning",
+    "requirements": "segcli.planning",
+    "Timer": "segcli.planning",
+    "Fingerprint": "segcli.planning",
+    "ClassStats": "segcli.planning",
+    "SizeStats": "segcli.planning",
+    "Hardware": "segcli.planning",
+    "Measurement": "segcli.planning",
+    "estimate_pixels_per_second": "segcli.planning",
     # a plugin's own tests: the contract suite
     "check_model": "segcli.testing",
     "check_loss": "segcli.testing",

@@ -172,6 +172,24 @@ def register_recipes(register: Register) -> None:
 
 
 @hookspec
+def register_planners(register: Register) -> None:
+    """Register planners, used by ``segcli train --data DIR --planner NAME`` (default
+    ``default``, segcli's own rules).
+
+    ``target``: a function ``plan(fingerprint, hardware, budget_seconds, *, timer=None) ->
+    segcli.planning.Plan``: the prepared dataset's ``Fingerprint``, the ``Hardware`` the run
+    will use and the time budget in seconds, a configuration layer (the place of a recipe:
+    ``--config`` and ``--set`` still override it) with a one-line reason per planned key out.
+    ``timer(layer)``, when given, times a candidate layer's real training steps on this
+    machine and returns a ``Measurement``; it takes seconds of the budget. Give the function
+    a ``needs`` attribute: the ``Requirement``s (``segcli.planning.requirements``) of every
+    model, loss, metric, optimizer, scheduler and transform name its plans may use, so that a
+    missing plugin is named before anything runs. Everything a planner needs is exported by
+    ``segcli.planning``.
+    """
+
+
+@hookspec
 def register_commands(app: typer.Typer) -> None:
     """Add commands to the ``segcli`` command line: ``@app.command()`` on your functions.
 

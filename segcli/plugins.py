@@ -48,6 +48,7 @@ KINDS = (
     "transform",
     "logger",
     "recipe",
+    "planner",
 )
 _HOOK_OF_KIND = {kind: f"register_{plural(kind)}" for kind in KINDS}
 # A plugin taking longer than this to import and register is named in `segcli plugins`:
@@ -134,10 +135,13 @@ class Plugins:
         self.manager.add_hookspecs(hookspecs)
         self.statuses: list[PluginStatus] = []
         self.registries: dict[str, Registry[Any]] = {
-            kind: Registry(kind)
+            kind: Registry(kind, not_loaded=self._not_loaded)
             if kind != "recipe"
             else Registry(
-                kind, lambda target: isinstance(target, Mapping), "a dict of configuration"
+                kind,
+                lambda target: isinstance(target, Mapping),
+                "a dict of configuration",
+                self._not_loaded,
             )
             for kind in KINDS
         }
@@ -179,6 +183,10 @@ class Plugins:
     @property
     def recipes(self) -> Registry[Any]:
         return self.registries["recipe"]
+
+    @property
+    def planners(self) -> Registry[Any]:
+        return self.registries["planner"]
 
     def add(self, module: ModuleType, status: PluginStatus) -> None:
         """Register one plugin module and run its registration hooks, isolating failures."""
@@ -259,6 +267,10 @@ class Plugins:
             for info in own.registered_groups:
                 if info not in app.registered_groups:
                     app.registered_groups.append(info)
+
+    def _not_loaded(self) -> list[str]:
+        """The plugins whose names are missing: "models (disabled)", "foo (failed)"."""
+        return [f"{s.name} ({s.status})" for s in self.statuses if s.status != "ok"]
 
     def status_of(self, name: str) -> PluginStatus:
         for status in self.statuses:

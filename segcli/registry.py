@@ -85,7 +85,9 @@ class Registry(Generic[T]):
     """The names of one kind (datasets, models, ...) and the factories behind them.
 
     `accepts` tells a usable target from a broken one (by default: anything callable);
-    `expected` says in words what it should have been, for the error message.
+    `expected` says in words what it should have been, for the error message;
+    `not_loaded` names the plugins that are disabled or failed (`"models (disabled)"`), which
+    an unknown name's message lists: the name may be theirs.
     """
 
     def __init__(
@@ -93,10 +95,12 @@ class Registry(Generic[T]):
         kind: str,
         accepts: Callable[[Any], bool] = callable,
         expected: str = "a callable factory",
+        not_loaded: Callable[[], list[str]] = list,
     ) -> None:
         self.kind = kind
         self.accepts = accepts
         self.expected = expected
+        self.not_loaded = not_loaded
         self._entries: dict[str, Entry[T]] = {}
 
     def add(self, name: str, target: T | str, description: str, origin: Origin) -> None:
@@ -173,8 +177,10 @@ class Registry(Generic[T]):
         valid = sorted(self._entries)
         close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
         kinds = plural(self.kind)
-        shown = ", ".join(valid) if valid else "none (is a plugin disabled?)"
+        shown = ", ".join(valid) if valid else "none"
         listed = f"{kinds}: {shown} (see `segcli list {kinds}`)"
+        if missing := self.not_loaded():
+            listed += f"; plugins not loaded: {', '.join(missing)}"
         if close:  # a question ends its sentence: the list starts a new one
             guesses = " or ".join(repr(c) for c in close)
             return f"unknown {self.kind} {name!r}; did you mean {guesses}? Valid {listed}"

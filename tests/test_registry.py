@@ -112,6 +112,7 @@ def test_plural_of_every_kind():
         "transforms",
         "loggers",
         "recipes",
+        "planners",
     ]
 
 

@@ -1,5 +1,5 @@
-"""Shell completion of option values: names from the plugin registries, configuration keys
-and run folders.
+"""Shell completion of option values: names from the plugin registries (recipes, planners,
+...), configuration keys and run folders.
 
 These run on every <TAB> press, inside the shell's wait: they import neither torch nor the
 engine (whose run-folder helpers load torch), and a failure of any kind (a broken plugin, an
@@ -68,6 +68,11 @@ def _short(description: str) -> str:
 @_quietly
 def recipes(incomplete: str) -> Candidates:
     return _names("recipe", incomplete)
+
+
+@_quietly
+def planners(incomplete: str) -> Candidates:
+    return _names("planner", incomplete)
 
 
 @_quietly

@@ -44,6 +44,13 @@ def train(
         help="A prepared dataset folder: planned from its fingerprint, or with --plugin the "
         "recipe trained on it.",
     ),
+    planner: str = typer.Option(
+        None,
+        "--planner",
+        metavar="PLANNER",
+        help="The planner of a --data run (see `segcli list planners`) [default: default].",
+        autocompletion=completion.planners,
+    ),
     print_config: bool = typer.Option(
         False,
         "--print-config",
@@ -86,10 +93,10 @@ def train(
                 "--print-config shows a new run's configuration; a run's own is its config.toml",
                 hint="cat RUN/config.toml",
             )
-        if plugin or config_file or data:
+        if plugin or config_file or data or planner:
             raise UsageError(
                 "--resume continues a run with its saved configuration; "
-                "drop --plugin/--config/--data",
+                "drop --plugin/--config/--data/--planner",
                 hint="--time +5m or --set train.epochs=N extends it",
             )
         target = _resume_target(resume, runs_dir)
@@ -105,10 +112,22 @@ def train(
         )
     if runs_dir is not None:
         overrides = [*overrides, f"runs_dir={json.dumps(str(runs_dir))}"]
+    if planner is not None and (data is None or plugin):
+        raise UsageError(
+            "--planner plans a --data run; a recipe or a --config file is not planned",
+            hint="segcli train --data DATASET_DIR --planner NAME",
+        )
     if data is not None and not plugin:
         from segcli.planning.configure import planned_run
+        from segcli.planning.planners import DEFAULT_PLANNER
 
-        planned = planned_run(data, config_file, overrides, measure=not print_config)
+        planned = planned_run(
+            data,
+            config_file,
+            overrides,
+            measure=not print_config,
+            planner=planner or DEFAULT_PLANNER,
+        )
         if print_config:
             typer.echo(planned.render(), nl=False)
             return

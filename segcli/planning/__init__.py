@@ -1,17 +1,44 @@
 """Planning a training from a dataset's fingerprint, the machine and a time budget.
 
-`detect_hardware` says what the machine offers, `plan` turns it and a `Fingerprint` into a
-configuration layer with a reason per choice (docs/planning.md lists the rules).
+The core keeps what every planner uses: `detect_hardware` says what the machine offers,
+`segcli.planning.measure` times a candidate configuration on it (a `Timer` hands that to a
+planner), and `segcli.planning.configure` lays the `Plan` a planner returns among the
+configuration layers. The rules themselves are planner plugins (`register_planners`); the
+built-in `default` one is plugins/segcli_planners (docs/planning.md lists its rules).
+
+What a planner plugin may import is exported here: its whole public API.
 """
 
-from segcli.planning.hardware import Hardware, detect_hardware
-from segcli.planning.planner import DEFAULT_BUDGET_SECONDS, Plan, plan, render_plan
+from segcli.data.fingerprint import ClassStats, Fingerprint, SizeStats
+from segcli.planning.hardware import Hardware, detect_hardware, estimate_pixels_per_second
+from segcli.planning.measure import Measurement
+from segcli.planning.planners import (
+    DEFAULT_BUDGET_SECONDS,
+    DEFAULT_PLANNER,
+    PLAN_SOURCE,
+    Plan,
+    Planner,
+    Requirement,
+    Timer,
+    render_plan,
+    requirements,
+)
 
 __all__ = [
     "DEFAULT_BUDGET_SECONDS",
+    "DEFAULT_PLANNER",
+    "PLAN_SOURCE",
+    "ClassStats",
+    "Fingerprint",
     "Hardware",
+    "Measurement",
     "Plan",
+    "Planner",
+    "Requirement",
+    "SizeStats",
+    "Timer",
     "detect_hardware",
-    "plan",
+    "estimate_pixels_per_second",
     "render_plan",
+    "requirements",
 ]

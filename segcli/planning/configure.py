@@ -17,11 +17,13 @@ from segcli.data.format import DatasetInfo, read_dataset_info
 from segcli.errors import DataError, UsageError
 from segcli.planning.hardware import Hardware, detect_hardware
 from segcli.planning.measure import Measurement
-from segcli.planning.planner import (
+from segcli.planning.planners import (
     DEFAULT_BUDGET_SECONDS,
+    DEFAULT_PLANNER,
     PLAN_SOURCE,
     Plan,
-    plan,
+    check_needs,
+    check_plan,
     render_plan,
 )
 
@@ -34,6 +36,7 @@ class PlannedRun:
     plan: Plan
     hardware: Hardware
     data: Path
+    planner: str = DEFAULT_PLANNER
 
     def render(self) -> str:
         """The configuration as TOML with a `# reason` after each planned key."""
@@ -41,7 +44,8 @@ class PlannedRun:
 
         measured = self.plan.estimates.get("speed_source") == "measured"
         header = (
-            f"# planned by segcli for {self.data} on {self.hardware.device} "
+            f"# planned by segcli's {self.planner!r} planner for {self.data} on "
+            f"{self.hardware.device} "
             f"({self.hardware.name}, {self.hardware.cpu_cores} cores)\n"
             + (
                 ""
@@ -61,6 +65,7 @@ class PlannedRun:
         }
         return {
             "data": str(self.data),
+            "planner": self.planner,
             "hardware": self.hardware.to_dict(),
             **self.plan.to_dict(),
             "overridden": overridden,
@@ -122,25 +127,37 @@ def planned_run(
     overrides: list[str] | tuple[str, ...] = (),
     *,
     measure: bool = True,
+    planner: str = DEFAULT_PLANNER,
 ) -> PlannedRun:
-    """Plan a training of the prepared dataset at `data` for the budget and device that
-    `config_file` and `overrides` ask for (default: 10 minutes, `train.device=auto`), then
-    lay the file and the overrides over the plan. With `measure`, the candidate plans are
-    timed on the machine at hand (a few seconds, part of the budget); without, the speed
-    table is used."""
-    from segcli.data.fingerprint import load_fingerprint
+    """Plan a training of the prepared dataset at `data` with the planner plugin named
+    `planner`, for the budget and device that `config_file` and `overrides` ask for
+    (default: 10 minutes, `train.device=auto`), then lay the file and the overrides over the
+    plan. With `measure`, the candidate plans are timed on the machine at hand (a few
+    seconds, part of the budget); without, the speed table is used.
 
+    The planner is looked up and the plugins it needs are checked before anything else, so
+    an unknown planner or a disabled plugin is a one-line error, not a late failure."""
+    from segcli.data.fingerprint import load_fingerprint
+    from segcli.plugins import get_plugins
+
+    plugins = get_plugins()
+    planners = plugins.planners
+    make_plan = planners.get(planner)
+    check_needs(planner, make_plan, plugins)
     info = prepared_dataset(data)
     budget, budget_source = _budget(config_file, overrides)
     hardware = detect_hardware(str(_early_value(config_file, overrides, "train.device")))
     timer = _StepTimer(Path(data), info, config_file, tuple(overrides)) if measure else None
-    planned = plan(load_fingerprint(data), hardware, budget, timer=timer)
+    fingerprint = load_fingerprint(data)
+    with planners.plugin_errors(planner):
+        planned = check_plan(planner, make_plan(fingerprint, hardware, budget, timer=timer))
     planned.layer.setdefault("dataset", {}).update(name=info.name, path=str(data))
     planned.reasons["dataset.name"] = f"the name in {Path(data) / 'dataset.json'}"
     planned.reasons["dataset.path"] = "--data"
-    planned.reasons["train.max_time"] += f"; {budget_source}"
+    if "train.max_time" in planned.reasons:
+        planned.reasons["train.max_time"] += f"; {budget_source}"
     config = build_config(planned.layer, config_file, overrides, recipe_source=PLAN_SOURCE)
-    return PlannedRun(config, planned, hardware, Path(data))
+    return PlannedRun(config, planned, hardware, Path(data), planner)
 
 
 @dataclass

@@ -2,7 +2,7 @@
 included, and a validation batch, on the device that will train.
 
 The planner asks for a measurement of each configuration it considers
-(`segcli.planning.planner.Timer`); this module answers with the real thing: the prepared
+(`segcli.planning.Timer`); this module answers with the real thing: the prepared
 dataset's own images (a small, evenly spaced sample), the planned transforms, loader, model,
 loss, optimiser, precision and memory format, through `train_one_epoch` and `evaluate`, the
 functions the training runs. So a busy machine, a slow data pipeline or a CPU whose bf16 is

@@ -9,12 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from segcli_planners.rules import MEASURING_SHARE, MIN_SIDE, plan
 
 from segcli.config import build_config, to_toml
 from segcli.data.fingerprint import ClassStats, Fingerprint, SizeStats
-from segcli.planning import Hardware, plan, render_plan
-from segcli.planning.measure import Measurement
-from segcli.planning.planner import MEASURING_SHARE, MIN_SIDE
+from segcli.planning import Hardware, Measurement, render_plan
 
 GiB = 2**30
 CPU = Hardware("cpu", "2-core test CPU", 8 * GiB, cpu_cores=2, bf16=True)

@@ -1,26 +1,30 @@
-"""`plan`: a whole training chosen by rules from a fingerprint, the hardware and a time budget.
+"""The `default` planner: a whole training chosen by rules from a fingerprint, the hardware
+and a time budget.
 
 Every rule is one line in docs/planning.md: what it sets, from which fingerprint value, and
 why. The result is a configuration layer (the place of a recipe: `--config` and `--set`
-still override any planned value) and one reason per planned key.
+still override any planned value) and one reason per planned key. It uses only segcli's
+public API (`from segcli import NAME`), as any third-party planner would.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
-from segcli.data.fingerprint import ClassStats, Fingerprint
-from segcli.planning.hardware import Hardware, estimate_pixels_per_second
-from segcli.planning.measure import Measurement
+from segcli import (
+    ClassStats,
+    Fingerprint,
+    Hardware,
+    Measurement,
+    Plan,
+    Timer,
+    estimate_pixels_per_second,
+    requirements,
+)
 
-DEFAULT_BUDGET_SECONDS = 600.0
-# where a planned value comes from, in the configuration's record of sources
-PLAN_SOURCE = "plan"
 # Share of the budget the optimizer steps get: validation is kept to ~10 %, start-up, setup
 # and checkpoints take the rest.
 TRAINING_SHARE = 0.85
@@ -69,27 +73,6 @@ MIN_MEASURED_BUDGET = 60.0
 SETTLED = 0.3  # relative change of the trained pixels below which a plan has settled
 
 
-class Timer(Protocol):
-    """Measures a candidate plan on the machine at hand: its configuration layer in, its
-    speeds out (`segcli.planning.configure` times real steps with
-    `segcli.planning.measure.measure`; tests pass a fake)."""
-
-    def __call__(self, layer: dict[str, Any]) -> Measurement: ...
-
-
-@dataclass
-class Plan:
-    """A configuration layer and, per planned key (dotted), the one-line reason for it."""
-
-    layer: dict[str, Any]
-    reasons: dict[str, str]
-    # the estimates the rules worked from, saved with the plan
-    estimates: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"layer": self.layer, "reasons": self.reasons, "estimates": self.estimates}
-
-
 def plan(
     fingerprint: Fingerprint,
     hardware: Hardware,
@@ -102,6 +85,17 @@ def plan(
     planner = _Planner(fingerprint, hardware, budget_seconds, timer)
     planner.run()
     return Plan(planner.layer, planner.reasons, planner.estimates)
+
+
+# Every name a plan of these rules may use, with the built-in plugin that provides it: a
+# disabled or missing one is named before planning starts.
+plan.needs = (  # type: ignore[attr-defined]
+    *requirements("models", "segcli", model=["unet"]),
+    *requirements("losses", "segcli", loss=["ce", "dice", "bce"]),
+    *requirements("metrics", "segcli", metric=["confusion", "binary", "tgs"]),
+    *requirements("optim", "segcli", optimizer=["adamw"], scheduler=["cosine"]),
+    *requirements("transforms", "segcli", transform=["scale", "rotate", "crop", "hflip", "vflip"]),
+)
 
 
 @dataclass(frozen=True)
@@ -668,38 +662,3 @@ def _duration(seconds: float) -> str:
     return (
         f"{minutes}m{rest:02d}s" if minutes and rest else f"{minutes}m" if minutes else f"{rest}s"
     )
-
-
-_HEADER = re.compile(r"^\[([^\]]+)\]\s*$")
-_KEY = re.compile(r'^("[^"]+"|[A-Za-z0-9_-]+)\s*=')
-
-
-def render_plan(toml_text: str, reasons: dict[str, str], source_of: Callable[[str], str]) -> str:
-    """The resolved configuration's TOML with `# reason` after each planned key.
-
-    `source_of`: the layer that set a key last (`RunConfig.source_of`); a planned key that a
-    file or --set overrode says where it came from instead. The text stays a valid --config
-    file."""
-    lines = []
-    table = ""
-    for line in toml_text.splitlines():
-        header = _HEADER.match(line)
-        if header:
-            table = header.group(1)
-            key = table
-        else:
-            match = _KEY.match(line)
-            key = None
-            if match:
-                name = match.group(1).strip('"')
-                # model/loss options are saved under `options` but planned as model.<option>
-                owner = table.removesuffix(".options") if table.endswith(".options") else table
-                key = f"{owner}.{name}" if owner else name
-        reason = reasons.get(key) if key else None
-        if reason is not None:
-            source = source_of(key)
-            if source != PLAN_SOURCE:
-                reason = f"from {source} (planned: {reason})"
-            line = f"{line}  # {reason}"
-        lines.append(line)
-    return "\n".join(lines) + "\n"
