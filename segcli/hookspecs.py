@@ -184,8 +184,8 @@ def register_planners(register: Register) -> None:
     machine and returns a ``Measurement``; it takes seconds of the budget. Give the function
     a ``needs`` attribute: the ``Requirement``s (``segcli.planning.requirements``) of every
     model, loss, metric, optimizer, scheduler and transform name its plans may use, so that a
-    missing plugin is named before anything runs. Everything a planner needs is exported by
-    ``segcli.planning``.
+    missing plugin is named before anything runs. Everything a planner needs is segcli's
+    public API: ``from segcli import Plan, requirements, Fingerprint, Hardware, ...``.
     """
 
 
