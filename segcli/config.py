@@ -17,7 +17,6 @@ import re
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -199,23 +198,6 @@ class LogConfig(_Section):
     # logger name -> its options: `[log.options.mlflow] tracking_uri = "sqlite:///mlflow.db"`
     options: dict[Name, dict[str, Any]] = Field(default_factory=dict)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _tensorboard_switch(cls, values: Any) -> Any:
-        """`log.tensorboard = true/false`, the layout before loggers (old configurations and
-        checkpoints, `--set log.tensorboard=true`): adds or removes the tensorboard logger."""
-        if not isinstance(values, Mapping) or "tensorboard" not in values:
-            return values
-        values = dict(values)
-        switch = values.pop("tensorboard")
-        if not isinstance(switch, bool):
-            raise _InvalidKey("log.tensorboard", "true or false")
-        loggers = _one_to_list(values.get("loggers", []))
-        if isinstance(loggers, list):
-            others = [name for name in loggers if name != "tensorboard"]
-            values["loggers"] = [*others, "tensorboard"] if switch else others
-        return values
-
 
 class InputConfig(_Section):
     size: Annotated[
@@ -346,9 +328,9 @@ def build_config(
     data: dict[str, Any] = {"augment": _default_augment()}
     sources: dict[str, str] = {}
     if recipe:
-        _merge(data, RunConfig, upgrade_layout(recipe), recipe_source, sources)
+        _merge(data, RunConfig, recipe, recipe_source, sources)
     if config_file is not None:
-        _merge(data, RunConfig, upgrade_layout(load_toml(config_file)), str(config_file), sources)
+        _merge(data, RunConfig, load_toml(config_file), str(config_file), sources)
     for override in overrides:
         key, value = parse_override(override)
         _set_path(data, key.split("."), value, f"--set {override}", sources)
@@ -473,9 +455,6 @@ def _set_path(
     if parts[0] == "augment":
         _set_augment(data, parts, value, source, sources)
         return
-    if len(parts) == 2 and parts[0] == "train" and parts[1] in _OLD_TRAIN_KEYS:
-        table, option, _ = _OLD_TRAIN_KEYS[parts[1]]  # `--set train.momentum=0.5`, the old way
-        parts = ["train", table, option]
     schema: type[BaseModel] = RunConfig
     for index, part in enumerate(parts[:-1]):
         if issubclass(schema, _OPEN_SECTIONS) and (
@@ -515,19 +494,13 @@ def _set_augment(
             raise ConfigError(
                 f"augment must be a table of transforms or none, got {value!r} (from {source})"
             )
-        data["augment"] = {} if value is None else upgrade_layout({"augment": value})["augment"]
+        data["augment"] = {} if value is None else value
     elif len(parts) == 2:
         name = parts[1]
         if value is None:
             pipeline.pop(name, None)
         elif isinstance(value, dict):
             pipeline[name] = value
-        elif name in _OLD_AUGMENT:  # `--set augment.hflip=0.5`, the old way
-            upgraded = _upgrade_augment({name: value}, defaults={})
-            if name in upgraded:
-                pipeline[name] = upgraded[name]
-            else:
-                pipeline.pop(name, None)
         else:
             raise ConfigError(
                 f"{key} must be a table of options or none, got {value!r} (from {source})",
@@ -541,72 +514,6 @@ def _set_augment(
         else:
             options[option] = value
     sources[key] = source
-
-
-# The layout before per-component tables: train's flat key -> (table, option, the names it
-# applied to, None for all) and augment's key -> its transform's option.
-_OLD_TRAIN_KEYS = {
-    "weight_decay": ("optimizer", "weight_decay", None),
-    "momentum": ("optimizer", "momentum", ("sgd", "rmsprop")),
-    "warmup_epochs": ("scheduler", "warmup_epochs", None),
-    "poly_power": ("scheduler", "power", ("poly",)),
-    "step_epochs": ("scheduler", "step_epochs", ("step",)),
-    "gamma": ("scheduler", "gamma", ("step",)),
-}
-_OLD_AUGMENT = {
-    "scale": "range",
-    "rotate": "degrees",
-    "hflip": "p",
-    "vflip": "p",
-    "color_jitter": "strength",
-}  # in the order the old pipeline applied them
-_OLD_AUGMENT_DEFAULTS = {"hflip": 0.5}
-
-
-def upgrade_layout(values: Mapping[str, Any]) -> dict[str, Any]:
-    """A configuration in the old layout (flat `train.optimizer = "sgd"`, `train.momentum`,
-    `train.poly_power`, ..., `augment.hflip = 0.5`) in today's: the saved config.toml of old
-    runs and the configuration inside old checkpoints keep working. Today's layout passes
-    through unchanged; options an old key gave a component that ignored it are dropped."""
-    upgraded = dict(values)
-    train = values.get("train")
-    if isinstance(train, Mapping):
-        upgraded["train"] = _upgrade_train(dict(train))
-    augment = values.get("augment")
-    if isinstance(augment, Mapping) and any(
-        not isinstance(v, Mapping) and v is not None for v in augment.values()
-    ):
-        upgraded["augment"] = _upgrade_augment(augment, _OLD_AUGMENT_DEFAULTS)
-    return upgraded
-
-
-def _upgrade_train(train: dict[str, Any]) -> dict[str, Any]:
-    tables: dict[str, dict[str, Any]] = {}
-    for table in ("optimizer", "scheduler"):
-        if isinstance(train.get(table), str):
-            tables[table] = {"name": train.pop(table)}
-    for old, (table, option, applies_to) in _OLD_TRAIN_KEYS.items():
-        if old not in train:
-            continue
-        value = train.pop(old)
-        if applies_to is None or tables.get(table, {}).get("name") in applies_to:
-            tables.setdefault(table, {})[option] = value
-    for table, content in tables.items():
-        earlier = train.get(table)
-        train[table] = {**earlier, **content} if isinstance(earlier, Mapping) else content
-    return train
-
-
-def _upgrade_augment(old: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
-    merged = {**defaults, **old}
-    pipeline: dict[str, Any] = {}
-    for name, option in _OLD_AUGMENT.items():
-        value = merged.pop(name, None)
-        value = list(value) if isinstance(value, tuple) else value
-        if value not in (None, 0, 0.0, [1, 1], False):  # no flip, no zoom: no transform
-            pipeline[name] = {option: value}
-    pipeline.update(merged)  # anything else is today's layout already, or an error to report
-    return pipeline
 
 
 def _section(schema: type[BaseModel], key: str) -> type[BaseModel] | None:

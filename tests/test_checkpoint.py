@@ -204,35 +204,21 @@ def test_predict_evaluate_and_export_need_no_loss_plugin(
     assert sidecar["outputs"].startswith("one logit")
 
 
-def test_old_checkpoints_fall_back_to_the_loss_plugin_or_say_what_is_missing(
-    cli, tmp_path, tiny_dataset, disable_plugins, caplog
+@pytest.mark.parametrize("record", ["model", "preprocessing"])
+def test_a_checkpoint_without_its_model_or_preprocessing_record_is_one_line(
+    cli, tmp_path, tiny_dataset, record
 ):
-    from segcli.engine.predict import Predictor
-
-    old = write_checkpoint(
-        tmp_path / "old.safetensors", tiny_dataset, 'loss.name="bce"', classes=TWO_CLASSES
-    )
-    rewrite_meta(old, lambda meta: meta.pop("model"))
-    caplog.set_level("INFO", logger="segcli")
-    assert Predictor(old, "cpu").model(torch.zeros(1, 3, 32, 32)).shape[1] == 1
-    assert "does not record which plugin built model 'unet'" in caplog.text
-    disable_plugins("losses")
-    result = cli(
-        "predict",
-        tiny_dataset / "val" / "images",
-        "--checkpoint",
-        old,
-        "--out",
-        tmp_path / "pred",
-        "--device",
-        "cpu",
-    )
+    """No fallback to the loss plugin or the saved configuration: every checkpoint of this
+    format records both, so one without is damaged."""
+    path = write_checkpoint(tmp_path / "x.safetensors", tiny_dataset, 'loss.name="bce"')
+    rewrite_meta(path, lambda meta: meta.pop(record))
+    images = tiny_dataset / "val" / "images"
+    result = cli("predict", images, "--checkpoint", path, "--out", tmp_path / "pred")
     assert result.exit_code == 5
     message = result.stderr.strip()
     assert "\n" not in message and "Traceback" not in message
-    assert "does not record its model's head width" in message
-    assert "loss 'bce'" in message
-    assert not (tmp_path / "pred").exists() or not any((tmp_path / "pred").iterdir())
+    assert message.startswith(f"error: {path} is damaged: its metadata has no {record} record")
+    assert not (tmp_path / "pred").exists()
 
 
 def test_a_model_from_a_missing_plugin_names_the_distribution_to_install(tmp_path, tiny_dataset):
@@ -319,30 +305,6 @@ def test_the_cli_shows_a_moved_model_as_a_warning_line(cli, tmp_path, tiny_datas
     assert result.exit_code == 0, result.stderr
     [line] = [line for line in result.stderr.splitlines() if "segcli-foo" in line]
     assert line.startswith("warning: ") and "model 'unet' was built by segcli-foo 1.2" in line
-
-
-def test_a_checkpoint_without_a_preprocessing_record_uses_its_saved_configuration(
-    tmp_path, tiny_dataset
-):
-    """The current format (before checkpoints recorded preprocessing) still loads."""
-    from segcli.engine.predictor import Predictor
-    from segcli.engine.preprocess import Preprocessing
-
-    path = write_checkpoint(
-        tmp_path / "old.safetensors",
-        tiny_dataset,
-        "input.mean=[0.5,0.5,0.5]",
-        "input.std=[0.25,0.25,0.25]",
-    )
-    rewrite_meta(path, lambda meta: meta.pop("preprocessing", None))
-    predictor = Predictor(path, "cpu")
-    # the divisor is the model's own: a U-Net of depth 2 halves its input twice
-    assert predictor.preprocessing == Preprocessing((32, 32), (0.5,) * 3, (0.25,) * 3, 3, 4)
-    assert predictor.preprocess(torch.zeros(20, 24, 3, dtype=torch.uint8).numpy()).shape == (
-        3,
-        32,
-        32,
-    )
 
 
 def test_the_recorded_preprocessing_wins_over_the_configuration_and_unknown_ones_are_refused(

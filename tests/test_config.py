@@ -1,3 +1,4 @@
+import re
 import tomllib
 
 import pytest
@@ -112,7 +113,6 @@ BAD_VALUES = [
     ("model.options=3", "a table"),
     ("train.optimizer.options=3", "a table"),
     ("train.scheduler.name=''", "a non-empty string"),
-    ("log.tensorboard=yes", "true or false"),
 ]
 
 
@@ -231,55 +231,27 @@ def test_a_transform_must_be_given_a_table():
         build_config(overrides=["augment.blur=3"])
 
 
-OLD_LAYOUT = {
-    "train": {
-        "epochs": 2,
-        "optimizer": "sgd",
-        "weight_decay": 1e-4,
-        "momentum": 0.8,
-        "scheduler": "poly",
-        "warmup_epochs": 0.5,
-        "step_epochs": 30,
-        "gamma": 0.1,
-        "poly_power": 2.0,
-    },
-    "augment": {
-        "hflip": 0.0,
-        "vflip": 0.5,
-        "scale": [0.5, 2.0],
-        "rotate": 0.0,
-        "color_jitter": 0.0,
-    },
-}
+# The pre-release layouts (flat optimiser and schedule keys, augment probabilities, the
+# tensorboard switch) are not read any more: each is refused like any unknown key.
+PRE_RELEASE_KEYS = [
+    ("train.momentum=0.5", "unknown configuration key 'train.momentum'"),
+    ("train.poly_power=2.0", "unknown configuration key 'train.poly_power'"),
+    ("log.tensorboard=true", "unknown configuration key 'log.tensorboard'"),
+    ("augment.hflip=0.5", "augment.hflip must be a table of options or none"),
+]
 
 
-def test_a_configuration_in_the_old_layout_is_upgraded():
-    config = build_config(OLD_LAYOUT, recipe_source="checkpoint")
-    assert config.train.optimizer.name == "sgd"
-    assert config.train.optimizer.options == {"weight_decay": 1e-4, "momentum": 0.8}
-    assert config.train.scheduler.name == "poly"
-    assert config.train.scheduler.options == {"warmup_epochs": 0.5, "power": 2.0}
-    # the old order (affine, then flips); no flip and no rotation are no transform
-    assert config.augment == {"scale": {"range": [0.5, 2.0]}, "vflip": {"p": 0.5}}
+@pytest.mark.parametrize("override, expects", PRE_RELEASE_KEYS)
+def test_a_pre_release_key_is_refused_not_upgraded(override, expects):
+    with pytest.raises(ConfigError, match=re.escape(expects)):
+        build_config(overrides=[override])
 
 
-def test_an_old_run_folder_config_file_is_upgraded(tmp_path):
-    import tomli_w
-
-    old = {**OLD_LAYOUT, "train": {**OLD_LAYOUT["train"], "optimizer": "adam", "scheduler": "step"}}
+def test_a_pre_release_config_file_is_refused_naming_the_key(tmp_path):
     file = tmp_path / "config.toml"
-    file.write_text(tomli_w.dumps(old))
-    config = build_config(config_file=file)
-    assert config.train.optimizer.options == {"weight_decay": 1e-4}  # adam took no momentum
-    assert config.train.scheduler.options == {"warmup_epochs": 0.5, "step_epochs": 30, "gamma": 0.1}
-
-
-def test_old_set_keys_still_work():
-    config = build_config(
-        overrides=["train.momentum=0.5", "augment.hflip=0.0", "augment.rotate=10"]
-    )
-    assert config.train.optimizer.options == {"momentum": 0.5}
-    assert config.augment == {"rotate": {"degrees": 10}}
+    file.write_text('[train]\noptimizer = "sgd"\nmomentum = 0.8\n')
+    with pytest.raises(ConfigError, match=r"unknown configuration key 'train.momentum' \(from "):
+        build_config(config_file=file)
 
 
 def test_naming_another_model_or_loss_drops_the_options_given_for_the_old_one():

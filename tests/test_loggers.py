@@ -234,16 +234,6 @@ def test_a_logger_whose_package_is_missing_is_refused_in_preflight(monkeypatch, 
     )
 
 
-def test_log_tensorboard_true_of_old_configurations_chooses_the_tensorboard_logger():
-    assert build_config(overrides=["log.tensorboard=true"]).log.loggers == ["tensorboard"]
-    config = build_config({"log": {"loggers": ["mlflow", "tensorboard"]}}, overrides=[
-        "log.tensorboard=false"
-    ])  # fmt: skip
-    assert config.log.loggers == ["mlflow"]
-    with pytest.raises(ConfigError, match=r"^log.tensorboard must be true or false, got 'yes'"):
-        build_config(overrides=["log.tensorboard=yes"])
-
-
 @pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None, reason="needs tensorboard")
 def test_the_tensorboard_logger_writes_event_files(small_dataset, tmp_path):
     from segcli.engine.train import fit

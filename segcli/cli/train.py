@@ -256,9 +256,7 @@ def print_summary(run_dir: Path) -> None:
 
 def time_line(summary: dict[str, Any]) -> str:
     """How the run's time was spent and why it stopped, in one line."""
-    seconds = summary.get("seconds")
-    if not seconds:  # a run from before the time accounting
-        return f"stopped: {summary.get('stopped') or '-'}"
+    seconds = summary["seconds"]
     budget = seconds.get("budget")
     of_budget = f" of a {budget:g} s budget" if budget else ""
     phases = ", ".join(

@@ -13,8 +13,9 @@ from torch import nn
 
 from segcli.config import RunConfig
 from segcli.data.format import IGNORE_INDEX, DatasetInfo
+from segcli.engine.checkpoint import ANOTHER_CHECKPOINT
 from segcli.engine.preprocess import crop_padding, pad_to_multiple, resize, size_divisor
-from segcli.errors import CheckpointError, ConfigError, PluginError, SegcliError
+from segcli.errors import CheckpointError, ConfigError, PluginError
 from segcli.factories import call_factory
 from segcli.losses import build_loss as build_weighted_loss
 from segcli.losses import is_single_logit, parse_loss_spec
@@ -89,26 +90,15 @@ def model_record(
     }
 
 
-def recorded_head(
-    config: RunConfig,
-    meta: dict[str, Any],
-    plugins: Plugins | None = None,
-    source: object = "the checkpoint",
-) -> ModelHead:
-    """The head a checkpoint's model has: stored in its metadata, or, for checkpoints written
-    before it was, worked out again from the loss plugin. `source` names the checkpoint."""
+def recorded_head(meta: dict[str, Any], source: object = "the checkpoint") -> ModelHead:
+    """The head a checkpoint's model has, as its metadata records it. `source` names the
+    checkpoint."""
     num_classes = len(meta["classes"])
     record = meta.get("model")
-    if record is None:
-        try:
-            return ModelHead(num_classes, single_logit(config, plugins))
-        except SegcliError as exc:
-            raise CheckpointError(
-                f"{source} does not record its model's head width (it predates "
-                f"model.outputs), and the loss {config.loss.name!r} needed to work it out is "
-                f"unavailable: {exc.message}",
-                hint="enable the losses plugin (SEGCLI_DISABLE_PLUGINS) for this checkpoint",
-            ) from None
+    if not isinstance(record, dict):
+        raise CheckpointError(
+            f"{source} is damaged: its metadata has no model record", hint=ANOTHER_CHECKPOINT
+        )
     try:
         head = ModelHead(int(record["num_classes"]), bool(record["single_logit"]))
         outputs = int(record["outputs"])
@@ -137,9 +127,12 @@ def rebuild_model(
     """
     plugins = plugins or get_plugins()
     name = config.model.name
-    record = meta.get("model") or {}
-    built_by = Origin.from_dict(record["built_by"]) if record.get("built_by") else None
-    if name not in plugins.models and built_by is not None:
+    head = recorded_head(meta, source)
+    try:
+        built_by = Origin.from_dict(meta["model"]["built_by"])
+    except (KeyError, TypeError) as exc:
+        raise CheckpointError(f"{source}: its model record is damaged ({exc!r})") from None
+    if name not in plugins.models:
         installed = _loaded_release(plugins, built_by)
         if installed == built_by:
             # the very plugin and version that built it does not know the name
@@ -163,14 +156,7 @@ def rebuild_model(
             hint=hint,
         )
     now = plugins.models.entry(name).origin
-    if built_by is None:  # written before checkpoints recorded it; nothing to act on
-        logger.info(
-            "%s does not record which plugin built model %r; using the one from %s",
-            source,
-            name,
-            now.release,
-        )
-    elif built_by != now:
+    if built_by != now:
         logger.warning(
             "%s: model %r was built by %s (plugin %r), now provided by %s (plugin %r)",
             source,
@@ -180,7 +166,7 @@ def rebuild_model(
             now.release,
             now.plugin,
         )
-    return build_model(config, info, plugins, recorded_head(config, meta, plugins, source))
+    return build_model(config, info, plugins, head)
 
 
 def _loaded_release(plugins: Plugins, origin: Origin) -> Origin | None:

@@ -4,6 +4,9 @@ Loading never executes code from the file. Nested training state (optimiser, sch
 RNG) is flattened: its tensors go into the body under `state/...` keys and the rest of
 its structure into the header. Writes go to a temporary file that is renamed over the
 old one, so a crash at any moment leaves the previous checkpoint intact.
+
+The header's `segcli.format_version` says how the rest is laid out; a checkpoint without it,
+or with a version this segcli does not read, is refused before anything else is read.
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ from segcli.files import atomic_write
 from segcli.json_files import parse_json
 
 SUFFIX = ".safetensors"
+# The layout of the header and body that this segcli writes and reads. Raise it when a change
+# means an older reader would misread a checkpoint (docs/training.md, Checkpoints).
+FORMAT_VERSION = 1
+_VERSION_KEY = "segcli.format_version"
 _TENSOR = "__tensor__"
 
 
@@ -64,7 +71,7 @@ def save_checkpoint(
     """Atomically write weights, JSON-able `meta` and optional nested `training_state`."""
     path = Path(path)
     tensors = {f"model/{k}": v.detach().to("cpu").contiguous() for k, v in model_state.items()}
-    header = {"segcli.meta": json.dumps(meta)}
+    header = {_VERSION_KEY: str(FORMAT_VERSION), "segcli.meta": json.dumps(meta)}
     if training_state is not None:
         header["segcli.state"] = json.dumps(_flatten(training_state, "", tensors))
     data = safetensors_bytes(tensors, metadata=header)
@@ -94,6 +101,7 @@ def _read(path: Path, with_tensors: bool) -> tuple[dict[str, str], dict[str, tor
             header = handle.metadata() or {}
             if "segcli.meta" not in header:
                 raise CheckpointError(f"{path} is a safetensors file but not a segcli checkpoint")
+            _check_format_version(path, header.get(_VERSION_KEY))
             tensors = {k: handle.get_tensor(k) for k in handle.keys()} if with_tensors else {}
     except CheckpointError:
         raise
@@ -103,6 +111,30 @@ def _read(path: Path, with_tensors: bool) -> tuple[dict[str, str], dict[str, tor
             hint=ANOTHER_CHECKPOINT,
         ) from None
     return header, tensors
+
+
+def _check_format_version(path: Path, recorded: str | None) -> None:
+    """A CheckpointError unless the header records the one format version this segcli reads:
+    a checkpoint of another layout would otherwise fail, or load wrongly, deep inside a
+    command."""
+    if recorded == str(FORMAT_VERSION):
+        return
+    reads = f"this segcli reads format version {FORMAT_VERSION}"
+    if recorded is None:
+        raise CheckpointError(
+            f"checkpoint {path} records no format version (a pre-release segcli wrote it); {reads}",
+            hint="train it again with this segcli, or use the segcli version that wrote it",
+        )
+    if recorded.isdigit() and int(recorded) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} has format version {recorded}, newer than this segcli; {reads}",
+            hint="upgrade segcli (pip install --upgrade segcli) to read it",
+        )
+    raise CheckpointError(
+        f"checkpoint {path} has format version {recorded!r}, which this segcli does not read; "
+        f"{reads}",
+        hint="train it again with this segcli, or use the segcli version that wrote it",
+    )
 
 
 def _metadata(path: Path, header: dict[str, str]) -> dict[str, Any]:

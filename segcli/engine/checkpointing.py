@@ -243,8 +243,6 @@ def extend_run(config: RunConfig, checkpoint: Any, extension: Extension) -> tupl
             )
         extended.train.max_time = seconds
     reason = progress.stopped
-    if reason is None and progress.epoch >= config.train.epochs:
-        reason = "epochs"  # a checkpoint from before stop reasons were saved
     finished = reason in FINISHED
     if extended == config:
         if finished:

@@ -182,7 +182,7 @@ def describe(
         "palette": [list(color) for color in predictor.palette],
         "image_channels": predictor.channels,
         "outputs": "one logit (sigmoid > threshold)"
-        if recorded_head(config, predictor.meta, source=checkpoint).single_logit
+        if recorded_head(predictor.meta, source=checkpoint).single_logit
         else "class logits (argmax)",
         "threshold": config.train.threshold,
         "preprocessing": predictor.preprocessing.record(),

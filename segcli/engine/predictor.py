@@ -92,7 +92,7 @@ class Predictor:
             self.model.to(self.device).eval()
         # the model itself says how it must be padded, whatever an older record says
         self.preprocessing = replace(
-            recorded_preprocessing(meta, self.config, checkpoint_path),
+            recorded_preprocessing(meta, checkpoint_path),
             size_divisor=size_divisor(self.model),
         )
         if self.preprocessing.image_channels != self.channels:

@@ -165,15 +165,14 @@ def preprocessing_record(
     return configured_preprocessing(config.input, image_channels, divisor).record()
 
 
-def recorded_preprocessing(
-    meta: dict[str, Any], config: RunConfig, source: object, divisor: int = 1
-) -> Preprocessing:
-    """The preprocessing a checkpoint or export records; for those written before it was
-    recorded, the one their saved configuration trains with (and `divisor`)."""
+def recorded_preprocessing(meta: dict[str, Any], source: object) -> Preprocessing:
+    """The preprocessing a checkpoint or export records."""
     record = meta.get("preprocessing")
-    channels = int(meta["image_channels"])
-    if record is None:
-        return configured_preprocessing(config.input, channels, divisor)
+    if not isinstance(record, dict):
+        raise CheckpointError(
+            f"{source} is damaged: its metadata has no preprocessing record",
+            hint="use another checkpoint (the run's best or last) or export it again",
+        )
     try:
         policies = (record["resize"], record["pad"])
         size = tuple(int(side) for side in record["size"]) if record["size"] else None

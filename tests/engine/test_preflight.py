@@ -125,7 +125,7 @@ def test_tensorboard_logging_needs_the_package(monkeypatch):
     import importlib.util
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    config = build_config(overrides=["log.tensorboard=true"])
+    config = build_config(overrides=["log.loggers=[tensorboard]"])
     with pytest.raises(
         ConfigError, match="log.loggers: logger 'tensorboard' needs the tensorboard package"
     ):

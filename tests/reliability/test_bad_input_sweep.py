@@ -231,6 +231,10 @@ def _set_config(section: str, key: str, value):
     return lambda meta: meta["config"][section].__setitem__(key, value)
 
 
+# The header entry a checkpoint needs to be read at all: damage to its metadata comes next.
+VERSION = {"segcli.format_version": "1"}
+
+
 def write_checkpoint(kind: str, folder: Path, real: Path, sidecar: Path, name: str) -> Path:
     """A malformed checkpoint of `kind` at folder/name (a `.pt` kind gets its own name)."""
     from safetensors.torch import save_file
@@ -255,11 +259,19 @@ def write_checkpoint(kind: str, folder: Path, real: Path, sidecar: Path, name: s
     elif kind == "no-segcli-metadata":
         save_file({"weight": torch.zeros(3)}, str(path))
     elif kind == "metadata-not-json":
-        save_file({"model/weight": torch.zeros(3)}, str(path), metadata={"segcli.meta": "{oops"})
+        save_file(
+            {"model/weight": torch.zeros(3)},
+            str(path),
+            metadata={**VERSION, "segcli.meta": "{oops"},
+        )
     elif kind == "metadata-without-config":
         _edited_checkpoint(real, path, lambda meta: meta.pop("config"))
     elif kind == "metadata-a-list":
-        save_file({"model/weight": torch.zeros(3)}, str(path), metadata={"segcli.meta": "[1, 2]"})
+        save_file(
+            {"model/weight": torch.zeros(3)},
+            str(path),
+            metadata={**VERSION, "segcli.meta": "[1, 2]"},
+        )
     elif kind == "unregistered-model":
         _edited_checkpoint(real, path, _set_config("model", "name", "no-such-net"))
     elif kind == "invalid-input-size":

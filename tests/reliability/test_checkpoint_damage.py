@@ -24,12 +24,16 @@ def _rewritten(source: Path, target: Path, meta=None, state=None, raw_header=Non
     `meta(meta)` / `state(state)` (each returns the new value), or a raw header."""
     from safetensors.torch import save_file
 
-    from segcli.engine.checkpoint import load_checkpoint, save_checkpoint
+    from segcli.engine.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
 
     checkpoint = load_checkpoint(source, with_training_state=True)
     if raw_header is not None:
         tensors = {f"model/{k}": v for k, v in checkpoint.model_state.items()}
-        header = {"segcli.meta": json.dumps(checkpoint.meta), **raw_header}
+        header = {
+            "segcli.format_version": str(FORMAT_VERSION),
+            "segcli.meta": json.dumps(checkpoint.meta),
+            **raw_header,
+        }
         save_file(tensors, str(target), metadata=header)
         return
     new_meta = meta(json.loads(json.dumps(checkpoint.meta))) if meta else checkpoint.meta
