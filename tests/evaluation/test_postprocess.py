@@ -4,7 +4,8 @@ only when it improves the monitored metric."""
 import numpy as np
 import pytest
 
-from segcli.evaluation.postprocess import PostProcessing, choose_post_processing
+from segcli.engine.postprocess import PostProcessing
+from segcli.evaluation.postprocess_search import choose_post_processing
 
 
 def iou(masks, truths) -> float:
