@@ -34,8 +34,8 @@ _PUBLIC_NAMES: dict[str, str] = {
     "ResourceError": "segcli.errors",
     "shortened": "segcli.errors",
     # dataset preparers
-    "DatasetPlan": "segcli.data.prepare",
-    "Sample": "segcli.data.prepare",
+    "DatasetPlan": "segcli.data.plan",
+    "Sample": "segcli.data.plan",
     "ClassInfo": "segcli.data.format",
     "IGNORE_INDEX": "segcli.data.format",
     "IMAGE_SUFFIXES": "segcli.data.format",

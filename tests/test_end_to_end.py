@@ -27,7 +27,7 @@ def test_prepare_writes_the_canonical_layout(shapes_dataset):
 def test_shapes_is_deterministic_from_its_seed(tmp_path):
     from segcli_shapes.generate import render
 
-    from segcli.data.prepare import Sample
+    from segcli.data.plan import Sample
 
     sample = Sample("train", "x", None, "generated", {"seed": 3, "index": 7, "size": 64})
     first, second = render(sample), render(sample)

@@ -150,13 +150,9 @@ def run_prepare(
     """Plan, build and report one dataset (what every `segcli prepare X` runs)."""
     from rich.progress import Progress
 
-    from segcli.data.prepare import (
-        build_dataset,
-        check_output,
-        provenance,
-        read_split_file,
-        require_raw_dir,
-    )
+    from segcli.data.prepare import build_dataset, provenance, require_raw_dir
+    from segcli.data.prepare_output import check_output
+    from segcli.data.split_file import read_split_file
     from segcli.errors import Interrupted
 
     if getattr(preparer, "needs_raw", True):

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from segcli.data.prepare import DrawnMask, Sample
+from segcli.data.plan import DrawnMask, Sample
 from segcli.errors import DataError
 
 __all__ = [

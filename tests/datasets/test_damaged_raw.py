@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from raw_images import blob, noise, save
 
-from segcli.data.prepare import Sample
+from segcli.data.plan import Sample
 from segcli.errors import DataError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reliability"))

@@ -22,7 +22,8 @@ from segcli.data.fingerprint import (
     load_fingerprint,
 )
 from segcli.data.format import ClassInfo
-from segcli.data.prepare import DatasetPlan, Sample, build_dataset
+from segcli.data.plan import DatasetPlan, Sample
+from segcli.data.prepare import build_dataset
 from segcli.ledger import OutputLedger
 
 CLASSES = [ClassInfo(0, "background", (0, 0, 0)), ClassInfo(1, "thing", (255, 255, 255))]

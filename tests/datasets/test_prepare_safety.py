@@ -21,7 +21,8 @@ from raw_images import blob, noise, save
 from segcli_datasets.folder import prepare as prepare_folder
 from segcli_shapes.generate import prepare as prepare_shapes
 
-from segcli.data.prepare import _init_worker, build_dataset
+from segcli.data.prepare import build_dataset
+from segcli.data.prepare_worker import init_worker
 from segcli.errors import DataError, Interrupted, OutputError, ResourceError, UsageError
 
 
@@ -307,7 +308,7 @@ def test_interrupt_keeps_the_previous_dataset(tmp_path, workers):
 def test_workers_leave_ctrl_c_to_the_prepare_process(tmp_path):
     """A worker interrupted while idle would print its traceback; the parent stops the pool."""
     initargs = (shapes_plan(1), tmp_path, os.getpid())
-    with ProcessPoolExecutor(1, initializer=_init_worker, initargs=initargs) as pool:
+    with ProcessPoolExecutor(1, initializer=init_worker, initargs=initargs) as pool:
         assert pool.submit(signal.getsignal, signal.SIGINT).result() == signal.SIG_IGN
 
 

@@ -13,7 +13,9 @@ from PIL import Image
 from raw_images import SHARED_DATA, noise, save
 
 from segcli.data.format import ClassInfo, read_dataset_info
-from segcli.data.prepare import DatasetPlan, Sample, build_dataset, read_split_file
+from segcli.data.plan import DatasetPlan, Sample
+from segcli.data.prepare import build_dataset
+from segcli.data.split_file import read_split_file
 from segcli.errors import ConfigError, DataError, UsageError
 
 TGS_STEMS = [f"{i:010x}" for i in range(10)]

@@ -9,7 +9,8 @@ import pytest
 
 from segcli.config import build_config
 from segcli.data.format import ClassInfo
-from segcli.data.prepare import DatasetPlan, Sample, build_dataset
+from segcli.data.plan import DatasetPlan, Sample
+from segcli.data.prepare import build_dataset
 from segcli.plugins import get_plugins
 
 PLUGINS = get_plugins()

@@ -22,7 +22,8 @@ from PIL import Image, TiffTags
 
 from segcli.data.format import ClassInfo, read_dataset_info
 from segcli.data.images import image_size, open_image, read_image, read_mask
-from segcli.data.prepare import DatasetPlan, Sample, apply_split_file, read_split_file
+from segcli.data.plan import DatasetPlan, Sample
+from segcli.data.split_file import apply_split_file, read_split_file
 from segcli.errors import DataError, SegcliError
 
 FUZZ = settings(

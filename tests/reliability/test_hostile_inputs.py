@@ -22,7 +22,7 @@ from reliability_helpers import check_error_output, image_bytes, shape_pair, wri
 
 from segcli.data.format import read_dataset_info
 from segcli.data.images import open_image, read_image
-from segcli.data.prepare import read_split_file
+from segcli.data.split_file import read_split_file
 from segcli.engine.inputs import discover_inputs
 from segcli.errors import ConfigError, DataError
 from segcli.json_files import parse_json, read_json
