@@ -1,4 +1,5 @@
-"""`segcli export`: a checkpoint as ONNX or TorchScript, checked against PyTorch."""
+"""`segcli export`: a checkpoint as ONNX, TorchScript or OpenVINO, checked against PyTorch;
+quantised ONNX and OpenVINO exports also re-scored on the validation split."""
 
 from __future__ import annotations
 
@@ -7,16 +8,19 @@ from pathlib import Path
 import typer
 
 from segcli.cli import options
-from segcli.cli.output import console
+from segcli.cli.output import console, print_warning
 
 
 def export(
     checkpoint: Path = typer.Option(
         None, "--checkpoint", help="Checkpoint file or run folder [default: newest run's best]."
     ),
-    fmt: str = typer.Option(..., "--format", help="onnx or torchscript."),
+    fmt: str = typer.Option(..., "--format", help="onnx, torchscript or openvino."),
     out: Path = typer.Option(
-        None, "--out", "-o", help="Model file [default: next to the checkpoint, .onnx or .pt]."
+        None,
+        "--out",
+        "-o",
+        help="Model file [default: next to the checkpoint, .onnx, .pt or .xml].",
     ),
     dynamic: bool = typer.Option(
         False,
@@ -40,14 +44,44 @@ def export(
             hint="the parity check cannot be switched off; e.g. --tolerance 0.01",
         ),
     ),
+    quantize: str = typer.Option(
+        None,
+        "--quantize",
+        help="With --format onnx: int8 (static, calibrated on the run's train images), "
+        "dynamic (int8 weights) or fp16.",
+    ),
+    calibration: int = typer.Option(
+        200,
+        "--calibration",
+        help="Train images that calibrate --quantize int8.",
+        callback=options.in_range("--calibration", low=1),
+    ),
+    max_drop: float = typer.Option(
+        0.01,
+        "--max-drop",
+        help="Largest accepted drop of the monitored metric on the validation split "
+        "(quantised and OpenVINO exports).",
+        callback=options.in_range("--max-drop", low=0),
+    ),
+    keep_anyway: bool = typer.Option(
+        False, "--keep-anyway", help="Keep an export whose score dropped by more than --max-drop."
+    ),
+    dataset: Path = typer.Option(
+        None,
+        "--dataset",
+        help="Prepared dataset to calibrate and re-score on [default: the run's].",
+    ),
     runs_dir: options.RunsDir = Path("runs"),
     force: options.Force = False,
 ) -> None:
     """Export a model plus a sidecar JSON (classes, palette, preprocessing).
 
     The export is run on sample inputs next to the PyTorch model and the largest logit
-    difference is reported; above --tolerance nothing is written. Existing files are
-    replaced only where segcli wrote them (or with --force).
+    difference is reported; above --tolerance nothing is written. A quantised ONNX or an
+    OpenVINO export is also scored on the validation split next to the float ONNX model;
+    when the monitored metric drops by more than --max-drop nothing is written (unless
+    --keep-anyway). Existing files are replaced only where segcli wrote them (or with
+    --force).
     """
     from segcli.engine.export import export_checkpoint
     from segcli.engine.runs import find_checkpoint
@@ -58,7 +92,7 @@ def export(
 
     checkpoint_path = find_checkpoint(checkpoint, runs_dir)
     console.print(f"checkpoint: {checkpoint_path}")
-    with console.status(f"exporting to {fmt}"):
+    with console.status(f"exporting to {fmt}" + (f" ({quantize})" if quantize else "")):
         report = export_checkpoint(
             checkpoint_path,
             fmt,
@@ -67,10 +101,28 @@ def export(
             opset=opset,
             tolerance=tolerance,
             force=force,
+            quantize=quantize,
+            calibration=calibration,
+            max_drop=max_drop,
+            keep_anyway=keep_anyway,
+            dataset=dataset,
         )
     shapes = ", ".join("x".join(map(str, shape)) for shape in report.checked_shapes)
-    console.print(f"wrote [bold]{report.path}[/] and {report.sidecar.name} ({report.exporter})")
+    written = ", ".join(path.name for path in (*report.extra_files, report.sidecar))
+    console.print(f"wrote [bold]{report.path}[/] and {written} ({report.exporter})")
     console.print(f"parity with PyTorch on {shapes}: max abs difference {report.max_abs_diff:.3g}")
+    if report.accuracy:
+        accuracy = report.accuracy
+        reference, exported = accuracy["reference"], accuracy["exported"]
+        console.print(
+            f"{accuracy['metric']} on {accuracy['images']} {accuracy['split']} image(s): "
+            f"{exported['score']:.4f} ({exported['runtime']}, "
+            f"{exported['images_per_second']:.1f} img/s) vs {reference['score']:.4f} "
+            f"({reference['runtime']}, {reference['images_per_second']:.1f} img/s), "
+            f"drop {accuracy['drop']:.4f} (--max-drop {accuracy['max_drop']:g})"
+        )
+        if accuracy["kept_anyway"]:
+            print_warning("kept with --keep-anyway although the drop is above --max-drop")
 
 
 def add_to(app: typer.Typer) -> None:

@@ -89,7 +89,8 @@ Checkpoint = Annotated[
     Path | None,
     typer.Option(
         "--checkpoint",
-        help="Checkpoint, run folder, or exported model (.onnx, .pt) [default: newest run's best].",
+        help="Checkpoint, run folder, or exported model (.onnx, .pt, OpenVINO .xml) "
+        "[default: newest run's best].",
         autocompletion=completion.checkpoints,
     ),
 ]

@@ -18,6 +18,7 @@ from segcli.cli import help_format
 from segcli.cli import plugins as plugins_command
 from segcli.cli import predict as predict_command
 from segcli.cli import prepare as prepare_command
+from segcli.cli import profile as profile_command
 from segcli.cli import report as report_command
 from segcli.cli import train as train_command
 from segcli.cli import visualize as visualize_command
@@ -92,6 +93,7 @@ train_command.add_to(app)
 predict_command.add_to(app)
 evaluate_command.add_to(app)
 export_command.add_to(app)
+profile_command.add_to(app)
 visualize_command.add_to(app)
 report_command.add_to(app)
 plugins_command.add_to(app)

@@ -1,5 +1,6 @@
 """Running a model exported by `segcli export`: ONNX through onnxruntime, TorchScript through
-torch.jit, each called like a PyTorch model and described by its sidecar JSON.
+torch.jit, OpenVINO IR through openvino, each called like a PyTorch model and described by
+its sidecar JSON.
 
 Both `segcli.engine.export` (to check an export against PyTorch) and prediction (to predict
 with one) use this module; it imports neither of them.
@@ -20,7 +21,7 @@ from torch import nn
 from segcli.engine.preprocess import PAD_POLICY, PIXEL_SCALE, RESIZE_POLICY
 from segcli.errors import CheckpointError, ConfigError, UsageError
 
-FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
+FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "openvino": ".xml"}
 # 2: `preprocessing` is the checkpoint's preprocessing record (1: a description of it)
 SIDECAR_VERSION = 2
 
@@ -46,27 +47,21 @@ def _importable(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
-class OnnxModel:
-    """An onnxruntime session called like a model; `size_divisor` tells the engine how to pad."""
+class _ExportedGraph:
+    """An exported graph called like a model on (N, C, H, W) tensors: the size checks and the
+    batching shared by the ONNX Runtime and OpenVINO runners, which supply `_infer`."""
 
-    def __init__(self, path: Path, size_divisor: int, device: torch.device) -> None:
-        import onnxruntime  # optional dependency (segcli[onnx]), checked by require_onnx
+    path: Path
+    size_divisor: int
+    static_batch: bool
+    fixed_size: tuple[int, ...] | None
 
-        providers = ["CPUExecutionProvider"]
-        if device.type == "cuda":
-            providers.insert(0, "CUDAExecutionProvider")
-        try:
-            self.session = onnxruntime.InferenceSession(str(path), providers=providers)
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
-            raise CheckpointError(
-                f"onnxruntime cannot load {path}: {str(exc).splitlines()[0]}"
-            ) from None
-        self.input = self.session.get_inputs()[0]
-        self.size_divisor = size_divisor
-        self.path = path
-        dims = [d if isinstance(d, int) else None for d in self.input.shape]
+    def _set_input_shape(self, dims: list[int | None]) -> None:
         self.static_batch = dims[0] is not None
         self.fixed_size = tuple(dims[2:]) if None not in dims[2:] else None
+
+    def _infer(self, array: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
 
     def check_size(self, height: int, width: int) -> None:
         if self.fixed_size and (height, width) != self.fixed_size:
@@ -78,14 +73,85 @@ class OnnxModel:
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         self.check_size(*images.shape[2:])
-        array = images.detach().cpu().float().numpy()
+        array = np.ascontiguousarray(images.detach().cpu().float().numpy())
         if self.static_batch:  # one image per run
-            outputs = [
-                self.session.run(None, {self.input.name: array[i : i + 1]})[0]
-                for i in range(array.shape[0])
-            ]
+            outputs = [self._infer(array[i : i + 1]) for i in range(array.shape[0])]
             return torch.from_numpy(np.concatenate(outputs))
-        return torch.from_numpy(self.session.run(None, {self.input.name: array})[0])
+        return torch.from_numpy(self._infer(array))
+
+
+class OnnxModel(_ExportedGraph):
+    """An onnxruntime session called like a model; `size_divisor` tells the engine how to pad.
+
+    `model` is an `.onnx` file or the serialised model itself (profiling, re-scoring)."""
+
+    def __init__(self, model: Path | bytes, size_divisor: int, device: torch.device) -> None:
+        import onnxruntime  # optional dependency (segcli[onnx]), checked by require_onnx
+
+        self.path = Path("<ONNX model in memory>") if isinstance(model, bytes) else Path(model)
+        providers = ["CPUExecutionProvider"]
+        if device.type == "cuda":
+            providers.insert(0, "CUDAExecutionProvider")
+        source = model if isinstance(model, bytes) else str(model)
+        try:
+            self.session = onnxruntime.InferenceSession(source, providers=providers)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
+            raise CheckpointError(
+                f"onnxruntime cannot load {self.path}: {str(exc).splitlines()[0]}"
+            ) from None
+        self.input = self.session.get_inputs()[0]
+        self.size_divisor = size_divisor
+        self._set_input_shape([d if isinstance(d, int) else None for d in self.input.shape])
+
+    def _infer(self, array: np.ndarray) -> np.ndarray:
+        logits = self.session.run(None, {self.input.name: array.astype(self.input_dtype)})[0]
+        return logits.astype(np.float32, copy=False)
+
+    @property
+    def input_dtype(self) -> type:
+        """float16 for an fp16 export (`--quantize fp16`), else float32."""
+        return np.float16 if self.input.type == "tensor(float16)" else np.float32
+
+
+class OpenVinoModel(_ExportedGraph):
+    """An OpenVINO model compiled for the CPU, called like a model.
+
+    `model` is an OpenVINO IR `.xml` file (its weights in the `.bin` beside it) or a
+    serialised ONNX model. Inference runs in float32: on CPUs with bf16 units OpenVINO would
+    otherwise pick bf16 and the results would no longer match PyTorch."""
+
+    def __init__(self, model: Path | bytes, size_divisor: int) -> None:
+        require_openvino("run an OpenVINO model")
+        import openvino  # optional dependency (segcli[openvino]), checked just above
+
+        self.path = Path("<ONNX model in memory>") if isinstance(model, bytes) else Path(model)
+        try:
+            core = openvino.Core()
+            read = core.read_model(model if isinstance(model, bytes) else str(model))
+            self.compiled = core.compile_model(read, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        except Exception as exc:  # noqa: BLE001 - OpenVINO raises its own untyped errors
+            raise CheckpointError(
+                f"OpenVINO cannot load {self.path}: {str(exc).strip().splitlines()[0]}"
+            ) from None
+        self.request = self.compiled.create_infer_request()
+        self.size_divisor = size_divisor
+        shape = self.compiled.inputs[0].get_partial_shape()
+        self._set_input_shape([d.get_length() if d.is_static else None for d in shape])
+
+    def _infer(self, array: np.ndarray) -> np.ndarray:
+        return np.array(self.request.infer([array])[0], dtype=np.float32)
+
+
+def openvino_installed() -> bool:
+    return _importable("openvino")
+
+
+def require_openvino(purpose: str) -> None:
+    if not openvino_installed():
+        raise ConfigError(
+            f"to {purpose}, segcli needs openvino, which is not installed",
+            hint='pip install "segcli[openvino]"',
+        )
 
 
 class ScriptedModel(nn.Module):
@@ -99,7 +165,8 @@ class ScriptedModel(nn.Module):
 
 
 def load_exported(path: Path, device: torch.device) -> tuple[dict[str, Any], Any]:
-    """(metadata as in a checkpoint, callable model) for an `.onnx` or TorchScript `.pt` file."""
+    """(metadata as in a checkpoint, callable model) for an `.onnx`, TorchScript `.pt` or
+    OpenVINO `.xml` file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"exported model {path} does not exist")
@@ -119,6 +186,8 @@ def load_exported(path: Path, device: torch.device) -> tuple[dict[str, Any], Any
     if path.suffix == ".onnx":
         require_onnx(f"predict with {path.name}")
         return meta, OnnxModel(path, divisor, device)
+    if path.suffix == ".xml":  # run on the CPU whatever --device says; inputs are moved there
+        return meta, OpenVinoModel(path, divisor)
     return meta, ScriptedModel(load_torchscript(path, device), divisor).eval()
 
 

@@ -30,7 +30,7 @@ TTA_VIEWS: dict[str, list[tuple[int, ...]]] = {
     "flip-hv": [(), (3,), (2,), (2, 3)],
 }
 AMP_MODES = ("auto", "off", "bf16", "fp16")
-EXPORT_SUFFIXES = (".onnx", ".pt")
+EXPORT_SUFFIXES = (".onnx", ".pt", ".xml")
 
 
 def reuse_freed_memory() -> None:
