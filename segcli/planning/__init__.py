@@ -6,7 +6,8 @@ planner), and `segcli.planning.configure` lays the `Plan` a planner returns amon
 configuration layers. The rules themselves are planner plugins (`register_planners`); the
 built-in `default` one is plugins/segcli_planners (docs/planning.md lists its rules).
 
-What a planner plugin may import is exported here: its whole public API.
+The names a planner plugin uses are gathered here for segcli's one public API list
+(`segcli.__all__`); plugins import them from there, as `from segcli import Plan`.
 """
 
 from segcli.data.fingerprint import ClassStats, Fingerprint, SizeStats
