@@ -32,7 +32,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_the_benchmarks_are_found():
-    assert {"results.py", "train_overhead.py", "loader_speed.py"} <= set(SCRIPTS)
+    assert {"results.py", "train_overhead.py", "loader_speed.py", "deploy.py"} <= set(SCRIPTS)
 
 
 def quick(script: str, folder: Path, *options: str) -> str:
