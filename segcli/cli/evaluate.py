@@ -22,6 +22,12 @@ def evaluate(
         "--save-predictions",
         help="Also write each predicted mask (and colour) next to the report.",
     ),
+    post_processing: bool = typer.Option(
+        True,
+        "--post-processing/--no-post-processing",
+        help="Two-class models: apply the post-processing training chose on the validation "
+        "images (threshold, smallest region, empty images), recorded in the checkpoint.",
+    ),
     tile: options.Tile = None,
     overlap: options.Overlap = None,
     tta: options.Tta = "none",
@@ -56,7 +62,7 @@ def evaluate(
         report_path.with_name(f"{report_path.stem}-predictions") if save_predictions else None
     )
     ledger = claim_outputs(report_path, predictions_dir, dataset_dir, checkpoint_path, pairs, force)
-    predictor = Predictor(checkpoint_path, device, tta=tta)
+    predictor = Predictor(checkpoint_path, device, tta=tta, post_processing=post_processing)
     console.print(f"checkpoint: {checkpoint_path}")
     with Progress(console=error_console, transient=True) as progress:
         task = progress.add_task(f"evaluating {split}", total=total)

@@ -42,6 +42,12 @@ def predict(
         help="Binary models: foreground above this probability [default: train.threshold].",
         callback=options.in_range("--threshold", low=0, high=1, low_open=True, high_open=True),
     ),
+    post_processing: bool = typer.Option(
+        True,
+        "--post-processing/--no-post-processing",
+        help="Two-class models: apply the post-processing training chose on the validation "
+        "images (threshold, smallest region, empty images), recorded in the checkpoint.",
+    ),
     recursive: bool = typer.Option(
         False, "--recursive", "-r", help="Include images in subfolders (the tree is mirrored)."
     ),
@@ -93,6 +99,7 @@ def predict(
             overlay_alpha=alpha if overlay else None,
             probability_format=probabilities,
             threshold=threshold,
+            post_processing=post_processing,
             recursive=recursive,
             batch_size=batch_size,
             workers=workers,

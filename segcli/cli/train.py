@@ -248,6 +248,13 @@ def print_summary(run_dir: Path) -> None:
         for name, value in zip(classes, iou, strict=False):
             table.add_row(name, "-" if value != value else f"{value:.4f}")
         console.print(table)
+    learned = summary.get("post_processing")
+    if learned:
+        console.print(
+            f"post-processing: {learned['description']} ({learned['monitor']} at the images' "
+            f"own size {learned['before']:.4f} -> {learned['after']:.4f})",
+            highlight=False,
+        )
     console.print(time_line(summary), highlight=False)
     console.print(f"checkpoints: {run_dir}/best.safetensors, {run_dir}/last.safetensors")
     console.print(f"curves: {run_dir}/curves.png")
@@ -261,7 +268,7 @@ def time_line(summary: dict[str, Any]) -> str:
     of_budget = f" of a {budget:g} s budget" if budget else ""
     phases = ", ".join(
         f"{phase} {seconds.get(phase, 0.0):.1f}"
-        for phase in ("setup", "training", "validation", "checkpoints")
+        for phase in ("setup", "training", "validation", "checkpoints", "post-processing")
     )
     return (
         f"time: {seconds['total']:.1f} s{of_budget} ({phases}); "

@@ -159,6 +159,9 @@ class TrainConfig(Section):
     compile: bool = False
     # probability above which a single-logit model predicts class 1
     threshold: float = Field(0.5, gt=0, lt=1)
+    # two-class models: choose the threshold, the smallest region kept and the empty-image
+    # share on the validation images after training, and record them in `best`
+    post_process: bool = True
     # decay of an exponential moving average of the weights; 0 = off
     ema: float = Field(0.0, ge=0, lt=1)
 

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from segcli.engine.optimisation import ScheduleLayout
 
 Clock = Callable[[], float]
-PHASES = ("setup", "training", "validation", "checkpoints")
+PHASES = ("setup", "training", "validation", "checkpoints", "post-processing")
 # A checkpoint write before one was timed: best + last (weights, optimiser moments) at a
 # pessimistic disk speed, plus the fsync.
 _GUESSED_WRITE_BYTES_PER_SECOND = 50e6

@@ -75,6 +75,7 @@ class ImageOutputs:
     def write(self, image: np.ndarray | None) -> list[Path]:
         mask_path = self.path(".png")
         written = [mask_path]
+        self.mask = self.predictor.finish(self.mask)
         write_png_atomic(mask_path, self.mask, self.ledger)
         palette = self.predictor.palette
         if self.colorize_masks:

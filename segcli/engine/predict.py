@@ -104,6 +104,7 @@ def predict_paths(
     overlay_alpha: float | None = None,
     probability_format: str | None = None,
     threshold: float | None = None,
+    post_processing: bool = True,
     recursive: bool = False,
     batch_size: int = 4,
     workers: int | None = None,
@@ -136,7 +137,14 @@ def predict_paths(
     ledger = OutputLedger(out_dir)
     suffixes = output_suffixes(colorize_masks, overlay_alpha, probability_format)
     check_outputs(files, bases, out_dir, suffixes, ledger, force)
-    predictor = Predictor(checkpoint, device, amp=amp, tta=tta, threshold=threshold)
+    predictor = Predictor(
+        checkpoint,
+        device,
+        amp=amp,
+        tta=tta,
+        threshold=threshold,
+        post_processing=post_processing,
+    )
     if tile and hasattr(predictor.model, "check_size"):  # a static ONNX export: fail before writing
         predictor.model.check_size(tile, tile)
     ledger.open_folder()

@@ -19,6 +19,7 @@ from segcli.devices import resolve_device
 from segcli.engine.build import autocast_for, forward, probabilities, rebuild_model
 from segcli.engine.checkpoint import load_checkpoint, load_model_state
 from segcli.engine.exported import load_exported
+from segcli.engine.postprocess import PostProcessing
 from segcli.engine.preprocess import recorded_preprocessing, resize_in_strips, size_divisor
 from segcli.engine.tiling import DEFAULT_OVERLAP, sliding_window
 from segcli.errors import CheckpointError, ConfigError, UsageError
@@ -65,6 +66,7 @@ class Predictor:
         amp: str = "auto",
         tta: str = "none",
         threshold: float | None = None,
+        post_processing: bool = True,
     ) -> None:
         checkpoint_path = Path(checkpoint_path)
         self.device = resolve_device(device, "--device")
@@ -107,7 +109,12 @@ class Predictor:
                 f"--threshold applies to binary models; this one has {self.num_classes} classes",
                 hint="leave --threshold out: the most probable class is taken",
             )
-        self.threshold = self.config.train.threshold if threshold is None else threshold
+        self.rules = PostProcessing(threshold=self.config.train.threshold)
+        if post_processing and self.num_classes == 2 and meta.get("post_processing"):
+            self.rules = _recorded_rules(meta["post_processing"], checkpoint_path)
+        if threshold is not None:
+            self.rules = replace(self.rules, threshold=threshold)
+        self.threshold = self.rules.threshold
         if not 0 < self.threshold < 1:
             raise UsageError(f"--threshold {self.threshold} must lie between 0 and 1")
         if tta not in TTA_VIEWS:
@@ -188,15 +195,25 @@ class Predictor:
         if progress:
             progress(1)
 
-    def predict_mask(self, image: np.ndarray, **tiling: Any) -> np.ndarray:
-        """The (H, W) uint8 class mask of one image (uint8 H, W, C)."""
+    def predict_mask(
+        self, image: np.ndarray, *, foreground: np.ndarray | None = None, **tiling: Any
+    ) -> np.ndarray:
+        """The (H, W) uint8 class mask of one image (uint8 H, W, C); a two-class model's
+        foreground probabilities also go into `foreground` (H, W) when given."""
         mask = np.empty(image.shape[:2], np.uint8)
 
         def keep(top: int, probs: torch.Tensor) -> None:
             mask[top : top + probs.shape[1]] = self.decide(probs).numpy()
+            if foreground is not None:
+                foreground[top : top + probs.shape[1]] = probs[1].numpy()
 
         self.predict_image(image, keep, **tiling)
-        return mask
+        return self.finish(mask)
+
+    def finish(self, mask: np.ndarray) -> np.ndarray:
+        """A whole image's mask with the checkpoint's learned post-processing applied (small
+        regions dropped, too little foreground made empty); unchanged without it."""
+        return self.rules.clean(mask) if self.rules.cleans else mask
 
 
 def emit_resized(
@@ -216,4 +233,14 @@ def _saved_config(meta: dict[str, Any], checkpoint_path: Path) -> RunConfig:
         raise CheckpointError(
             f"the configuration saved in the checkpoint is not valid: {error.message}",
             hint="was it written by another segcli version? train it again, or use that version",
+        ) from None
+
+
+def _recorded_rules(recorded: Any, checkpoint_path: Path) -> PostProcessing:
+    try:
+        return PostProcessing.from_json(recorded)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(
+            f"{checkpoint_path}: its post-processing record is damaged ({exc})",
+            hint="predict with --no-post-processing, or train the run again",
         ) from None

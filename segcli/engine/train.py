@@ -40,6 +40,7 @@ from segcli.engine.loop import (
     make_loader,
     train_one_epoch,
 )
+from segcli.engine.postprocess import PostProcessing
 from segcli.engine.preflight import check_run
 from segcli.engine.runlog import RunLog
 from segcli.engine.runs import (
@@ -52,11 +53,15 @@ from segcli.engine.runs import (
 )
 from segcli.engine.setup import RunParts, build_parts, ensure_dataset, seed_everything
 from segcli.errors import ConfigError, Interrupted, ResourceError, UsageError
+from segcli.evaluation.postprocess_search import learn_post_processing, record_post_processing
 from segcli.files import remove_stale_temporaries
 from segcli.plugins import get_plugins
 
 # Under a time budget, `last` is written at least this often (and at every validation).
 LAST_EVERY_SECONDS = 30.0
+# what choosing post-processing costs, in validation passes: one pass at the images' own size
+# and the search over its rules (TGS: 600 images, about 5 s)
+POST_PROCESSING_VALIDATIONS = 1.5
 
 __all__ = ["Reporter", "TrainingState", "checkpoint_meta", "fit", "make_loader", "train_one_epoch"]
 
@@ -151,7 +156,10 @@ def _fit(
     else:
         new_runs_dir = context.is_main and not Path(config.runs_dir).exists()
         state, run_dir = TrainingState(), _new_run_dir(config, context, plan, locks)
-    pacer = _pacer(config, parts, state, context, watch, finishing_validations)
+    learns = _learns_post_processing(config, info, validate)
+    # choosing post-processing predicts the validation images once more at their own size
+    finishing = finishing_validations + (POST_PROCESSING_VALIDATIONS if learns else 0.0)
+    pacer = _pacer(config, parts, state, context, watch, finishing)
     log = RunLog(run_dir, config, plugins) if context.is_main else None
     if log is not None and checkpoint is not None:
         log.forget_after(state.epoch)
@@ -207,9 +215,14 @@ def _fit(
         return run_dir
     # the loggers close last: MLflow marks its run finished and takes summary and pictures
     try:
+        learned = None
+        if learns and (run_dir / f"best{SUFFIX}").is_file():
+            watch.switch("post-processing")
+            learned = _post_processing(config, run_dir / f"best{SUFFIX}", root, monitor, mode)
         spent = watch.spent()
         log.write_summary(
             {
+                "post_processing": learned,
                 "best": state.best,
                 "best_epoch": state.best_epoch,
                 "monitor": monitor,
@@ -228,6 +241,38 @@ def _fit(
     finally:
         log.close()
     return run_dir
+
+
+def _learns_post_processing(config: RunConfig, info: Any, validate: bool) -> bool:
+    return config.train.post_process and validate and len(info.classes) == 2
+
+
+def _post_processing(
+    config: RunConfig, best: Path, root: Path, monitor: str, mode: str
+) -> dict[str, Any] | None:
+    """Choose the post-processing of `best` on the validation images and record it in the
+    checkpoint when it changes anything; what was chosen, with the monitored metric before and
+    after (at the images' own size), for the summary."""
+    choice = learn_post_processing(
+        best,
+        root,
+        config.dataset.val_split,
+        monitor=monitor,
+        maximize=mode == "max",
+        device=config.train.device,
+    )
+    if choice is None:
+        return None
+    kept = choice.rules != PostProcessing(threshold=config.train.threshold)
+    if kept:
+        record_post_processing(best, choice.rules)
+    return {
+        "rules": choice.rules.to_json() if kept else None,
+        "description": choice.rules.describe() if kept else "none improved the metric",
+        "monitor": monitor,
+        "before": choice.before,
+        "after": choice.after,
+    }
 
 
 def _without_pretrained(config: RunConfig, checkpoint: Any) -> RunConfig:

@@ -141,13 +141,16 @@ def evaluate_split(
     workers: int | None = None,
     max_pixels: int | None = None,
     on_image: Callable[[ImageRecord], None] | None = None,
+    foreground: Callable[[tuple[int, int]], np.ndarray] | None = None,
 ) -> SplitEvaluation:
     """Predict each labelled image of a split (or only `pairs` of it) and score it.
 
     Each image's record (image, truth, prediction, confusion counts, mean IoU) goes to
     `on_image` as soon as it is made; the metric plugins (`metrics`, by default those of
     the predictor's configuration; `{}` for none) are fed every image; the `worst` images
-    by mean IoU are kept, the lowest first (images without a score are never among them)."""
+    by mean IoU are kept, the lowest first (images without a score are never among them).
+    A two-class model's foreground probabilities of each image go into the (H, W) array
+    `foreground(shape)` returns, when given."""
     tile, overlap = tiling_options(tile, overlap)
     max_pixels = max_image_pixels(max_pixels)
     dataset_dir = Path(dataset_dir)
@@ -170,7 +173,11 @@ def evaluate_split(
     )
     for order, (image_path, mask_path, image, truth) in enumerate(loader):
         prediction = predictor.predict_mask(
-            image, tile=tile, overlap=overlap, batch_size=batch_size
+            image,
+            foreground=None if foreground is None else foreground(truth.shape),
+            tile=tile,
+            overlap=overlap,
+            batch_size=batch_size,
         )
         update_metrics(
             metrics, torch.from_numpy(prediction).long()[None], torch.from_numpy(truth).long()[None]

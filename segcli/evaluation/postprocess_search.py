@@ -1,0 +1,138 @@
+"""Choosing post-processing on validation predictions: one rule at a time (the threshold, then
+the smallest region kept, then the empty-image share), each kept only when it improves the
+monitored metric by more than `MIN_GAIN`: a rule that merely fits the noise of one validation
+set is left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from segcli.engine.build import build_metrics
+from segcli.engine.checkpoint import load_checkpoint, save_checkpoint
+from segcli.engine.postprocess import PostProcessing
+from segcli.engine.predictor import Predictor
+from segcli.evaluation.scores import metric_scores, reset_metrics, update_metrics
+from segcli.evaluation.split import ImageRecord, evaluate_split, labelled_pairs
+
+THRESHOLDS = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
+# shares of an image's pixels: 1e-3 is 10 px of a 101x101 image, 1000 px of a 1000x1000 one
+COMPONENT_SHARES = (0.0, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2)
+EMPTY_SHARES = (0.0, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 4e-2)
+MIN_GAIN = 1e-3
+# validation pixels whose probabilities are held for the search (float16: 2 bytes each)
+LEARNING_PIXELS = 64_000_000
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The post-processing chosen, and the monitored metric before and after it."""
+
+    rules: PostProcessing
+    before: float
+    after: float
+
+
+Score = Callable[[Sequence[np.ndarray]], float]
+
+
+def choose_post_processing(
+    foregrounds: Sequence[np.ndarray],
+    score: Score,
+    *,
+    threshold: float = 0.5,
+    maximize: bool = True,
+) -> Choice:
+    """The rules that best improve `score` (the monitored metric of a list of predicted masks,
+    in the order of `foregrounds`) over plain `threshold`, one rule at a time: the threshold,
+    then the smallest region, then the empty-image share. `foregrounds` are (H, W) foreground
+    probabilities of the validation images at their own size."""
+    sign = 1.0 if maximize else -1.0
+
+    def value(rules: PostProcessing) -> float:
+        return sign * score([rules.decide(f) for f in foregrounds])
+
+    best = PostProcessing(threshold=threshold)
+    before = best_value = value(best)
+    for field, candidates in (
+        ("threshold", THRESHOLDS),
+        ("min_region_share", COMPONENT_SHARES),
+        ("empty_below_share", EMPTY_SHARES),
+    ):
+        tried = [replace(best, **{field: c}) for c in candidates if c != getattr(best, field)]
+        if not tried:
+            continue
+        values = [value(rules) for rules in tried]
+        top = int(np.argmax(values))
+        if values[top] > best_value + MIN_GAIN:
+            best, best_value = tried[top], values[top]
+    return Choice(best, sign * before, sign * best_value)
+
+
+def learn_post_processing(
+    checkpoint: Path,
+    dataset_dir: Path,
+    split: str,
+    *,
+    monitor: str,
+    maximize: bool,
+    device: str = "auto",
+) -> Choice | None:
+    """The post-processing a two-class checkpoint's predictions on `split` call for, judged by
+    its `monitor` metric at the images' own size; None for a model of more classes or a
+    monitor no metric plugin gives."""
+    predictor = Predictor(checkpoint, device, post_processing=False)
+    plugin = monitor.split("/", 1)[0]
+    metrics = build_metrics(predictor.config, predictor.dataset_info())
+    if predictor.num_classes != 2 or plugin not in metrics:
+        return None
+    metrics = {plugin: metrics[plugin]}
+    pairs, held = [], 0
+    for image_path, mask_path in labelled_pairs(dataset_dir, split):
+        pairs.append((image_path, mask_path))
+        held += _pixels(mask_path)
+        if held >= LEARNING_PIXELS:
+            break  # enough to choose by; the rest would only cost memory
+    foregrounds: list[np.ndarray] = []
+    truths: list[torch.Tensor] = []
+
+    def keep(record: ImageRecord) -> None:
+        truths.append(torch.from_numpy(record.truth).long()[None])
+
+    def foreground_of(shape: tuple[int, int]) -> np.ndarray:
+        foregrounds.append(np.empty(shape, np.float16))
+        return foregrounds[-1]
+
+    evaluate_split(
+        predictor, dataset_dir, split, pairs=pairs, metrics={}, on_image=keep,
+        foreground=foreground_of,
+    )  # fmt: skip
+
+    def score(masks: Sequence[np.ndarray]) -> float:
+        reset_metrics(metrics)
+        for mask, truth in zip(masks, truths, strict=True):
+            update_metrics(metrics, torch.from_numpy(mask).long()[None], truth)
+        return float(metric_scores(metrics)[monitor])
+
+    return choose_post_processing(
+        foregrounds, score, threshold=predictor.threshold, maximize=maximize
+    )
+
+
+def _pixels(mask_path: Path) -> int:
+    with Image.open(mask_path) as mask:
+        return mask.width * mask.height
+
+
+def record_post_processing(checkpoint: Path, rules: PostProcessing) -> None:
+    """Write `rules` into a checkpoint's metadata, where predict, evaluate and export find it."""
+    saved = load_checkpoint(checkpoint)
+    save_checkpoint(
+        checkpoint, saved.model_state, {**saved.meta, "post_processing": rules.to_json()}
+    )

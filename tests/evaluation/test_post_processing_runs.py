@@ -1,0 +1,119 @@
+"""Post-processing learned at the end of a two-class training: recorded in `best`, reported in
+the summary, applied by predict and evaluate, and turned off by a flag."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from segcli.data.images import read_image
+from segcli.engine.postprocess import PostProcessing
+from segcli.engine.predictor import Predictor
+from segcli.evaluation.postprocess_search import record_post_processing
+
+
+def raw_binary(root: Path, count: int = 16, side: int = 32) -> tuple[Path, Path]:
+    rng = np.random.default_rng(0)
+    images, masks = root / "images", root / "masks"
+    images.mkdir(parents=True)
+    masks.mkdir()
+    for i in range(count):
+        mask = np.zeros((side, side), np.uint8)
+        if i % 4:  # every fourth image is empty, as TGS's are
+            top, left = rng.integers(2, side // 2, 2)
+            mask[top : top + side // 3, left : left + side // 3] = 255
+        image = rng.integers(0, 80, (side, side), dtype=np.uint8) + (mask > 0) * 120
+        Image.fromarray(image.astype(np.uint8)).save(images / f"img{i:02d}.png")
+        Image.fromarray(mask).save(masks / f"img{i:02d}.png")
+    return images, masks
+
+
+@pytest.fixture(scope="module")
+def binary_run(tmp_path_factory) -> tuple[Path, Path]:
+    """A two-class dataset and a run trained on it for a few epochs (its folder)."""
+    from segcli.cli import main
+
+    root = tmp_path_factory.mktemp("binary")
+    images, masks = raw_binary(root / "raw")
+    data = root / "data"
+    config = root / "run.toml"
+    config.write_text(
+        f"""runs_dir = "{root / "runs"}"
+metrics = ["binary"]
+[dataset]
+path = "{data}"
+[model]
+name = "unet"
+options = {{depth = 2, base_width = 4}}
+[loss]
+name = "bce+dice"
+[train]
+epochs = 3
+batch_size = 4
+lr = 0.01
+monitor = "binary/iou"
+[input]
+size = [32, 32]
+"""
+    )
+    for args in (
+        ["prepare", "folder", str(images), "--masks", str(masks), "--val-fraction", "0.25",
+         "--out", str(data)],
+        ["train", "--config", str(config)],
+    ):  # fmt: skip
+        with pytest.MonkeyPatch.context() as patch, pytest.raises(SystemExit) as done:
+            patch.setattr("sys.argv", ["segcli", *args])
+            main()
+        assert done.value.code in (0, None)
+    [run] = (root / "runs").iterdir()
+    return data, run
+
+
+def test_the_summary_reports_the_choice_and_its_effect(binary_run):
+    _, run = binary_run
+    learned = json.loads((run / "summary.json").read_text())["post_processing"]
+    assert learned["monitor"] == "binary/iou"
+    assert learned["after"] >= learned["before"]
+    assert isinstance(learned["description"], str)
+    meta_rules = Predictor(run / "best.safetensors", "cpu").meta.get("post_processing")
+    assert meta_rules == learned["rules"]  # recorded exactly when something was kept
+
+
+def test_recorded_rules_are_applied_and_the_flag_turns_them_off(binary_run, tmp_path, cli):
+    data, run = binary_run
+    best = tmp_path / "best.safetensors"
+    best.write_bytes((run / "best.safetensors").read_bytes())
+    # a rule no model output survives: every image becomes empty
+    record_post_processing(best, PostProcessing(threshold=1e-6, empty_below_share=1.0 + 1e-9))
+    predictor = Predictor(best, "cpu")
+    image = read_image(next((data / "val" / "images").iterdir()), predictor.channels)
+    assert predictor.predict_mask(image).sum() == 0
+    assert Predictor(best, "cpu", post_processing=False).threshold == 0.5
+
+    out, raw = tmp_path / "on", tmp_path / "off"
+    cli("predict", str(data / "val" / "images"), "--checkpoint", str(best), "--out", str(out))
+    cli(
+        "predict", str(data / "val" / "images"), "--checkpoint", str(best), "--out", str(raw),
+        "--no-post-processing", "--threshold", "1e-6",
+    )  # fmt: skip
+    on = [np.asarray(Image.open(p)) for p in sorted(out.glob("*.png"))]
+    off = [np.asarray(Image.open(p)) for p in sorted(raw.glob("*.png"))]
+    assert on and all(mask.sum() == 0 for mask in on)
+    assert any(mask.sum() > 0 for mask in off)
+
+
+def test_a_damaged_record_is_a_one_line_checkpoint_error(binary_run, tmp_path):
+    from segcli.engine.checkpoint import load_checkpoint, save_checkpoint
+    from segcli.errors import CheckpointError
+
+    _, run = binary_run
+    saved = load_checkpoint(run / "best.safetensors")
+    damaged = tmp_path / "best.safetensors"
+    save_checkpoint(damaged, saved.model_state, {**saved.meta, "post_processing": {"x": 1}})
+    with pytest.raises(CheckpointError, match="post-processing record is damaged"):
+        Predictor(damaged, "cpu")
+    Predictor(damaged, "cpu", post_processing=False)  # the flag is the way around it
