@@ -39,6 +39,8 @@ from pathlib import Path
 import pytest
 from wheel_building import can_build_plugin_wheels
 
+from segcli.testing.tools import require_module, skip_missing_tool
+
 REPO = Path(__file__).resolve().parents[1]
 DOCUMENTS = ["README.md", "docs/plugins.md"]
 LANGUAGES = {"bash", "sh", "shell", "console"}
@@ -267,9 +269,9 @@ def test_every_skip_and_substitution_still_matches_a_documented_command():
 @pytest.mark.parametrize("document", DOCUMENTS)
 def test_documented_commands_run(document, tmp_path):
     if document == "docs/plugins.md":  # the walk-through builds and installs segcli-smp
-        pytest.importorskip("segmentation_models_pytorch")
+        require_module("segmentation_models_pytorch")
         if not can_build_plugin_wheels():
-            pytest.skip("building segcli-smp needs setuptools>=77")
+            skip_missing_tool("building segcli-smp needs setuptools>=77")
     commands = documented_commands((REPO / document).read_text(), document)
     assert commands, f"{document} has no shell commands any more: is the rule still right?"
     reader = Reader(tmp_path)

@@ -13,6 +13,7 @@ import pytest
 
 from segcli.config import build_config
 from segcli.errors import ConfigError
+from segcli.testing.tools import require_module
 
 RECORDING_PLUGIN = """
 import segcli
@@ -234,8 +235,8 @@ def test_a_logger_whose_package_is_missing_is_refused_in_preflight(monkeypatch, 
     )
 
 
-@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None, reason="needs tensorboard")
 def test_the_tensorboard_logger_writes_event_files(small_dataset, tmp_path):
+    require_module("tensorboard", why="pip install -e '.[test]' installs it")
     from segcli.engine.train import fit
 
     run_dir = fit(tiny_run(small_dataset, tmp_path / "runs", "log.loggers=[tensorboard]"))
@@ -244,7 +245,7 @@ def test_the_tensorboard_logger_writes_event_files(small_dataset, tmp_path):
 
 @pytest.fixture
 def mlflow_store(tmp_path, monkeypatch) -> str:
-    pytest.importorskip("mlflow")
+    require_module("mlflow")
     # MLflow 3 keeps file stores behind this switch; sqlite needs the full mlflow package
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     return (tmp_path / "mlruns").as_uri()
@@ -311,7 +312,7 @@ def test_the_mlflow_run_ends_finished_with_the_best_value_and_resumes(mlflow_sto
 
 
 def test_an_mlflow_store_it_cannot_open_is_refused_in_preflight():
-    pytest.importorskip("mlflow")
+    require_module("mlflow")
     from segcli.engine.preflight import check_loggers
 
     uri = "nosuchstore://tracking"

@@ -21,10 +21,12 @@ from pathlib import Path
 import pytest
 from wheel_building import can_build_plugin_wheels
 
-pytest.importorskip("segmentation_models_pytorch")
-pytest.importorskip("onnxruntime")
+from segcli.testing.tools import require_module, skip_missing_tool
+
+require_module("segmentation_models_pytorch")
+require_module("onnxruntime")
 if not can_build_plugin_wheels():
-    pytest.skip("building the wheel needs pip and setuptools>=77", allow_module_level=True)
+    skip_missing_tool("building the wheel needs pip and setuptools>=77")
 
 pytestmark = pytest.mark.slow
 

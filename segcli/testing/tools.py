@@ -32,7 +32,8 @@ def require_module(name: str, why: str = "") -> ModuleType:
     try:
         return importlib.import_module(name)
     except ImportError as error:
-        skip_missing_tool(f"cannot import {name} ({error})", why)
+        problem = f"cannot import {name} ({error})"
+    skip_missing_tool(problem, why)  # outside the except: no chained traceback in CI's log
 
 
 def skip_missing_tool(what: str, why: str = "") -> NoReturn:

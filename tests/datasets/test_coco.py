@@ -14,8 +14,9 @@ from segcli_datasets.coco import prepare
 from segcli.data.annotations import Region, rasterise
 from segcli.data.prepare import build_dataset
 from segcli.errors import DataError
+from segcli.testing.tools import require_module
 
-pycocotools_mask = pytest.importorskip("pycocotools.mask")
+pycocotools_mask = require_module("pycocotools.mask")
 
 CARDAMAGE = Path(__file__).resolve().parents[3] / "shared" / "data" / "cardamage-coco"
 H, W = 40, 48

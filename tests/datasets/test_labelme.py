@@ -15,8 +15,9 @@ from segcli_datasets.labelme import prepare
 
 from segcli.data.prepare import build_dataset
 from segcli.errors import DataError
+from segcli.testing.tools import require_module
 
-pytest.importorskip("pycocotools")
+require_module("pycocotools")
 
 H, W = 30, 40
 

@@ -14,10 +14,9 @@ import pytest
 from PIL import Image
 
 from segcli.report import evaluate_best, read_run, write_report
+from segcli.testing.tools import require_program
 
-CHROMIUM = next(
-    filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None
-)
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
 
 @pytest.fixture
@@ -188,10 +187,10 @@ def test_training_writes_the_report(cli, tmp_path, shapes_dataset):
     assert 'class="worst"' in (run / "report.html").read_text()
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no chromium, chromium-browser or google-chrome")
 def test_chromium_renders_the_page(run, tmp_path):
+    chromium = require_program(*BROWSERS, why="apt-get install chromium (.ci/run does)")
     page = write_report([run])
-    browser = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
+    browser = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
     dom = subprocess.run(
         [*browser, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120
     )

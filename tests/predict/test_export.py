@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from segcli.testing.tools import require_module
+
 
 def _max_difference(stdout: str) -> float:
     return float(re.search(r"max abs difference (\S+)", stdout).group(1))
@@ -22,8 +24,8 @@ def test_unet_export_passes_parity_and_predicts_like_the_checkpoint(
     cli, trained_run, image_tree, tmp_path, fmt, suffix
 ):
     if fmt == "onnx":
-        pytest.importorskip("onnxruntime")
-        pytest.importorskip("onnxscript")
+        require_module("onnxruntime")
+        require_module("onnxscript")
     model = tmp_path / f"model{suffix}"
     result = cli("export", "--checkpoint", str(trained_run), "--format", fmt, "--out", str(model))
     assert result.exit_code == 0, result.stderr
@@ -60,8 +62,8 @@ def test_unet_export_passes_parity_and_predicts_like_the_checkpoint(
 def test_deeplabv3_dynamic_export_passes_parity(cli, trained_run, tmp_path, fmt):
     """A randomly initialised deeplabv3-resnet50 checkpoint, exported with dynamic axes."""
     if fmt == "onnx":
-        pytest.importorskip("onnxruntime")
-        pytest.importorskip("onnxscript")
+        require_module("onnxruntime")
+        require_module("onnxscript")
     from segcli.config import build_config
     from segcli.engine.build import build_model
     from segcli.engine.checkpoint import load_checkpoint, save_checkpoint

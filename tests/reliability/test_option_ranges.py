@@ -7,6 +7,8 @@ from __future__ import annotations
 import pytest
 from reliability_helpers import check_error_output, snapshot
 
+from segcli.testing.tools import require_module
+
 pytestmark = pytest.mark.slow
 
 USAGE = 2
@@ -86,7 +88,7 @@ def test_opset_below_the_exporters_writes_nothing(tmp_path, tiny_run, segcli_in_
 
 
 def test_supported_opset_is_the_one_written(tmp_path, tiny_run, segcli_in_process):
-    onnx = pytest.importorskip("onnx")
+    onnx = require_module("onnx")
     from segcli.cli.options import supported_onnx_opsets
 
     lowest, _ = supported_onnx_opsets()

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from reliability_helpers import check_error_output, run_segcli, snapshot, temporaries, visible
 
+from segcli.testing.tools import require_module
+
 NOTES = b"the user's own notes\n"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -138,8 +140,8 @@ def _file_size_limit(limit: int):
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
 def test_export_on_a_full_disk_keeps_the_old_export(fmt, place, segcli_in_process):
     if fmt == "onnx":
-        pytest.importorskip("onnxscript")
-        pytest.importorskip("onnxruntime")
+        require_module("onnxscript")
+        require_module("onnxruntime")
     out = place["root"] / "export" / ("model.pt" if fmt == "torchscript" else "model.onnx")
     args = ["export", "--checkpoint", place["run"], "--format", fmt, "--out", out]
     first = segcli_in_process(*args, cwd=place["root"])
