@@ -405,7 +405,7 @@ def compare_scores(
             "images_per_second": evaluation.images / result["seconds"],
         }
     change = record["exported"]["score"] - record["reference"]["score"]
-    record["drop"] = -change if higher_is_better else change
+    record["drop"] = (-change if higher_is_better else change) + 0.0  # + 0.0: never -0.0
     record["max_drop"] = max_drop
     record["speedup"] = (
         record["exported"]["images_per_second"] / record["reference"]["images_per_second"]

@@ -28,7 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from segcli.engine.build import forward
 from segcli.engine.preprocess import size_divisor
-from segcli.errors import PluginError, UsageError
+from segcli.errors import ConfigError, PluginError, UsageError
 
 RUNTIMES = ("eager", "channels_last", "torchscript", "onnxruntime", "openvino")
 WARMUP_RUNS = 2
@@ -180,8 +180,8 @@ def runtime_callable(
     if runtime == "onnxruntime":
         try:
             require_onnx("profile ONNX Runtime", need_script=True)
-        except Exception as exc:  # noqa: BLE001 - a missing optional package is a skip
-            raise RuntimeUnavailable("onnx, onnxruntime or onnxscript not installed") from exc
+        except ConfigError as missing:  # a missing optional package is a skip, not a failure
+            raise RuntimeUnavailable(missing.message) from None
         onnx = _or_unavailable(export_onnx_bytes, logits_only, sample, True, None)
         return OnnxModel(onnx, size_divisor(model), device)
     if runtime == "openvino":

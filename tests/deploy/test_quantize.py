@@ -10,8 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytest.importorskip("onnxruntime")
-pytest.importorskip("onnxscript")
+from segcli.testing.tools import require_module
+
+
+@pytest.fixture(autouse=True)
+def _onnx_installed():
+    """ONNX is the test extra's (CI must have it); OpenVINO is optional and skips."""
+    require_module("onnxruntime")
+    require_module("onnxscript")
 
 
 @pytest.fixture(scope="module")
