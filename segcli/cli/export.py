@@ -110,7 +110,10 @@ def export(
     shapes = ", ".join("x".join(map(str, shape)) for shape in report.checked_shapes)
     written = ", ".join(path.name for path in (*report.extra_files, report.sidecar))
     console.print(f"wrote [bold]{report.path}[/] and {written} ({report.exporter})")
-    console.print(f"parity with PyTorch on {shapes}: max abs difference {report.max_abs_diff:.3g}")
+    checked = "the float graph's parity" if quantize else "parity"
+    console.print(
+        f"{checked} with PyTorch on {shapes}: max abs difference {report.max_abs_diff:.3g}"
+    )
     if report.accuracy:
         accuracy = report.accuracy
         reference, exported = accuracy["reference"], accuracy["exported"]

@@ -163,7 +163,8 @@ def export_checkpoint(
             exporter, files[path] = quantized_onnx(
                 float_onnx, quantize, predictor, scoring_data, calibration, exporter
             )
-            description["quantization"] = quantization_record(quantize, calibration)
+            calibrated = len(scoring_data.calibration_images[:calibration])
+            description["quantization"] = quantization_record(quantize, calibrated)
             exported_runner: Any = OnnxModel(files[path], divisor, torch.device("cpu"))
             runtime = f"onnxruntime {quantize}"
         else:

@@ -106,7 +106,7 @@ def test_keep_anyway_keeps_it_and_the_sidecar_says_so(
     assert check["kept_anyway"] and check["drop"] > check["max_drop"] == 0.01
 
 
-@pytest.mark.parametrize("mode", ["int8", "fp16"])
+@pytest.mark.parametrize("mode", ["int8", "dynamic", "fp16"])
 def test_a_good_quantised_export_passes_records_both_scores_and_predicts(
     cli, trained_run, shapes_dataset, tmp_path, mode
 ):
@@ -135,6 +135,8 @@ def test_a_good_quantised_export_passes_records_both_scores_and_predicts(
         assert 0 <= check[role]["score"] <= 1 and check[role]["images_per_second"] > 0
     assert check["drop"] <= 0.01 and not check["kept_anyway"]
     assert sidecar["quantization"]["mode"] == mode
+    if mode == "int8":
+        assert sidecar["quantization"]["calibration_images"] == 16
     masks = {}
     image = sorted((shapes_dataset / "test" / "images").iterdir())[0]
     for name, checkpoint in (("torch", trained_run), ("quantised", model)):
