@@ -153,7 +153,8 @@ def export_checkpoint(
         files = {path: serialised}
     else:
         exporter, float_onnx = export_onnx_bytes(model, samples[0], dynamic, opset)
-        difference = parity(model, OnnxModel(float_onnx, divisor, torch.device("cpu")), samples)
+        float_runner = OnnxModel(float_onnx, divisor, torch.device("cpu"))
+        difference = parity(model, float_runner, samples)
         _check_parity(difference, tolerance, "onnx", predictor)
         files = {path: float_onnx}
     description = describe(predictor, fmt, dynamic, (height, width), checkpoint)
@@ -190,7 +191,6 @@ def export_checkpoint(
             difference = parity(model, exported_runner, samples)
             _check_parity(difference, tolerance, fmt, predictor)
         if scoring_data is not None:
-            float_runner = OnnxModel(float_onnx, divisor, torch.device("cpu"))
             accuracy = compare_scores(
                 predictor,
                 scoring_data,
@@ -207,7 +207,7 @@ def export_checkpoint(
                     f"{accuracy['reference']['score']:.4f} for the float model: a drop of "
                     f"{accuracy['drop']:.4f}, above --max-drop {max_drop:g}; nothing was written",
                     hint="keep it with --keep-anyway, allow more with --max-drop, or export "
-                    "without --quantize",
+                    + ("without --quantize" if quantize else "with --format onnx"),
                 )
             description["accuracy_check"] = accuracy
         staged[sidecar] = _stage(sidecar, json.dumps(description, indent=2).encode())
