@@ -477,6 +477,8 @@ def describe(
         if recorded_head(predictor.meta, source=checkpoint).single_logit
         else "class logits (argmax)",
         "threshold": config.train.threshold,
+        # learned on the validation images; the Predictor that reads the sidecar applies it
+        "post_processing": predictor.meta.get("post_processing"),
         "preprocessing": predictor.preprocessing.record(),
         "input": {
             "name": "images",

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from segcli.data.images import read_image
+from segcli.engine.exported import sidecar_path
 from segcli.engine.postprocess import PostProcessing
 from segcli.engine.predictor import Predictor
 from segcli.evaluation.postprocess_search import record_post_processing
@@ -117,3 +118,24 @@ def test_a_damaged_record_is_a_one_line_checkpoint_error(binary_run, tmp_path):
     with pytest.raises(CheckpointError, match="post-processing record is damaged"):
         Predictor(damaged, "cpu")
     Predictor(damaged, "cpu", post_processing=False)  # the flag is the way around it
+
+
+def test_an_onnx_export_applies_the_same_post_processing(binary_run, tmp_path, cli):
+    pytest.importorskip("onnxruntime")
+    data, run = binary_run
+    best = tmp_path / "best.safetensors"
+    best.write_bytes((run / "best.safetensors").read_bytes())
+    rules = PostProcessing(threshold=0.05, min_region_share=0.02)
+    record_post_processing(best, rules)
+    exported = tmp_path / "model.onnx"
+    done = cli("export", "--checkpoint", str(best), "--format", "onnx", "--out", str(exported))
+    assert done.exit_code == 0, done.stderr
+    images = data / "val" / "images"
+    for source, out in ((best, tmp_path / "torch"), (exported, tmp_path / "onnx")):
+        done = cli("predict", str(images), "--checkpoint", str(source), "--out", str(out))
+        assert done.exit_code == 0, done.stderr
+    for path in sorted((tmp_path / "torch").glob("*.png")):
+        assert np.array_equal(
+            np.asarray(Image.open(path)), np.asarray(Image.open(tmp_path / "onnx" / path.name))
+        )
+    assert json.loads(sidecar_path(exported).read_text())["post_processing"] == (rules.to_json())
