@@ -390,4 +390,6 @@ def test_a_rounded_up_size_is_judged_by_the_pixels_the_model_is_fed():
     planned = plan(real("tgs-salt"), CPU, 480, timer=FakeMachine(0.56e6))
     assert planned.layer["input"]["size"] == [96, 96]
     assert "downscaled" in planned.reasons["input.size"]
+    # 90 px would call for depth 3, but 96 px, its multiple of 8, is a multiple of 16 too
+    assert planned.layer["model"]["depth"] == 4
     assert planned.estimates["epochs"] >= 0.85 * planned.estimates["target_epochs"]
