@@ -8,9 +8,9 @@ import torch
 
 from segcli.config import build_config
 from segcli.data.format import ClassInfo, DatasetInfo
-from segcli.engine.build import build_model
-from segcli.engine.checkpoint import save_checkpoint
-from segcli.engine.train import checkpoint_meta
+from segcli.building import build_model
+from segcli.runs.checkpoint_file import save_checkpoint
+from segcli.training.fit import checkpoint_meta
 from segcli.palette import default_palette
 
 

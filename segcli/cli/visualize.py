@@ -69,8 +69,8 @@ def predictions(
     force: options.Force = False,
 ) -> None:
     """Rows of image / truth / prediction / error map, each labelled with its mean IoU."""
-    from segcli.engine.predictor import Predictor
-    from segcli.engine.runs import find_checkpoint
+    from segcli.inference.predictor import Predictor
+    from segcli.runs.folders import find_checkpoint
     from segcli.ledger import claim_outputs, dataset_files
     from segcli.visualize import prediction_rows, save_picture
 

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from segcli.engine.build import build_metrics
-from segcli.engine.checkpoint import load_checkpoint, save_checkpoint
-from segcli.engine.postprocess import PostProcessing
-from segcli.engine.predictor import Predictor
+from segcli.building import build_metrics
+from segcli.runs.checkpoint_file import load_checkpoint, save_checkpoint
+from segcli.inference.postprocessing import PostProcessing
+from segcli.inference.predictor import Predictor
 from segcli.evaluation.scores import metric_scores, reset_metrics, update_metrics
 from segcli.evaluation.split import ImageRecord, evaluate_split, labelled_pairs
 

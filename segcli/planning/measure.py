@@ -61,9 +61,9 @@ def measure(config: RunConfig, root: Path, info: DatasetInfo) -> Measurement:
 
     from segcli.data.dataset import EpochSampler, SegmentationDataset, build_transforms
     from segcli.devices import resolve_device
-    from segcli.engine.build import build_loss, build_model
-    from segcli.engine.loop import TrainingState, make_loader, train_one_epoch
-    from segcli.engine.optimisation import build_optimizer
+    from segcli.building import build_loss, build_model
+    from segcli.training.loop import TrainingState, make_loader, train_one_epoch
+    from segcli.training.optimisation import build_optimizer
     from segcli.memory import available_memory
 
     started = time.perf_counter()
@@ -120,8 +120,8 @@ def _validation_speed(
 ) -> float:
     """Validation images per second: one batch to warm up, one timed."""
     from segcli.data.dataset import EpochSampler, SegmentationDataset, build_transforms
-    from segcli.engine.build import build_metrics
-    from segcli.engine.loop import evaluate, make_loader
+    from segcli.building import build_metrics
+    from segcli.training.loop import evaluate, make_loader
 
     if config.dataset.val_split not in info.labelled_splits:
         return float("inf")

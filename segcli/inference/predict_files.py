@@ -2,15 +2,15 @@
 
 Images are loaded (in background workers on CUDA, in the main process on a CPU, where
 workers would take the model's cores) and preprocessed as in training
-(`segcli.engine.preprocess`): resized to the model's input size, or kept at their own size
-for models trained at native size and for tiles. Everything after the model works on class
-probabilities: test-time flips are averaged there, sliding windows are blended there, and
-the probabilities are resized back to each image's own size in horizontal strips, so no
+(`segcli.inference.preprocessing`): resized to the model's input size, or kept at their own
+size for models trained at native size and for tiles. Everything after the model works on
+class probabilities: test-time flips are averaged there, sliding windows are blended there,
+and the probabilities are resized back to each image's own size in horizontal strips, so no
 output needs full-resolution float maps of every class at once.
 
-The parts: `predictor` (the model and its preprocessing), `inputs` (which files),
-`outputs` (which files are written, and how), `tiling` (sliding windows); this module is
-the loop that ties them together.
+The parts: `predictor` (the model and its preprocessing), `input_files` (which files),
+`output_files` (which files are written, and how), `tiling` (sliding windows); this module
+is the loop that ties them together.
 """
 
 from __future__ import annotations
@@ -24,17 +24,17 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from segcli.data.images import max_image_pixels, read_image
-from segcli.engine.inputs import default_output_dir, discover_inputs, output_stems
-from segcli.engine.outputs import (
+from segcli.inference.input_files import default_output_dir, discover_inputs, output_stems
+from segcli.inference.output_files import (
     PROBABILITY_FORMATS,
     ImageOutputs,
     check_output_dir,
     check_outputs,
     output_suffixes,
 )
-from segcli.engine.predictor import Predictor, emit_resized, reuse_freed_memory
-from segcli.engine.preprocess import Preprocessing
-from segcli.engine.tiling import tiling_options
+from segcli.inference.predictor import Predictor, emit_resized, reuse_freed_memory
+from segcli.inference.preprocessing import Preprocessing
+from segcli.inference.tiling import tiling_options
 from segcli.errors import DataError, UsageError
 from segcli.ledger import OutputLedger
 

@@ -1,5 +1,5 @@
 """What a run saves to continue or to be used: the best-checkpoint rule, the training state
-in `last`, and resuming from it. (The file format itself is `segcli.engine.checkpoint`.)"""
+in `last`, and resuming from it. (The file format itself is `segcli.runs.checkpoint_file`.)"""
 
 from __future__ import annotations
 
@@ -20,11 +20,11 @@ from segcli.config import (
     parse_override,
 )
 from segcli.data.format import DatasetInfo
-from segcli.engine.build import model_record
-from segcli.engine.checkpoint import SUFFIX, json_kind, load_checkpoint, load_model_state
-from segcli.engine.loop import TrainingState
-from segcli.engine.preprocess import preprocessing_record
-from segcli.engine.runs import environment
+from segcli.building import model_record
+from segcli.runs.checkpoint_file import SUFFIX, json_kind, load_checkpoint, load_model_state
+from segcli.training.loop import TrainingState
+from segcli.inference.preprocessing import preprocessing_record
+from segcli.runs.folders import environment
 from segcli.errors import CheckpointError, UsageError
 from segcli.weights import pretrained_record
 

@@ -1,4 +1,8 @@
-"""Turning a configuration into modules: model, loss, metrics, through the plugin registries."""
+"""Turning a configuration into modules through the plugin registries (model, loss, metrics),
+rebuilding a checkpoint's model from its record, and running a model (`forward`: padding to its
+size divisor, logits resized to the input). Training, inference, evaluation and planning all
+build and run models through it, so it sits in the models layer, below all of them; it may
+import the data format, the losses, the checkpoint file format and the preprocessing."""
 
 from __future__ import annotations
 
@@ -13,8 +17,8 @@ from torch import nn
 
 from segcli.config import RunConfig
 from segcli.data.format import IGNORE_INDEX, DatasetInfo
-from segcli.engine.checkpoint import ANOTHER_CHECKPOINT
-from segcli.engine.preprocess import crop_padding, pad_to_multiple, resize, size_divisor
+from segcli.runs.checkpoint_file import ANOTHER_CHECKPOINT
+from segcli.inference.preprocessing import crop_padding, pad_to_multiple, resize, size_divisor
 from segcli.errors import CheckpointError, ConfigError, PluginError
 from segcli.factories import call_factory
 from segcli.losses import build_loss as build_weighted_loss
@@ -225,7 +229,7 @@ def forward(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
 
     Models with `size_divisor` get their input padded to a multiple and the logits cropped
     back; a model whose output still differs in size (valid convolutions) has its logits
-    resized. Both follow `segcli.engine.preprocess`'s pad and resize policy. Training,
+    resized. Both follow `segcli.inference.preprocessing`'s pad and resize policy. Training,
     evaluation and prediction all go through here, so they treat every model the same way.
     """
     height, width = images.shape[-2:]

@@ -24,8 +24,8 @@ from torch.utils.data import DataLoader
 from segcli.config import RunConfig
 from segcli.data.dataset import EpochSampler, SegmentationDataset, collate
 from segcli.data.format import IGNORE_INDEX
-from segcli.engine import distributed
-from segcli.engine.build import autocast_for, forward, predictions
+from segcli.training import distributed
+from segcli.building import autocast_for, forward, predictions
 from segcli.errors import DivergedError, PluginError, SegcliError
 from segcli.evaluation.scores import metric_scores, reset_metrics, update_metrics
 from segcli.losses import parse_loss_spec
@@ -79,7 +79,7 @@ class SilentReporter:
 
 
 class Pacer(Protocol):
-    """What a time budget tells the step loop (`segcli.engine.budget`, via `fit`)."""
+    """What a time budget tells the step loop (`segcli.training.budget`, via `fit`)."""
 
     def out_of_time(self) -> bool: ...
     def after_step(self, steps_left_in_epoch: int) -> None: ...

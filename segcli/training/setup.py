@@ -23,11 +23,11 @@ from segcli.data.dataset import (
 )
 from segcli.data.format import DatasetInfo
 from segcli.devices import resolve_device
-from segcli.engine import distributed
-from segcli.engine.build import build_loss, build_metrics, build_model
-from segcli.engine.checkpointing import load_weights
-from segcli.engine.loop import make_loader
-from segcli.engine.optimisation import build_optimizer, build_scheduler
+from segcli.training import distributed
+from segcli.building import build_loss, build_metrics, build_model
+from segcli.training.resume import load_weights
+from segcli.training.loop import make_loader
+from segcli.training.optimisation import build_optimizer, build_scheduler
 from segcli.errors import DataError
 from segcli.plugins import Plugins, get_plugins
 

@@ -1,7 +1,7 @@
 """The optimiser and the learning-rate schedule of a run, built from their plugins.
 
 `[train.optimizer]` and `[train.scheduler]` name a registered factory; their other keys are
-its options (checked by `segcli.engine.preflight` before a run folder exists).
+its options (checked by `segcli.training.preflight` before a run folder exists).
 """
 
 from __future__ import annotations

@@ -20,8 +20,8 @@ from torch import nn
 
 from segcli.config import LOSS_MONITORS, RunConfig
 from segcli.data.format import DatasetInfo
-from segcli.engine.build import build_metrics, build_model
-from segcli.engine.preprocess import size_divisor
+from segcli.building import build_metrics, build_model
+from segcli.inference.preprocessing import size_divisor
 from segcli.errors import ConfigError, ResourceError, SegcliError, UnknownNameError
 from segcli.factories import call_factory, option_names
 from segcli.memory import available_memory

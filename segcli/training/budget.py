@@ -12,8 +12,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from segcli.engine.loop import TrainingState
-    from segcli.engine.optimisation import ScheduleLayout
+    from segcli.training.loop import TrainingState
+    from segcli.training.optimisation import ScheduleLayout
 
 Clock = Callable[[], float]
 PHASES = ("setup", "training", "validation", "checkpoints", "post-processing")

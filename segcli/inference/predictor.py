@@ -16,12 +16,12 @@ import torch
 from segcli.config import RunConfig, build_config
 from segcli.data.format import ClassInfo, DatasetInfo
 from segcli.devices import resolve_device
-from segcli.engine.build import autocast_for, forward, probabilities, rebuild_model
-from segcli.engine.checkpoint import load_checkpoint, load_model_state
-from segcli.engine.exported import load_exported
-from segcli.engine.postprocess import PostProcessing
-from segcli.engine.preprocess import recorded_preprocessing, resize_in_strips, size_divisor
-from segcli.engine.tiling import DEFAULT_OVERLAP, sliding_window
+from segcli.building import autocast_for, forward, probabilities, rebuild_model
+from segcli.runs.checkpoint_file import load_checkpoint, load_model_state
+from segcli.inference.exported_models import load_exported
+from segcli.inference.postprocessing import PostProcessing
+from segcli.inference.preprocessing import recorded_preprocessing, resize_in_strips, size_divisor
+from segcli.inference.tiling import DEFAULT_OVERLAP, sliding_window
 from segcli.errors import CheckpointError, ConfigError, UsageError
 
 # flip dimensions of each test-time view; the views' probabilities are averaged

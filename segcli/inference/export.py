@@ -3,7 +3,7 @@
 The exported graph maps normalised images (N, C, H, W) to logits (N, K, H, W). What happens
 around it is described in the sidecar `<model file>.json`: classes and palette, the
 checkpoint's preprocessing record (size, mean, std, channels, pixel scale, the resize and pad
-policies of `segcli.engine.preprocess`, the size divisor inputs are padded to), and the
+policies of `segcli.inference.preprocessing`, the size divisor inputs are padded to), and the
 binary threshold; `segcli predict --checkpoint model.onnx` reads it back and does the same
 pre- and postprocessing as for a checkpoint. ONNX goes through torch's dynamo exporter
 (`torch.onnx.export(..., dynamo=True)`, needs `onnxscript`), TorchScript through
@@ -28,8 +28,8 @@ from torch import nn
 
 from segcli.data.format import read_dataset_info, split_files
 from segcli.data.images import max_image_pixels, read_image
-from segcli.engine.build import recorded_head
-from segcli.engine.exported import (
+from segcli.building import recorded_head
+from segcli.inference.exported_models import (
     FORMATS,
     SIDECAR_VERSION,
     OnnxModel,
@@ -39,8 +39,8 @@ from segcli.engine.exported import (
     require_openvino,
     sidecar_path,
 )
-from segcli.engine.predictor import Predictor
-from segcli.engine.preprocess import pad_to_multiple
+from segcli.inference.predictor import Predictor
+from segcli.inference.preprocessing import pad_to_multiple
 from segcli.errors import DataError, PluginError, UsageError
 from segcli.evaluation import (
     SplitEvaluation,

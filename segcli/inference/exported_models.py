@@ -2,7 +2,7 @@
 torch.jit, OpenVINO IR through openvino, each called like a PyTorch model and described by
 its sidecar JSON.
 
-Both `segcli.engine.export` (to check an export against PyTorch) and prediction (to predict
+Both `segcli.inference.export` (to check an export against PyTorch) and prediction (to predict
 with one) use this module; it imports neither of them.
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from segcli.engine.preprocess import PAD_POLICY, PIXEL_SCALE, RESIZE_POLICY
+from segcli.inference.preprocessing import PAD_POLICY, PIXEL_SCALE, RESIZE_POLICY
 from segcli.errors import CheckpointError, ConfigError, UsageError
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "openvino": ".xml"}

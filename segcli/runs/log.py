@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from segcli.config import RunConfig
-from segcli.engine.metrics_log import read_metrics
+from segcli.runs.metrics import read_metrics
 from segcli.errors import SegcliError
 from segcli.files import atomic_write
 from segcli.hookspecs import Logger

@@ -2,8 +2,9 @@
 
 The parts live next door: `setup` (dataset, model, loaders: the parts an epoch works with),
 `loop` (train_one_epoch, evaluate), `optimisation` (optimiser and schedule from their
-plugins), `checkpointing` (BestTracker, training state, resume) and `runlog` (metrics files,
-TensorBoard). Pictures are the caller's: the CLI's reporter draws curves.png in `run_end`.
+plugins), `resume` (BestTracker, training state, resume) and `segcli.runs.log` (metrics
+files, TensorBoard). Pictures are the caller's: the CLI's reporter draws curves.png in
+`run_end`.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ import torch
 
 from segcli.config import RunConfig
 from segcli.data.format import read_dataset_info
-from segcli.engine import distributed
-from segcli.engine.budget import BudgetPacer, Clock, Stopwatch, TimeBudget
-from segcli.engine.checkpoint import SUFFIX, save_checkpoint
-from segcli.engine.checkpointing import (
+from segcli.training import distributed
+from segcli.training.budget import BudgetPacer, Clock, Stopwatch, TimeBudget
+from segcli.runs.checkpoint_file import SUFFIX, save_checkpoint
+from segcli.training.resume import (
     BestTracker,
     Extension,
     checkpoint_meta,
@@ -30,7 +31,7 @@ from segcli.engine.checkpointing import (
     start_segment,
     training_state,
 )
-from segcli.engine.loop import (
+from segcli.training.loop import (
     PluginCalls,
     Reporter,
     SilentReporter,
@@ -40,10 +41,10 @@ from segcli.engine.loop import (
     make_loader,
     train_one_epoch,
 )
-from segcli.engine.postprocess import PostProcessing
-from segcli.engine.preflight import check_run
-from segcli.engine.runlog import RunLog
-from segcli.engine.runs import (
+from segcli.inference.postprocessing import PostProcessing
+from segcli.training.preflight import check_run
+from segcli.runs.log import RunLog
+from segcli.runs.folders import (
     create_run_dir,
     discard_run_without_checkpoint,
     interrupted_message,
@@ -51,7 +52,7 @@ from segcli.engine.runs import (
     run_lock,
     write_config,
 )
-from segcli.engine.setup import RunParts, build_parts, ensure_dataset, seed_everything
+from segcli.training.setup import RunParts, build_parts, ensure_dataset, seed_everything
 from segcli.errors import ConfigError, Interrupted, ResourceError, UsageError
 from segcli.evaluation.postprocess_search import learn_post_processing, record_post_processing
 from segcli.files import remove_stale_temporaries

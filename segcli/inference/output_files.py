@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from segcli.engine.inputs import input_root, is_inside, path_key
-from segcli.engine.predictor import Predictor
-from segcli.engine.preprocess import STRIP_ROWS
+from segcli.inference.input_files import input_root, is_inside, path_key
+from segcli.inference.predictor import Predictor
+from segcli.inference.preprocessing import STRIP_ROWS
 from segcli.errors import UsageError
 from segcli.files import publish_file, temporary_file, write_error, write_png_atomic
 from segcli.ledger import OutputLedger

@@ -19,7 +19,7 @@ from typing import Any
 
 from segcli import __version__
 from segcli.config import RunConfig, to_toml
-from segcli.engine.checkpoint import SUFFIX
+from segcli.runs.checkpoint_file import SUFFIX
 from segcli.errors import CheckpointError, OutputError, SegcliError
 from segcli.files import atomic_write, write_error
 
@@ -235,7 +235,7 @@ def interrupted_message(run_dir: Path, discarded: bool) -> str:
     last = Path(run_dir) / f"last{SUFFIX}"
     if not last.is_file():
         return "interrupted before the first checkpoint; nothing was kept"
-    from segcli.engine.checkpoint import read_checkpoint_meta
+    from segcli.runs.checkpoint_file import read_checkpoint_meta
 
     try:
         epoch = f" (epoch {read_checkpoint_meta(last)['epoch']})"

@@ -26,8 +26,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
-from segcli.engine.build import forward
-from segcli.engine.preprocess import size_divisor
+from segcli.building import forward
+from segcli.inference.preprocessing import size_divisor
 from segcli.errors import ConfigError, PluginError, UsageError
 
 RUNTIMES = ("eager", "channels_last", "torchscript", "onnxruntime", "openvino")
@@ -165,7 +165,7 @@ def runtime_callable(
         return lambda images: forward(
             converted, images.contiguous(memory_format=torch.channels_last)
         )
-    from segcli.engine.export import LogitsOnly, export_onnx_bytes, export_torchscript_bytes
+    from segcli.inference.export import LogitsOnly, export_onnx_bytes, export_torchscript_bytes
 
     logits_only = LogitsOnly(model).eval()
     if runtime == "torchscript":
@@ -175,7 +175,12 @@ def runtime_callable(
             return torch.jit.load(io.BytesIO(archive), map_location=device)
     if device.type != "cpu":
         raise RuntimeUnavailable("profiled on CPU only")
-    from segcli.engine.exported import OnnxModel, OpenVinoModel, openvino_installed, require_onnx
+    from segcli.inference.exported_models import (
+        OnnxModel,
+        OpenVinoModel,
+        openvino_installed,
+        require_onnx,
+    )
 
     if runtime == "onnxruntime":
         try:
@@ -296,7 +301,7 @@ def model_to_profile(
     if model_name is not None:
         from segcli.config import build_config
         from segcli.data.format import ClassInfo, DatasetInfo
-        from segcli.engine.build import build_model
+        from segcli.building import build_model
 
         config = build_config({"model": {"name": model_name}})
         config.model.backbone_weights = None  # random weights cost the same to run
@@ -308,8 +313,8 @@ def model_to_profile(
         model = build_model(config, info)
         chosen = size or (int(config.input.size[0]), int(config.input.size[1]))
         return model, model_name, "freshly built", chosen, info.image_channels
-    from segcli.engine.predictor import Predictor
-    from segcli.engine.runs import find_checkpoint
+    from segcli.inference.predictor import Predictor
+    from segcli.runs.folders import find_checkpoint
 
     checkpoint = find_checkpoint(target, runs_dir)
     predictor = Predictor(checkpoint, "cpu", amp="off")
