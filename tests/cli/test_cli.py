@@ -220,12 +220,12 @@ def test_debug_shows_the_traceback_and_keeps_the_exit_code(cli, tmp_path):
     ],
 )
 def test_ctrl_c_is_one_line_and_exit_130(cli, tmp_path, monkeypatch, raised, message):
-    import segcli.engine.train
+    import segcli.training.fit
 
     def interrupted_fit(*args, **kwargs):
         raise raised
 
-    monkeypatch.setattr(segcli.engine.train, "fit", interrupted_fit)
+    monkeypatch.setattr(segcli.training.fit, "fit", interrupted_fit)
     result = cli("train", "--plugin", "shapes-unet", cwd=tmp_path)
     assert result.exit_code == 130
     assert one_error_line(result.stderr).startswith(message)

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_plugins import make_distribution
+from fake_distributions import make_distribution
 
 from segcli.cli import completion
 from segcli.plugins import get_plugins
@@ -169,7 +169,7 @@ def test_completion_does_not_import_torch(line, tmp_path):
     code = (
         "import atexit, sys, pathlib\n"
         f"atexit.register(lambda: pathlib.Path({str(probe)!r}).write_text("
-        "' '.join(m for m in ('torch', 'numpy', 'segcli.engine') if m in sys.modules)))\n"
+        f"' '.join(m for m in {HEAVY_MODULES!r} if m in sys.modules)))\n"
         "sys.argv = ['segcli']\n"
         "from segcli.cli import main\n"
         "main()\n"

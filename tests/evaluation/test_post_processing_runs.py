@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from segcli.data.images import read_image
-from segcli.engine.exported import sidecar_path
-from segcli.engine.postprocess import PostProcessing
-from segcli.engine.predictor import Predictor
+from segcli.inference.exported_models import sidecar_path
+from segcli.inference.postprocessing import PostProcessing
+from segcli.inference.predictor import Predictor
 from segcli.evaluation.postprocess_search import record_post_processing
 
 
@@ -108,7 +108,7 @@ def test_recorded_rules_are_applied_and_the_flag_turns_them_off(binary_run, tmp_
 
 
 def test_a_damaged_record_is_a_one_line_checkpoint_error(binary_run, tmp_path):
-    from segcli.engine.checkpoint import load_checkpoint, save_checkpoint
+    from segcli.runs.checkpoint_file import load_checkpoint, save_checkpoint
     from segcli.errors import CheckpointError
 
     _, run = binary_run

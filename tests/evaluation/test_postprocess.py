@@ -4,7 +4,7 @@ only when it improves the monitored metric."""
 import numpy as np
 import pytest
 
-from segcli.engine.postprocess import PostProcessing
+from segcli.inference.postprocessing import PostProcessing
 from segcli.evaluation.postprocess_search import choose_post_processing
 
 

@@ -13,7 +13,7 @@ from PIL import Image
 @pytest.fixture(scope="session")
 def native_checkpoint(trained_run, tmp_path_factory) -> Path:
     """The trained run's best checkpoint, recorded as trained at native size (no resize)."""
-    from segcli.engine.checkpoint import load_checkpoint, save_checkpoint
+    from segcli.runs.checkpoint_file import load_checkpoint, save_checkpoint
 
     checkpoint = load_checkpoint(trained_run / "best.safetensors")
     meta = dict(checkpoint.meta)

@@ -65,9 +65,9 @@ def test_deeplabv3_dynamic_export_passes_parity(cli, trained_run, tmp_path, fmt)
         require_module("onnxruntime")
         require_module("onnxscript")
     from segcli.config import build_config
-    from segcli.engine.build import build_model
-    from segcli.engine.checkpoint import load_checkpoint, save_checkpoint
-    from segcli.engine.predict import Predictor
+    from segcli.building import build_model
+    from segcli.runs.checkpoint_file import load_checkpoint, save_checkpoint
+    from segcli.inference.predict_files import Predictor
 
     meta = dict(load_checkpoint(trained_run / "best.safetensors").meta)
     meta["config"] = {**meta["config"], "model": {"name": "deeplabv3-resnet50", "options": {}}}
@@ -114,13 +114,13 @@ def test_exported_model_without_sidecar_is_a_checkpoint_error(cli, image_tree, t
 def test_onnx_model_without_onnxruntime_says_how_to_install_it(
     cli, image_tree, tmp_path, monkeypatch
 ):
-    from segcli.engine import exported
+    from segcli.inference import exported_models
 
     model = tmp_path / "model.onnx"
     model.write_bytes(b"onnx")
     sidecar = {"preprocessing": {"pad_to_multiple_of": 4}}  # a first-version sidecar
-    exported.sidecar_path(model).write_text(json.dumps(sidecar))
-    monkeypatch.setattr(exported, "_importable", lambda name: name != "onnxruntime")
+    exported_models.sidecar_path(model).write_text(json.dumps(sidecar))
+    monkeypatch.setattr(exported_models, "_importable", lambda name: name != "onnxruntime")
     result = cli(
         "predict",
         str(image_tree / "a.png"),

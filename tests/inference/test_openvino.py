@@ -55,11 +55,11 @@ def test_openvino_export_matches_pytorch_and_predicts_like_the_checkpoint(
 def test_without_openvino_the_export_is_one_line_naming_the_extra(
     cli, trained_run, tmp_path, monkeypatch
 ):
-    from segcli.engine import exported
+    from segcli.inference import exported_models
 
-    installed = exported._importable
+    installed = exported_models._importable
     monkeypatch.setattr(
-        exported, "_importable", lambda name: name != "openvino" and installed(name)
+        exported_models, "_importable", lambda name: name != "openvino" and installed(name)
     )
     result = cli(
         "export",

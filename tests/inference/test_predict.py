@@ -86,7 +86,7 @@ def test_tiled_prediction_writes_every_output_at_the_image_size(
     native_checkpoint, shapes_dataset, tmp_path
 ):
     """The files of a tiled run; that tiles change no value is test_preprocessing's job."""
-    from segcli.engine.predict import predict_paths
+    from segcli.inference.predict_files import predict_paths
 
     source = sorted((shapes_dataset / "val" / "images").iterdir())[0]
     folder = tmp_path / "big"
@@ -112,7 +112,7 @@ def test_tiled_prediction_writes_every_output_at_the_image_size(
 
 def test_sliding_window_blends_exactly_like_a_full_image_accumulator():
     """With a pixel-wise 'model', any tiling must reproduce the whole-image result."""
-    from segcli.engine.tiling import count_windows, sliding_window
+    from segcli.inference.tiling import count_windows, sliding_window
 
     image = np.random.default_rng(0).integers(0, 256, (77, 131, 3), dtype=np.uint8)
 
@@ -139,7 +139,7 @@ def test_sliding_window_blends_exactly_like_a_full_image_accumulator():
 
 def test_tta_flip_averages_views_of_the_same_size(native_checkpoint, shapes_dataset):
     from segcli.data.images import read_image
-    from segcli.engine.predict import Predictor
+    from segcli.inference.predict_files import Predictor
 
     image = read_image(sorted((shapes_dataset / "val" / "images").iterdir())[0], 3)
     plain = Predictor(native_checkpoint, "cpu")

@@ -12,10 +12,10 @@ from torch import nn
 
 from segcli.config import build_config
 from segcli.data.format import ClassInfo, DatasetInfo
-from segcli.engine.build import build_model, model_record
-from segcli.engine.checkpoint import save_checkpoint
-from segcli.engine.predictor import Predictor
-from segcli.engine.preprocess import preprocessing_record, resize, resize_in_strips
+from segcli.building import build_model, model_record
+from segcli.runs.checkpoint_file import save_checkpoint
+from segcli.inference.predictor import Predictor
+from segcli.inference.preprocessing import preprocessing_record, resize, resize_in_strips
 
 CLASSES = [ClassInfo(i, f"class{i}", (60 * i, 255 - 60 * i, 30 * i)) for i in range(4)]
 

@@ -35,7 +35,7 @@ def conv_flops(c_in: int, c_out: int, kernel: int, height: int, width: int) -> i
 
 
 def test_flops_of_a_plain_unet_match_a_hand_count():
-    from segcli.engine.profile import count_flops, count_parameters
+    from segcli.inference.profile import count_flops, count_parameters
 
     model = TinyUNet().eval()
     images = torch.zeros(1, 3, 32, 48)
@@ -53,7 +53,7 @@ def test_flops_of_a_plain_unet_match_a_hand_count():
 def test_peak_activation_memory_counts_the_largest_live_tensors():
     """Two 1x1 convolutions on 8x8: the input (not counted) -> 16 channels -> 1 channel; at the
     peak the 16-channel map and the 1-channel output are alive together."""
-    from segcli.engine.profile import peak_activation_bytes
+    from segcli.inference.profile import peak_activation_bytes
 
     model = nn.Sequential(nn.Conv2d(3, 16, 1), nn.Conv2d(16, 1, 1)).eval()
     peak = peak_activation_bytes(model, torch.zeros(1, 3, 8, 8))
@@ -61,7 +61,7 @@ def test_peak_activation_memory_counts_the_largest_live_tensors():
 
 
 def test_profile_measures_each_runtime_or_says_why_not():
-    from segcli.engine.profile import profile_model
+    from segcli.inference.profile import profile_model
 
     result = profile_model(
         TinyUNet(), (30, 30), 3, batch=2, runs=2, runtimes=("eager", "channels_last")

@@ -28,7 +28,7 @@ def ill_conditioned_checkpoint(trained_run, tmp_path_factory):
     and its head weight -5 cancels +5 on the head's bias for class 1. In float the logits
     are unchanged but for those two channels' features; int8 rounds the 1 away and predicts
     class 1 everywhere."""
-    from segcli.engine.checkpoint import load_checkpoint, save_checkpoint
+    from segcli.runs.checkpoint_file import load_checkpoint, save_checkpoint
 
     checkpoint = load_checkpoint(trained_run / "best.safetensors")
     state = {name: tensor.clone() for name, tensor in checkpoint.model_state.items()}

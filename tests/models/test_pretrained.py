@@ -22,7 +22,7 @@ from torchvision.models.segmentation import LRASPP_MobileNet_V3_Large_Weights
 
 from segcli.config import build_config
 from segcli.data.format import ClassInfo, DatasetInfo
-from segcli.engine.checkpoint import read_checkpoint_meta
+from segcli.runs.checkpoint_file import read_checkpoint_meta
 from segcli.errors import CheckpointError, ConfigError, WeightsUnavailable
 from segcli.weights import pretrained_record, resolve_weights, weights_cache_dir
 
@@ -145,7 +145,7 @@ def _info(num_classes: int) -> DatasetInfo:
 
 
 def test_coco_by_name_builds_the_model_from_the_cached_file(cache, no_download):
-    from segcli.engine.build import build_model
+    from segcli.building import build_model
 
     stand_in = _coco_stand_in(cache)
     config = build_config(

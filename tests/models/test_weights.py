@@ -26,7 +26,7 @@ def _info(num_classes: int, channels: int = 3) -> DatasetInfo:
 
 
 def _build_model(overrides: list[str], num_classes: int = 3):
-    from segcli.engine.build import build_model
+    from segcli.building import build_model
 
     return build_model(build_config(LABPICS_DEEPLABV3, overrides=overrides), _info(num_classes))
 

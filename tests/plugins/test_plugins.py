@@ -3,34 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
-
-FAKE_MODEL_PLUGIN = """
-import segcli
-
-@segcli.hookimpl
-def register_models(register):
-    register("tiny-fake", "fake_segcli_models:build", "a model from a third-party package")
-
-def build(num_classes, in_channels=3):
-    import torch
-    return torch.nn.Conv2d(in_channels, num_classes, 1)
-"""
-
-
-def make_distribution(site: Path, dist: str, module: str, source: str, entry_name: str) -> None:
-    """A throwaway installed distribution: a module and a .dist-info with entry_points.txt."""
-    (site / f"{module}.py").write_text(textwrap.dedent(source))
-    info = site / f"{dist.replace('-', '_')}-1.2.3.dist-info"  # wheel-style escaped name
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.2.3\n")
-    (info / "entry_points.txt").write_text(f"[segcli]\n{entry_name} = {module}\n")
+from fake_distributions import FAKE_MODEL_PLUGIN, make_distribution, segcli
 
 
 @pytest.fixture
@@ -48,18 +24,6 @@ def site(tmp_path) -> Path:
         "broken",
     )
     return site
-
-
-def segcli(site: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("SEGCLI_")}
-    environment.update(PYTHONPATH=str(site), **env)
-    return subprocess.run(
-        [sys.executable, "-m", "segcli", *args],
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=120,
-    )
 
 
 def test_third_party_model_appears_and_broken_plugin_is_reported(site):
@@ -214,7 +178,7 @@ def test_kinds_are_named_in_the_plural_everywhere(cli):
 def test_factory_errors_that_are_not_segcli_errors_name_the_plugin():
     from segcli.config import build_config
     from segcli.data.format import ClassInfo, DatasetInfo
-    from segcli.engine.build import ModelHead, build_model
+    from segcli.building import ModelHead, build_model
     from segcli.errors import ConfigError, PluginError
     from segcli.factories import call_factory
     from segcli.plugins import Plugins
@@ -253,7 +217,7 @@ def test_factory_errors_that_are_not_segcli_errors_name_the_plugin():
 def test_a_factory_registered_as_none_is_a_plugin_error(tmp_path):
     from segcli.config import build_config
     from segcli.data.format import ClassInfo, DatasetInfo
-    from segcli.engine.build import ModelHead, build_model
+    from segcli.building import ModelHead, build_model
     from segcli.errors import PluginError
     from segcli.plugins import Plugins
     from segcli.registry import Origin

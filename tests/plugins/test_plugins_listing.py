@@ -7,7 +7,7 @@ import json
 import re
 
 import pytest
-from test_plugins import make_distribution, segcli
+from fake_distributions import make_distribution, segcli
 
 MODEL_AND_COMMAND = """
 import segcli

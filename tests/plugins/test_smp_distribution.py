@@ -30,7 +30,7 @@ if not can_build_plugin_wheels():
 
 pytestmark = pytest.mark.slow
 
-PLUGIN_SOURCE = Path(__file__).resolve().parents[1] / "plugins" / "segcli-smp"
+PLUGIN_SOURCE = Path(__file__).resolve().parents[2] / "plugins" / "segcli-smp"
 SMP_MODELS = {
     "smp-unet",
     "smp-unetplusplus",

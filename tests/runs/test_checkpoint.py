@@ -8,7 +8,7 @@ import textwrap
 import pytest
 import torch
 
-from segcli.engine.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
+from segcli.runs.checkpoint_file import load_checkpoint, read_checkpoint_meta, save_checkpoint
 from segcli.errors import CheckpointError
 
 
@@ -53,7 +53,7 @@ def test_sigkill_during_a_write_leaves_the_previous_checkpoint_loadable(tmp_path
     script = textwrap.dedent(
         f"""
         import torch
-        from segcli.engine.checkpoint import save_checkpoint
+        from segcli.runs.checkpoint_file import save_checkpoint
         print("ready", flush=True)
         while True:
             save_checkpoint({str(path)!r}, {{"w": torch.randn(4_000_000)}}, {{"generation": 2}})
@@ -71,7 +71,7 @@ def test_sigkill_during_a_write_leaves_the_previous_checkpoint_loadable(tmp_path
 
 
 def test_a_state_dict_mismatch_says_which_keys_and_shapes_differ_on_one_line():
-    from segcli.engine.checkpoint import load_model_state
+    from segcli.runs.checkpoint_file import load_model_state
 
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(4, 2, 1))
     state = {f"extra.{i}": torch.zeros(1) for i in range(5)}
@@ -113,8 +113,8 @@ def write_checkpoint(path, dataset_dir, *overrides, classes=None):
 
     from segcli.config import build_config
     from segcli.data.format import ClassInfo, DatasetInfo, read_dataset_info
-    from segcli.engine.build import build_model
-    from segcli.engine.train import checkpoint_meta
+    from segcli.building import build_model
+    from segcli.training.fit import checkpoint_meta
 
     config = build_config(
         SHAPES_UNET,
@@ -222,7 +222,7 @@ def test_a_checkpoint_without_its_model_or_preprocessing_record_is_one_line(
 
 
 def test_a_model_from_a_missing_plugin_names_the_distribution_to_install(tmp_path, tiny_dataset):
-    from segcli.engine.predict import Predictor
+    from segcli.inference.predict_files import Predictor
     from segcli.errors import PluginError
 
     path = write_checkpoint(tmp_path / "foo.safetensors", tiny_dataset)
@@ -244,7 +244,7 @@ def test_a_model_from_a_missing_plugin_names_the_distribution_to_install(tmp_pat
 
 
 def test_a_model_now_provided_by_another_distribution_is_reported(tmp_path, tiny_dataset, caplog):
-    from segcli.engine.predict import Predictor
+    from segcli.inference.predict_files import Predictor
 
     path = write_checkpoint(tmp_path / "moved.safetensors", tiny_dataset)
     rewrite_meta(
@@ -277,10 +277,10 @@ def build(num_classes, in_channels, **options):
 def test_a_unet_checkpoint_is_rebuilt_by_segcli_even_with_an_impostor_installed(
     tmp_path, tiny_dataset, monkeypatch
 ):
-    from test_plugins import make_distribution
+    from fake_distributions import make_distribution
 
     import segcli.plugins
-    from segcli.engine.predict import Predictor
+    from segcli.inference.predict_files import Predictor
 
     path = write_checkpoint(tmp_path / "unet.safetensors", tiny_dataset)
     site = tmp_path / "site"
@@ -310,8 +310,8 @@ def test_the_cli_shows_a_moved_model_as_a_warning_line(cli, tmp_path, tiny_datas
 def test_the_recorded_preprocessing_wins_over_the_configuration_and_unknown_ones_are_refused(
     tmp_path, tiny_dataset
 ):
-    from segcli.engine.predictor import Predictor
-    from segcli.engine.preprocess import Preprocessing
+    from segcli.inference.predictor import Predictor
+    from segcli.inference.preprocessing import Preprocessing
 
     path = write_checkpoint(tmp_path / "new.safetensors", tiny_dataset)
     record = Preprocessing((16, 24), (0.1, 0.2, 0.3), (0.5, 0.5, 0.5), 3, 1).record()

@@ -11,7 +11,7 @@ import pytest
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from segcli.engine.checkpoint import FORMAT_VERSION, load_checkpoint, read_checkpoint_meta
+from segcli.runs.checkpoint_file import FORMAT_VERSION, load_checkpoint, read_checkpoint_meta
 from segcli.errors import CheckpointError
 
 VERSION_KEY = "segcli.format_version"
@@ -79,8 +79,8 @@ def test_resuming_a_run_whose_last_has_no_version_says_how_to_go_on(cli, trained
 
 
 def test_the_export_sidecar_keeps_its_own_version(cli, best, tmp_path):
-    from segcli.engine.exported import SIDECAR_VERSION
-    from segcli.engine.predictor import Predictor
+    from segcli.inference.exported_models import SIDECAR_VERSION
+    from segcli.inference.predictor import Predictor
 
     exported = tmp_path / "model.pt"
     result = cli("export", "--checkpoint", best, "--format", "torchscript", "--out", exported)

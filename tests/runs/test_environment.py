@@ -6,10 +6,10 @@ import importlib
 import json
 
 import pytest
-from test_plugins import FAKE_MODEL_PLUGIN, make_distribution
+from fake_distributions import FAKE_MODEL_PLUGIN, make_distribution
 
 import segcli
-from segcli.engine.runs import environment
+from segcli.runs.folders import environment
 from segcli.plugins import reset_plugins
 
 

@@ -70,7 +70,7 @@ def register_loggers(register):
 @pytest.fixture
 def recording_plugin(tmp_path, monkeypatch):
     """The recording logger installed as a throwaway distribution and loaded in this process."""
-    from test_plugins import make_distribution
+    from fake_distributions import make_distribution
 
     import segcli.plugins
 
@@ -121,8 +121,8 @@ def tiny_run(dataset: Path, runs: Path, *overrides: str):
 def test_a_plugins_logger_is_told_params_every_epoch_and_the_summary(
     recording_plugin, small_dataset, tmp_path
 ):
-    from segcli.engine.metrics_log import read_metrics
-    from segcli.engine.train import fit
+    from segcli.runs.metrics import read_metrics
+    from segcli.training.fit import fit
 
     config = tiny_run(
         small_dataset,
@@ -142,7 +142,7 @@ def test_a_plugins_logger_is_told_params_every_epoch_and_the_summary(
 
 
 def test_the_logger_calls_come_in_the_documented_order(recording_plugin, tmp_path):
-    from segcli.engine.runlog import RunLog
+    from segcli.runs.log import RunLog
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -166,8 +166,8 @@ def test_the_logger_calls_come_in_the_documented_order(recording_plugin, tmp_pat
 def test_a_failing_logger_is_one_warning_and_the_run_goes_on(
     recording_plugin, small_dataset, tmp_path, caplog
 ):
-    from segcli.engine.metrics_log import read_metrics
-    from segcli.engine.train import fit
+    from segcli.runs.metrics import read_metrics
+    from segcli.training.fit import fit
 
     config = tiny_run(small_dataset, tmp_path / "runs", "log.loggers=[flaky,recording]")
     with caplog.at_level(logging.WARNING, logger="segcli"):
@@ -181,7 +181,7 @@ def test_a_failing_logger_is_one_warning_and_the_run_goes_on(
 
 
 def test_a_broken_logger_plugin_is_reported_and_skipped(tmp_path):
-    from test_plugins import make_distribution, segcli
+    from fake_distributions import make_distribution, segcli
 
     site = tmp_path / "site"
     site.mkdir()
@@ -222,7 +222,7 @@ def test_bad_loggers_are_one_line_errors_before_the_run_folder(
 
 @pytest.mark.parametrize("name, package", [("tensorboard", "tensorboard"), ("mlflow", "mlflow")])
 def test_a_logger_whose_package_is_missing_is_refused_in_preflight(monkeypatch, name, package):
-    from segcli.engine.preflight import check_loggers
+    from segcli.training.preflight import check_loggers
 
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(
@@ -237,7 +237,7 @@ def test_a_logger_whose_package_is_missing_is_refused_in_preflight(monkeypatch, 
 
 def test_the_tensorboard_logger_writes_event_files(small_dataset, tmp_path):
     require_module("tensorboard", why="pip install -e '.[test]' installs it")
-    from segcli.engine.train import fit
+    from segcli.training.fit import fit
 
     run_dir = fit(tiny_run(small_dataset, tmp_path / "runs", "log.loggers=[tensorboard]"))
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
@@ -256,7 +256,7 @@ def test_the_mlflow_logger_records_params_metrics_per_epoch_and_the_run_folder(
 ):
     from mlflow.tracking import MlflowClient
 
-    from segcli.engine.train import fit
+    from segcli.training.fit import fit
 
     config = tiny_run(
         small_dataset,
@@ -283,7 +283,7 @@ def test_the_mlflow_logger_records_params_metrics_per_epoch_and_the_run_folder(
 def test_the_mlflow_run_ends_finished_with_the_best_value_and_resumes(mlflow_store, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from segcli.engine.runlog import RunLog
+    from segcli.runs.log import RunLog
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -313,7 +313,7 @@ def test_the_mlflow_run_ends_finished_with_the_best_value_and_resumes(mlflow_sto
 
 def test_an_mlflow_store_it_cannot_open_is_refused_in_preflight():
     require_module("mlflow")
-    from segcli.engine.preflight import check_loggers
+    from segcli.training.preflight import check_loggers
 
     uri = "nosuchstore://tracking"
     config = build_config(

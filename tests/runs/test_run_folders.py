@@ -16,10 +16,10 @@ import pytest
 from PIL import Image
 
 from segcli.config import build_config, to_toml
-from segcli.engine.checkpoint import read_checkpoint_meta
-from segcli.engine.metrics_log import read_metrics
-from segcli.engine.runs import find_checkpoint, newest_run
-from segcli.engine.train import fit
+from segcli.runs.checkpoint_file import read_checkpoint_meta
+from segcli.runs.metrics import read_metrics
+from segcli.runs.folders import find_checkpoint, newest_run
+from segcli.training.fit import fit
 from segcli.errors import CheckpointError, DataError, Interrupted
 
 TINY = [

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from segcli.engine.checkpointing import BestTracker
-from segcli.engine.loop import TrainingState
+from segcli.training.resume import BestTracker
+from segcli.training.loop import TrainingState
 
 
 def follow(mode: str, values: list) -> tuple[list[bool], TrainingState]:

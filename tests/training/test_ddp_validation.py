@@ -12,7 +12,7 @@ import pytest
 
 from segcli.config import build_config, to_toml
 from segcli.data.dataset import EpochSampler
-from segcli.engine.train import fit
+from segcli.training.fit import fit
 
 # lr 0 and no batch-norm: the weights never change, so both runs validate the same model
 FROZEN = [

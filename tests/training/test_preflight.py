@@ -7,7 +7,7 @@ import torch
 
 from segcli.config import build_config
 from segcli.data.format import ClassInfo, DatasetInfo
-from segcli.engine.preflight import check_amp, check_device, check_monitor, check_run
+from segcli.training.preflight import check_amp, check_device, check_monitor, check_run
 from segcli.errors import ConfigError
 from segcli.plugins import Plugins
 from segcli.registry import Origin
@@ -200,7 +200,7 @@ BAD_COMPONENTS = [
 
 @pytest.mark.parametrize("override, expects", BAD_COMPONENTS)
 def test_optimiser_scheduler_and_augmentations_are_checked_against_their_plugins(override, expects):
-    from segcli.engine.preflight import check_components
+    from segcli.training.preflight import check_components
 
     config = build_config(overrides=[override])
     with pytest.raises(ConfigError) as caught:
@@ -223,7 +223,7 @@ def test_optimiser_scheduler_and_augmentations_are_checked_against_their_plugins
     ],
 )
 def test_valid_components_pass(overrides):
-    from segcli.engine.preflight import check_components
+    from segcli.training.preflight import check_components
 
     check_components(build_config(overrides=overrides))
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from segcli.config import build_config
-from segcli.engine.budget import BudgetPacer, Stopwatch, TimeBudget
-from segcli.engine.loop import TrainingState
-from segcli.engine.optimisation import ScheduleLayout
-from segcli.engine.train import fit
+from segcli.training.budget import BudgetPacer, Stopwatch, TimeBudget
+from segcli.training.loop import TrainingState
+from segcli.training.optimisation import ScheduleLayout
+from segcli.training.fit import fit
 from segcli.errors import UsageError
 
 TINY = [
@@ -183,7 +183,7 @@ def allowance(run: Path) -> float:
 def test_shapes_with_time_20s_stops_in_time_keeps_the_best_and_ends_decayed(
     cli, shapes_dataset, tmp_path, recorded_lrs
 ):
-    from segcli.engine.predictor import Predictor
+    from segcli.inference.predictor import Predictor
 
     args = [f"--set={o}" for o in TINY + ["train.epochs=1000", "train.optimizer=recorded"]]
     result = cli(
@@ -246,7 +246,7 @@ def test_more_epochs_continue_a_finished_run_and_other_settings_are_refused(
 
 
 def test_under_a_budget_last_is_written_at_validations_and_every_30_seconds():
-    from segcli.engine.train import LAST_EVERY_SECONDS, _last_due
+    from segcli.training.fit import LAST_EVERY_SECONDS, _last_due
 
     budgeted = build_config(overrides=["train.max_time=480"])
     unbounded = build_config()

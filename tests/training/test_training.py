@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from segcli.config import build_config
-from segcli.engine.checkpoint import load_checkpoint
-from segcli.engine.train import fit
+from segcli.runs.checkpoint_file import load_checkpoint
+from segcli.training.fit import fit
 
 TINY = [
     "model.base_width=4",
@@ -94,8 +94,8 @@ def test_resume_mid_epoch_matches_an_uninterrupted_run(shapes_dataset, tmp_path)
 def test_gradient_accumulation_matches_the_larger_batch(shapes_dataset, tmp_path):
     from segcli.data.dataset import EpochSampler, SegmentationDataset, build_transforms
     from segcli.data.format import read_dataset_info
-    from segcli.engine.build import build_loss, build_model
-    from segcli.engine.train import TrainingState, make_loader, train_one_epoch
+    from segcli.building import build_loss, build_model
+    from segcli.training.fit import TrainingState, make_loader, train_one_epoch
 
     info = read_dataset_info(shapes_dataset)
     weights = []
@@ -258,7 +258,7 @@ def test_a_run_ends_with_a_curve_picture(shapes_dataset, tmp_path):
 
 
 def test_schedules_warm_up_and_decay():
-    from segcli.engine.optimisation import ScheduleLayout
+    from segcli.training.optimisation import ScheduleLayout
 
     def build_schedule(config, steps_per_epoch):
         return ScheduleLayout(config, steps_per_epoch).factor
