@@ -22,12 +22,12 @@ from pathlib import Path
 import torch
 
 from segcli.data.images import read_image
+from segcli.evaluation import labelled_pairs
 from segcli.inference.export import SCORING_SPLIT, export_checkpoint
 from segcli.inference.exported_models import OnnxModel
 from segcli.inference.predictor import Predictor, reuse_freed_memory
 from segcli.inference.preprocessing import pad_to_multiple
 from segcli.runs.folders import find_checkpoint
-from segcli.evaluation import labelled_pairs
 
 
 def quick_run(folder: Path) -> tuple[Path, Path]:

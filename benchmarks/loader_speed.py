@@ -39,14 +39,14 @@ from pathlib import Path
 import torch
 from machine import describe_machine, machine_line
 
+from segcli.building import autocast_for, forward
 from segcli.config import RunConfig
 from segcli.data.format import read_dataset_info
-from segcli.building import autocast_for, forward
+from segcli.planning.configure import planned_run
+from segcli.plugins import get_plugins
 from segcli.training.distributed import Distributed
 from segcli.training.loop import TrainingState, train_one_epoch
 from segcli.training.setup import RunParts, build_parts, seed_everything
-from segcli.planning.configure import planned_run
-from segcli.plugins import get_plugins
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 RAW = {

@@ -26,8 +26,8 @@ import torch
 from PIL import Image
 from synthetic import synthetic_checkpoint
 
-from segcli.data.images import read_image
 from segcli.building import forward
+from segcli.data.images import read_image
 from segcli.inference.predict_files import Predictor, predict_paths, reuse_freed_memory
 
 

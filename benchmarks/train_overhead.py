@@ -25,10 +25,10 @@ from contextlib import redirect_stdout
 
 import torch
 
+from segcli.building import autocast_for, build_loss, build_model
 from segcli.config import build_config
 from segcli.data.format import ClassInfo, DatasetInfo
 from segcli.devices import resolve_device
-from segcli.building import autocast_for, build_loss, build_model
 from segcli.training.loop import TrainingState, train_one_epoch
 from segcli.training.optimisation import build_optimizer, build_scheduler
 

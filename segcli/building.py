@@ -17,14 +17,14 @@ from torch import nn
 
 from segcli.config import RunConfig
 from segcli.data.format import IGNORE_INDEX, DatasetInfo
-from segcli.runs.checkpoint_file import ANOTHER_CHECKPOINT
-from segcli.inference.preprocessing import crop_padding, pad_to_multiple, resize, size_divisor
 from segcli.errors import CheckpointError, ConfigError, PluginError
 from segcli.factories import call_factory
+from segcli.inference.preprocessing import crop_padding, pad_to_multiple, resize, size_divisor
 from segcli.losses import build_loss as build_weighted_loss
 from segcli.losses import is_single_logit, parse_loss_spec
 from segcli.plugins import Plugins, get_plugins
 from segcli.registry import Origin
+from segcli.runs.checkpoint_file import ANOTHER_CHECKPOINT
 
 logger = logging.getLogger(__name__)
 

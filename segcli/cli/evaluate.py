@@ -43,6 +43,7 @@ def evaluate(
     from rich.progress import Progress
     from rich.table import Table
 
+    from segcli.evaluation import labelled_pairs
     from segcli.evaluation.json_report import (
         claim_outputs,
         default_report_path,
@@ -51,7 +52,6 @@ def evaluate(
     )
     from segcli.inference.predictor import Predictor, reuse_freed_memory
     from segcli.runs.folders import find_checkpoint
-    from segcli.evaluation import labelled_pairs
 
     checkpoint_path = find_checkpoint(checkpoint, runs_dir)
     reuse_freed_memory()

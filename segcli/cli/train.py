@@ -180,8 +180,8 @@ def _extension(time_budget: str | None, overrides: list[str]) -> Any:
 
 
 def _resume_target(resume: str, runs_dir: Path | None) -> Path:
-    from segcli.runs.folders import newest_run
     from segcli.errors import UsageError
+    from segcli.runs.folders import newest_run
 
     if resume == "last":
         return newest_run(runs_dir or Path("runs"), checkpoints=("last",))

@@ -70,8 +70,8 @@ def predictions(
 ) -> None:
     """Rows of image / truth / prediction / error map, each labelled with its mean IoU."""
     from segcli.inference.predictor import Predictor
-    from segcli.runs.folders import find_checkpoint
     from segcli.ledger import claim_outputs, dataset_files
+    from segcli.runs.folders import find_checkpoint
     from segcli.visualize import prediction_rows, save_picture
 
     checkpoint_path = find_checkpoint(checkpoint, runs_dir)

@@ -32,9 +32,9 @@ from segcli.data.format import (
     undeclared_values,
 )
 from segcli.data.images import image_size, read_image, read_mask
-from segcli.inference.preprocessing import TrainingInput, configured_preprocessing
 from segcli.errors import DataError
 from segcli.factories import call_factory
+from segcli.inference.preprocessing import TrainingInput, configured_preprocessing
 from segcli.memory import available_memory
 from segcli.plugins import Plugins, get_plugins
 

@@ -10,11 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from segcli.inference.input_files import is_inside
-from segcli.inference.predictor import Predictor
 from segcli.errors import UsageError
 from segcli.evaluation import ImageRecord, evaluate_split
 from segcli.files import atomic_write, write_png_atomic
+from segcli.inference.input_files import is_inside
+from segcli.inference.predictor import Predictor
 from segcli.ledger import OutputLedger
 from segcli.palette import colorize
 

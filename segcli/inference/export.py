@@ -26,9 +26,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from segcli.building import recorded_head
 from segcli.data.format import read_dataset_info, split_files
 from segcli.data.images import max_image_pixels, read_image
-from segcli.building import recorded_head
+from segcli.errors import DataError, PluginError, UsageError
+from segcli.evaluation import (
+    SplitEvaluation,
+    check_classes,
+    evaluate_split,
+    labelled_pairs,
+)
+from segcli.files import publish_file, temporary_file, write_error
 from segcli.inference.exported_models import (
     FORMATS,
     SIDECAR_VERSION,
@@ -41,14 +49,6 @@ from segcli.inference.exported_models import (
 )
 from segcli.inference.predictor import Predictor
 from segcli.inference.preprocessing import pad_to_multiple
-from segcli.errors import DataError, PluginError, UsageError
-from segcli.evaluation import (
-    SplitEvaluation,
-    check_classes,
-    evaluate_split,
-    labelled_pairs,
-)
-from segcli.files import publish_file, temporary_file, write_error
 from segcli.ledger import claim_outputs
 
 

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from segcli.inference.preprocessing import PAD_POLICY, PIXEL_SCALE, RESIZE_POLICY
 from segcli.errors import CheckpointError, ConfigError, UsageError
+from segcli.inference.preprocessing import PAD_POLICY, PIXEL_SCALE, RESIZE_POLICY
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "openvino": ".xml"}
 # 2: `preprocessing` is the checkpoint's preprocessing record (1: a description of it)

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from segcli.errors import UsageError
+from segcli.files import publish_file, temporary_file, write_error, write_png_atomic
 from segcli.inference.input_files import input_root, is_inside, path_key
 from segcli.inference.predictor import Predictor
 from segcli.inference.preprocessing import STRIP_ROWS
-from segcli.errors import UsageError
-from segcli.files import publish_file, temporary_file, write_error, write_png_atomic
 from segcli.ledger import OutputLedger
 from segcli.palette import colorize, overlay
 

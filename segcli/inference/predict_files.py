@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from segcli.data.images import max_image_pixels, read_image
+from segcli.errors import DataError, UsageError
 from segcli.inference.input_files import default_output_dir, discover_inputs, output_stems
 from segcli.inference.output_files import (
     PROBABILITY_FORMATS,
@@ -35,7 +36,6 @@ from segcli.inference.output_files import (
 from segcli.inference.predictor import Predictor, emit_resized, reuse_freed_memory
 from segcli.inference.preprocessing import Preprocessing
 from segcli.inference.tiling import tiling_options
-from segcli.errors import DataError, UsageError
 from segcli.ledger import OutputLedger
 
 __all__ = ["PredictReport", "Predictor", "loader_workers", "predict_paths", "reuse_freed_memory"]

@@ -13,16 +13,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from segcli.building import autocast_for, forward, probabilities, rebuild_model
 from segcli.config import RunConfig, build_config
 from segcli.data.format import ClassInfo, DatasetInfo
 from segcli.devices import resolve_device
-from segcli.building import autocast_for, forward, probabilities, rebuild_model
-from segcli.runs.checkpoint_file import load_checkpoint, load_model_state
+from segcli.errors import CheckpointError, ConfigError, UsageError
 from segcli.inference.exported_models import load_exported
 from segcli.inference.postprocessing import PostProcessing
 from segcli.inference.preprocessing import recorded_preprocessing, resize_in_strips, size_divisor
 from segcli.inference.tiling import DEFAULT_OVERLAP, sliding_window
-from segcli.errors import CheckpointError, ConfigError, UsageError
+from segcli.runs.checkpoint_file import load_checkpoint, load_model_state
 
 # flip dimensions of each test-time view; the views' probabilities are averaged
 TTA_VIEWS: dict[str, list[tuple[int, ...]]] = {

@@ -27,8 +27,8 @@ from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
 from segcli.building import forward
-from segcli.inference.preprocessing import size_divisor
 from segcli.errors import ConfigError, PluginError, UsageError
+from segcli.inference.preprocessing import size_divisor
 
 RUNTIMES = ("eager", "channels_last", "torchscript", "onnxruntime", "openvino")
 WARMUP_RUNS = 2
@@ -299,9 +299,9 @@ def model_to_profile(
             hint="--model profiles a freshly built model of that name",
         )
     if model_name is not None:
+        from segcli.building import build_model
         from segcli.config import build_config
         from segcli.data.format import ClassInfo, DatasetInfo
-        from segcli.building import build_model
 
         config = build_config({"model": {"name": model_name}})
         config.model.backbone_weights = None  # random weights cost the same to run

@@ -19,9 +19,9 @@ from typing import Any
 
 from segcli import __version__
 from segcli.config import RunConfig, to_toml
-from segcli.runs.checkpoint_file import SUFFIX
 from segcli.errors import CheckpointError, OutputError, SegcliError
 from segcli.files import atomic_write, write_error
+from segcli.runs.checkpoint_file import SUFFIX
 
 PLAN_FILE = "plan.json"
 # Held (flock) by the process training in a run folder; the lock ends with the process.

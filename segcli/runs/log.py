@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from segcli.config import RunConfig
-from segcli.runs.metrics import read_metrics
 from segcli.errors import SegcliError
 from segcli.files import atomic_write
 from segcli.hookspecs import Logger
 from segcli.plugins import Plugins, get_plugins
 from segcli.registry import one_line
+from segcli.runs.metrics import read_metrics
 
 log = logging.getLogger(__name__)
 

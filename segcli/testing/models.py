@@ -11,8 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from segcli.inference.preprocessing import crop_padding, pad_to_multiple, size_divisor
 from segcli.errors import SegcliError
+from segcli.inference.preprocessing import crop_padding, pad_to_multiple, size_divisor
 from segcli.testing.contract import (
     ABSOLUTE_TOLERANCE,
     RELATIVE_TOLERANCE,

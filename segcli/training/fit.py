@@ -18,19 +18,23 @@ import torch
 
 from segcli.config import RunConfig
 from segcli.data.format import read_dataset_info
+from segcli.errors import ConfigError, Interrupted, ResourceError, UsageError
+from segcli.evaluation.postprocess_search import learn_post_processing, record_post_processing
+from segcli.files import remove_stale_temporaries
+from segcli.inference.postprocessing import PostProcessing
+from segcli.plugins import get_plugins
+from segcli.runs.checkpoint_file import SUFFIX, save_checkpoint
+from segcli.runs.folders import (
+    create_run_dir,
+    discard_run_without_checkpoint,
+    interrupted_message,
+    record_run,
+    run_lock,
+    write_config,
+)
+from segcli.runs.log import RunLog
 from segcli.training import distributed
 from segcli.training.budget import BudgetPacer, Clock, Stopwatch, TimeBudget
-from segcli.runs.checkpoint_file import SUFFIX, save_checkpoint
-from segcli.training.resume import (
-    BestTracker,
-    Extension,
-    checkpoint_meta,
-    extend_run,
-    restore,
-    resume_point,
-    start_segment,
-    training_state,
-)
 from segcli.training.loop import (
     PluginCalls,
     Reporter,
@@ -41,22 +45,18 @@ from segcli.training.loop import (
     make_loader,
     train_one_epoch,
 )
-from segcli.inference.postprocessing import PostProcessing
 from segcli.training.preflight import check_run
-from segcli.runs.log import RunLog
-from segcli.runs.folders import (
-    create_run_dir,
-    discard_run_without_checkpoint,
-    interrupted_message,
-    record_run,
-    run_lock,
-    write_config,
+from segcli.training.resume import (
+    BestTracker,
+    Extension,
+    checkpoint_meta,
+    extend_run,
+    restore,
+    resume_point,
+    start_segment,
+    training_state,
 )
 from segcli.training.setup import RunParts, build_parts, ensure_dataset, seed_everything
-from segcli.errors import ConfigError, Interrupted, ResourceError, UsageError
-from segcli.evaluation.postprocess_search import learn_post_processing, record_post_processing
-from segcli.files import remove_stale_temporaries
-from segcli.plugins import get_plugins
 
 # Under a time budget, `last` is written at least this often (and at every validation).
 LAST_EVERY_SECONDS = 30.0

@@ -21,16 +21,16 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 
+from segcli.building import autocast_for, forward, predictions
 from segcli.config import RunConfig
 from segcli.data.dataset import EpochSampler, SegmentationDataset, collate
 from segcli.data.format import IGNORE_INDEX
-from segcli.training import distributed
-from segcli.building import autocast_for, forward, predictions
 from segcli.errors import DivergedError, PluginError, SegcliError
 from segcli.evaluation.scores import metric_scores, reset_metrics, update_metrics
 from segcli.losses import parse_loss_spec
 from segcli.plugins import Plugins, get_plugins
 from segcli.registry import one_line
+from segcli.training import distributed
 
 
 class Reporter(Protocol):

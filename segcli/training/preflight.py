@@ -18,12 +18,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from segcli.building import build_metrics, build_model
 from segcli.config import LOSS_MONITORS, RunConfig
 from segcli.data.format import DatasetInfo
-from segcli.building import build_metrics, build_model
-from segcli.inference.preprocessing import size_divisor
 from segcli.errors import ConfigError, ResourceError, SegcliError, UnknownNameError
 from segcli.factories import call_factory, option_names
+from segcli.inference.preprocessing import size_divisor
 from segcli.memory import available_memory
 from segcli.plugins import Plugins, get_plugins
 from segcli.registry import Registry, plural

@@ -12,6 +12,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from segcli.building import model_record
 from segcli.config import (
     MAX_EPOCHS,
     MAX_TIME_SECONDS,
@@ -20,12 +21,11 @@ from segcli.config import (
     parse_override,
 )
 from segcli.data.format import DatasetInfo
-from segcli.building import model_record
-from segcli.runs.checkpoint_file import SUFFIX, json_kind, load_checkpoint, load_model_state
-from segcli.training.loop import TrainingState
-from segcli.inference.preprocessing import preprocessing_record
-from segcli.runs.folders import environment
 from segcli.errors import CheckpointError, UsageError
+from segcli.inference.preprocessing import preprocessing_record
+from segcli.runs.checkpoint_file import SUFFIX, json_kind, load_checkpoint, load_model_state
+from segcli.runs.folders import environment
+from segcli.training.loop import TrainingState
 from segcli.weights import pretrained_record
 
 # Why a run ended, when it is finished: resuming it needs an extension (`Extension`).

@@ -14,6 +14,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
+from segcli.building import build_loss, build_metrics, build_model
 from segcli.config import RunConfig
 from segcli.data.dataset import (
     EpochSampler,
@@ -23,13 +24,12 @@ from segcli.data.dataset import (
 )
 from segcli.data.format import DatasetInfo
 from segcli.devices import resolve_device
-from segcli.training import distributed
-from segcli.building import build_loss, build_metrics, build_model
-from segcli.training.resume import load_weights
-from segcli.training.loop import make_loader
-from segcli.training.optimisation import build_optimizer, build_scheduler
 from segcli.errors import DataError
 from segcli.plugins import Plugins, get_plugins
+from segcli.training import distributed
+from segcli.training.loop import make_loader
+from segcli.training.optimisation import build_optimizer, build_scheduler
+from segcli.training.resume import load_weights
 
 
 @dataclass

@@ -17,6 +17,10 @@ from fake_distributions import make_distribution
 from segcli.cli import completion
 from segcli.plugins import get_plugins
 
+# what a <TAB> must not import: torch and numpy are slow to load, and the workflow packages
+# import them
+HEAVY_MODULES = ("torch", "numpy", "segcli.training", "segcli.inference", "segcli.runs.folders")
+
 BROKEN_RECIPES = """
 import segcli
 

@@ -284,8 +284,8 @@ def test_set_model_name_on_a_recipe_builds_the_new_model_without_the_old_options
     from segcli_recipes import SHAPES_UNET
     from torch import nn
 
-    from segcli.data.format import read_dataset_info
     from segcli.building import build_model
+    from segcli.data.format import read_dataset_info
     from segcli.plugins import get_plugins
     from segcli.registry import Origin
 

@@ -64,10 +64,10 @@ def test_deeplabv3_dynamic_export_passes_parity(cli, trained_run, tmp_path, fmt)
     if fmt == "onnx":
         require_module("onnxruntime")
         require_module("onnxscript")
-    from segcli.config import build_config
     from segcli.building import build_model
-    from segcli.runs.checkpoint_file import load_checkpoint, save_checkpoint
+    from segcli.config import build_config
     from segcli.inference.predict_files import Predictor
+    from segcli.runs.checkpoint_file import load_checkpoint, save_checkpoint
 
     meta = dict(load_checkpoint(trained_run / "best.safetensors").meta)
     meta["config"] = {**meta["config"], "model": {"name": "deeplabv3-resnet50", "options": {}}}

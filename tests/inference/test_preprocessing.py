@@ -10,12 +10,12 @@ import pytest
 import torch
 from torch import nn
 
+from segcli.building import build_model, model_record
 from segcli.config import build_config
 from segcli.data.format import ClassInfo, DatasetInfo
-from segcli.building import build_model, model_record
-from segcli.runs.checkpoint_file import save_checkpoint
 from segcli.inference.predictor import Predictor
 from segcli.inference.preprocessing import preprocessing_record, resize, resize_in_strips
+from segcli.runs.checkpoint_file import save_checkpoint
 
 CLASSES = [ClassInfo(i, f"class{i}", (60 * i, 255 - 60 * i, 30 * i)) for i in range(4)]
 

@@ -22,8 +22,8 @@ from torchvision.models.segmentation import LRASPP_MobileNet_V3_Large_Weights
 
 from segcli.config import build_config
 from segcli.data.format import ClassInfo, DatasetInfo
-from segcli.runs.checkpoint_file import read_checkpoint_meta
 from segcli.errors import CheckpointError, ConfigError, WeightsUnavailable
+from segcli.runs.checkpoint_file import read_checkpoint_meta
 from segcli.weights import pretrained_record, resolve_weights, weights_cache_dir
 
 COCO_LRASPP = "lraspp_mobilenet_v3_large-d234d4ea.pth"

@@ -91,8 +91,8 @@ def test_bad_options_are_explained(name, options, message):
 
 
 def test_engine_lists_options_of_a_model():
-    from segcli.data.format import ClassInfo, DatasetInfo
     from segcli.building import build_model
+    from segcli.data.format import ClassInfo, DatasetInfo
     from segcli.errors import ConfigError
 
     info = DatasetInfo("x", [ClassInfo(0, "a", (0, 0, 0)), ClassInfo(1, "b", (1, 1, 1))], {})

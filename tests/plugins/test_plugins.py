@@ -176,9 +176,9 @@ def test_kinds_are_named_in_the_plural_everywhere(cli):
 
 
 def test_factory_errors_that_are_not_segcli_errors_name_the_plugin():
+    from segcli.building import ModelHead, build_model
     from segcli.config import build_config
     from segcli.data.format import ClassInfo, DatasetInfo
-    from segcli.building import ModelHead, build_model
     from segcli.errors import ConfigError, PluginError
     from segcli.factories import call_factory
     from segcli.plugins import Plugins
@@ -215,9 +215,9 @@ def test_factory_errors_that_are_not_segcli_errors_name_the_plugin():
 
 
 def test_a_factory_registered_as_none_is_a_plugin_error(tmp_path):
+    from segcli.building import ModelHead, build_model
     from segcli.config import build_config
     from segcli.data.format import ClassInfo, DatasetInfo
-    from segcli.building import ModelHead, build_model
     from segcli.errors import PluginError
     from segcli.plugins import Plugins
     from segcli.registry import Origin

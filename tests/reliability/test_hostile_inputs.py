@@ -23,8 +23,8 @@ from reliability_helpers import check_error_output, image_bytes, shape_pair, wri
 from segcli.data.format import read_dataset_info
 from segcli.data.images import open_image, read_image
 from segcli.data.split_file import read_split_file
-from segcli.inference.input_files import discover_inputs
 from segcli.errors import ConfigError, DataError
+from segcli.inference.input_files import discover_inputs
 from segcli.json_files import parse_json, read_json
 
 PARTIAL, DATA, USAGE = 8, 3, 2

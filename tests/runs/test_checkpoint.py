@@ -8,8 +8,8 @@ import textwrap
 import pytest
 import torch
 
-from segcli.runs.checkpoint_file import load_checkpoint, read_checkpoint_meta, save_checkpoint
 from segcli.errors import CheckpointError
+from segcli.runs.checkpoint_file import load_checkpoint, read_checkpoint_meta, save_checkpoint
 
 
 def test_round_trip_keeps_weights_meta_and_nested_state(tmp_path):
@@ -111,9 +111,9 @@ def write_checkpoint(path, dataset_dir, *overrides, classes=None):
     """A checkpoint as `segcli train` writes it, for a tiny untrained U-Net."""
     from segcli_recipes import SHAPES_UNET
 
+    from segcli.building import build_model
     from segcli.config import build_config
     from segcli.data.format import ClassInfo, DatasetInfo, read_dataset_info
-    from segcli.building import build_model
     from segcli.training.fit import checkpoint_meta
 
     config = build_config(
@@ -222,8 +222,8 @@ def test_a_checkpoint_without_its_model_or_preprocessing_record_is_one_line(
 
 
 def test_a_model_from_a_missing_plugin_names_the_distribution_to_install(tmp_path, tiny_dataset):
-    from segcli.inference.predict_files import Predictor
     from segcli.errors import PluginError
+    from segcli.inference.predict_files import Predictor
 
     path = write_checkpoint(tmp_path / "foo.safetensors", tiny_dataset)
 

@@ -11,8 +11,8 @@ import pytest
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from segcli.runs.checkpoint_file import FORMAT_VERSION, load_checkpoint, read_checkpoint_meta
 from segcli.errors import CheckpointError
+from segcli.runs.checkpoint_file import FORMAT_VERSION, load_checkpoint, read_checkpoint_meta
 
 VERSION_KEY = "segcli.format_version"
 

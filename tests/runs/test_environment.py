@@ -9,8 +9,8 @@ import pytest
 from fake_distributions import FAKE_MODEL_PLUGIN, make_distribution
 
 import segcli
-from segcli.runs.folders import environment
 from segcli.plugins import reset_plugins
+from segcli.runs.folders import environment
 
 
 @pytest.fixture

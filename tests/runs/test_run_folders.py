@@ -16,11 +16,11 @@ import pytest
 from PIL import Image
 
 from segcli.config import build_config, to_toml
-from segcli.runs.checkpoint_file import read_checkpoint_meta
-from segcli.runs.metrics import read_metrics
-from segcli.runs.folders import find_checkpoint, newest_run
-from segcli.training.fit import fit
 from segcli.errors import CheckpointError, DataError, Interrupted
+from segcli.runs.checkpoint_file import read_checkpoint_meta
+from segcli.runs.folders import find_checkpoint, newest_run
+from segcli.runs.metrics import read_metrics
+from segcli.training.fit import fit
 
 TINY = [
     "model.base_width=4",

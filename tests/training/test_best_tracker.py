@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from segcli.training.resume import BestTracker
 from segcli.training.loop import TrainingState
+from segcli.training.resume import BestTracker
 
 
 def follow(mode: str, values: list) -> tuple[list[bool], TrainingState]:

@@ -7,10 +7,10 @@ import torch
 
 from segcli.config import build_config
 from segcli.data.format import ClassInfo, DatasetInfo
-from segcli.training.preflight import check_amp, check_device, check_monitor, check_run
 from segcli.errors import ConfigError
 from segcli.plugins import Plugins
 from segcli.registry import Origin
+from segcli.training.preflight import check_amp, check_device, check_monitor, check_run
 
 INFO = DatasetInfo("d", [ClassInfo(0, "a", (0, 0, 0)), ClassInfo(1, "b", (9, 9, 9))], {})
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from segcli.config import build_config
+from segcli.errors import UsageError
 from segcli.training.budget import BudgetPacer, Stopwatch, TimeBudget
+from segcli.training.fit import fit
 from segcli.training.loop import TrainingState
 from segcli.training.optimisation import ScheduleLayout
-from segcli.training.fit import fit
-from segcli.errors import UsageError
 
 TINY = [
     "model.base_width=4",

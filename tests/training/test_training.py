@@ -92,9 +92,9 @@ def test_resume_mid_epoch_matches_an_uninterrupted_run(shapes_dataset, tmp_path)
 
 
 def test_gradient_accumulation_matches_the_larger_batch(shapes_dataset, tmp_path):
+    from segcli.building import build_loss, build_model
     from segcli.data.dataset import EpochSampler, SegmentationDataset, build_transforms
     from segcli.data.format import read_dataset_info
-    from segcli.building import build_loss, build_model
     from segcli.training.fit import TrainingState, make_loader, train_one_epoch
 
     info = read_dataset_info(shapes_dataset)
