@@ -22,12 +22,12 @@ from pathlib import Path
 import torch
 
 from segcli.data.images import read_image
-from segcli.engine.export import SCORING_SPLIT, export_checkpoint
-from segcli.engine.exported import OnnxModel
-from segcli.engine.predictor import Predictor, reuse_freed_memory
-from segcli.engine.preprocess import pad_to_multiple
-from segcli.engine.runs import find_checkpoint
 from segcli.evaluation import labelled_pairs
+from segcli.inference.export import SCORING_SPLIT, export_checkpoint
+from segcli.inference.exported_models import OnnxModel
+from segcli.inference.predictor import Predictor, reuse_freed_memory
+from segcli.inference.preprocessing import pad_to_multiple
+from segcli.runs.folders import find_checkpoint
 
 
 def quick_run(folder: Path) -> tuple[Path, Path]:
@@ -37,7 +37,7 @@ def quick_run(folder: Path) -> tuple[Path, Path]:
 
     from segcli.config import build_config
     from segcli.data.prepare import build_dataset
-    from segcli.engine.train import fit
+    from segcli.training.fit import fit
 
     dataset = folder / "shapes"
     build_dataset(prepare(None, train=16, val=8, test=0, size=64), dataset, workers=1)

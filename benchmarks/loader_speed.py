@@ -1,14 +1,14 @@
 """Does the planned training on real data run at the model's full speed? (issue 22, item 2)
 
 Plans a training of a real prepared dataset as `segcli train --data DIR --time T` would,
-builds its parts as `segcli train` does (`segcli.engine.setup.build_parts`: model, loss,
+builds its parts as `segcli train` does (`segcli.training.setup.build_parts`: model, loss,
 optimiser, precision, channels_last, loaders) and measures, in one process and interleaved
 round by round:
 
   bare  the same training step (forward, loss, backward, optimiser step, EMA) over batches
         materialised beforehand from the same loader, already on the device:
         `for x, y in ready: step`
-  loop  segcli.engine.loop.train_one_epoch on the real training loader: decoding, cropping,
+  loop  segcli.training.loop.train_one_epoch on the real training loader: decoding, cropping,
         augmentation and collation included
 
 and prints the images/s of each (median over rounds) and the ratio loop/bare. Target: >= 0.85.
@@ -39,14 +39,14 @@ from pathlib import Path
 import torch
 from machine import describe_machine, machine_line
 
+from segcli.building import autocast_for, forward
 from segcli.config import RunConfig
 from segcli.data.format import read_dataset_info
-from segcli.engine.build import autocast_for, forward
-from segcli.engine.distributed import Distributed
-from segcli.engine.loop import TrainingState, train_one_epoch
-from segcli.engine.setup import RunParts, build_parts, seed_everything
 from segcli.planning.configure import planned_run
 from segcli.plugins import get_plugins
+from segcli.training.distributed import Distributed
+from segcli.training.loop import TrainingState, train_one_epoch
+from segcli.training.setup import RunParts, build_parts, seed_everything
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 RAW = {

@@ -26,9 +26,9 @@ import torch
 from PIL import Image
 from synthetic import synthetic_checkpoint
 
+from segcli.building import forward
 from segcli.data.images import read_image
-from segcli.engine.build import forward
-from segcli.engine.predict import Predictor, predict_paths, reuse_freed_memory
+from segcli.inference.predict_files import Predictor, predict_paths, reuse_freed_memory
 
 
 def main() -> None:

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import torch
 
+from segcli.building import build_model
 from segcli.config import build_config
 from segcli.data.format import ClassInfo, DatasetInfo
-from segcli.engine.build import build_model
-from segcli.engine.checkpoint import save_checkpoint
-from segcli.engine.train import checkpoint_meta
 from segcli.palette import default_palette
+from segcli.runs.checkpoint_file import save_checkpoint
+from segcli.training.fit import checkpoint_meta
 
 
 def synthetic_checkpoint(path: Path, *, size: int, base_width: int, depth: int) -> None:

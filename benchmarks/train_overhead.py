@@ -3,7 +3,7 @@
 Runs, in one process and interleaved round by round, on the same model, batches and
 in-memory tensors:
   bare      for x, y in batches: ce(model(x), y).backward(); opt.step(); opt.zero_grad()
-  segcli    segcli.engine.loop.train_one_epoch (the loop `segcli train` runs)
+  segcli    segcli.training.loop.train_one_epoch (the loop `segcli train` runs)
   tutorial  the bare loop plus a per-step `loss.item()` and print, as tutorials write it
 and prints images/s for each (median over rounds) and the ratios to the bare loop (target:
 segcli >= 0.95). All three use the configured loss, precision (`--amp`) and memory format.
@@ -25,12 +25,12 @@ from contextlib import redirect_stdout
 
 import torch
 
+from segcli.building import autocast_for, build_loss, build_model
 from segcli.config import build_config
 from segcli.data.format import ClassInfo, DatasetInfo
 from segcli.devices import resolve_device
-from segcli.engine.build import autocast_for, build_loss, build_model
-from segcli.engine.loop import TrainingState, train_one_epoch
-from segcli.engine.optimisation import build_optimizer, build_scheduler
+from segcli.training.loop import TrainingState, train_one_epoch
+from segcli.training.optimisation import build_optimizer, build_scheduler
 
 
 def synchronize(device: torch.device) -> None:

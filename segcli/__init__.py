@@ -77,7 +77,7 @@ _PUBLIC_NAMES: dict[str, str] = {
     "weights_cache_dir": "segcli.weights",
     # loggers
     "Logger": "segcli.hookspecs",
-    "scalars": "segcli.engine.metrics_log",
+    "scalars": "segcli.runs.metrics",
     "atomic_write": "segcli.files",
     # planners
     "Plan": "segcli.planning",

@@ -24,12 +24,12 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from segcli.data.format import ClassInfo
-from segcli.engine.metrics_log import best_record, read_metrics
 from segcli.errors import DataError
 from segcli.evaluation import ImageRecord
 from segcli.files import atomic_write
 from segcli.ledger import claim_outputs, dataset_files, run_records
 from segcli.palette import colorize
+from segcli.runs.metrics import best_record, read_metrics
 from segcli.visualize import RUN_COLORS, confusion_picture, curves, error_map
 
 REPORT_NAME = "report.html"
@@ -78,7 +78,7 @@ class Evaluation:
 
 def read_run(run_dir: Path) -> RunRecord:
     """A run folder's records; a DataError when the folder is not a segcli run."""
-    from segcli.engine.checkpoint import SUFFIX, read_checkpoint_meta
+    from segcli.runs.checkpoint_file import SUFFIX, read_checkpoint_meta
 
     run_dir = Path(run_dir)
     config_path = run_dir / "config.toml"
@@ -142,8 +142,8 @@ def evaluate_best(
 
     More than `max_images` images (0: no limit) are thinned to evenly spaced ones. A
     DataError when the run has no checkpoint or its dataset is not where it was trained."""
-    from segcli.engine.predictor import Predictor
     from segcli.evaluation import evaluate_split, evenly_spaced, labelled_pairs
+    from segcli.inference.predictor import Predictor
 
     if run.checkpoint is None:
         raise DataError(f"{run.path} has no checkpoint")

@@ -12,11 +12,11 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from segcli.data.format import ClassInfo, read_dataset_info, split_files
 from segcli.data.images import read_image, read_mask
-from segcli.engine.metrics_log import best_record, read_metrics, read_summary
 from segcli.errors import CheckpointError, DataError
 from segcli.files import atomic_write
 from segcli.ledger import OutputLedger
 from segcli.palette import colorize
+from segcli.runs.metrics import best_record, read_metrics, read_summary
 
 _MARGIN = 8
 

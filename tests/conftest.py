@@ -63,7 +63,7 @@ def trained_run(shapes_dataset, tmp_path_factory) -> Path:
     from segcli_recipes import SHAPES_UNET
 
     from segcli.config import build_config
-    from segcli.engine.train import fit
+    from segcli.training.fit import fit
 
     runs = tmp_path_factory.mktemp("runs")
     config = build_config(

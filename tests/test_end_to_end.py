@@ -51,7 +51,7 @@ def test_train_writes_a_reproducible_run(trained_run):
     ]
     assert [r["epoch"] for r in records] == [1, 2]
     assert 0.0 <= records[-1]["confusion/miou"] <= 1.0
-    from segcli.engine.checkpoint import load_checkpoint
+    from segcli.runs.checkpoint_file import load_checkpoint
 
     meta = load_checkpoint(trained_run / "best.safetensors").meta
     assert [c["name"] for c in meta["classes"]][1] == "circle"

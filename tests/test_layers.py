@@ -169,10 +169,10 @@ def test_an_upward_import_is_caught_at_the_top_and_inside_a_function(tmp_path, m
     monkeypatch.setattr(f"{__name__}.ROOT", tmp_path)
     data = tmp_path / "segcli" / "data"
     data.mkdir(parents=True)
-    (data / "top.py").write_text("from segcli.engine.build import forward\n")
+    (data / "top.py").write_text("from segcli.building import forward\n")
     (data / "inner.py").write_text("def f():\n    from segcli.cli import completion\n")
     (data / "typed.py").write_text(
-        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from segcli.engine import x\n"
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from segcli.training import x\n"
     )
     (data / "lower.py").write_text(
         "from segcli.json_files import read_json\nfrom segcli import DataError\n"
@@ -180,7 +180,7 @@ def test_an_upward_import_is_caught_at_the_top_and_inside_a_function(tmp_path, m
     (data / "public.py").write_text("from segcli import check_model\n")
     upward = upward_imports(sorted(data.glob("*.py")))
     assert set(upward) == {
-        ("segcli.data.top", "segcli.engine.build"),
+        ("segcli.data.top", "segcli.building"),
         ("segcli.data.inner", "segcli.cli"),
         ("segcli.data.public", "segcli.testing"),
     }
@@ -215,11 +215,11 @@ def test_a_plugin_import_outside_the_public_api_is_caught(tmp_path, monkeypatch)
     plugin.parent.mkdir()
     plugin.write_text(
         "import segcli\nfrom segcli import DataError, read_json\n"
-        "from segcli.engine.metrics_log import scalars\nimport segcli.weights\n"
+        "from segcli.runs.metrics import scalars\nimport segcli.weights\n"
         "from segcli import Predictor\n"
     )
     assert outside_public_api(plugin) == [
-        "plugins/mine.py: from segcli.engine.metrics_log import ...",
+        "plugins/mine.py: from segcli.runs.metrics import ...",
         "plugins/mine.py: segcli.weights",
         "plugins/mine.py: segcli.Predictor",
     ]

@@ -2,8 +2,9 @@
 ...), configuration keys and run folders.
 
 These run on every <TAB> press, inside the shell's wait: they import neither torch nor the
-engine (whose run-folder helpers load torch), and a failure of any kind (a broken plugin, an
-unreadable folder) completes nothing rather than printing a traceback into the prompt.
+workflow packages (`segcli.runs.folders`, which finds run folders, loads torch), and a failure
+of any kind (a broken plugin, an unreadable folder) completes nothing rather than printing a
+traceback into the prompt.
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ def configuration_keys() -> list[str]:
 
 
 def _runs(runs_dir: Path, checkpoints: tuple[str, ...], incomplete: str) -> Candidates:
-    # the rule of segcli.engine.runs.newest_run, without importing the engine (and torch)
+    # the rule of segcli.runs.folders.newest_run, without importing it (and torch)
     found = [
         folder
         for folder in runs_dir.glob("*/")

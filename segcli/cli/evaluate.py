@@ -43,15 +43,15 @@ def evaluate(
     from rich.progress import Progress
     from rich.table import Table
 
-    from segcli.engine.evaluate import (
+    from segcli.evaluation import labelled_pairs
+    from segcli.evaluation.json_report import (
         claim_outputs,
         default_report_path,
         evaluation_report,
         write_json_atomic,
     )
-    from segcli.engine.predictor import Predictor, reuse_freed_memory
-    from segcli.engine.runs import find_checkpoint
-    from segcli.evaluation import labelled_pairs
+    from segcli.inference.predictor import Predictor, reuse_freed_memory
+    from segcli.runs.folders import find_checkpoint
 
     checkpoint_path = find_checkpoint(checkpoint, runs_dir)
     reuse_freed_memory()

@@ -83,9 +83,9 @@ def export(
     --keep-anyway). Existing files are replaced only where segcli wrote them (or with
     --force).
     """
-    from segcli.engine.export import export_checkpoint
-    from segcli.engine.runs import find_checkpoint
     from segcli.errors import UsageError
+    from segcli.inference.export import export_checkpoint
+    from segcli.runs.folders import find_checkpoint
 
     if opset is not None and fmt != "onnx":
         raise UsageError(f"--opset {opset} applies to --format onnx only, not {fmt}")

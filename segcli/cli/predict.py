@@ -78,11 +78,11 @@ def predict(
         TimeRemainingColumn,
     )
 
-    from segcli.engine.inputs import discover_inputs
-    from segcli.engine.predict import predict_paths
-    from segcli.engine.predictor import reuse_freed_memory
-    from segcli.engine.runs import find_checkpoint
     from segcli.errors import PartialFailure
+    from segcli.inference.input_files import discover_inputs
+    from segcli.inference.predict_files import predict_paths
+    from segcli.inference.predictor import reuse_freed_memory
+    from segcli.runs.folders import find_checkpoint
 
     checkpoint_path = find_checkpoint(checkpoint, runs_dir)
     reuse_freed_memory()

@@ -43,7 +43,7 @@ def profile(
     Latency is measured at batch 1, throughput at --batch; each is the median (and the
     interquartile range) of --runs timed runs on random inputs."""
     from segcli.devices import resolve_device
-    from segcli.engine.profile import model_to_profile, parse_size, profile_model
+    from segcli.inference.profile import model_to_profile, parse_size, profile_model
 
     chosen_size = parse_size(size) if size is not None else None
     target_model, name, source, input_size, channels = model_to_profile(

@@ -170,7 +170,7 @@ def _seconds(text: str, *, added: bool = False) -> float:
 
 def _extension(time_budget: str | None, overrides: list[str]) -> Any:
     """What --time and --set change in a resumed run (checked by the engine)."""
-    from segcli.engine.checkpointing import Extension
+    from segcli.training.resume import Extension
 
     if time_budget is None:
         return Extension(tuple(overrides))
@@ -180,8 +180,8 @@ def _extension(time_budget: str | None, overrides: list[str]) -> Any:
 
 
 def _resume_target(resume: str, runs_dir: Path | None) -> Path:
-    from segcli.engine.runs import newest_run
     from segcli.errors import UsageError
+    from segcli.runs.folders import newest_run
 
     if resume == "last":
         return newest_run(runs_dir or Path("runs"), checkpoints=("last",))
@@ -199,7 +199,7 @@ def _train(
     plan: dict[str, Any] | None = None,
     extension: Any = None,
 ) -> None:
-    from segcli.engine.train import fit
+    from segcli.training.fit import fit
 
     monitor = config.train.monitor if config else "confusion/miou"
     reporter = RichReporter(monitor)
@@ -226,7 +226,7 @@ def _train(
 def print_summary(run_dir: Path) -> None:
     from rich.table import Table
 
-    from segcli.engine.metrics_log import best_record, read_metrics
+    from segcli.runs.metrics import best_record, read_metrics
 
     summary = json.loads((run_dir / "summary.json").read_text())
     records = read_metrics(run_dir)
@@ -239,7 +239,7 @@ def print_summary(run_dir: Path) -> None:
     )
     iou = best.get("confusion/iou")
     if iou:
-        from segcli.engine.checkpoint import read_checkpoint_meta
+        from segcli.runs.checkpoint_file import read_checkpoint_meta
 
         classes = [c["name"] for c in read_checkpoint_meta(run_dir / "best.safetensors")["classes"]]
         table = Table(title="per-class IoU of the best checkpoint")

@@ -69,9 +69,9 @@ def predictions(
     force: options.Force = False,
 ) -> None:
     """Rows of image / truth / prediction / error map, each labelled with its mean IoU."""
-    from segcli.engine.predictor import Predictor
-    from segcli.engine.runs import find_checkpoint
+    from segcli.inference.predictor import Predictor
     from segcli.ledger import claim_outputs, dataset_files
+    from segcli.runs.folders import find_checkpoint
     from segcli.visualize import prediction_rows, save_picture
 
     checkpoint_path = find_checkpoint(checkpoint, runs_dir)

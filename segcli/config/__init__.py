@@ -5,7 +5,7 @@ and an unknown key is an error, except in the open option tables of the componen
 plugin provides (`model`, `loss`, `train.optimizer`, `train.scheduler` and each `augment`
 transform), which are checked against the plugin's factory. What needs plugins or the
 machine (components and their options, the monitor key's metric, the device, amp,
-loggers) is checked by `segcli.engine.preflight` before a run folder exists.
+loggers) is checked by `segcli.training.preflight` before a run folder exists.
 
 The resolved configuration is saved in every run folder as config.toml; passing that file
 back with `segcli train --config` repeats the run.

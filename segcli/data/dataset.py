@@ -32,9 +32,9 @@ from segcli.data.format import (
     undeclared_values,
 )
 from segcli.data.images import image_size, read_image, read_mask
-from segcli.engine.preprocess import TrainingInput, configured_preprocessing
 from segcli.errors import DataError
 from segcli.factories import call_factory
+from segcli.inference.preprocessing import TrainingInput, configured_preprocessing
 from segcli.memory import available_memory
 from segcli.plugins import Plugins, get_plugins
 
@@ -48,7 +48,7 @@ def build_transforms(
     """The configured augmentations in order (`augment`: transform name -> options, from
     the transforms registry), then the resize and normalisation every image gets."""
     steps: list[Callable] = augmentations(augment or {}, plugins)
-    # the one resize and normalisation prediction uses too (segcli.engine.preprocess)
+    # the one resize and normalisation prediction uses too (segcli.inference.preprocessing)
     steps.append(TrainingInput(configured_preprocessing(input_config, channels)))
     return v2.Compose(steps)
 

@@ -1,11 +1,13 @@
 """Scoring a model on labelled images: the one place that runs a predictor over a labelled
 split, counts each image's confusion matrix, derives its IoU by the one rule (absent classes
 and images without a labelled pixel: docs/losses-and-metrics.md), feeds the metric plugins
-and keeps the worst images. Validation while training (`segcli.engine.loop.evaluate`),
-`segcli evaluate`, `segcli report` and `segcli visualize predictions` all score through it.
-It may import the data layer (`segcli.data`), the plugins and errors, and inference
-(`segcli.engine.predictor`, `segcli.engine.build`); nothing that trains, draws or parses a
-command line imports into it.
+and keeps the worst images (`split`, `scores`). Validation while training
+(`segcli.training.loop.evaluate`), `segcli evaluate` (whose JSON report and mask files are
+`json_report`), `segcli report`, `segcli visualize predictions` and the post-processing a run
+learns (`postprocess_search`) all score through it. It may import the data layer, models and
+`segcli.building`, the plugins and errors, run files (`segcli.runs`) and inference
+(`segcli.inference`, but not its `export` and `profile`, which sit above it); nothing that
+trains, draws or parses a command line imports into it.
 """
 
 from segcli.evaluation.scores import (

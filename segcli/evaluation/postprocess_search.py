@@ -14,12 +14,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from segcli.engine.build import build_metrics
-from segcli.engine.checkpoint import load_checkpoint, save_checkpoint
-from segcli.engine.postprocess import PostProcessing
-from segcli.engine.predictor import Predictor
+from segcli.building import build_metrics
 from segcli.evaluation.scores import metric_scores, reset_metrics, update_metrics
 from segcli.evaluation.split import ImageRecord, evaluate_split, labelled_pairs
+from segcli.inference.postprocessing import PostProcessing
+from segcli.inference.predictor import Predictor
+from segcli.runs.checkpoint_file import load_checkpoint, save_checkpoint
 
 THRESHOLDS = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
 # shares of an image's pixels: 1e-3 is 10 px of a 101x101 image, 1000 px of a 1000x1000 one

@@ -18,12 +18,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from segcli.building import build_metrics
 from segcli.data.format import ClassInfo, read_dataset_info, split_files
 from segcli.data.images import max_image_pixels, read_image, read_mask
-from segcli.engine.build import build_metrics
-from segcli.engine.predict import loader_workers
-from segcli.engine.predictor import Predictor
-from segcli.engine.tiling import tiling_options
 from segcli.errors import DataError
 from segcli.evaluation.scores import (
     confusion_matrix,
@@ -32,6 +29,9 @@ from segcli.evaluation.scores import (
     reset_metrics,
     update_metrics,
 )
+from segcli.inference.predict_files import loader_workers
+from segcli.inference.predictor import Predictor
+from segcli.inference.tiling import tiling_options
 
 Pair = tuple[Path, Path]  # (image file, mask file)
 

@@ -59,12 +59,12 @@ def measure(config: RunConfig, root: Path, info: DatasetInfo) -> Measurement:
     """Time `config`'s training steps and validation on a sample of the dataset at `root`."""
     import torch
 
+    from segcli.building import build_loss, build_model
     from segcli.data.dataset import EpochSampler, SegmentationDataset, build_transforms
     from segcli.devices import resolve_device
-    from segcli.engine.build import build_loss, build_model
-    from segcli.engine.loop import TrainingState, make_loader, train_one_epoch
-    from segcli.engine.optimisation import build_optimizer
     from segcli.memory import available_memory
+    from segcli.training.loop import TrainingState, make_loader, train_one_epoch
+    from segcli.training.optimisation import build_optimizer
 
     started = time.perf_counter()
     device = resolve_device(config.train.device)
@@ -119,9 +119,9 @@ def _validation_speed(
     config: RunConfig, root: Path, info: DatasetInfo, model: Any, loss_fn: Any, device: Any
 ) -> float:
     """Validation images per second: one batch to warm up, one timed."""
+    from segcli.building import build_metrics
     from segcli.data.dataset import EpochSampler, SegmentationDataset, build_transforms
-    from segcli.engine.build import build_metrics
-    from segcli.engine.loop import evaluate, make_loader
+    from segcli.training.loop import evaluate, make_loader
 
     if config.dataset.val_split not in info.labelled_splits:
         return float("inf")

@@ -11,8 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from segcli.engine.preprocess import crop_padding, pad_to_multiple, size_divisor
 from segcli.errors import SegcliError
+from segcli.inference.preprocessing import crop_padding, pad_to_multiple, size_divisor
 from segcli.testing.contract import (
     ABSOLUTE_TOLERANCE,
     RELATIVE_TOLERANCE,
@@ -28,7 +28,7 @@ from segcli.testing.contract import (
 def padded_forward(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """Run `model` as the engine does, without the final resize: pad the input to a multiple
     of the model's `size_divisor` and crop the logits back, by the engine's pad policy
-    (`segcli.engine.preprocess`: reflection, bottom/right)."""
+    (`segcli.inference.preprocessing`: reflection, bottom/right)."""
     images, pad_h, pad_w = pad_to_multiple(images, size_divisor(model))
     logits = model(images)
     if isinstance(logits, dict):

@@ -31,7 +31,7 @@ def build_tally(*, tag: str = ""):
 @pytest.fixture
 def tally_plugin(tmp_path, monkeypatch):
     """The plugin installed as a throwaway distribution and loaded in this process."""
-    from test_plugins import make_distribution
+    from fake_distributions import make_distribution
 
     import segcli.plugins
 
@@ -64,7 +64,7 @@ def test_a_run_uses_a_plugins_transform_on_each_training_sample(
     tally_plugin, small_dataset, tmp_path
 ):
     from segcli.config import build_config
-    from segcli.engine.train import fit
+    from segcli.training.fit import fit
 
     config = build_config(
         {"model": {"name": "unet"}, "metrics": ["confusion"]},

@@ -52,7 +52,7 @@ def test_the_rule_is_the_confusion_metric_plugins_rule():
 
 @pytest.fixture
 def counted_predictor(trained_run, monkeypatch):
-    from segcli.engine.predictor import Predictor
+    from segcli.inference.predictor import Predictor
 
     predictor = Predictor(trained_run / "best.safetensors", "cpu")
     calls = []

@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 
 from segcli.data.images import read_image
-from segcli.engine.exported import sidecar_path
-from segcli.engine.postprocess import PostProcessing
-from segcli.engine.predictor import Predictor
 from segcli.evaluation.postprocess_search import record_post_processing
+from segcli.inference.exported_models import sidecar_path
+from segcli.inference.postprocessing import PostProcessing
+from segcli.inference.predictor import Predictor
 
 
 def raw_binary(root: Path, count: int = 16, side: int = 32) -> tuple[Path, Path]:
@@ -108,8 +108,8 @@ def test_recorded_rules_are_applied_and_the_flag_turns_them_off(binary_run, tmp_
 
 
 def test_a_damaged_record_is_a_one_line_checkpoint_error(binary_run, tmp_path):
-    from segcli.engine.checkpoint import load_checkpoint, save_checkpoint
     from segcli.errors import CheckpointError
+    from segcli.runs.checkpoint_file import load_checkpoint, save_checkpoint
 
     _, run = binary_run
     saved = load_checkpoint(run / "best.safetensors")

@@ -4,8 +4,8 @@ only when it improves the monitored metric."""
 import numpy as np
 import pytest
 
-from segcli.engine.postprocess import PostProcessing
 from segcli.evaluation.postprocess_search import choose_post_processing
+from segcli.inference.postprocessing import PostProcessing
 
 
 def iou(masks, truths) -> float:

@@ -62,8 +62,8 @@ def test_one_run_is_one_self_contained_page_with_every_section(run):
 
 
 def test_worst_predictions_are_those_evaluate_scores_lowest(run):
-    from segcli.engine.evaluate import evaluation_report
-    from segcli.engine.predictor import Predictor
+    from segcli.evaluation.json_report import evaluation_report
+    from segcli.inference.predictor import Predictor
 
     evaluation = evaluate_best(read_run(run), worst=4)
     predictor = Predictor(run / "best.safetensors", "cpu")

@@ -57,7 +57,7 @@ def test_valid_unet_refuses_too_small_inputs_clearly():
 
 
 def test_engine_gives_valid_unet_logits_at_the_input_size():
-    from segcli.engine.build import forward
+    from segcli.building import forward
 
     model = MODELS.get("unet-valid")(3, 3, base_width=4)
     assert forward(model, torch.zeros(2, 3, 61, 75)).shape == (2, 3, 61, 75)
@@ -91,8 +91,8 @@ def test_bad_options_are_explained(name, options, message):
 
 
 def test_engine_lists_options_of_a_model():
+    from segcli.building import build_model
     from segcli.data.format import ClassInfo, DatasetInfo
-    from segcli.engine.build import build_model
     from segcli.errors import ConfigError
 
     info = DatasetInfo("x", [ClassInfo(0, "a", (0, 0, 0)), ClassInfo(1, "b", (1, 1, 1))], {})

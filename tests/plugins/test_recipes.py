@@ -100,8 +100,8 @@ SLOW_RECIPES = {"labpics-deeplabv3", "idd-lite-erfnet", "nyuv2-fcn8s"}
     "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_RECIPES else n for n in RECIPES]
 )
 def test_recipe_trains_two_steps_and_predicts(name, tmp_path):
-    from segcli.engine.predict import predict_paths
-    from segcli.engine.train import fit
+    from segcli.inference.predict_files import predict_paths
+    from segcli.training.fit import fit
 
     classes, channels, side, shrink = TINY[name]
     recipe = PLUGINS.recipes.get(name)

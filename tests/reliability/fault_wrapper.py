@@ -58,7 +58,7 @@ def arm_prepare() -> None:
 
 
 def arm_train() -> None:
-    import segcli.engine.loop as loop
+    import segcli.training.loop as loop
 
     original = loop.forward
 
@@ -101,7 +101,7 @@ def arm_atomic_write(module, wanted) -> None:
 
 
 def arm_checkpoint() -> None:
-    import segcli.engine.checkpoint as checkpoint
+    import segcli.runs.checkpoint_file as checkpoint
 
     arm_atomic_write(checkpoint, lambda path: path.name in (only or [path.name]))
 

@@ -212,14 +212,14 @@ class _CreatesAFile:
 @pytest.fixture(scope="module")
 def exported_sidecar(tiny_run, tmp_path_factory) -> Path:
     """The JSON sidecar of a real TorchScript export (classes, preprocessing)."""
-    from segcli.engine.export import export_checkpoint
+    from segcli.inference.export import export_checkpoint
 
     out = tmp_path_factory.mktemp("reliability-export") / "model.pt"
     return export_checkpoint(tiny_run / "best.safetensors", "torchscript", out).sidecar
 
 
 def _edited_checkpoint(real: Path, path: Path, edit) -> None:
-    from segcli.engine.checkpoint import load_checkpoint, save_checkpoint
+    from segcli.runs.checkpoint_file import load_checkpoint, save_checkpoint
 
     checkpoint = load_checkpoint(real, with_training_state=True)
     meta = json.loads(json.dumps(checkpoint.meta))

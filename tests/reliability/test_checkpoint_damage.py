@@ -24,7 +24,7 @@ def _rewritten(source: Path, target: Path, meta=None, state=None, raw_header=Non
     `meta(meta)` / `state(state)` (each returns the new value), or a raw header."""
     from safetensors.torch import save_file
 
-    from segcli.engine.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
+    from segcli.runs.checkpoint_file import FORMAT_VERSION, load_checkpoint, save_checkpoint
 
     checkpoint = load_checkpoint(source, with_training_state=True)
     if raw_header is not None:

@@ -164,7 +164,7 @@ def assert_complete_dataset(folder: Path) -> None:
 
 
 def assert_loadable_checkpoints(run: Path) -> None:
-    from segcli.engine.checkpoint import load_checkpoint
+    from segcli.runs.checkpoint_file import load_checkpoint
 
     for path in run.glob("*.safetensors"):
         load_checkpoint(path, with_training_state=path.name == "last.safetensors")
@@ -330,7 +330,7 @@ def run_copy(first_epoch_run, tmp_path) -> Path:
 
 
 def resume_finishes(run: Path, cwd: Path) -> None:
-    from segcli.engine.checkpoint import read_checkpoint_meta
+    from segcli.runs.checkpoint_file import read_checkpoint_meta
 
     result = run_segcli("train", "--resume", run, cwd=cwd)
     assert result.exit_code == 0, result.stderr

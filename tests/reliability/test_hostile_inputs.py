@@ -23,8 +23,8 @@ from reliability_helpers import check_error_output, image_bytes, shape_pair, wri
 from segcli.data.format import read_dataset_info
 from segcli.data.images import open_image, read_image
 from segcli.data.split_file import read_split_file
-from segcli.engine.inputs import discover_inputs
 from segcli.errors import ConfigError, DataError
+from segcli.inference.input_files import discover_inputs
 from segcli.json_files import parse_json, read_json
 
 PARTIAL, DATA, USAGE = 8, 3, 2
@@ -185,7 +185,7 @@ def test_a_recursive_glob_predicts_each_image_once_through_link_loops(tmp_path):
     script = textwrap.dedent(
         """
         import json, sys
-        from segcli.engine.inputs import discover_inputs
+        from segcli.inference.input_files import discover_inputs
         found = {
             name: sorted(str(relative) for _, relative in discover_inputs([f"{root}/**/*.png"]))
             for name, root in json.loads(sys.argv[1]).items()

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
-from test_plugins import make_distribution, segcli
+from fake_distributions import make_distribution, segcli
 
 HIJACK_TRAIN = """
 import segcli

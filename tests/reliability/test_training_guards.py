@@ -20,8 +20,8 @@ import torch
 from reliability_helpers import TINY_TRAIN, run_segcli
 from torch import nn
 
-from segcli.engine.checkpoint import load_checkpoint, read_checkpoint_meta
 from segcli.registry import Origin
+from segcli.runs.checkpoint_file import load_checkpoint, read_checkpoint_meta
 
 ORIGIN = Origin("guard-test", "segcli-guard-test", "0.1")
 
@@ -143,8 +143,8 @@ def test_a_nan_loss_from_finite_options_stops_the_run(
 
 
 def test_a_nan_or_infinite_monitor_value_is_never_the_best():
-    from segcli.engine.checkpointing import BestTracker
-    from segcli.engine.loop import TrainingState
+    from segcli.training.loop import TrainingState
+    from segcli.training.resume import BestTracker
 
     tracker = BestTracker("val/loss", "min", TrainingState())
     assert not tracker.update({"epoch": 1, "val/loss": -math.inf})
@@ -199,8 +199,8 @@ def test_a_budget_used_up_before_the_first_step_is_an_error_not_an_untrained_bes
     tiny_dataset, tmp_path
 ):
     from segcli.config import build_config
-    from segcli.engine.train import fit
     from segcli.errors import UsageError
+    from segcli.training.fit import fit
 
     config = build_config(
         {"model": {"name": "unet", "depth": 1, "base_width": 2}, "metrics": ["confusion"]},
@@ -224,7 +224,7 @@ def test_a_budget_used_up_before_the_first_step_is_an_error_not_an_untrained_bes
 def test_a_run_folder_being_trained_cannot_be_trained_by_a_second_process(
     segcli_in_process, tiny_dataset, tiny_run, tmp_path
 ):
-    from segcli.engine.runs import run_lock
+    from segcli.runs.folders import run_lock
 
     run = Path(shutil.copytree(tiny_run, tmp_path / "runs" / tiny_run.name))
     metrics = (run / "metrics.jsonl").read_bytes()
@@ -246,9 +246,9 @@ def test_a_run_folder_being_trained_cannot_be_trained_by_a_second_process(
 
 def test_fit_holds_the_lock_of_its_run_folder_while_it_trains(tiny_dataset, tmp_path):
     from segcli.config import build_config
-    from segcli.engine.runs import run_lock
-    from segcli.engine.train import fit
     from segcli.errors import OutputError
+    from segcli.runs.folders import run_lock
+    from segcli.training.fit import fit
 
     refused = []
 
@@ -333,7 +333,7 @@ def test_a_unet_deeper_than_the_input_allows_is_refused_naming_the_deepest(
 def test_a_model_beyond_the_free_memory_is_refused_with_the_numbers_before_it_is_built(
     segcli_in_process, tiny_dataset, tmp_path, monkeypatch
 ):
-    import segcli.engine.preflight as preflight
+    import segcli.training.preflight as preflight
 
     monkeypatch.setattr(preflight, "available_memory", lambda: 1000)
     monkeypatch.setattr(preflight, "_free_memory", lambda device: 1000)

@@ -1,1 +1,0 @@
-"""Training, evaluation, prediction and checkpoints: plain functions, no command line."""
