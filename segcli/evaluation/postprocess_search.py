@@ -121,7 +121,7 @@ def learn_post_processing(
         return float(metric_scores(metrics)[monitor])
 
     return choose_post_processing(
-        foregrounds, score, threshold=predictor.threshold, maximize=maximize
+        foregrounds, score, threshold=predictor.rules.threshold, maximize=maximize
     )
 
 

@@ -50,6 +50,7 @@ from segcli.inference.exported_models import (
 from segcli.inference.predictor import Predictor
 from segcli.inference.preprocessing import pad_to_multiple
 from segcli.ledger import claim_outputs
+from segcli.registry import one_line
 
 
 class LogitsOnly(nn.Module):
@@ -321,8 +322,7 @@ def quantized_onnx(
                 )
         except Exception as exc:  # noqa: BLE001 - any quantiser failure is reported the same way
             raise PluginError(
-                f"onnxruntime could not quantise this model ({mode}): {type(exc).__name__}: "
-                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}",
+                f"onnxruntime could not quantise this model ({mode}): {one_line(exc)}",
                 hint="try another --quantize, or export without it",
             ) from None
         return f"{exporter}, onnxruntime quantize_{mode if mode == 'dynamic' else 'static'}", (
@@ -362,8 +362,7 @@ def openvino_ir(float_onnx: bytes, exporter: str) -> tuple[str, bytes, bytes]:
             openvino.save_model(converted, graph, compress_to_fp16=False)
         except Exception as exc:  # noqa: BLE001 - OpenVINO raises its own untyped errors
             raise PluginError(
-                f"OpenVINO cannot convert this model: {type(exc).__name__}: "
-                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}",
+                f"OpenVINO cannot convert this model: {one_line(exc)}",
                 hint="export it with --format onnx instead",
             ) from None
         return (
@@ -518,8 +517,7 @@ def export_onnx_bytes(
             serialised = program.model_proto.SerializeToString()
     except Exception as exc:  # noqa: BLE001 - any exporter failure is reported the same way
         raise PluginError(
-            f"torch.onnx could not export this model: {type(exc).__name__}: "
-            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}",
+            f"torch.onnx could not export this model: {one_line(exc)}",
             hint="try --format torchscript, or without --dynamic",
         ) from None
     return f"torch.onnx.export(dynamo=True), torch {torch.__version__}", serialised
@@ -540,8 +538,7 @@ def export_torchscript_bytes(model: nn.Module, sample: torch.Tensor) -> tuple[st
             torch.jit.save(traced, buffer)
     except Exception as exc:  # noqa: BLE001 - any tracer failure is reported the same way
         raise PluginError(
-            f"torch.jit.trace could not trace this model: {type(exc).__name__}: "
-            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}",
+            f"torch.jit.trace could not trace this model: {one_line(exc)}",
             hint="try --format onnx",
         ) from None
     return f"torch.jit.trace, torch {torch.__version__}", buffer.getvalue()

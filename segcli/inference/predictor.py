@@ -114,9 +114,8 @@ class Predictor:
             self.rules = _recorded_rules(meta["post_processing"], checkpoint_path)
         if threshold is not None:
             self.rules = replace(self.rules, threshold=threshold)
-        self.threshold = self.rules.threshold
-        if not 0 < self.threshold < 1:
-            raise UsageError(f"--threshold {self.threshold} must lie between 0 and 1")
+        if not 0 < self.rules.threshold < 1:
+            raise UsageError(f"--threshold {self.rules.threshold} must lie between 0 and 1")
         if tta not in TTA_VIEWS:
             raise UsageError(f"unknown --tta {tta!r}; valid: {', '.join(TTA_VIEWS)}")
         self.views = TTA_VIEWS[tta]
@@ -163,7 +162,7 @@ class Predictor:
     def decide(self, probs: torch.Tensor) -> torch.Tensor:
         """uint8 class indices from (K, ...) probabilities: threshold for binary, else argmax."""
         if probs.shape[0] == 2:
-            return (probs[1] > self.threshold).to(torch.uint8)
+            return (probs[1] > self.rules.threshold).to(torch.uint8)
         # max().indices: the same first-maximum rule as argmax, several times faster on CPU
         return probs.max(0).indices.to(torch.uint8)
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from segcli.config import RunConfig
-from segcli.data.format import read_dataset_info
+from segcli.data.format import DatasetInfo, read_dataset_info
 from segcli.errors import ConfigError, Interrupted, ResourceError, UsageError
 from segcli.evaluation.postprocess_search import learn_post_processing, record_post_processing
 from segcli.files import remove_stale_temporaries
@@ -244,7 +244,7 @@ def _fit(
     return run_dir
 
 
-def _learns_post_processing(config: RunConfig, info: Any, validate: bool) -> bool:
+def _learns_post_processing(config: RunConfig, info: DatasetInfo, validate: bool) -> bool:
     return config.train.post_process and validate and len(info.classes) == 2
 
 

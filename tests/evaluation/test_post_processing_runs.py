@@ -93,7 +93,7 @@ def test_recorded_rules_are_applied_and_the_flag_turns_them_off(binary_run, tmp_
     predictor = Predictor(best, "cpu")
     image = read_image(next((data / "val" / "images").iterdir()), predictor.channels)
     assert predictor.predict_mask(image).sum() == 0
-    assert Predictor(best, "cpu", post_processing=False).threshold == 0.5
+    assert Predictor(best, "cpu", post_processing=False).rules == PostProcessing()
 
     out, raw = tmp_path / "on", tmp_path / "off"
     cli("predict", str(data / "val" / "images"), "--checkpoint", str(best), "--out", str(out))
