@@ -9,7 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from segcli_planners.rules import MEASURING_SHARE, MIN_SIDE, plan
+from segcli_planners.rules import (
+    COMFORTABLE_THICKNESS,
+    ENOUGH_SAMPLES,
+    MEASURING_SHARE,
+    MIN_SIDE,
+    plan,
+)
 
 from segcli.config import build_config, to_toml
 from segcli.data.fingerprint import ClassStats, Fingerprint, SizeStats
@@ -273,9 +279,25 @@ def test_a_three_times_slower_machine_gets_a_smaller_plan_not_a_cut_short_one():
     fast = plan(street, CPU, budget, timer=FakeMachine(1.5e6))
     slow = plan(street, CPU, budget, timer=FakeMachine(0.5e6))
     assert planned_pixels(slow.layer) < planned_pixels(fast.layer)
-    # the passes over the data it affords hold up: the size gives way, not the epochs
-    assert slow.estimates["epochs"] >= 0.8 * fast.estimates["epochs"]
+    # the passes over the data it affords hold up: the size gives way, not the epochs (the
+    # fast machine affords more than the target: its structures are thick enough to buy passes)
     assert slow.estimates["epochs"] >= 0.8 * slow.estimates["target_epochs"]
+    assert fast.estimates["epochs"] >= slow.estimates["epochs"]
+
+
+def test_thick_structures_buy_passes_before_pixels_and_a_longer_budget_buys_pixels_back():
+    car_damage = real("cardamage-coco")  # 394 photos at 640 px, damage 92 px thick
+    planned = plan(car_damage, CPU, 600, timer=FakeMachine(0.385e6))
+    side = min(planned.layer["input"]["size"])
+    assert side <= 112 and side * 91.7 / 640 >= COMFORTABLE_THICKNESS
+    assert planned.estimates["epochs"] >= 1.5 * planned.estimates["target_epochs"]
+    assert planned.estimates["epochs"] * 394 >= 0.75 * ENOUGH_SAMPLES
+    assert "more passes serve better" in planned.reasons["input.size"]
+    longer = plan(car_damage, CPU, 3600, timer=FakeMachine(0.385e6))
+    assert planned_pixels(longer.layer) > planned_pixels(planned.layer)
+    # thinner structures (IDD-Lite: 23 px at 227x320) keep what the budget affords
+    idd = plan(real("idd-lite"), CPU, 600, timer=FakeMachine(0.52e6))
+    assert min(idd.layer["input"]["size"]) >= 96
 
 
 def test_fp32_is_chosen_where_it_measures_faster_than_bf16():
