@@ -197,6 +197,9 @@ class InputConfig(Section):
     std: Annotated[list[Positive], BeforeValidator(_one_to_list), Field(min_length=1)] = Field(
         default_factory=lambda: [0.229, 0.224, 0.225], validate_default=True
     )
+    # training images are resized once, when read, to this multiple of `size` (0: kept at
+    # their own size): augmentations then work on small arrays, not on the originals
+    load_scale: float = 0.0
 
     @field_validator("size")
     @classmethod
@@ -214,6 +217,22 @@ class InputConfig(Section):
             count = f"{len(mean)} float > 0" if len(mean) == 1 else f"{len(mean)} floats > 0"
             raise ValueError(f"a list of {count}, one per value of input.mean")
         return std
+
+    @field_validator("load_scale")
+    @classmethod
+    def _off_or_at_least_one(cls, load_scale: float) -> float:
+        if load_scale != 0 and not 1 <= load_scale <= 8:
+            raise ValueError("0 (images kept at their own size) or a factor from 1 to 8")
+        return load_scale
+
+    def load_size(self, *, augmented: bool) -> tuple[int, int] | None:
+        """The size training (`augmented`) or validation images are resized to when read:
+        `load_scale` x `size` for training, so zooms and rotations keep that much detail,
+        exactly `size` for validation; None keeps each image's own size."""
+        if not self.load_scale or not self.size:
+            return None
+        factor = self.load_scale if augmented else 1.0
+        return round(self.size[0] * factor), round(self.size[1] * factor)
 
     def normalisation(self, channels: int) -> tuple[list[float], list[float]]:
         """Mean and std with one value per image channel (grey takes the mean of RGB values)."""

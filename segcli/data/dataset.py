@@ -34,7 +34,7 @@ from segcli.data.format import (
 from segcli.data.images import image_size, read_image, read_mask
 from segcli.errors import DataError
 from segcli.factories import call_factory
-from segcli.inference.preprocessing import TrainingInput, configured_preprocessing
+from segcli.inference.preprocessing import TrainingInput, configured_preprocessing, resize
 from segcli.memory import available_memory
 from segcli.plugins import Plugins, get_plugins
 
@@ -71,8 +71,11 @@ class SegmentationDataset(Dataset):
         transform: v2.Compose,
         seed: int = 0,
         info: DatasetInfo | None = None,
+        load_size: tuple[int, int] | None = None,
     ) -> None:
         self.root = Path(root)
+        # images larger than this are resized to it when read (InputConfig.load_size)
+        self.load_size = load_size
         self.info = info or read_dataset_info(self.root)
         self.split = split
         self.pairs = [(image, mask) for image, mask in split_files(self.root, split) if mask]
@@ -92,7 +95,10 @@ class SegmentationDataset(Dataset):
         total = 0
         for image_path, _ in self.pairs:
             width, height = image_size(image_path)
-            total += width * height * (self.info.image_channels + 1)
+            pixels = width * height
+            if self.load_size is not None:
+                pixels = min(pixels, self.load_size[0] * self.load_size[1])
+            total += pixels * (self.info.image_channels + 1)
         return total
 
     def decode_all(self, threads: int | None = None) -> None:
@@ -134,7 +140,25 @@ class SegmentationDataset(Dataset):
                 f"{describe_classes(self.info)}",
                 hint="write the dataset again with `segcli prepare ... --force`",
             )
+        if self.load_size is not None:
+            return _resized_pair(image, mask, self.load_size)
         return image, mask
+
+
+def _resized_pair(
+    image: np.ndarray, mask: np.ndarray, size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The pair at `size` (height, width) unless the image is no larger: the image by the
+    policy prediction resizes with, the mask nearest-neighbour."""
+    height, width = image.shape[:2]
+    if height <= size[0] and width <= size[1]:
+        return image, mask
+    pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
+    resized = resize(pixels, size).round_().clamp_(0, 255).to(torch.uint8)
+    # torch's "nearest": source index floor(target index x in / out), for any mask dtype
+    rows = np.arange(size[0]) * height // size[0]
+    columns = np.arange(size[1]) * width // size[1]
+    return resized.permute(1, 2, 0).numpy(), mask[rows[:, None], columns[None, :]]
 
 
 def cache_decoded(

@@ -75,6 +75,7 @@ def measure(config: RunConfig, root: Path, info: DatasetInfo) -> Measurement:
         build_transforms(config.input, config.augment, info.image_channels),
         config.train.seed,
         info,
+        config.input.load_size(augmented=True),
     )
     cached = config.dataset.cache == "memory" or (
         config.dataset.cache == "auto" and train_set.decoded_bytes() <= available_memory() // 4
@@ -131,6 +132,7 @@ def _validation_speed(
         build_transforms(config.input, None, info.image_channels),
         config.train.seed,
         info,
+        config.input.load_size(augmented=False),
     )
     val_set.pairs = _spread(val_set.pairs, 2 * config.train.batch_size)
     val_set.decode_all()

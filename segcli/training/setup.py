@@ -116,6 +116,7 @@ def _build_loaders(
         build_transforms(config.input, config.augment, info.image_channels),
         config.train.seed,
         info,
+        config.input.load_size(augmented=True),
     )
     train_sampler = EpochSampler(
         len(train_set),
@@ -132,6 +133,7 @@ def _build_loaders(
             build_transforms(config.input, None, info.image_channels),
             config.train.seed,
             info,
+            config.input.load_size(augmented=False),
         )
     # before the loaders: their workers then share the decoded arrays
     cache_decoded([d for d in (train_set, val_set) if d is not None], config.dataset.cache)

@@ -415,3 +415,14 @@ def test_a_rounded_up_size_is_judged_by_the_pixels_the_model_is_fed():
     # 90 px would call for depth 3, but 96 px, its multiple of 8, is a multiple of 16 too
     assert planned.layer["model"]["depth"] == 4
     assert planned.estimates["epochs"] >= 0.85 * planned.estimates["target_epochs"]
+
+
+def test_images_much_larger_than_the_input_are_resized_once_when_read():
+    car_damage = plan(real("cardamage-coco"), CPU, 600, timer=FakeMachine(0.385e6))
+    side = car_damage.layer["input"]["size"][0]
+    assert car_damage.layer["input"]["load_scale"] == 1.5
+    assert f"{round(side * 1.5)}x{round(side * 1.5)}" in car_damage.reasons["input.load_scale"]
+    tgs = plan(real("tgs-salt"), CPU, 480, timer=FakeMachine(0.56e6))  # 101 px fed at 96
+    assert "load_scale" not in tgs.layer["input"]
+    isbi = plan(real("isbi2012"), CPU, 480)  # native crops: every pixel is needed
+    assert "load_scale" not in isbi.layer["input"]
