@@ -188,7 +188,6 @@ class _Planner:
         self.reasons.clear()
         side = min(geometry.crop or geometry.size or [self.height, self.width])
         self.set("input.size", geometry.size, geometry.why)
-        self._load_scale(geometry)
         self.set("model.name", "unet", "segcli's U-Net: same-size output, any size, fast on CPU")
         bottleneck = side / 2**geometry.depth
         self.set(
@@ -225,6 +224,7 @@ class _Planner:
         self._optimisation(geometry)
         self._validation(geometry)
         self._augmentation(geometry)
+        self._load_scale(geometry)
         self._normalisation()
         self._machine(machine)
 
@@ -441,7 +441,8 @@ class _Planner:
         )  # fmt: skip
 
     def _load_scale(self, geometry: _Geometry) -> None:
-        if not geometry.size:
+        """Only with zoom augmentation: without it, the loader's work is one resize."""
+        if not geometry.size or "scale" not in self.layer.get("augment", {}):
             return
         loaded = [round(side * LOAD_SCALE) for side in geometry.size]
         if self.height * self.width <= loaded[0] * loaded[1]:

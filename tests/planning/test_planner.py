@@ -426,3 +426,5 @@ def test_images_much_larger_than_the_input_are_resized_once_when_read():
     assert "load_scale" not in tgs.layer["input"]
     isbi = plan(real("isbi2012"), CPU, 480)  # native crops: every pixel is needed
     assert "load_scale" not in isbi.layer["input"]
+    idd = plan(real("idd-lite"), CPU, 600)  # 1403 images: no zoom, the loader only resizes
+    assert "scale" not in idd.layer["augment"] and "load_scale" not in idd.layer["input"]
