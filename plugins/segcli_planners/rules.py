@@ -74,6 +74,14 @@ SMALL_DATASET = 500
 # table's guess; a measurement replaces it).
 FORWARD_SPEED_UP = 3.0
 NEVER_BINDING_EPOCHS = 10_000
+# A budget affording more than this many times the target passes at the native size spends
+# the rest on width (x1.5, x2: cost width^2); a plan of AUGMENT_PASSES times the target passes
+# or more adds zoom augmentation: a longer run sees every image more often. TGS at 8 minutes
+# (17 passes, 1x the target) ended with its training loss at its validation loss (0.304 and
+# 0.306): more passes and capacity, not regularisation, were what it lacked.
+SURPLUS_PASSES = 2.5
+AUGMENT_PASSES = 2.0
+WIDER = (1.5, 2.0)
 # Measurements after the first: the plan is re-made from each until its input size settles.
 MAX_REMEASUREMENTS = 2
 # Measuring is part of the budget: after the first measurement, another is taken only while
@@ -135,6 +143,8 @@ class _Geometry:
     trained_pixels: int  # per training sample
     val_pixels: int  # per validation image
     why: str
+    width: int  # the U-Net's base width
+    width_why: str = ""
 
 
 class _Planner:
@@ -149,8 +159,8 @@ class _Planner:
         self.train_images = max(1, fp.splits.get("train", 0))
         self.val_images = fp.splits.get("val", 0)
         self.base_width = 16 if hardware.device == "cpu" else 32
-        # pixels per second: training steps, validation forward passes; and seconds already
-        # spent measuring (part of the budget)
+        # pixels per second of the base-width net (a wider one costs width^2 more): training
+        # steps, validation forward passes; and seconds already spent measuring (in the budget)
         self.train_speed = self.val_speed = 0.0
         self.measuring_seconds = 0.0
 
@@ -202,13 +212,16 @@ class _Planner:
         )
         self.set(
             "model.base_width",
-            self.base_width,
-            "what a small CPU trains fast enough"
-            if self.hw.device == "cpu"
-            else f"a {self.hw.device} GPU affords a wider net",
+            geometry.width,
+            geometry.width_why
+            or (
+                "what a small CPU trains fast enough"
+                if self.hw.device == "cpu"
+                else f"a {self.hw.device} GPU affords a wider net"
+            ),
         )
         self.set("model.batch_norm", True, "keeps AdamW at a high learning rate stable")
-        activations = _activation_bytes(self.base_width, geometry.trained_pixels, self.fp.channels)
+        activations = _activation_bytes(geometry.width, geometry.trained_pixels, self.fp.channels)
         self.set(
             "train.batch_size",
             geometry.batch,
@@ -265,7 +278,11 @@ class _Planner:
         for _ in range(MAX_REMEASUREMENTS):
             replanned = self._geometry()
             change = abs(replanned.trained_pixels / geometry.trained_pixels - 1)
-            settled = change < SETTLED and replanned.crop == geometry.crop
+            settled = (
+                change < SETTLED
+                and replanned.crop == geometry.crop
+                and replanned.width == geometry.width
+            )
             if settled or not self._another_measurement_fits():
                 return machine, replanned
             geometry = replanned
@@ -295,9 +312,10 @@ class _Planner:
         return measurement
 
     def _use(self, measurement: Measurement, geometry: _Geometry) -> None:
-        self.train_speed = measurement.train_images_per_second * geometry.trained_pixels
+        cost = self._width_cost(geometry)  # back to the base width's speed
+        self.train_speed = measurement.train_images_per_second * geometry.trained_pixels * cost
         if math.isfinite(measurement.val_images_per_second):
-            self.val_speed = measurement.val_images_per_second * geometry.val_pixels
+            self.val_speed = measurement.val_images_per_second * geometry.val_pixels * cost
 
     # -- the rules -------------------------------------------------------------------------
 
@@ -308,16 +326,15 @@ class _Planner:
         wanted = EPOCHS_AT_1000_IMAGES * math.sqrt(1000 / self.train_images)
         return min(MAX_EPOCHS, max(MIN_EPOCHS, wanted))
 
-    def _batch_size(self, pixels: int, *, memory_bound: bool = True) -> int:
+    def _batch_size(
+        self, pixels: int, net_width: int | None = None, *, memory_bound: bool = True
+    ) -> int:
         """Half the memory for activations; on a CPU small batches keep the steps many."""
         ceiling = (16 if pixels <= 128 * 128 else 8) if self.hw.device == "cpu" else 32
         if not memory_bound:
             return ceiling
-        fits = int(
-            0.5
-            * self.hw.memory_bytes
-            // _activation_bytes(self.base_width, pixels, self.fp.channels)
-        )
+        activations = _activation_bytes(net_width or self.base_width, pixels, self.fp.channels)
+        fits = int(0.5 * self.hw.memory_bytes // activations)
         return max(1, min(ceiling, fits))
 
     def _geometry(self) -> _Geometry:
@@ -345,11 +362,13 @@ class _Planner:
         # judged on the rounded-up size the model is fed: TGS's 101 px became 112 px, 1.5x the
         # affordable pixels, and 12 of the 16 passes the budget was meant to buy
         if pixels <= affordable * NATIVE_SLACK:
+            net_width, width_why = self._wider(affordable / pixels, epochs)
             return _Geometry(
-                size, None, depth, self._batch_size(pixels), pixels, pixels,
+                size, None, depth, self._batch_size(pixels, net_width), pixels, pixels,
                 f"median image {height}x{width} rounded up to a multiple of {2**depth} (the "
                 f"U-Net's size divisor): every pixel kept, as {budget_text} (within "
                 f"{NATIVE_SLACK:g}x is close enough)",
+                net_width, width_why,
             )  # fmt: skip
         floor = min(1.0, MIN_SIDE / min(height, width))
         scale = max(floor, math.sqrt(affordable / native))
@@ -377,6 +396,7 @@ class _Planner:
                 size, None, depth, self._batch_size(pixels), pixels, pixels,
                 f"median image {height}x{width} kept whole although {budget_text}: smaller "
                 f"than {MIN_SIDE} px would lose more than fewer passes do",
+                self.base_width,
             )  # fmt: skip
         target_h, target_w = round(height * scale), round(width * scale)
         depth = _depth_for(target_h, target_w)
@@ -415,7 +435,29 @@ class _Planner:
             size, None, depth, self._batch_size(pixels), pixels, pixels,
             f"median image {height}x{width} downscaled by {scale:.2f}{limit}, as {budget_text}; "
             f"{detail}",
+            self.base_width,
         )  # fmt: skip
+
+    def _width_cost(self, geometry: _Geometry) -> float:
+        """How much slower than the base width the geometry's net trains (width^2)."""
+        return (geometry.width / self.base_width) ** 2
+
+    def _wider(self, surplus: float, epochs: float) -> tuple[int, str]:
+        """The base width for a budget that affords `surplus` times the target passes at the
+        native size: passes first, up to SURPLUS_PASSES times the target, then width."""
+        chosen = self.base_width
+        for factor in WIDER:
+            width = round(self.base_width * factor)
+            if surplus >= SURPLUS_PASSES * (width / self.base_width) ** 2:
+                chosen = width
+        if chosen == self.base_width:
+            return chosen, ""
+        passes = epochs * surplus * (self.base_width / chosen) ** 2
+        return chosen, (
+            f"the budget affords {surplus:.1f}x the {epochs:.0f} target passes at the native "
+            f"size: past {SURPLUS_PASSES:g}x, more passes stop paying and a wider net (cost "
+            f"width^2) can use the time (~{passes:.0f} passes at width {chosen})"
+        )
 
     def _native_crops(
         self, affordable: float, thickness: float, scale: float, budget_text: str
@@ -438,6 +480,7 @@ class _Planner:
             f"{thickness * scale:.1f} px if downscaled (< {MIN_THICKNESS:.0f}), so training uses "
             f"{crop[0]}x{crop[1]} crops at native resolution and validates whole images "
             f"(~{val_pass:.0f} s a pass)",
+            self.base_width,
         )  # fmt: skip
 
     def _load_scale(self, geometry: _Geometry) -> None:
@@ -520,7 +563,9 @@ class _Planner:
 
     def _optimisation(self, geometry: _Geometry) -> None:
         images, batch = self.train_images, geometry.batch
-        epoch_seconds = images * geometry.trained_pixels / self.train_speed
+        epoch_seconds = (
+            images * geometry.trained_pixels * self._width_cost(geometry) / self.train_speed
+        )
         epochs = self.training_seconds() / epoch_seconds
         self.estimates.update(epoch_seconds=round(epoch_seconds, 2), epochs=round(epochs, 1))
         self.set(
@@ -551,8 +596,9 @@ class _Planner:
         )
 
     def _validation(self, geometry: _Geometry) -> None:
-        epoch_seconds = self.train_images * geometry.trained_pixels / self.train_speed
-        val_seconds = self.val_images * geometry.val_pixels / self.val_speed
+        cost = self._width_cost(geometry)
+        epoch_seconds = self.train_images * geometry.trained_pixels * cost / self.train_speed
+        val_seconds = self.val_images * geometry.val_pixels * cost / self.val_speed
         share = 1 - VALIDATION_SHARE
         every = max(1, math.ceil(share / VALIDATION_SHARE * val_seconds / epoch_seconds))
         self.estimates["validation_seconds"] = round(val_seconds, 2)
@@ -568,11 +614,19 @@ class _Planner:
         """Scale, rotate, crop, flips, in that order; one reason per transform."""
         fp, images, crop = self.fp, self.train_images, geometry.crop
         self.layer["augment"] = {}
+        passes = self.estimates.get("epochs", 0.0) / self.target_epochs()
         if images < SMALL_DATASET:
             self.set(
                 "augment.scale",
                 {"range": [0.75, 1.25]},
                 f"{images} training images (< {SMALL_DATASET}): zoom adds the variety they lack",
+            )
+        elif passes >= AUGMENT_PASSES:
+            self.set(
+                "augment.scale",
+                {"range": [0.75, 1.25]},
+                f"~{passes:.1f}x the target passes: zoom keeps a long run from memorising "
+                "the images",
             )
         free = _orientation_free(fp)
         symmetric = (

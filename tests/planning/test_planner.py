@@ -428,3 +428,19 @@ def test_images_much_larger_than_the_input_are_resized_once_when_read():
     assert "load_scale" not in isbi.layer["input"]
     idd = plan(real("idd-lite"), CPU, 600)  # 1403 images: no zoom, the loader only resizes
     assert "scale" not in idd.layer["augment"] and "load_scale" not in idd.layer["input"]
+
+
+def test_a_longer_budget_buys_passes_then_zoom_then_width():
+    tgs = real("tgs-salt")  # 3400 images at 101 px, at the speed measured on the 2-core Xeon
+    short, medium, long = (plan(tgs, CPU, b, timer=FakeMachine(0.56e6)) for b in (480, 1800, 7200))
+    assert short.layer["model"]["base_width"] == 16 and "scale" not in short.layer["augment"]
+    # 30 minutes: every native pixel, ~2.5x the passes, and zoom for the longer run
+    assert medium.layer["input"]["size"] == [112, 112]
+    assert medium.layer["model"]["base_width"] == 16
+    assert medium.estimates["epochs"] >= 2 * medium.estimates["target_epochs"]
+    assert "target passes" in medium.reasons["augment.scale"]
+    # 2 hours: past 2.5x the passes, the time goes to a wider net, still many passes
+    assert long.layer["model"]["base_width"] == 32
+    assert "wider net" in long.reasons["model.base_width"]
+    assert long.estimates["epochs"] >= 2.5 * long.estimates["target_epochs"]
+    assert long.layer["train"]["batch_size"] <= medium.layer["train"]["batch_size"]
