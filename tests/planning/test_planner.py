@@ -444,3 +444,21 @@ def test_a_longer_budget_buys_passes_then_zoom_then_width():
     assert "wider net" in long.reasons["model.base_width"]
     assert long.estimates["epochs"] >= 2.5 * long.estimates["target_epochs"]
     assert long.layer["train"]["batch_size"] <= medium.layer["train"]["batch_size"]
+
+
+def test_a_mild_downscale_of_thin_ish_structures_becomes_native_crops():
+    # ISBI at 30 minutes affords ~0.85 of its 512 px: its 7.7 px membranes would be 6.7 px
+    planned = plan(real("isbi2012"), CPU, 1800, timer=FakeMachine(0.5e6))
+    crop = planned.layer["augment"]["crop"]["size"]
+    assert planned.layer["input"]["size"] == [] and 384 <= min(crop) < 512
+    assert "to save only" in planned.reasons["input.size"]
+    # far from native (IDD-Lite at 10 minutes, 0.45), the downscale is worth its blur
+    idd = plan(real("idd-lite"), CPU, 600, timer=FakeMachine(0.52e6))
+    assert idd.layer["input"]["size"] != [] and "crop" not in idd.layer["augment"]
+
+
+def test_thick_structures_want_their_samples_before_the_native_size():
+    car_damage = real("cardamage-coco")  # 394 images: 40k samples are ~102 passes
+    planned = plan(car_damage, CPU, 7200, timer=FakeMachine(0.5e6))
+    assert max(planned.layer["input"]["size"]) < 640
+    assert planned.estimates["epochs"] >= 0.8 * ENOUGH_SAMPLES / 394
