@@ -241,8 +241,8 @@ def test_validation_is_spaced_to_cost_at_most_a_tenth_of_the_time():
 
 
 class FakeMachine:
-    """A timer for a machine that trains `pixels_per_second` (halved in fp32 when bf16 is
-    native) and validates three times as fast; counts its calls."""
+    """A timer for a machine that trains `pixels_per_second` with a width-16 net (halved in
+    fp32 when bf16 is native) and validates three times as fast; counts its calls."""
 
     def __init__(self, pixels_per_second: float, *, bf16_speed_up: float = 2.0) -> None:
         self.speed, self.bf16_speed_up = pixels_per_second, bf16_speed_up
@@ -253,6 +253,7 @@ class FakeMachine:
         crop = layer.get("augment", {}).get("crop", {}).get("size")
         side = crop or layer["input"]["size"] or [512, 512]
         speed = self.speed * (self.bf16_speed_up if layer["train"]["amp"] == "bf16" else 1.0)
+        speed *= (16 / layer["model"]["base_width"]) ** 2  # a wider net costs width^2
         train = speed / (side[0] * side[1])
         val_side = layer["input"]["size"] or [512, 512]
         return Measurement(train, 3 * speed / (val_side[0] * val_side[1]), 1.0)
@@ -430,19 +431,19 @@ def test_images_much_larger_than_the_input_are_resized_once_when_read():
     assert "scale" not in idd.layer["augment"] and "load_scale" not in idd.layer["input"]
 
 
-def test_a_longer_budget_buys_passes_then_zoom_then_width():
+def test_a_longer_budget_buys_passes_then_width_then_zoom():
     tgs = real("tgs-salt")  # 3400 images at 101 px, at the speed measured on the 2-core Xeon
     short, medium, long = (plan(tgs, CPU, b, timer=FakeMachine(0.56e6)) for b in (480, 1800, 7200))
     assert short.layer["model"]["base_width"] == 16 and "scale" not in short.layer["augment"]
-    # 30 minutes: every native pixel, ~2.5x the passes, and zoom for the longer run
+    # 30 minutes: every native pixel, and past 1.5x the target passes a wider net
     assert medium.layer["input"]["size"] == [112, 112]
-    assert medium.layer["model"]["base_width"] == 16
-    assert medium.estimates["epochs"] >= 2 * medium.estimates["target_epochs"]
-    assert "target passes" in medium.reasons["augment.scale"]
-    # 2 hours: past 2.5x the passes, the time goes to a wider net, still many passes
+    assert medium.layer["model"]["base_width"] == 20
+    assert "wider net" in medium.reasons["model.base_width"]
+    assert medium.estimates["epochs"] >= 1.5 * medium.estimates["target_epochs"]
+    # 2 hours: twice the width, and passes enough to want zoom
     assert long.layer["model"]["base_width"] == 32
-    assert "wider net" in long.reasons["model.base_width"]
-    assert long.estimates["epochs"] >= 2.5 * long.estimates["target_epochs"]
+    assert long.estimates["epochs"] >= 2 * long.estimates["target_epochs"]
+    assert "target passes" in long.reasons["augment.scale"]
     assert long.layer["train"]["batch_size"] <= medium.layer["train"]["batch_size"]
 
 
