@@ -214,6 +214,17 @@ _KIND_NAMES: dict[type, str] = {
 }
 
 
+def is_checkpoint(path: Path) -> bool:
+    """Whether a safetensors file is a segcli checkpoint (of any format version), so that its
+    reader must be this module's; False for plain weights and for unreadable files."""
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            header = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError):
+        return False
+    return "segcli.meta" in header or _VERSION_KEY in header
+
+
 def read_checkpoint_meta(path: Path) -> dict[str, Any]:
     """Only a checkpoint's metadata (configuration, classes, metrics): no weights are read."""
     return _metadata(path, _read(path, with_tensors=False)[0])
