@@ -23,10 +23,11 @@ import torch
 
 from segcli.data.images import read_image
 from segcli.evaluation import labelled_pairs
-from segcli.inference.export import SCORING_SPLIT, export_checkpoint
+from segcli.inference.export import export_checkpoint
 from segcli.inference.exported_models import OnnxModel
 from segcli.inference.predictor import Predictor, reuse_freed_memory
 from segcli.inference.preprocessing import pad_to_multiple
+from segcli.inference.quantization import SCORING_SPLIT
 from segcli.runs.folders import find_checkpoint
 
 

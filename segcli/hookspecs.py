@@ -196,5 +196,6 @@ def register_commands(app: typer.Typer) -> None:
     ``app`` is a Typer app of your plugin's own; its commands join ``segcli``'s unless one
     is named like a built-in command or like an earlier plugin's command: then the whole
     plugin fails to load (``segcli plugins`` says why), as for any name registered twice.
-    Keep heavy imports inside the command functions: this hook runs whenever plugins load.
+    Keep heavy imports inside the command functions: this hook runs whenever the command line
+    loads plugins (not when segcli is used as a library: nothing would run the commands).
     """

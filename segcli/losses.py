@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from segcli.errors import ConfigError, PluginError
+from segcli.factories import option_names
 from segcli.registry import Registry
 
 _POSITIONAL = ("num_classes", "ignore_index")
@@ -53,20 +54,26 @@ def parse_loss_spec(spec: str) -> list[tuple[str, float]]:
     return parts
 
 
-def option_names(factory: Callable[..., Any]) -> list[str]:
-    """The options a loss factory accepts (its keyword parameters the user may set)."""
-    parameters = inspect.signature(factory).parameters
-    return [
-        name
-        for name, p in parameters.items()
-        if name not in _POSITIONAL + _SUPPLIED
-        and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ]
-
-
 def _split_options(
     parts: list[str], factories: Mapping[str, Callable[..., Any]], options: Mapping[str, Any]
 ) -> dict[str, dict[str, Any]]:
+    # what the user may set of each part: the options its factory takes after (num_classes,
+    # ignore_index), less those segcli supplies; None when it takes any (**options)
+    accepted = {
+        name: None
+        if (taken := option_names(factories[name], len(_POSITIONAL))) is None
+        else [option for option in taken if option not in _SUPPLIED]
+        for name in parts
+    }
+
+    def takes(name: str, key: str) -> bool:
+        options = accepted[name]
+        return options is None or key in options
+
+    def listed(name: str) -> str:
+        options = accepted[name]
+        return "any" if options is None else ", ".join(options) or "none"
+
     per_part: dict[str, dict[str, Any]] = {name: {} for name in parts}
     for key, value in options.items():
         head, dot, rest = key.partition(".")
@@ -75,13 +82,11 @@ def _split_options(
         elif head in per_part and dot:
             per_part[head][rest] = value
         else:
-            takers = [name for name in parts if key in option_names(factories[name])]
+            takers = [name for name in parts if takes(name, key)]
             if not takers and len(parts) > 1:
-                listed = "; ".join(
-                    f"{n}: {', '.join(option_names(factories[n])) or 'none'}" for n in parts
-                )
                 raise ConfigError(
-                    f"no part of loss {'+'.join(parts)} has option {key!r} ({listed})"
+                    f"no part of loss {'+'.join(parts)} has option {key!r} "
+                    f"({'; '.join(f'{n}: {listed(n)}' for n in parts)})"
                 )
             if len(takers) > 1 and len(parts) > 1:
                 raise ConfigError(
@@ -90,12 +95,10 @@ def _split_options(
                 )
             per_part[takers[0] if takers else parts[0]][key] = value
     for name, chosen in per_part.items():
-        valid = option_names(factories[name])
-        unknown = [key for key in chosen if key not in valid]
+        unknown = [key for key in chosen if not takes(name, key)]
         if unknown:
             raise ConfigError(
-                f"loss {name!r} has no option {unknown[0]!r}; its options: "
-                f"{', '.join(valid) or 'none'}"
+                f"loss {name!r} has no option {unknown[0]!r}; its options: {listed(name)}"
             )
     return per_part
 

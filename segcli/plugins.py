@@ -8,7 +8,10 @@ taking the command line down with it.
 Plugins load in a fixed order: segcli's own first, then third-party ones by entry-point
 name and distribution. A name registered twice fails the plugin that came second, so no
 third-party plugin can take over (or knock out) a built-in name whatever it is called; the
-same holds for commands, which may not shadow segcli's own or another plugin's.
+same holds for commands, which may not shadow segcli's own or another plugin's. The command
+line sits above this module, so it lends what commands need (`host_commands`: an app to add
+them to, the names of its own commands); plugins loaded without it (segcli used as a library)
+add no commands, which nothing would run.
 
 Plugin code (its import and its hooks) runs isolated: `SystemExit`, `os._exit` and any other
 exception but Ctrl-C fail that plugin alone, what it prints goes to stderr (never into
@@ -127,10 +130,21 @@ def _failure(exc: BaseException) -> str:
     return one_line(exc)
 
 
+@dataclass(frozen=True)
+class CommandHost:
+    """What the command line lends the plugin manager so that plugins can add commands: a new
+    app for one plugin's `register_commands(app)`, and the names of segcli's own commands,
+    which no plugin command may shadow."""
+
+    new_app: Callable[[], Any]
+    built_in: frozenset[str]
+
+
 class Plugins:
     """All loaded plugins and the registries they filled."""
 
-    def __init__(self) -> None:
+    def __init__(self, commands: CommandHost | None = None) -> None:
+        self.commands = commands
         self.manager = pluggy.PluginManager(ENTRY_POINT_GROUP)
         self.manager.add_hookspecs(hookspecs)
         self.statuses: list[PluginStatus] = []
@@ -211,8 +225,10 @@ class Plugins:
                 names = [e.name for e in registry if e.origin.plugin == status.name]
                 if names:
                     status.registered[kind] = names
-            if "register_commands" in status.hooks and (
-                commands := self._add_plugin_commands(module, origin)
+            if (
+                "register_commands" in status.hooks
+                and self.commands is not None
+                and (commands := self._add_plugin_commands(module, origin, self.commands))
             ):
                 status.registered["command"] = commands
         except KeyboardInterrupt:
@@ -225,16 +241,15 @@ class Plugins:
             return
         self.statuses.append(status)
 
-    def _add_plugin_commands(self, module: ModuleType, origin: Origin) -> list[str]:
+    def _add_plugin_commands(
+        self, module: ModuleType, origin: Origin, host: CommandHost
+    ) -> list[str]:
         """Run the plugin's `register_commands` on an app of its own and keep its commands,
         unless one shadows a built-in command or an earlier plugin's: then the plugin fails,
         as it does for any other name registered twice. Returns the commands' names."""
-        from segcli.cli.help_format import Typer  # only plugins that add commands need the CLI
-        from segcli.cli.root import BUILT_IN_COMMANDS
-
-        own = Typer()
+        own = host.new_app()
         _run_plugin_code(functools.partial(module.register_commands, app=own))
-        taken = dict.fromkeys(BUILT_IN_COMMANDS, "a built-in command of segcli")
+        taken = dict.fromkeys(host.built_in, "a built-in command of segcli")
         for earlier, app in self._commands.items():
             taken.update(dict.fromkeys(command_names(app), f"a command of plugin {earlier}"))
         names = sorted(command_names(own))
@@ -294,9 +309,10 @@ def _name_list(variable: str) -> set[str] | None:
     return {part.strip() for part in value.split(",") if part.strip()}
 
 
-def load_plugins() -> Plugins:
-    """Load every installed plugin (honouring SEGCLI_DISABLE_PLUGINS / SEGCLI_LOAD_PLUGINS)."""
-    plugins = Plugins()
+def load_plugins(commands: CommandHost | None = None) -> Plugins:
+    """Load every installed plugin (honouring SEGCLI_DISABLE_PLUGINS / SEGCLI_LOAD_PLUGINS),
+    with their commands when `commands` hosts them."""
+    plugins = Plugins(commands)
     disabled = _name_list("SEGCLI_DISABLE_PLUGINS") or set()
     only = _name_list("SEGCLI_LOAD_PLUGINS")
     seen: dict[str, PluginStatus] = {}
@@ -352,13 +368,21 @@ def _in_load_order(
 
 
 _loaded: Plugins | None = None
+_command_host: CommandHost | None = None
+
+
+def host_commands(host: CommandHost) -> None:
+    """Called by the command line as it builds its app, before it loads any plugin: from then
+    on `get_plugins()` loads plugin commands too, on apps `host` makes."""
+    global _command_host
+    _command_host = host
 
 
 def get_plugins() -> Plugins:
     """The plugins of this process, loaded on first use."""
     global _loaded
     if _loaded is None:
-        _loaded = load_plugins()
+        _loaded = load_plugins(_command_host)
     return _loaded
 
 

@@ -4,8 +4,8 @@ Everything the page shows is inside the file (pictures as base64 PNG, styles inl
 opens offline, can be mailed or archived, and loads nothing from the network. Numbers come
 from what the run recorded (metrics.jsonl, summary.json, config.toml, environment.json and
 the plan); only the worst validation predictions (and, when the metrics did not record one,
-the confusion matrix) need the best checkpoint to be evaluated again, by
-`segcli.evaluation.evaluate_split`, on the dataset folder the checkpoint records.
+the confusion matrix) need the best checkpoint to be evaluated again, which
+`segcli.evaluation.best_checkpoint` does; this module only renders.
 """
 
 from __future__ import annotations
@@ -25,7 +25,12 @@ from PIL import Image, ImageOps
 
 from segcli.data.format import ClassInfo
 from segcli.errors import DataError
-from segcli.evaluation import ImageRecord
+from segcli.evaluation.best_checkpoint import (
+    DEFAULT_MAX_IMAGES,
+    DEFAULT_WORST,
+    CheckpointEvaluation,
+    evaluate_best,
+)
 from segcli.files import atomic_write
 from segcli.ledger import claim_outputs, dataset_files, run_records
 from segcli.palette import colorize
@@ -34,10 +39,6 @@ from segcli.visualize import RUN_COLORS, confusion_picture, curves, error_map
 
 REPORT_NAME = "report.html"
 COMPARISON_NAME = "report-compare.html"
-DEFAULT_WORST = 6
-# Evaluating on CPU costs about a second per large image: enough images to find the bad ones
-# without making the end of a training run or `segcli report` wait minutes.
-DEFAULT_MAX_IMAGES = 200
 _CELL = 192  # longest side, in pixels, of each picture of a prediction row
 
 
@@ -63,17 +64,6 @@ class RunRecord:
     @property
     def best_record(self) -> dict[str, Any] | None:
         return best_record(self.history, self.summary.get("best_epoch"))
-
-
-@dataclass
-class Evaluation:
-    """The best checkpoint re-evaluated on (part of) the validation split."""
-
-    split: str
-    evaluated: int
-    total: int
-    worst: list[ImageRecord]
-    confusion: np.ndarray
 
 
 def read_run(run_dir: Path) -> RunRecord:
@@ -128,52 +118,6 @@ def _json_file(path: Path) -> Any:
         return None
     except (OSError, ValueError) as exc:
         raise DataError(f"cannot read {path}: {exc}") from None
-
-
-def evaluate_best(
-    run: RunRecord,
-    *,
-    worst: int = DEFAULT_WORST,
-    max_images: int = DEFAULT_MAX_IMAGES,
-    device: str = "cpu",
-) -> Evaluation:
-    """Predict (part of) the validation split with the run's checkpoint, exactly as
-    `segcli predict` would, keeping the `worst` images by mean IoU and the confusion matrix.
-
-    More than `max_images` images (0: no limit) are thinned to evenly spaced ones. A
-    DataError when the run has no checkpoint or its dataset is not where it was trained."""
-    from segcli.evaluation import evaluate_split, evenly_spaced, labelled_pairs
-    from segcli.inference.predictor import Predictor
-
-    if run.checkpoint is None:
-        raise DataError(f"{run.path} has no checkpoint")
-    dataset_dir = checked_dataset(run)
-    predictor = Predictor(run.checkpoint, device)
-    split = predictor.config.dataset.val_split
-    pairs = labelled_pairs(dataset_dir, split)
-    chosen = evenly_spaced(pairs, max_images)
-    evaluation = evaluate_split(
-        predictor, dataset_dir, split, pairs=chosen, metrics={}, worst=worst
-    )
-    return Evaluation(split, len(chosen), len(pairs), evaluation.worst, evaluation.confusion)
-
-
-def checked_dataset(run: RunRecord) -> Path:
-    """The dataset folder the run's checkpoint was trained on; a DataError saying so when
-    the checkpoint does not record one or nothing is there any more."""
-    if run.dataset is None:
-        raise DataError(
-            f"{run.checkpoint} does not record the dataset folder it was trained on",
-            hint="train the run again with this segcli, or score it with "
-            f"`segcli evaluate DATASET --checkpoint {run.checkpoint}`",
-        )
-    if not (run.dataset / "dataset.json").is_file():
-        raise DataError(
-            f"the dataset of run {run.path} is no longer at {run.dataset} (moved or deleted)",
-            hint=f"move it back, or score the run with `segcli evaluate NEW_PLACE --checkpoint "
-            f"{run.checkpoint}`",
-        )
-    return run.dataset
 
 
 # ------------------------------------------------------------------------------ rendering
@@ -265,7 +209,7 @@ def per_class_table(run: RunRecord) -> str:
     return f'<table class="per-class"><tr><th>class</th>{head}</tr>{rows}</table>'
 
 
-def _confusion_section(run: RunRecord, evaluation: Evaluation | None) -> str:
+def _confusion_section(run: RunRecord, evaluation: CheckpointEvaluation | None) -> str:
     record = run.best_record or {}
     names = [c.name for c in run.classes]
     if "confusion/matrix" in record:
@@ -284,7 +228,9 @@ def _confusion_section(run: RunRecord, evaluation: Evaluation | None) -> str:
     return f'<p>From the {_e(source)}.</p><div class="confusion">{_png(picture)}</div>'
 
 
-def _predictions_section(run: RunRecord, evaluation: Evaluation | None, problem: str) -> str:
+def _predictions_section(
+    run: RunRecord, evaluation: CheckpointEvaluation | None, problem: str
+) -> str:
     if evaluation is None:
         return f'<p class="note">No predictions shown: {_e(problem)}.</p>'
     palette = [c.color for c in run.classes]
@@ -353,7 +299,9 @@ def _headline(run: RunRecord) -> str:
     )
 
 
-def run_section(run: RunRecord, index: int, evaluation: Evaluation | None, problem: str) -> str:
+def run_section(
+    run: RunRecord, index: int, evaluation: CheckpointEvaluation | None, problem: str
+) -> str:
     """Everything about one run, as an HTML <section>."""
     parts = [
         f'<section id="run-{index}"><h2>{_swatch(RUN_COLORS[index % len(RUN_COLORS)])}'
@@ -447,7 +395,9 @@ table.worst img { width: 192px; image-rendering: pixelated; }
 """
 
 
-def render_report(runs: list[RunRecord], evaluations: list[tuple[Evaluation | None, str]]) -> str:
+def render_report(
+    runs: list[RunRecord], evaluations: list[tuple[CheckpointEvaluation | None, str]]
+) -> str:
     """The whole page: a comparison first when there are several runs, then each run."""
     title = "segcli report: " + ", ".join(run.name for run in runs)
     sections = [comparison_section(runs)] if len(runs) > 1 else []
@@ -497,15 +447,21 @@ def write_report(
     runs = [read_run(path) for path in unique]
     out = Path(out) if out is not None else default_output(unique)
     ledger = claim_outputs([out], inputs=_inputs(runs), force=force)
-    evaluations: list[tuple[Evaluation | None, str]] = []
+    evaluations: list[tuple[CheckpointEvaluation | None, str]] = []
     for run in runs:
         if run.checkpoint is None:
             evaluations.append((None, "the run has no checkpoint (it stopped before one)"))
             continue
         run_device = device or run.config.get("train", {}).get("device", "auto")
-        evaluations.append(
-            (evaluate_best(run, worst=worst, max_images=max_images, device=run_device), "")
+        evaluation = evaluate_best(
+            run.path,
+            run.checkpoint,
+            run.dataset,
+            worst=worst,
+            max_images=max_images,
+            device=run_device,
         )
+        evaluations.append((evaluation, ""))
     page = render_report(runs, evaluations)
     ledger.open_folder()
     with atomic_write(out, ledger=ledger) as stream:

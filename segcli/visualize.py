@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from segcli.data.format import ClassInfo, read_dataset_info, split_files
 from segcli.data.images import read_image, read_mask
-from segcli.errors import CheckpointError, DataError
+from segcli.errors import DataError
 from segcli.files import atomic_write
 from segcli.ledger import OutputLedger
 from segcli.palette import colorize
@@ -394,21 +394,14 @@ def checked_matrix(matrix: object, count: int, source: Path) -> list[list[float]
 
 
 def _run_class_names(run_dir: Path, count: int) -> list[str]:
-    from safetensors import SafetensorError, safe_open
+    from segcli.runs.checkpoint_file import SUFFIX, read_checkpoint_meta
 
-    for name in ("best.safetensors", "last.safetensors"):
-        checkpoint = run_dir / name
+    for name in ("best", "last"):
+        checkpoint = run_dir / f"{name}{SUFFIX}"
         if checkpoint.is_file():
-            try:  # read without torch, which this command does not otherwise need
-                with safe_open(str(checkpoint), framework="numpy") as handle:
-                    meta = json.loads((handle.metadata() or {}).get("segcli.meta", "{}"))
-                if "classes" in meta:
-                    return [str(c["name"]) for c in meta["classes"]]
-            except (SafetensorError, OSError, ValueError, TypeError, KeyError, RecursionError):
-                raise CheckpointError(
-                    f"checkpoint {checkpoint} is damaged: its metadata has no readable classes",
-                    hint="use a run whose checkpoints load, or an evaluation report",
-                ) from None
+            meta = read_checkpoint_meta(checkpoint)
+            if "classes" in meta:
+                return [c["name"] for c in meta["classes"]]
     return [str(i) for i in range(count)]
 
 

@@ -46,6 +46,7 @@ from torch.hub import HASH_REGEX
 
 from segcli.errors import CheckpointError, ConfigError, SegcliError, WeightsUnavailable
 from segcli.files import write_error
+from segcli.runs.checkpoint_file import is_checkpoint, load_checkpoint
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".tar")
 SAFETENSORS_SUFFIX = ".safetensors"
@@ -100,15 +101,14 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    if is_checkpoint(path):  # read as every checkpoint is: its format version checked first
+        return load_checkpoint(path).model_state
     try:
-        state = load_file(str(path), device="cpu")
+        return load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(
             f"weights file {path} is not a readable safetensors file: {exc}"
         ) from None
-    if any(key.startswith("model/") for key in state):  # a segcli checkpoint
-        state = {key[len("model/") :]: v for key, v in state.items() if key.startswith("model/")}
-    return state
 
 
 def _read_torch(path: Path) -> dict[str, torch.Tensor]:

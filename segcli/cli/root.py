@@ -22,7 +22,7 @@ from segcli.cli import profile as profile_command
 from segcli.cli import report as report_command
 from segcli.cli import train as train_command
 from segcli.cli import visualize as visualize_command
-from segcli.plugins import command_names
+from segcli.plugins import CommandHost, command_names, host_commands
 
 
 class RootGroup(help_format.Group):
@@ -100,3 +100,5 @@ plugins_command.add_to(app)
 
 # taken before any plugin command joins: the names no plugin command may shadow
 BUILT_IN_COMMANDS = frozenset(command_names(app))
+# the plugin manager sits below the command line: it is handed what plugin commands need
+host_commands(CommandHost(help_format.Typer, BUILT_IN_COMMANDS))

@@ -1,24 +1,20 @@
-"""Exporting a checkpoint to ONNX or TorchScript, checked against PyTorch, with a sidecar JSON.
+"""`export_checkpoint`: a checkpoint exported to ONNX, TorchScript or OpenVINO, checked
+against PyTorch, with a sidecar JSON, and every file moved into place only when all are right.
 
-The exported graph maps normalised images (N, C, H, W) to logits (N, K, H, W). What happens
-around it is described in the sidecar `<model file>.json`: classes and palette, the
-checkpoint's preprocessing record (size, mean, std, channels, pixel scale, the resize and pad
-policies of `segcli.inference.preprocessing`, the size divisor inputs are padded to), and the
-binary threshold; `segcli predict --checkpoint model.onnx` reads it back and does the same
-pre- and postprocessing as for a checkpoint. ONNX goes through torch's dynamo exporter
-(`torch.onnx.export(..., dynamo=True)`, needs `onnxscript`), TorchScript through
-`torch.jit.trace`.
+The exported graph maps normalised images (N, C, H, W) to logits (N, K, H, W); how it is made
+is `segcli.inference.graphs`. What happens around it is described in the sidecar
+`<model file>.json`: classes and palette, the checkpoint's preprocessing record (size, mean,
+std, channels, pixel scale, the resize and pad policies of `segcli.inference.preprocessing`,
+the size divisor inputs are padded to), and the binary threshold; `segcli predict
+--checkpoint model.onnx` reads it back and does the same pre- and postprocessing as for a
+checkpoint. A quantised or OpenVINO export is re-scored against the float model
+(`segcli.inference.quantization`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import io
 import json
 import os
-import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,15 +23,7 @@ import torch
 from torch import nn
 
 from segcli.building import recorded_head
-from segcli.data.format import read_dataset_info, split_files
-from segcli.data.images import max_image_pixels, read_image
-from segcli.errors import DataError, PluginError, UsageError
-from segcli.evaluation import (
-    SplitEvaluation,
-    check_classes,
-    evaluate_split,
-    labelled_pairs,
-)
+from segcli.errors import PluginError, UsageError
 from segcli.files import publish_file, temporary_file, write_error
 from segcli.inference.exported_models import (
     FORMATS,
@@ -47,28 +35,24 @@ from segcli.inference.exported_models import (
     require_openvino,
     sidecar_path,
 )
+from segcli.inference.graphs import (
+    LogitsOnly,
+    export_onnx_bytes,
+    export_torchscript_bytes,
+    openvino_ir,
+)
 from segcli.inference.predictor import Predictor
-from segcli.inference.preprocessing import pad_to_multiple
+from segcli.inference.quantization import (
+    DEFAULT_CALIBRATION,
+    DEFAULT_MAX_DROP,
+    QUANTIZATIONS,
+    SCORING_SPLIT,
+    compare_scores,
+    quantization_record,
+    quantized_onnx,
+    rescoring_dataset,
+)
 from segcli.ledger import claim_outputs
-from segcli.registry import one_line
-
-
-class LogitsOnly(nn.Module):
-    """The model with a plain tensor output (torchvision's dict outputs unwrapped)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        logits = self.model(images)
-        return logits["out"] if isinstance(logits, dict) else logits
-
-
-QUANTIZATIONS = ("int8", "dynamic", "fp16")
-DEFAULT_CALIBRATION = 200
-DEFAULT_MAX_DROP = 0.01
-CALIBRATION_SPLIT, SCORING_SPLIT = "train", "val"
 
 
 @dataclass
@@ -238,194 +222,6 @@ def _check_parity(difference: float, tolerance: float, fmt: str, predictor: Pred
         )
 
 
-@dataclass
-class ScoringData:
-    """The prepared dataset an export is calibrated and re-scored on."""
-
-    dataset: Path
-    calibration_images: list[Path]
-
-
-def rescoring_dataset(predictor: Predictor, dataset: Path | None) -> ScoringData:
-    """The run's prepared dataset (or `dataset`), checked before any long work: its classes
-    are the model's, it has a labelled validation split and a training split to calibrate on."""
-    chosen = Path(dataset) if dataset is not None else Path(predictor.config.dataset.path)
-    if not (chosen / "dataset.json").is_file():
-        raise DataError(
-            f"quantised and OpenVINO exports are re-scored on the run's prepared dataset, "
-            f"but {chosen} holds none",
-            hint="pass the prepared dataset with --dataset DIR",
-        )
-    check_classes(predictor, chosen)
-    labelled_pairs(chosen, SCORING_SPLIT)
-    info = read_dataset_info(chosen)
-    split = CALIBRATION_SPLIT if CALIBRATION_SPLIT in info.splits else SCORING_SPLIT
-    return ScoringData(chosen, [image for image, _ in split_files(chosen, split)])
-
-
-def quantization_record(mode: str, calibration: int) -> dict[str, Any]:
-    record: dict[str, Any] = {"mode": mode}
-    if mode == "int8":
-        record.update(
-            method="onnxruntime quantize_static: QDQ, int8 weights per channel, uint8 "
-            "activations, MinMax calibration",
-            calibration_images=calibration,
-            calibration_split=CALIBRATION_SPLIT,
-        )
-    elif mode == "dynamic":
-        record["method"] = "onnxruntime quantize_dynamic: int8 weights, activations at run time"
-    else:
-        record["method"] = "float16 weights and arithmetic, float32 inputs and outputs"
-    return record
-
-
-def quantized_onnx(
-    float_onnx: bytes,
-    mode: str,
-    predictor: Predictor,
-    data: ScoringData,
-    calibration: int,
-    exporter: str,
-) -> tuple[str, bytes]:
-    """(exporter description, the quantised ONNX model) made from the float one."""
-    import tempfile
-
-    import onnx
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    if mode == "fp16":
-        from onnxruntime.transformers.float16 import convert_float_to_float16
-
-        converted = convert_float_to_float16(onnx.load_from_string(float_onnx), keep_io_types=True)
-        return f"{exporter}, float16", converted.SerializeToString()
-    if calibration < 1:
-        raise UsageError(f"--calibration {calibration} must be at least 1")
-    with tempfile.TemporaryDirectory(prefix="segcli-quantize-") as folder:
-        raw, source = Path(folder) / "exported.onnx", Path(folder) / "float.onnx"
-        target = Path(folder) / "quantized.onnx"
-        raw.write_bytes(float_onnx)
-        try:
-            # shapes inferred and the graph optimised first, as onnxruntime recommends
-            quant_pre_process(raw, source, skip_symbolic_shape=True)
-            if mode == "dynamic":
-                quantize_dynamic(source, target, weight_type=QuantType.QInt8)
-            else:
-                quantize_static(
-                    source,
-                    target,
-                    CalibrationImages(predictor, data.calibration_images[:calibration]),
-                    quant_format=QuantFormat.QDQ,
-                    activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8,
-                    per_channel=True,
-                )
-        except Exception as exc:  # noqa: BLE001 - any quantiser failure is reported the same way
-            raise PluginError(
-                f"onnxruntime could not quantise this model ({mode}): {one_line(exc)}",
-                hint="try another --quantize, or export without it",
-            ) from None
-        return f"{exporter}, onnxruntime quantize_{mode if mode == 'dynamic' else 'static'}", (
-            target.read_bytes()
-        )
-
-
-class CalibrationImages:
-    """onnxruntime's CalibrationDataReader: the images preprocessed exactly as `predict`
-    preprocesses them (resized, normalised, padded to the size divisor), one at a time."""
-
-    def __init__(self, predictor: Predictor, images: list[Path]) -> None:
-        self.predictor = predictor
-        self.images = iter(images)
-
-    def get_next(self) -> dict[str, Any] | None:
-        image_path = next(self.images, None)
-        if image_path is None:
-            return None
-        image = read_image(image_path, self.predictor.channels, max_image_pixels(None))
-        batch, _, _ = pad_to_multiple(
-            self.predictor.preprocess(image)[None], self.predictor.preprocessing.size_divisor
-        )
-        return {"images": batch.numpy()}
-
-
-def openvino_ir(float_onnx: bytes, exporter: str) -> tuple[str, bytes, bytes]:
-    """(exporter description, the IR graph .xml, its weights .bin) converted from ONNX."""
-    import tempfile
-
-    import openvino
-
-    with tempfile.TemporaryDirectory(prefix="segcli-openvino-") as folder:
-        graph = Path(folder) / "model.xml"
-        try:
-            converted = openvino.Core().read_model(float_onnx)
-            openvino.save_model(converted, graph, compress_to_fp16=False)
-        except Exception as exc:  # noqa: BLE001 - OpenVINO raises its own untyped errors
-            raise PluginError(
-                f"OpenVINO cannot convert this model: {one_line(exc)}",
-                hint="export it with --format onnx instead",
-            ) from None
-        return (
-            f"{exporter}, OpenVINO {openvino.get_version()}",
-            graph.read_bytes(),
-            graph.with_suffix(".bin").read_bytes(),
-        )
-
-
-def compare_scores(
-    predictor: Predictor,
-    data: ScoringData,
-    *,
-    reference: tuple[str, Any],
-    exported: tuple[str, Any],
-    max_drop: float,
-) -> dict[str, Any]:
-    """Both runners scored on the validation split with segcli's own metrics, predicting as
-    `predict` does; the monitored metric of each, its drop, and each one's speed."""
-    results = {}
-    for role, (runtime, runner) in (("reference", reference), ("exported", exported)):
-        scored = copy.copy(predictor)
-        scored.model = runner
-        start = time.perf_counter()
-        evaluation = evaluate_split(scored, data.dataset, SCORING_SPLIT, workers=0)
-        seconds = time.perf_counter() - start
-        results[role] = {"runtime": runtime, "evaluation": evaluation, "seconds": seconds}
-    metric, higher_is_better = monitored_metric(predictor, results["reference"]["evaluation"])
-    record: dict[str, Any] = {
-        "dataset": str(data.dataset),
-        "split": SCORING_SPLIT,
-        "images": results["reference"]["evaluation"].images,
-        "metric": metric,
-    }
-    for role, result in results.items():
-        evaluation = result["evaluation"]
-        record[role] = {
-            "runtime": result["runtime"],
-            "score": float(evaluation.metrics[metric]),
-            "images_per_second": evaluation.images / result["seconds"],
-        }
-    change = record["exported"]["score"] - record["reference"]["score"]
-    record["drop"] = (-change if higher_is_better else change) + 0.0  # + 0.0: never -0.0
-    record["max_drop"] = max_drop
-    record["speedup"] = (
-        record["exported"]["images_per_second"] / record["reference"]["images_per_second"]
-    )
-    return record
-
-
-def monitored_metric(predictor: Predictor, evaluation: SplitEvaluation) -> tuple[str, bool]:
-    """(metric key, higher is better): the run's `train.monitor`, or where that is a loss
-    (which evaluation does not compute), the first single-number score."""
-    monitor = predictor.config.train.monitor
-    scores = evaluation.metrics
-    if monitor in scores:
-        return monitor, predictor.config.train.monitor_mode == "max"
-    for key, value in scores.items():
-        if isinstance(value, int | float):
-            return key, True
-    raise PluginError(f"the metrics of {predictor.config.model.name!r} give no single score")
-
-
 def _stage(path: Path, data: bytes) -> Path:
     """A temporary file next to `path` holding `data`; a failed write (a full disk) removes
     it and is a ResourceError (or an OutputError) naming `path`."""
@@ -488,57 +284,3 @@ def describe(
         },
         "config": predictor.meta["config"],
     }
-
-
-def export_onnx_bytes(
-    model: nn.Module, sample: torch.Tensor, dynamic: bool, opset: int | None
-) -> tuple[str, bytes]:
-    """The exporter's description and the ONNX model.
-
-    The graph is built in memory (no file name given to the exporter), so an exporter
-    failure is a PluginError and a failed write (a full disk) an error of the write."""
-    dynamic_shapes = None
-    if dynamic:
-        dim = torch.export.Dim
-        dynamic_shapes = {"images": {0: dim("batch"), 2: dim("height"), 3: dim("width")}}
-    chatter = io.StringIO()  # the exporter prints its progress; keep the CLI output ours
-    try:
-        with contextlib.redirect_stdout(chatter), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            program = torch.onnx.export(
-                model,
-                (sample,),
-                dynamo=True,
-                input_names=["images"],
-                output_names=["logits"],
-                opset_version=opset,
-                dynamic_shapes=dynamic_shapes,
-            )
-            serialised = program.model_proto.SerializeToString()
-    except Exception as exc:  # noqa: BLE001 - any exporter failure is reported the same way
-        raise PluginError(
-            f"torch.onnx could not export this model: {one_line(exc)}",
-            hint="try --format torchscript, or without --dynamic",
-        ) from None
-    return f"torch.onnx.export(dynamo=True), torch {torch.__version__}", serialised
-
-
-def export_torchscript_bytes(model: nn.Module, sample: torch.Tensor) -> tuple[str, bytes]:
-    """The exporter's description and the TorchScript archive.
-
-    torch.jit.save is given a memory buffer, never a file: its C++ zip writer throws from a
-    destructor when a write fails, which aborts the process (exit 134) on a full disk and
-    leaves a partial file. The archive is written by Python instead, whose errors are
-    ordinary exceptions."""
-    buffer = io.BytesIO()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            traced = torch.jit.trace(model, sample)
-            torch.jit.save(traced, buffer)
-    except Exception as exc:  # noqa: BLE001 - any tracer failure is reported the same way
-        raise PluginError(
-            f"torch.jit.trace could not trace this model: {one_line(exc)}",
-            hint="try --format onnx",
-        ) from None
-    return f"torch.jit.trace, torch {torch.__version__}", buffer.getvalue()

@@ -19,7 +19,6 @@ import torch
 from torch import nn
 
 from segcli.errors import CheckpointError, ConfigError, UsageError
-from segcli.inference.preprocessing import PAD_POLICY, PIXEL_SCALE, RESIZE_POLICY
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "openvino": ".xml"}
 # 2: `preprocessing` is the checkpoint's preprocessing record (1: a description of it)
@@ -178,8 +177,7 @@ def load_exported(path: Path, device: torch.device) -> tuple[dict[str, Any], Any
         )
     try:
         meta = json.loads(sidecar.read_text())
-        if meta.get("segcli_export", 1) < 2:
-            meta["preprocessing"] = _version_1_preprocessing(meta)
+        _check_sidecar_version(path, sidecar, meta.get("segcli_export"))
         divisor = int(meta["preprocessing"]["size_divisor"])
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"{sidecar} is not a segcli export sidecar ({exc})") from None
@@ -191,20 +189,26 @@ def load_exported(path: Path, device: torch.device) -> tuple[dict[str, Any], Any
     return meta, ScriptedModel(load_torchscript(path, device), divisor).eval()
 
 
-def _version_1_preprocessing(meta: dict[str, Any]) -> dict[str, Any]:
-    """A first-version sidecar's description as a preprocessing record: those exports were
-    made with the same resize and pad policy, described in words."""
-    described = meta["preprocessing"]
-    return {
-        "size": described.get("resize"),
-        "mean": described.get("mean"),
-        "std": described.get("std"),
-        "image_channels": meta.get("image_channels"),
-        "pixel_scale": PIXEL_SCALE,
-        "resize": RESIZE_POLICY,
-        "pad": PAD_POLICY,
-        "size_divisor": int(described["pad_to_multiple_of"]),
-    }
+def _check_sidecar_version(path: Path, sidecar: Path, recorded: Any) -> None:
+    """A CheckpointError unless the sidecar is of the one version this segcli reads: an older
+    one describes its preprocessing otherwise, so the export is made again rather than read
+    by a guess. A version that is not a number is a TypeError (not a sidecar at all)."""
+    if recorded == SIDECAR_VERSION:
+        return
+    if recorded is not None and (isinstance(recorded, bool) or not isinstance(recorded, int)):
+        raise TypeError(f"its segcli_export is {recorded!r}, not a version number")
+    reads = f"this segcli reads version {SIDECAR_VERSION}"
+    if recorded is not None and recorded > SIDECAR_VERSION:
+        raise CheckpointError(
+            f"export sidecar {sidecar} has version {recorded}, newer than this segcli; {reads}",
+            hint="upgrade segcli (pip install --upgrade segcli) to predict with it",
+        )
+    fmt = next((name for name, suffix in FORMATS.items() if suffix == path.suffix), "onnx")
+    raise CheckpointError(
+        f"export sidecar {sidecar} is of version {recorded or 1}, written by an earlier segcli; "
+        f"{reads}",
+        hint=f"export the run again: segcli export --checkpoint RUN --format {fmt}",
+    )
 
 
 def load_torchscript(path: Path, device: torch.device) -> torch.jit.ScriptModule:

@@ -165,7 +165,7 @@ def runtime_callable(
         return lambda images: forward(
             converted, images.contiguous(memory_format=torch.channels_last)
         )
-    from segcli.inference.export import LogitsOnly, export_onnx_bytes, export_torchscript_bytes
+    from segcli.inference.graphs import LogitsOnly, export_onnx_bytes, export_torchscript_bytes
 
     logits_only = LogitsOnly(model).eval()
     if runtime == "torchscript":

@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save as safetensors_bytes
 
 from segcli.errors import CheckpointError, shortened
 from segcli.files import atomic_write
 from segcli.json_files import parse_json
+
+if TYPE_CHECKING:
+    import torch
 
 SUFFIX = ".safetensors"
 # The layout of the header and body that this segcli writes and reads. Raise it when a change
@@ -32,6 +33,8 @@ _TENSOR = "__tensor__"
 
 
 def _flatten(tree: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
+    import torch
+
     if isinstance(tree, torch.Tensor):
         key = f"state/{prefix}"
         tensors[key] = tree.detach().to("cpu").contiguous()
@@ -69,6 +72,8 @@ def save_checkpoint(
     training_state: dict[str, Any] | None = None,
 ) -> None:
     """Atomically write weights, JSON-able `meta` and optional nested `training_state`."""
+    from safetensors.torch import save as safetensors_bytes
+
     path = Path(path)
     tensors = {f"model/{k}": v.detach().to("cpu").contiguous() for k, v in model_state.items()}
     header = {_VERSION_KEY: str(FORMAT_VERSION), "segcli.meta": json.dumps(meta)}
@@ -90,14 +95,17 @@ class Checkpoint:
 
 
 def _read(path: Path, with_tensors: bool) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
-    """The header (and, if asked, every tensor) of a segcli checkpoint, with clear errors."""
+    """The header (and, if asked, every tensor) of a segcli checkpoint, with clear errors.
+
+    Every reader of a checkpoint comes here, so each checks the format version. The header
+    alone is read without importing torch, which `segcli visualize confusion` does not need."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(
             f"checkpoint {path} does not exist", hint="check the path or run `segcli train`"
         )
     try:
-        with safe_open(str(path), framework="pt") as handle:
+        with safe_open(str(path), framework="pt" if with_tensors else "numpy") as handle:
             header = handle.metadata() or {}
             if "segcli.meta" not in header:
                 raise CheckpointError(f"{path} is a safetensors file but not a segcli checkpoint")
@@ -204,6 +212,17 @@ _KIND_NAMES: dict[type, str] = {
     int: "a number",
     float: "a number",
 }
+
+
+def is_checkpoint(path: Path) -> bool:
+    """Whether a safetensors file is a segcli checkpoint (of any format version), so that its
+    reader must be this module's; False for plain weights and for unreadable files."""
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            header = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError):
+        return False
+    return "segcli.meta" in header or _VERSION_KEY in header
 
 
 def read_checkpoint_meta(path: Path) -> dict[str, Any]:

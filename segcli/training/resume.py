@@ -23,7 +23,13 @@ from segcli.config import (
 from segcli.data.format import DatasetInfo
 from segcli.errors import CheckpointError, UsageError
 from segcli.inference.preprocessing import preprocessing_record
-from segcli.runs.checkpoint_file import SUFFIX, json_kind, load_checkpoint, load_model_state
+from segcli.runs.checkpoint_file import (
+    SUFFIX,
+    json_kind,
+    load_checkpoint,
+    load_model_state,
+    read_checkpoint_meta,
+)
 from segcli.runs.folders import environment
 from segcli.training.loop import TrainingState
 from segcli.weights import pretrained_record
@@ -123,7 +129,7 @@ def resume_point(spec: Path) -> tuple[RunConfig, Any]:
     try:
         checkpoint = load_checkpoint(last, with_training_state=True)
     except CheckpointError as error:  # the same line, with a way on that does not need `last`
-        raise CheckpointError(error.message, hint=without_last(run_dir)) from None
+        raise CheckpointError(error.message, hint=_way_on(run_dir, error)) from None
     if checkpoint.training_state is not None:
         try:
             check_training_state(checkpoint.training_state)
@@ -185,6 +191,18 @@ def damaged_state(path: Path, what: str) -> CheckpointError:
         f"cannot resume from {path}: its training state is damaged: {what}",
         hint=without_last(path.parent),
     )
+
+
+def _way_on(run_dir: Path, error: CheckpointError) -> str | None:
+    """How to go on when `last` cannot be read: without it (`without_last`), unless `best`
+    cannot be read either (a newer segcli wrote both): then the error's own hint."""
+    best = run_dir / f"best{SUFFIX}"
+    try:
+        if best.is_file():
+            read_checkpoint_meta(best)
+    except CheckpointError:
+        return error.hint
+    return without_last(run_dir)
 
 
 def without_last(run_dir: Path) -> str:

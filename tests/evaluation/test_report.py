@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segcli.report import evaluate_best, read_run, write_report
+from segcli.evaluation.best_checkpoint import evaluate_best
+from segcli.report import RunRecord, read_run, write_report
 from segcli.testing.tools import require_program
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
@@ -23,6 +24,11 @@ BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 def run(trained_run, tmp_path) -> Path:
     """The shared tiny shapes run, copied so that each test may write and change files."""
     return Path(shutil.copytree(trained_run, tmp_path / trained_run.name))
+
+
+def _checkpoint_of(record: RunRecord) -> tuple[Path, Path, Path | None]:
+    assert record.checkpoint is not None
+    return record.path, record.checkpoint, record.dataset
 
 
 def _best_record(run: Path) -> dict:
@@ -65,7 +71,7 @@ def test_worst_predictions_are_those_evaluate_scores_lowest(run):
     from segcli.evaluation.json_report import evaluation_report
     from segcli.inference.predictor import Predictor
 
-    evaluation = evaluate_best(read_run(run), worst=4)
+    evaluation = evaluate_best(*_checkpoint_of(read_run(run)), worst=4)
     predictor = Predictor(run / "best.safetensors", "cpu")
     scored = evaluation_report(predictor, read_run(run).dataset, "val")
     lowest = sorted(scored["per_image"], key=lambda item: item["miou"])[:4]
@@ -88,7 +94,7 @@ def test_confusion_matrix_comes_from_the_checkpoint_when_metrics_lack_it(run):
 
 
 def test_big_validation_sets_are_capped_and_the_page_says_so(run):
-    evaluation = evaluate_best(read_run(run), worst=2, max_images=5)
+    evaluation = evaluate_best(*_checkpoint_of(read_run(run)), worst=2, max_images=5)
     assert (evaluation.evaluated, evaluation.total, len(evaluation.worst)) == (5, 16, 2)
     page = write_report([run], max_images=5).read_text()
     assert "among 5 evenly spaced images of 16 (capped;" in page

@@ -118,7 +118,10 @@ def test_onnx_model_without_onnxruntime_says_how_to_install_it(
 
     model = tmp_path / "model.onnx"
     model.write_bytes(b"onnx")
-    sidecar = {"preprocessing": {"pad_to_multiple_of": 4}}  # a first-version sidecar
+    sidecar = {
+        "segcli_export": exported_models.SIDECAR_VERSION,
+        "preprocessing": {"size_divisor": 4},
+    }
     exported_models.sidecar_path(model).write_text(json.dumps(sidecar))
     monkeypatch.setattr(exported_models, "_importable", lambda name: name != "onnxruntime")
     result = cli(

@@ -74,6 +74,28 @@ def test_unknown_option_lists_the_valid_ones():
         build_loss(LOSSES, "ce+dice", 3, options={"gama": 2})
 
 
+def test_loss_options_are_read_from_the_factory_as_every_plugin_kind_reads_them():
+    """One rule (segcli.factories.option_names): the options follow the two positional
+    arguments whatever they are called; a factory taking **options takes any option."""
+    from segcli.registry import Origin, Registry
+
+    def positional_named_otherwise(classes, ignored, *, scale=1.0, class_pixels=None):
+        return nn.CrossEntropyLoss(ignore_index=ignored)
+
+    def any_option(num_classes, ignore_index, **options):
+        assert options == {"anything": 3}
+        return nn.CrossEntropyLoss(ignore_index=ignore_index)
+
+    losses: Registry = Registry("loss")
+    losses.add("named", positional_named_otherwise, "", Origin("test"))
+    losses.add("open", any_option, "", Origin("test"))
+    build_loss(losses, "open", 3, options={"anything": 3})
+    with pytest.raises(ConfigError, match="has no option 'classes'; its options: scale$"):
+        build_loss(losses, "named", 3, options={"classes": 4})
+    with pytest.raises(ConfigError, match="accepted by named and open; say which"):
+        build_loss(losses, "named+open", 3, options={"scale": 2.0})
+
+
 def test_single_logit_is_known_before_building():
     assert is_single_logit(LOSSES, "bce+dice")
     assert not is_single_logit(LOSSES, "ce+dice")

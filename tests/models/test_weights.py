@@ -17,6 +17,7 @@ from torchvision.models.segmentation import deeplabv3_resnet50
 from segcli.config import build_config
 from segcli.data.format import ClassInfo, DatasetInfo
 from segcli.errors import CheckpointError
+from segcli.runs.checkpoint_file import save_checkpoint
 from segcli.weights import load_weights_into, read_state_dict
 
 
@@ -149,8 +150,5 @@ def test_unknown_suffix_and_segcli_checkpoint(tmp_path):
         read_state_dict(tmp_path / "weights.h5")
     model = build_unet(2, depth=1, base_width=4)
     path = tmp_path / "best.safetensors"
-    save_file(
-        {f"model/{k}": v for k, v in model.state_dict().items()} | {"state/x": torch.ones(1)},
-        str(path),
-    )
-    assert set(read_state_dict(path)) == set(model.state_dict())
+    save_checkpoint(path, model.state_dict(), {"epoch": 1}, {"x": torch.ones(1)})
+    assert set(read_state_dict(path)) == set(model.state_dict())  # its model weights only

@@ -179,3 +179,22 @@ def test_os_exit_is_put_back_once_plugin_code_ran(tmp_path, monkeypatch):
     plugins = load_plugins()
     assert plugins.status_of("hostile").status == "failed"
     assert os._exit is real_exit
+
+
+def test_plugin_commands_load_only_on_an_app_the_command_line_hosts(tmp_path, monkeypatch):
+    """The plugin manager imports no CLI module: the command line hands it the app a plugin's
+    commands go on and the built-in names they may not shadow; loaded without it (segcli as a
+    library), a plugin adds no command and its other names load."""
+    from segcli.cli.help_format import Typer
+    from segcli.plugins import CommandHost, load_plugins
+
+    site = _one_plugin(tmp_path, HIJACK_TRAIN.replace("hijack_plugin", "library_plugin"), "library")
+    monkeypatch.syspath_prepend(str(site))
+    as_library = load_plugins().status_of("library")
+    assert as_library.status == "ok"
+    assert as_library.registered == {"model": ["hijacker-net"]}
+
+    hosted = load_plugins(CommandHost(Typer, frozenset({"train"}))).status_of("library")
+    assert hosted.status == "failed" and "already a built-in command" in hosted.error
+    renamed = load_plugins(CommandHost(Typer, frozenset({"predict"}))).status_of("library")
+    assert renamed.registered == {"model": ["hijacker-net"], "command": ["train"]}

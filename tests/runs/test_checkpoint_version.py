@@ -1,5 +1,6 @@
 """Checkpoints record their format version; one without it, or of a version this segcli does
-not read, is refused on one line (exit 5) before anything is built from it."""
+not read, is refused on one line (exit 5) before anything is built from it, by every command
+that reads checkpoints. The export sidecar has its own version: an older one is refused too."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from segcli.errors import CheckpointError
+from segcli.inference.exported_models import SIDECAR_VERSION
 from segcli.runs.checkpoint_file import FORMAT_VERSION, load_checkpoint, read_checkpoint_meta
 
 VERSION_KEY = "segcli.format_version"
@@ -79,7 +81,6 @@ def test_resuming_a_run_whose_last_has_no_version_says_how_to_go_on(cli, trained
 
 
 def test_the_export_sidecar_keeps_its_own_version(cli, best, tmp_path):
-    from segcli.inference.exported_models import SIDECAR_VERSION
     from segcli.inference.predictor import Predictor
 
     exported = tmp_path / "model.pt"
@@ -88,3 +89,82 @@ def test_the_export_sidecar_keeps_its_own_version(cli, best, tmp_path):
     sidecar = json.loads((tmp_path / "model.pt.json").read_text())
     assert sidecar["segcli_export"] == SIDECAR_VERSION and "format_version" not in sidecar
     assert Predictor(exported, "cpu").classes  # read by the sidecar's rules, not a checkpoint's
+
+
+TINY = [
+    "--set", "train.epochs=1", "--set", "train.workers=0", "--set", "input.size=[32,32]",
+    "--set", "train.batch_size=16", "--set", "model.base_width=4", "--set", "model.depth=2",
+    "--max-steps", "1",
+]  # fmt: skip
+
+# every command that reads a checkpoint, given a run folder (RUN), the dataset (DATA) and an
+# output folder (OUT)
+READERS = {
+    "predict": ["predict", "DATA/val/images", "--checkpoint", "RUN", "--out", "OUT/masks"],
+    "evaluate": ["evaluate", "DATA", "--checkpoint", "RUN", "--out", "OUT/scores.json"],
+    "export": ["export", "--checkpoint", "RUN", "--format", "torchscript", "--out", "OUT/m.pt"],
+    "profile": ["profile", "RUN", "--runs", "1", "--batch", "1"],
+    "visualize-predictions": [
+        "visualize", "predictions", "DATA", "--checkpoint", "RUN", "--out", "OUT/rows.png"
+    ],
+    "visualize-confusion": ["visualize", "confusion", "RUN", "--out", "OUT/confusion.png"],
+    "report": ["report", "RUN", "--out", "OUT/report.html"],
+    "train-resume": ["train", "--resume", "RUN", "--set", "train.epochs=3"],
+    "train-from-weights": [
+        "train", "--plugin", "shapes-unet", "--set", 'dataset.path="DATA"',
+        "--set", "model.weights=RUN/best.safetensors", "--runs-dir", "OUT/runs", *TINY,
+    ],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("command", list(READERS))
+def test_every_command_refuses_a_newer_checkpoint_on_one_line(
+    cli, trained_run, shapes_dataset, tmp_path, command
+):
+    run = Path(shutil.copytree(trained_run, tmp_path / trained_run.name))
+    for name in ("best", "last"):
+        newer = str(FORMAT_VERSION + 1)
+        with_version(trained_run / f"{name}.safetensors", run / f"{name}.safetensors", newer)
+    (tmp_path / "out").mkdir()
+    places = {"RUN": str(run), "DATA": str(shapes_dataset), "OUT": str(tmp_path / "out")}
+    args = []
+    for arg in READERS[command]:
+        for name, place in places.items():
+            arg = arg.replace(name, place)
+        args.append(arg)
+    result = cli(*args)
+    assert result.exit_code == 5, result.stderr
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith(f"error: checkpoint {run}/"), result.stderr
+    assert f"has format version {FORMAT_VERSION + 1}, newer than this segcli" in message
+    assert "upgrade segcli" in message and "Traceback" not in result.stderr
+    assert not list((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize(
+    "version, found, hint",
+    [
+        (1, "is of version 1, written by an earlier segcli", "segcli export --checkpoint RUN"),
+        (None, "is of version 1, written by an earlier segcli", "--format torchscript"),
+        (SIDECAR_VERSION + 1, f"has version {SIDECAR_VERSION + 1}, newer", "upgrade segcli"),
+    ],
+    ids=["older", "unversioned", "newer"],
+)
+def test_an_export_sidecar_of_another_version_is_refused_on_one_line(
+    cli, best, shapes_dataset, tmp_path, version, found, hint
+):
+    exported = tmp_path / "model.pt"
+    result = cli("export", "--checkpoint", best, "--format", "torchscript", "--out", exported)
+    assert result.exit_code == 0, result.stderr
+    sidecar = tmp_path / "model.pt.json"
+    record = json.loads(sidecar.read_text())
+    record.pop("segcli_export")
+    if version is not None:
+        record["segcli_export"] = version
+    sidecar.write_text(json.dumps(record))
+    images = shapes_dataset / "val" / "images"
+    result = cli("predict", images, "--checkpoint", exported, "--out", tmp_path / "pred")
+    assert result.exit_code == 5
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: export sidecar {sidecar} {found}") and hint in line
+    assert not (tmp_path / "pred").exists()
