@@ -134,12 +134,11 @@ def export_checkpoint(
         )
     generator = torch.Generator().manual_seed(0)
     samples = [torch.randn(1, predictor.channels, height, width, generator=generator)]
-    if dynamic:  # another batch size and image size prove the axes really are dynamic
-        samples.append(
-            torch.randn(
-                2, predictor.channels, height + divisor, width + 2 * divisor, generator=generator
-            )
-        )
+    # another batch size (and with --dynamic, image size) proves the axes really are dynamic
+    grow = (divisor, 2 * divisor) if dynamic else (0, 0)
+    samples.append(
+        torch.randn(2, predictor.channels, height + grow[0], width + grow[1], generator=generator)
+    )
     path = Path(out) if out else checkpoint.with_suffix(FORMATS[fmt])
     if path.suffix != FORMATS[fmt]:
         raise UsageError(f"--out {path} should end in {FORMATS[fmt]} for --format {fmt}")
@@ -481,9 +480,7 @@ def describe(
         "preprocessing": predictor.preprocessing.record(),
         "input": {
             "name": "images",
-            "shape": ["batch", predictor.channels, "height", "width"]
-            if dynamic
-            else [1, predictor.channels, *size],
+            "shape": ["batch", predictor.channels, *(("height", "width") if dynamic else size)],
             "dynamic": dynamic,
         },
         "config": predictor.meta["config"],
@@ -493,14 +490,16 @@ def describe(
 def export_onnx_bytes(
     model: nn.Module, sample: torch.Tensor, dynamic: bool, opset: int | None
 ) -> tuple[str, bytes]:
-    """The exporter's description and the ONNX model.
+    """The exporter's description and the ONNX model: its batch axis is always dynamic (so
+    `predict --batch-size` batches), its height and width with `dynamic`.
 
     The graph is built in memory (no file name given to the exporter), so an exporter
     failure is a PluginError and a failed write (a full disk) an error of the write."""
-    dynamic_shapes = None
+    dim = torch.export.Dim
+    axes = {0: dim("batch")}
     if dynamic:
-        dim = torch.export.Dim
-        dynamic_shapes = {"images": {0: dim("batch"), 2: dim("height"), 3: dim("width")}}
+        axes.update({2: dim("height"), 3: dim("width")})
+    dynamic_shapes = {"images": axes}
     chatter = io.StringIO()  # the exporter prints its progress; keep the CLI output ours
     try:
         with contextlib.redirect_stdout(chatter), warnings.catch_warnings():
