@@ -1,14 +1,17 @@
-"""Float ONNX against INT8 ONNX on a run's validation images: images per second and the
-monitored metric of each, and the ratio of their speeds.
+"""Every deployment format of a run on its validation images: images per second of `segcli
+predict` and of bare forward passes for PyTorch eager, TorchScript, float ONNX, INT8 ONNX and
+OpenVINO (when installed); the monitored metric of each re-scored export; INT8 against float.
 
     python benchmarks/deploy.py RUN [--dataset DIR] [--calibration 200] [--batch-size 4]
     python benchmarks/deploy.py --quick     # a tiny shapes run trained here: a smoke test
 
-RUN is a run folder or checkpoint; the INT8 model is made exactly as `segcli export --format
-onnx --quantize int8` makes it (calibrated on the run's train images) and kept whatever it
-scores. Two speeds are given for each model: end to end as `segcli evaluate` predicts the
-validation split (decoding, resizing, resizing back included), and the bare forward passes
-on the same images already preprocessed, at --batch-size. Run it alone on the machine.
+RUN is a run folder or checkpoint; each export is made exactly as `segcli export --dynamic`
+makes it (INT8: `--quantize int8`, calibrated on the run's train images) and kept whatever it
+scores. Three speeds: `predict` is `segcli predict` on the validation images (decoding,
+resizing, the model at --batch-size, resizing back, writing the masks), `forward` the bare
+forward passes on the same images already preprocessed, at --batch-size; `end to end` is
+the pass that re-scored an export (as `segcli evaluate` predicts: one image at a time, at its
+own size). Every format runs on PyTorch's threads. Run it alone on the machine.
 Target (issue 21): INT8 at least 1.5x the float end-to-end images/s, the metric within 0.01.
 """
 
@@ -18,17 +21,27 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from segcli.building import forward
 from segcli.data.images import read_image
 from segcli.evaluation import labelled_pairs
 from segcli.inference.export import export_checkpoint
-from segcli.inference.exported_models import OnnxModel
+from segcli.inference.exported_models import openvino_installed
+from segcli.inference.predict_files import predict_paths
 from segcli.inference.predictor import Predictor, reuse_freed_memory
-from segcli.inference.preprocessing import pad_to_multiple
 from segcli.inference.quantization import SCORING_SPLIT
 from segcli.runs.folders import find_checkpoint
+
+# (name, --format, --quantize, file name) of each export compared with the checkpoint
+EXPORTS = [
+    ("torchscript", "torchscript", None, "model.pt"),
+    ("onnx float", "onnx", None, "float.onnx"),
+    ("onnx int8", "onnx", "int8", "int8.onnx"),
+    ("openvino", "openvino", None, "model.xml"),
+]
 
 
 def quick_run(folder: Path) -> tuple[Path, Path]:
@@ -57,16 +70,27 @@ def quick_run(folder: Path) -> tuple[Path, Path]:
     return fit(config), dataset
 
 
-def forward_images_per_second(
-    runner: OnnxModel, images: list[torch.Tensor], batch_size: int
-) -> float:
+def forward_images_per_second(model: Any, images: list[torch.Tensor], batch_size: int) -> float:
     """Images per second of bare forward passes over `images` (one warm-up batch untimed)."""
-    batches = [torch.cat(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
-    runner(batches[0])
-    start = time.perf_counter()
-    for batch in batches:
-        runner(batch)
+    batches = [torch.stack(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
+    with torch.no_grad():
+        forward(model, batches[0])
+        start = time.perf_counter()
+        for batch in batches:
+            forward(model, batch)
     return len(images) / (time.perf_counter() - start)
+
+
+def predict_images_per_second(model: Path, images: list[Path], out: Path, batch: int) -> float:
+    """Images per second of `segcli predict` (in process) on `images`, the quicker of two
+    passes after an untimed one (the machine may be shared)."""
+    predict_paths(model, images[:batch], out, batch_size=batch, device="cpu", force=True)
+    speeds = []
+    for _ in range(2):
+        start = time.perf_counter()
+        predict_paths(model, images, out, batch_size=batch, device="cpu", force=True)
+        speeds.append(len(images) / (time.perf_counter() - start))
+    return max(speeds)
 
 
 def main() -> None:
@@ -80,18 +104,22 @@ def main() -> None:
     if not args.quick and args.run is None:
         parser.error("give a RUN (or --quick)")
     reuse_freed_memory()  # as `segcli predict` and `segcli evaluate` do
+    rows: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         if args.quick:
             args.run, args.dataset = quick_run(folder)
             args.calibration, args.batch_size = 8, 2
         checkpoint = find_checkpoint(args.run)
-        models = {}
-        for name, quantize in (("float", None), ("int8", "int8")):
-            models[name] = folder / f"{name}.onnx"
+        models = {"pytorch eager": checkpoint}
+        checks = {}
+        for name, fmt, quantize, file_name in EXPORTS:
+            if fmt == "openvino" and not openvino_installed():
+                continue
+            models[name] = folder / file_name
             report = export_checkpoint(
                 checkpoint,
-                "onnx",
+                fmt,
                 models[name],
                 dynamic=True,
                 quantize=quantize,
@@ -99,34 +127,43 @@ def main() -> None:
                 keep_anyway=True,
                 dataset=args.dataset,
             )
-        check = report.accuracy
-        assert check is not None
-        predictor = Predictor(checkpoint, "cpu", amp="off")
-        divisor = predictor.preprocessing.size_divisor
+            if report.accuracy is not None:
+                checks[name] = report.accuracy
+        check = checks["onnx int8"]
         pairs = labelled_pairs(Path(check["dataset"]), SCORING_SPLIT)
-        images = [
-            pad_to_multiple(
-                predictor.preprocess(read_image(image, predictor.channels))[None], divisor
-            )[0]
-            for image, _ in pairs
-        ]
-        bare = {
-            name: forward_images_per_second(
-                OnnxModel(path, divisor, torch.device("cpu")), images, args.batch_size
-            )
-            for name, path in models.items()
-        }
-    reference, exported = check["reference"], check["exported"]
+        image_files = [image for image, _ in pairs]
+        for name, model in models.items():
+            predictor = Predictor(model, "cpu", amp="off")
+            tensors = [predictor.preprocess(read_image(p, predictor.channels)) for p in image_files]
+            rows[name] = {
+                "predict": predict_images_per_second(
+                    model, image_files, folder / "masks", args.batch_size
+                ),
+                "forward": forward_images_per_second(predictor.model, tensors, args.batch_size),
+            }
+    # every re-scored export is compared with the float ONNX model: the INT8 pass's figures
+    for name, record in [("onnx float", {"exported": check["reference"]}), *checks.items()]:
+        rows[name]["score"] = record["exported"]["score"]
+        rows[name]["end_to_end"] = record["exported"]["images_per_second"]
     print(f"{checkpoint}: {check['images']} {check['split']} image(s) of {check['dataset']}")
-    print(f"{'model':8} {check['metric']:>16} {'end-to-end img/s':>17} {'forward img/s':>14}")
-    for name, record in (("float", reference), ("int8", exported)):
+    print(
+        f"batch {args.batch_size}, {torch.get_num_threads()} thread(s); images per second, and "
+        "each one's ratio to PyTorch eager"
+    )
+    eager = rows["pytorch eager"]
+    print(f"{'format':14} {check['metric']:>16} {'predict':>14} {'forward':>14} {'end to end':>11}")
+    for name, row in rows.items():
+        score = f"{row['score']:.4f}" if "score" in row else "-"
+        end_to_end = f"{row['end_to_end']:.1f}" if "end_to_end" in row else "-"
         print(
-            f"{name:8} {record['score']:16.4f} {record['images_per_second']:17.1f} "
-            f"{bare[name]:14.1f}"
+            f"{name:14} {score:>16} {row['predict']:8.1f} {row['predict'] / eager['predict']:4.2f}x"
+            f" {row['forward']:8.1f} {row['forward'] / eager['forward']:4.2f}x {end_to_end:>11}"
         )
     print(
-        f"int8/float: end to end {check['speedup']:.2f}x, forward "
-        f"{bare['int8'] / bare['float']:.2f}x; {check['metric']} drop {check['drop']:.4f} "
+        f"int8/float: end to end {check['speedup']:.2f}x, predict "
+        f"{rows['onnx int8']['predict'] / rows['onnx float']['predict']:.2f}x, forward "
+        f"{rows['onnx int8']['forward'] / rows['onnx float']['forward']:.2f}x; "
+        f"{check['metric']} drop {check['drop']:.4f} "
         f"(calibrated on {args.calibration} train image(s))"
     )
 

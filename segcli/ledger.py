@@ -169,11 +169,13 @@ RUN_RECORDS = (
     "command.txt",
     "plan.json",
     "run.json",
+    "profile.json",  # written by `segcli profile RUN`, read by `segcli report`
 )
 
 
 def run_records(run_dir: Path) -> Iterator[Path]:
-    """What `segcli train` recorded in a run folder: RUN_RECORDS and the checkpoints."""
+    """What `segcli train` (and `segcli profile`) recorded in a run folder: RUN_RECORDS and
+    the checkpoints."""
     run_dir = Path(run_dir)
     yield from (run_dir / name for name in RUN_RECORDS)
     yield from run_dir.glob("*.safetensors")

@@ -283,6 +283,39 @@ def plan_section(plan: Any) -> str:
     )
 
 
+def profile_section(run: RunRecord) -> str:
+    """Parameters, FLOPs and speed per runtime from RUN/profile.json (`segcli profile RUN`);
+    without one, the command that makes it."""
+    from segcli.inference.profile import PROFILE_FILE
+
+    command = f"<code>segcli profile {_e(run.path)}</code>"
+    try:
+        profile = _json_file(run.path / PROFILE_FILE)
+        if profile is None:
+            return f'<p class="note">Not profiled yet: run {command} to add it here.</p>'
+        height, width = profile["input_size"]
+        rows = "".join(
+            f"<tr><th>{_e(speed['runtime'])}</th><td colspan=2>skipped: {_e(speed['skipped'])}"
+            "</td></tr>"
+            if speed["skipped"]
+            else f"<tr><th>{_e(speed['runtime'])}</th>"
+            f"<td>{speed['latency_ms']:.2f} ± {speed['latency_iqr_ms']:.2f}</td>"
+            f"<td>{speed['throughput_img_s']:.1f} ± {speed['throughput_iqr_img_s']:.1f}</td></tr>"
+            for speed in profile["speeds"]
+        )
+        return (
+            f"<p>{_e(profile['model'])} at {height}x{width}: {profile['parameters']:,} "
+            f"parameters, {profile['flops'] / 1e9:.3f} GFLOPs and "
+            f"{profile['peak_activation_bytes'] / 2**20:.1f} MiB of peak activations per "
+            f"image. Speed on {_e(profile['device'])}, median ± IQR of {profile['runs']} runs "
+            f"({command} measures it again):</p><table><tr><th>runtime</th>"
+            f"<th>latency, batch 1 (ms)</th><th>throughput, batch {profile['batch']} (img/s)"
+            f"</th></tr>{rows}</table>"
+        )
+    except (DataError, KeyError, TypeError, ValueError) as exc:
+        return f'<p class="note">{PROFILE_FILE} cannot be read ({_e(exc)}): run {command}.</p>'
+
+
 def _headline(run: RunRecord) -> str:
     summary = run.summary
     model = run.config.get("model", {}).get("name", "?")
@@ -321,6 +354,8 @@ def run_section(
     if run.plan is not None:
         parts += ["<h3>Plan and its reasons</h3>", plan_section(run.plan)]
     parts += [
+        "<h3>Cost to run (segcli profile)</h3>",
+        profile_section(run),
         "<h3>Summary and timings</h3>",
         _key_table(run.summary) if run.summary else '<p class="note">No summary.json.</p>',
         "<h3>Configuration</h3>",

@@ -25,7 +25,7 @@ def export(
     dynamic: bool = typer.Option(
         False,
         "--dynamic",
-        help="Any batch size and image size (needed for --tile and native sizes).",
+        help="Any image size (needed for --tile and native sizes); the batch is always free.",
     ),
     opset: int = typer.Option(
         None,

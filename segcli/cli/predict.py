@@ -57,6 +57,13 @@ def predict(
     batch_size: options.BatchSize = 4,
     workers: options.Workers = None,
     device: options.Device = "auto",
+    threads: int = typer.Option(
+        None,
+        "--threads",
+        help="CPU threads of the model, in every format (PyTorch, TorchScript, ONNX Runtime, "
+        "OpenVINO) [default: PyTorch's, the physical cores or OMP_NUM_THREADS].",
+        callback=options.in_range("--threads", low=1),
+    ),
     amp: str = typer.Option(
         "auto", "--amp", help="Mixed precision: auto (fp16 on CUDA), off, bf16, fp16."
     ),
@@ -86,6 +93,10 @@ def predict(
 
     checkpoint_path = find_checkpoint(checkpoint, runs_dir)
     reuse_freed_memory()
+    if threads is not None:  # exported models take PyTorch's count (runtime_threads)
+        import torch
+
+        torch.set_num_threads(threads)
     total = len(discover_inputs(inputs, recursive))
     console.print(f"checkpoint: {checkpoint_path}")
     columns = (TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())

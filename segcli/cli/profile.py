@@ -43,7 +43,12 @@ def profile(
     Latency is measured at batch 1, throughput at --batch; each is the median (and the
     interquartile range) of --runs timed runs on random inputs."""
     from segcli.devices import resolve_device
-    from segcli.inference.profile import model_to_profile, parse_size, profile_model
+    from segcli.inference.profile import (
+        model_to_profile,
+        parse_size,
+        profile_model,
+        save_run_profile,
+    )
 
     chosen_size = parse_size(size) if size is not None else None
     target_model, name, source, input_size, channels = model_to_profile(
@@ -61,6 +66,7 @@ def profile(
             device=resolve_device(device, "--device"),
             on_runtime=lambda runtime: status.update(f"timing {runtime}"),
         )
+    saved = save_run_profile(result, Path(source)) if model is None else None
     if as_json:
         typer.echo(json.dumps(result.as_json(), indent=2))
         return
@@ -86,6 +92,8 @@ def profile(
             f"{speed.throughput_img_s:.1f} ± {speed.throughput_iqr_img_s:.1f}",
         )
     console.print(table)
+    if saved:
+        console.print(f"saved to {saved}: `segcli report` shows it")
 
 
 def add_to(app: typer.Typer) -> None:

@@ -118,12 +118,11 @@ def export_checkpoint(
         )
     generator = torch.Generator().manual_seed(0)
     samples = [torch.randn(1, predictor.channels, height, width, generator=generator)]
-    if dynamic:  # another batch size and image size prove the axes really are dynamic
-        samples.append(
-            torch.randn(
-                2, predictor.channels, height + divisor, width + 2 * divisor, generator=generator
-            )
-        )
+    # another batch size (and with --dynamic, image size) proves the axes really are dynamic
+    grow = (divisor, 2 * divisor) if dynamic else (0, 0)
+    samples.append(
+        torch.randn(2, predictor.channels, height + grow[0], width + grow[1], generator=generator)
+    )
     path = Path(out) if out else checkpoint.with_suffix(FORMATS[fmt])
     if path.suffix != FORMATS[fmt]:
         raise UsageError(f"--out {path} should end in {FORMATS[fmt]} for --format {fmt}")
@@ -277,9 +276,7 @@ def describe(
         "preprocessing": predictor.preprocessing.record(),
         "input": {
             "name": "images",
-            "shape": ["batch", predictor.channels, "height", "width"]
-            if dynamic
-            else [1, predictor.channels, *size],
+            "shape": ["batch", predictor.channels, *(("height", "width") if dynamic else size)],
             "dynamic": dynamic,
         },
         "config": predictor.meta["config"],

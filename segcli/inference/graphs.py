@@ -59,14 +59,16 @@ def openvino_ir(float_onnx: bytes, exporter: str) -> tuple[str, bytes, bytes]:
 def export_onnx_bytes(
     model: nn.Module, sample: torch.Tensor, dynamic: bool, opset: int | None
 ) -> tuple[str, bytes]:
-    """The exporter's description and the ONNX model.
+    """The exporter's description and the ONNX model: its batch axis is always dynamic (so
+    `predict --batch-size` batches), its height and width with `dynamic`.
 
     The graph is built in memory (no file name given to the exporter), so an exporter
     failure is a PluginError and a failed write (a full disk) an error of the write."""
-    dynamic_shapes = None
+    dim = torch.export.Dim
+    axes = {0: dim("batch")}
     if dynamic:
-        dim = torch.export.Dim
-        dynamic_shapes = {"images": {0: dim("batch"), 2: dim("height"), 3: dim("width")}}
+        axes.update({2: dim("height"), 3: dim("width")})
+    dynamic_shapes = {"images": axes}
     chatter = io.StringIO()  # the exporter prints its progress; keep the CLI output ours
     try:
         with contextlib.redirect_stdout(chatter), warnings.catch_warnings():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import statistics
 import time
 import warnings
@@ -28,10 +29,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from segcli.building import forward
 from segcli.errors import ConfigError, PluginError, UsageError
+from segcli.files import atomic_write
 from segcli.inference.preprocessing import size_divisor
 
 RUNTIMES = ("eager", "channels_last", "torchscript", "onnxruntime", "openvino")
 WARMUP_RUNS = 2
+# a run's latest profile, in its folder: `segcli report` shows it
+PROFILE_FILE = "profile.json"
 
 
 @dataclass
@@ -283,6 +287,18 @@ def profile_model(
             measure_runtime(runtime, model, size, channels, batch=batch, runs=runs, device=device)
         )
     return profile
+
+
+def save_run_profile(profile: ModelProfile, checkpoint: Path) -> Path | None:
+    """`profile` written to RUN/profile.json when the profiled checkpoint is a run's (its
+    folder holds config.toml), replacing an earlier one; None for a checkpoint elsewhere."""
+    run_dir = Path(checkpoint).parent
+    if not (run_dir / "config.toml").is_file():
+        return None
+    path = run_dir / PROFILE_FILE
+    with atomic_write(path) as stream:
+        stream.write(json.dumps(profile.as_json(), indent=2).encode())
+    return path
 
 
 def model_to_profile(

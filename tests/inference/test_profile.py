@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -73,10 +75,17 @@ def test_profile_measures_each_runtime_or_says_why_not():
         assert speed.latency_ms > 0 and speed.throughput_img_s > 0
 
 
-def test_profile_command_prints_json_for_a_run(cli, trained_run):
-    result = cli("profile", str(trained_run), "--runs", "2", "--batch", "2", "--json")
+@pytest.fixture
+def run(trained_run, tmp_path) -> Path:
+    """The shared tiny shapes run, copied: profiling a run writes into its folder."""
+    return Path(shutil.copytree(trained_run, tmp_path / trained_run.name))
+
+
+def test_profile_command_prints_json_for_a_run_and_saves_it_there(cli, run):
+    result = cli("profile", str(run), "--runs", "2", "--batch", "2", "--json")
     assert result.exit_code == 0, result.stderr
     profile = json.loads(result.stdout)
+    assert json.loads((run / "profile.json").read_text()) == profile
     assert profile["input_size"] == [32, 32] and profile["model"] == "unet"
     assert profile["flops"] > 0 and profile["peak_activation_bytes"] > 0
     runtimes = {speed["runtime"]: speed for speed in profile["speeds"]}
@@ -97,3 +106,34 @@ def test_profile_refuses_a_size_that_is_not_hxw(cli, size, message):
     result = cli("profile", "--model", "unet", "--size", size)
     assert result.exit_code == 2
     assert message in result.stderr
+
+
+def test_the_run_report_shows_the_profile_or_the_command_that_makes_it(cli, run):
+    from segcli.report import write_report
+
+    def section() -> str:
+        page = write_report([run]).read_text()
+        return page.split("<h3>Cost to run (segcli profile)</h3>")[1].split("<h3>")[0]
+
+    assert f"Not profiled yet: run <code>segcli profile {run}</code>" in section()
+    result = cli("profile", str(run), "--runs", "1", "--batch", "2")
+    assert result.exit_code == 0, result.stderr
+    assert f"saved to {run / 'profile.json'}" in "".join(result.stdout.split("\n"))  # wrapped
+    profile = json.loads((run / "profile.json").read_text())
+    shown = section()
+    assert f"unet at 32x32: {profile['parameters']:,} parameters" in shown
+    assert f"{profile['flops'] / 1e9:.3f} GFLOPs" in shown
+    assert "throughput, batch 2 (img/s)" in shown
+    eager = profile["speeds"][0]
+    assert f"<th>eager</th><td>{eager['latency_ms']:.2f} ± " in shown
+    (run / "profile.json").write_text("{")
+    assert "profile.json cannot be read" in section()
+
+
+def test_a_checkpoint_outside_a_run_is_profiled_without_saving(cli, run, tmp_path):
+    alone = tmp_path / "alone" / "model.safetensors"
+    alone.parent.mkdir()
+    shutil.copy(run / "best.safetensors", alone)
+    result = cli("profile", str(alone), "--runs", "1", "--batch", "1", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert sorted(path.name for path in alone.parent.iterdir()) == ["model.safetensors"]
