@@ -142,6 +142,8 @@ def evaluate_best(
 
     More than `max_images` images (0: no limit) are thinned to evenly spaced ones. A
     DataError when the run has no checkpoint or its dataset is not where it was trained."""
+    from segcli.data.folds import fold_pairs
+    from segcli.data.format import read_dataset_info
     from segcli.evaluation import evaluate_split, evenly_spaced, labelled_pairs
     from segcli.inference.predictor import Predictor
 
@@ -150,7 +152,9 @@ def evaluate_best(
     dataset_dir = checked_dataset(run)
     predictor = Predictor(run.checkpoint, device)
     split = predictor.config.dataset.val_split
-    pairs = labelled_pairs(dataset_dir, split)
+    # a cross-validation fold is shown the images it held out
+    held_out = fold_pairs(predictor.config, dataset_dir, read_dataset_info(dataset_dir), "val")
+    pairs = held_out or labelled_pairs(dataset_dir, split)
     chosen = evenly_spaced(pairs, max_images)
     evaluation = evaluate_split(
         predictor, dataset_dir, split, pairs=chosen, metrics={}, worst=worst
