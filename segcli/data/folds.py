@@ -37,22 +37,30 @@ def make_folds(root: Path, info: DatasetInfo, config: RunConfig, count: int, see
 def fold_pairs(
     config: RunConfig, root: Path, info: DatasetInfo, part: Literal["train", "val"]
 ) -> list[Pair] | None:
-    """The (image, mask) files fold `dataset.fold` trains (`part="train"`) or validates on,
-    their masks checked against dataset.json; None for a run that is not a fold."""
+    """The (image, mask) files fold `dataset.fold` of `dataset.folds` trains (`part="train"`)
+    or validates on; None for a run that is not a fold."""
     if config.dataset.fold is None or config.dataset.folds is None:
         return None
-    folds = read_folds(Path(config.dataset.folds))
-    check_fold(folds.count, config.dataset.fold)
+    return pairs_of_fold(Path(config.dataset.folds), config.dataset.fold, root, info, part)
+
+
+def pairs_of_fold(
+    folds_file: Path, fold: int, root: Path, info: DatasetInfo, part: Literal["train", "val"]
+) -> list[Pair]:
+    """The (image, mask) files of the prepared dataset at `root` that fold `fold` of the folds
+    file trains or validates on, their masks checked against dataset.json."""
+    folds = read_folds(folds_file)
+    check_fold(folds.count, fold)
     for split in folds.splits:
         if split in info.labelled_splits:
             check_mask_values(root, split, info)
     files = labelled_images(root, folds.splits, info)
-    ids = (folds.training_ids if part == "train" else folds.validation_ids)(config.dataset.fold)
+    ids = (folds.training_ids if part == "train" else folds.validation_ids)(fold)
     missing = [image_id for image_id in ids if image_id not in files]
     if missing:
         raise DataError(
-            f"{root} has no labelled image {missing[0]} ({len(missing)} of fold "
-            f"{config.dataset.fold}'s missing), which {config.dataset.folds} lists",
+            f"{root} has no labelled image {missing[0]} ({len(missing)} of fold {fold}'s "
+            f"missing), which {folds_file} lists",
             hint="use the dataset the folds were made from (its path is in the folds file)",
         )
     return [files[image_id] for image_id in ids]

@@ -230,9 +230,13 @@ def find_checkpoint(spec: Path | None, runs_dir: Path = Path("runs"), which: str
             candidate = spec / f"{name}{SUFFIX}"
             if candidate.is_file():
                 return candidate
+        from segcli.runs.cross_validation import is_cross_validation
+
         raise CheckpointError(
             f"run folder {spec} has no checkpoint",
-            hint="was the run stopped before its first epoch ended?",
+            hint=f"it is a cross-validation: use --ensemble {spec}, or --checkpoint {spec}/fold-0"
+            if is_cross_validation(spec)
+            else "was the run stopped before its first epoch ended?",
         )
     if not spec.exists():
         raise CheckpointError(f"checkpoint {spec} does not exist")
