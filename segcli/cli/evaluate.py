@@ -8,7 +8,7 @@ from typing import Any
 import typer
 
 from segcli.cli import options
-from segcli.cli.output import console, error_console
+from segcli.cli.output import console, error_console, print_warning
 
 
 def evaluate(
@@ -79,6 +79,8 @@ def evaluate(
         return
     split = split or "val"
     checkpoint_path = options.model_path(checkpoint, ensemble, runs_dir)
+    if ensemble is not None:
+        _warn_if_trained_on(ensemble, split)
     reuse_freed_memory()
     pairs = labelled_pairs(dataset_dir, split)
     total = len(pairs)
@@ -125,6 +127,19 @@ def evaluate(
     console.print(
         f"wrote {report_path}" + (f" and masks in {predictions_dir}" if predictions_dir else "")
     )
+
+
+def _warn_if_trained_on(run: Path, split: str) -> None:
+    """An ensemble scored on images its folds trained on: say that the score is not of
+    unseen images."""
+    from segcli.runs.cross_validation import FOLDS_FILE, read_folds
+
+    if split in read_folds(run / FOLDS_FILE).splits:
+        print_warning(
+            f"the {split} images are in {run.name}'s folds: every fold but one trained on each, "
+            "so this is no score on unseen images (`evaluate --cv` is; or make the folds "
+            "with train --hold-out-val)"
+        )
 
 
 def _evaluate_out_of_fold(

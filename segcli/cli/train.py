@@ -94,6 +94,12 @@ def train(
         help="Train only fold k (0 to K-1): of a new --folds K run, or of the "
         "cross-validation run given to --resume.",
     ),
+    hold_out_val: bool = typer.Option(
+        False,
+        "--hold-out-val",
+        help="With --folds: make the folds of the train images alone, so that the val split "
+        "judges the folds and their ensemble on images none of them trained on.",
+    ),
 ) -> None:
     """Train a model. `segcli train --data data/shapes` plans a training for a prepared
     dataset; `segcli train --plugin shapes-unet` trains the quick-start recipe."""
@@ -122,6 +128,11 @@ def train(
         )
     if fold is not None and folds is not None:
         check_fold(folds, fold)
+    if hold_out_val and folds is None:
+        raise UsageError(
+            "--hold-out-val says which images a new cross-validation's folds are made of",
+            hint="give --folds K too",
+        )
     if resume:
         if print_config:
             raise UsageError(
@@ -179,7 +190,7 @@ def train(
         if print_config:
             typer.echo(planned.render(), nl=False)
             return
-        _start(planned.config, max_steps, planned.record(), folds, fold)
+        _start(planned.config, max_steps, planned.record(), folds, fold, hold_out_val)
         return
     recipe = None
     if plugin:
@@ -194,7 +205,7 @@ def train(
     if print_config:
         typer.echo(to_toml(config), nl=False)
         return
-    _start(config, max_steps, None, folds, fold)
+    _start(config, max_steps, None, folds, fold, hold_out_val)
 
 
 def _start(
@@ -203,6 +214,7 @@ def _start(
     plan: dict[str, Any] | None,
     folds: int | None,
     fold: int | None,
+    hold_out_val: bool,
 ) -> None:
     """Train a new run, or start a cross-validation of `folds` folds (all, or `fold` alone)."""
     if folds is None:
@@ -210,7 +222,7 @@ def _start(
         return
     from segcli.training.cross_validation import start_cross_validation
 
-    parent = start_cross_validation(config, folds, plan)
+    parent = start_cross_validation(config, folds, plan, hold_out_val=hold_out_val)
     console.print(f"cross-validation: {folds} folds in {parent} (folds.json)")
     _train_folds(parent, config, fold, max_steps)
 

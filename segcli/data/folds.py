@@ -27,10 +27,14 @@ def labelled_images(root: Path, splits: tuple[str, ...], info: DatasetInfo) -> d
     return found
 
 
-def make_folds(root: Path, info: DatasetInfo, config: RunConfig, count: int, seed: int) -> Folds:
+def make_folds(
+    root: Path, info: DatasetInfo, config: RunConfig, count: int, seed: int, *, hold_out_val: bool
+) -> Folds:
     """`count` seeded folds over the labelled images of the configuration's train and
-    validation splits."""
-    splits = tuple(dict.fromkeys((config.dataset.train_split, config.dataset.val_split)))
+    validation splits, or of its train split alone (`hold_out_val`: the validation split
+    then judges the folds and their ensemble on images none of them trained on)."""
+    named = (config.dataset.train_split, *(() if hold_out_val else (config.dataset.val_split,)))
+    splits = tuple(dict.fromkeys(named))
     return assign_folds(list(labelled_images(root, splits, info)), count, seed, splits)
 
 

@@ -43,13 +43,20 @@ def fold_budget(seconds: float, count: int) -> float:
 
 
 def start_cross_validation(
-    config: RunConfig, count: int, plan: dict[str, Any] | None = None
+    config: RunConfig,
+    count: int,
+    plan: dict[str, Any] | None = None,
+    *,
+    hold_out_val: bool = False,
 ) -> Path:
-    """A new parent run for `count` folds of `config`'s dataset, seeded by `train.seed`: its
+    """A new parent run for `count` folds of `config`'s dataset (its train and validation
+    images, or with `hold_out_val` its train images alone), seeded by `train.seed`: its
     folds.json, the shared config.toml (and plan.json of a planned run). A fold count the
     images cannot fill is refused before the folder is made."""
     root = ensure_dataset(config)
-    folds = make_folds(root, read_dataset_info(root), config, count, config.train.seed)
+    info = read_dataset_info(root)
+    seed = config.train.seed
+    folds = make_folds(root, info, config, count, seed, hold_out_val=hold_out_val)
     parent = create_run_dir(config)
     record_run(parent, config, plan)
     write_folds(parent / FOLDS_FILE, folds, str(root.resolve()))

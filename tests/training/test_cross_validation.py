@@ -178,6 +178,16 @@ def test_predict_and_evaluate_take_the_ensemble(parent, data, tmp_path, cli):
     scored = cli("evaluate", data, "--ensemble", parent)
     assert scored.exit_code == 0, scored.stderr
     assert json.loads((parent / "eval-ensemble-val.json").read_text())["images"] == 6
+    assert "warning: the val images are in" in scored.stderr  # its folds trained on them
+
+
+def test_hold_out_val_makes_the_folds_of_the_train_images_alone(data, tmp_path, cli):
+    parent = train_folds(data, tmp_path / "runs", "--folds", 2, "--hold-out-val")
+    folds = read_folds(parent / FOLDS_FILE)
+    assert folds.splits == ("train",)
+    assert {i for k in range(2) for i in folds.validation_ids(k)} == ids_of(data, "train")
+    scored = cli("evaluate", data, "--ensemble", parent)
+    assert scored.exit_code == 0 and "warning" not in scored.stderr
 
 
 def test_out_of_fold_scores_use_each_image_once_with_the_fold_that_held_it_out(
@@ -238,6 +248,7 @@ def test_evaluate_cv_prints_and_saves_per_fold_and_pooled_scores(parent, data, c
         (["--folds", "19"], "more folds than the 18 labelled image(s)"),
         (["--folds", "3", "--fold", "3"], "fold 3 is out of range"),
         (["--fold", "0"], "--fold k trains one fold of a cross-validation"),
+        (["--hold-out-val"], "give --folds K too"),
     ],
 )
 def test_train_refuses_folds_it_cannot_make(data, tmp_path, cli, args, says):
