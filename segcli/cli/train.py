@@ -257,7 +257,14 @@ def _train_folds(parent: Path, config: Any, only: int | None, max_steps: int | N
         if todo.config is None:  # stopped before its end: continued like any run
             _train(None, max_steps, todo.run_dir, first=position == 0)
         else:
-            _train(todo.config, max_steps, None, run_dir=todo.run_dir, first=position == 0)
+            _train(
+                todo.config,
+                max_steps,
+                None,
+                plan=todo.plan,
+                run_dir=todo.run_dir,
+                first=position == 0,
+            )
         summary = write_folds_summary(parent)
     print_folds_summary(parent, summary)
 

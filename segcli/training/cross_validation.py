@@ -15,6 +15,7 @@ from segcli.config import RunConfig, build_config
 from segcli.data.folds import make_folds
 from segcli.data.format import read_dataset_info
 from segcli.errors import UsageError
+from segcli.json_files import read_json
 from segcli.runs.checkpoint_file import SUFFIX
 from segcli.runs.cross_validation import (
     FOLDS_FILE,
@@ -23,18 +24,25 @@ from segcli.runs.cross_validation import (
     read_folds,
     write_folds,
 )
-from segcli.runs.folders import create_run_dir, discard_run_without_checkpoint, record_run
+from segcli.runs.folders import (
+    PLAN_FILE,
+    create_run_dir,
+    discard_run_without_checkpoint,
+    record_run,
+)
 from segcli.training.setup import ensure_dataset
 
 
 @dataclass(frozen=True)
 class FoldRun:
-    """One fold to train: a new run from `config` in `run_dir`, or (`config` None) the run
-    already in `run_dir` resumed from its `last` checkpoint."""
+    """One fold to train: a new run from `config` in `run_dir` (with the parent's `plan`, for
+    a planned one), or (`config` None) the run already in `run_dir` resumed from its `last`
+    checkpoint."""
 
     fold: int
     run_dir: Path
     config: RunConfig | None
+    plan: dict[str, Any] | None = None
 
 
 def fold_budget(seconds: float, count: int) -> float:
@@ -85,6 +93,8 @@ def folds_to_train(parent: Path, config: RunConfig, only: int | None = None) -> 
     folds = read_folds(Path(parent) / FOLDS_FILE)
     if only is not None:
         check_fold(folds.count, only)
+    plan_file = Path(parent) / PLAN_FILE
+    plan = read_json(plan_file, "plan") if plan_file.is_file() else None
     to_train = []
     for fold in range(folds.count) if only is None else [only]:
         run_dir = fold_dir(parent, fold)
@@ -100,7 +110,7 @@ def folds_to_train(parent: Path, config: RunConfig, only: int | None = None) -> 
             continue
         if run_dir.exists():
             discard_run_without_checkpoint(run_dir)  # what a kill before its first epoch left
-        to_train.append(FoldRun(fold, run_dir, fold_config(config, parent, fold)))
+        to_train.append(FoldRun(fold, run_dir, fold_config(config, parent, fold), plan))
     if not to_train:
         raise UsageError(
             f"every fold of {parent} is trained already",
