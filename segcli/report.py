@@ -29,6 +29,7 @@ from segcli.evaluation import ImageRecord
 from segcli.files import atomic_write
 from segcli.ledger import claim_outputs, dataset_files, run_records
 from segcli.palette import colorize
+from segcli.runs.cross_validation import is_cross_validation, with_folds
 from segcli.runs.metrics import best_record, read_metrics
 from segcli.visualize import RUN_COLORS, confusion_picture, curves, error_map
 
@@ -497,14 +498,17 @@ def write_report(
     from (a run's records, its dataset) is never replaced. A run without a checkpoint gets
     its page without predictions; a checkpoint that cannot be evaluated (its dataset moved,
     ...) is an error: a page that silently lacks them would look complete."""
-    unique = list(dict.fromkeys(Path(p).resolve() for p in run_dirs))
+    # a cross-validation is shown with its folds side by side
+    unique = list(dict.fromkeys(p.resolve() for run in run_dirs for p in with_folds(run)))
     runs = [read_run(path) for path in unique]
-    out = Path(out) if out is not None else default_output(unique)
+    given = list(dict.fromkeys(Path(p).resolve() for p in run_dirs))
+    out = Path(out) if out is not None else default_output(given)
     ledger = claim_outputs([out], inputs=_inputs(runs), force=force)
     evaluations: list[tuple[Evaluation | None, str]] = []
     for run in runs:
         if run.checkpoint is None:
-            evaluations.append((None, "the run has no checkpoint (it stopped before one)"))
+            why = "its folds follow" if is_cross_validation(run.path) else "it stopped before one"
+            evaluations.append((None, f"the run has no checkpoint ({why})"))
             continue
         run_device = device or run.config.get("train", {}).get("device", "auto")
         evaluations.append(

@@ -127,6 +127,16 @@ def check_fold(count: int, fold: int) -> None:
         )
 
 
+def with_folds(run: Path) -> list[Path]:
+    """`run`, followed by its fold runs (those started) when it is a cross-validation: what a
+    report of it shows side by side."""
+    if not is_cross_validation(run):
+        return [Path(run)]
+    folds = read_folds(Path(run) / FOLDS_FILE)
+    started = [fold_dir(run, k) for k in range(folds.count)]
+    return [Path(run), *(path for path in started if (path / "config.toml").is_file())]
+
+
 def fold_checkpoints(run: Path) -> list[Path]:
     """The `best` checkpoint of every fold of a cross-validation run, in fold order; an error
     saying which folds are missing, and how to train them, when not all are trained."""

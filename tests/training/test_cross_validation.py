@@ -284,3 +284,13 @@ def test_an_ensemble_of_folds_not_all_trained_says_which_to_train(data, tmp_path
     assert result.exit_code == 2
     assert "fold(s) 0, 1 of 3 have no best checkpoint" in result.stderr
     assert f"segcli train --resume {parent}" in result.stderr
+
+
+def test_the_report_of_a_cross_validation_shows_its_folds_and_their_mean(parent, cli):
+    result = cli("report", parent)
+    assert result.exit_code == 0, result.stderr
+    page = (parent / "report.html").read_text()
+    summary = json.loads((parent / "summary.json").read_text())
+    assert all(f"fold-{k}" in page for k in range(FOLDS))
+    assert "Best epoch of each run" in page  # the folds side by side
+    assert f"{summary['mean']:.4f}" in page and "its folds follow" in page
