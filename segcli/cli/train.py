@@ -90,8 +90,8 @@ def train(
     fold: int = typer.Option(
         None,
         "--fold",
-        metavar="k",
-        help="Train only fold k (0 to K-1): of a new --folds K run, or of the "
+        metavar="FOLD",
+        help="Train only this fold (0 to K-1): of a new --folds K run, or of the "
         "cross-validation run given to --resume.",
     ),
     hold_out_val: bool = typer.Option(
