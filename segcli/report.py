@@ -32,8 +32,10 @@ from segcli.evaluation.best_checkpoint import (
     evaluate_best,
 )
 from segcli.files import atomic_write
+from segcli.json_files import read_json
 from segcli.ledger import claim_outputs, dataset_files, run_records
 from segcli.palette import colorize
+from segcli.runs.cross_validation import is_cross_validation, with_folds
 from segcli.runs.metrics import best_record, read_metrics
 from segcli.visualize import RUN_COLORS, confusion_picture, curves, error_map
 
@@ -95,8 +97,6 @@ def read_run(run_dir: Path) -> RunRecord:
     meta = read_checkpoint_meta(checkpoint) if checkpoint else {}
     classes = [ClassInfo(c["id"], c["name"], tuple(c["color"])) for c in meta.get("classes", [])]
     plan = _json_file(run_dir / "plan.json")
-    if plan is None:
-        plan = (_json_file(run_dir / "run.json") or {}).get("plan")
     return RunRecord(
         path=run_dir,
         config=config,
@@ -112,15 +112,7 @@ def read_run(run_dir: Path) -> RunRecord:
 
 
 def _json_file(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read {path}: {exc}") from None
-
-
-# ------------------------------------------------------------------------------ rendering
+    return read_json(path) if path.is_file() else None
 
 
 def _png(picture: Image.Image | np.ndarray, longest: int | None = None) -> str:
@@ -284,8 +276,7 @@ def plan_section(plan: Any) -> str:
 
 
 def profile_section(run: RunRecord) -> str:
-    """Parameters, FLOPs and speed per runtime from RUN/profile.json (`segcli profile RUN`);
-    without one, the command that makes it."""
+    """RUN/profile.json (`segcli profile RUN`) as a table; without one, the command."""
     from segcli.inference.profile import PROFILE_FILE
 
     command = f"<code>segcli profile {_e(run.path)}</code>"
@@ -478,14 +469,17 @@ def write_report(
     from (a run's records, its dataset) is never replaced. A run without a checkpoint gets
     its page without predictions; a checkpoint that cannot be evaluated (its dataset moved,
     ...) is an error: a page that silently lacks them would look complete."""
-    unique = list(dict.fromkeys(Path(p).resolve() for p in run_dirs))
+    # a cross-validation is shown with its folds side by side
+    unique = list(dict.fromkeys(p.resolve() for run in run_dirs for p in with_folds(run)))
     runs = [read_run(path) for path in unique]
-    out = Path(out) if out is not None else default_output(unique)
+    given = list(dict.fromkeys(Path(p).resolve() for p in run_dirs))
+    out = Path(out) if out is not None else default_output(given)
     ledger = claim_outputs([out], inputs=_inputs(runs), force=force)
     evaluations: list[tuple[CheckpointEvaluation | None, str]] = []
     for run in runs:
         if run.checkpoint is None:
-            evaluations.append((None, "the run has no checkpoint (it stopped before one)"))
+            why = "its folds follow" if is_cross_validation(run.path) else "it stopped before one"
+            evaluations.append((None, f"the run has no checkpoint ({why})"))
             continue
         run_device = device or run.config.get("train", {}).get("device", "auto")
         evaluation = evaluate_best(

@@ -94,6 +94,32 @@ Checkpoint = Annotated[
         autocompletion=completion.checkpoints,
     ),
 ]
+Ensemble = Annotated[
+    Path | None,
+    typer.Option(
+        "--ensemble",
+        metavar="RUN",
+        help="A cross-validation run (train --folds): its folds' probabilities averaged, "
+        "instead of one --checkpoint.",
+        autocompletion=completion.checkpoints,
+    ),
+]
+
+
+def model_path(checkpoint: Path | None, ensemble: Path | None, runs_dir: Path) -> Path:
+    """What the Predictor loads: the `--ensemble` run, checked to have every fold trained,
+    or the `--checkpoint` (a file, a run folder, or the newest run's best)."""
+    from segcli.runs.cross_validation import fold_checkpoints
+    from segcli.runs.folders import find_checkpoint
+
+    if ensemble is None:
+        return find_checkpoint(checkpoint, runs_dir)
+    if checkpoint is not None:
+        raise UsageError("--ensemble and --checkpoint both name the model", hint="give one of them")
+    fold_checkpoints(ensemble)
+    return ensemble
+
+
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Where to look for the newest run.")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 Tile = Annotated[

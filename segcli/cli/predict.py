@@ -13,6 +13,7 @@ from segcli.cli.output import console, error_console, print_warning
 def predict(
     inputs: list[str] = typer.Argument(..., help="Image files, folders or glob patterns."),
     checkpoint: options.Checkpoint = None,
+    ensemble: options.Ensemble = None,
     out: Path = typer.Option(
         None, "--out", "-o", help="Output folder [default: <input>-pred next to the input]."
     ),
@@ -89,16 +90,15 @@ def predict(
     from segcli.inference.input_files import discover_inputs
     from segcli.inference.predict_files import predict_paths
     from segcli.inference.predictor import reuse_freed_memory
-    from segcli.runs.folders import find_checkpoint
 
-    checkpoint_path = find_checkpoint(checkpoint, runs_dir)
+    checkpoint_path = options.model_path(checkpoint, ensemble, runs_dir)
     reuse_freed_memory()
     if threads is not None:  # exported models take PyTorch's count (runtime_threads)
         import torch
 
         torch.set_num_threads(threads)
     total = len(discover_inputs(inputs, recursive))
-    console.print(f"checkpoint: {checkpoint_path}")
+    console.print(f"{'ensemble' if ensemble else 'checkpoint'}: {checkpoint_path}")
     columns = (TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=error_console, transient=True) as progress:
         task = progress.add_task("predicting", total=total)

@@ -80,13 +80,59 @@ def train(
         help="Where runs are: --resume last looks here [default: runs]; a new run is "
         "written here (same as --set runs_dir=DIR).",
     ),
+    folds: int = typer.Option(
+        None,
+        "--folds",
+        metavar="K",
+        help="Cross-validate: K seeded folds of the train and val images, one run each in "
+        "RUN/fold-k/; --time is shared out evenly among them.",
+    ),
+    fold: int = typer.Option(
+        None,
+        "--fold",
+        metavar="FOLD",
+        help="Train only this fold (0 to K-1): of a new --folds K run, or of the "
+        "cross-validation run given to --resume.",
+    ),
+    hold_out_val: bool = typer.Option(
+        False,
+        "--hold-out-val",
+        help="With --folds: make the folds of the train images alone, so that the val split "
+        "judges the folds and their ensemble on images none of them trained on.",
+    ),
 ) -> None:
     """Train a model. `segcli train --data data/shapes` plans a training for a prepared
     dataset; `segcli train --plugin shapes-unet` trains the quick-start recipe."""
     from segcli.config import build_config, to_toml
     from segcli.errors import UsageError
     from segcli.plugins import get_plugins
+    from segcli.runs.cross_validation import check_fold, check_fold_count, is_cross_validation
 
+    if folds is not None:
+        check_fold_count(folds)
+        if resume:
+            raise UsageError(
+                "--folds starts a new cross-validation; --resume continues one with its folds",
+                hint="segcli train --resume CV_RUN [--fold k]",
+            )
+        if os.environ.get("WORLD_SIZE", "1") != "1":
+            raise UsageError(
+                "a cross-validation trains its folds one after another in one process",
+                hint="run it without torchrun, or train a fold alone under torchrun with "
+                "--set dataset.folds=RUN/folds.json --set dataset.fold=k",
+            )
+    if fold is not None and folds is None and not resume:
+        raise UsageError(
+            "--fold k trains one fold of a cross-validation",
+            hint="give the folds too (--folds 5 --fold 0), or the run: --resume CV_RUN --fold 0",
+        )
+    if fold is not None and folds is not None:
+        check_fold(folds, fold)
+    if hold_out_val and folds is None:
+        raise UsageError(
+            "--hold-out-val says which images a new cross-validation's folds are made of",
+            hint="give --folds K too",
+        )
     if resume:
         if print_config:
             raise UsageError(
@@ -100,10 +146,23 @@ def train(
                 hint="--time +5m or --set train.epochs=N extends it",
             )
         target = _resume_target(resume, runs_dir)
+        if is_cross_validation(target):
+            _resume_cross_validation(target, fold, time_budget, overrides, max_steps)
+            return
+        if fold is not None:
+            raise UsageError(
+                f"--fold picks a fold of a cross-validation run; {target} is a single run",
+                hint=f"segcli train --resume {target}",
+            )
         _train(None, max_steps, target, extension=_extension(time_budget, overrides))
         return
     if time_budget is not None:
-        overrides = [*overrides, f"train.max_time={_seconds(time_budget)}"]
+        seconds = _seconds(time_budget)
+        if folds is not None:  # the whole command's budget, shared out among the folds
+            from segcli.training.cross_validation import fold_budget
+
+            seconds = fold_budget(seconds, folds)
+        overrides = [*overrides, f"train.max_time={seconds}"]
     if not plugin and not config_file and data is None:
         raise UsageError(
             "say what to train: --data DATASET_DIR, --plugin RECIPE or --config FILE",
@@ -131,7 +190,7 @@ def train(
         if print_config:
             typer.echo(planned.render(), nl=False)
             return
-        _train(planned.config, max_steps, None, plan=planned.record())
+        _start(planned.config, max_steps, planned.record(), folds, fold, hold_out_val)
         return
     recipe = None
     if plugin:
@@ -146,7 +205,68 @@ def train(
     if print_config:
         typer.echo(to_toml(config), nl=False)
         return
-    _train(config, max_steps, None)
+    _start(config, max_steps, None, folds, fold, hold_out_val)
+
+
+def _start(
+    config: Any,
+    max_steps: int | None,
+    plan: dict[str, Any] | None,
+    folds: int | None,
+    fold: int | None,
+    hold_out_val: bool,
+) -> None:
+    """Train a new run, or start a cross-validation of `folds` folds (all, or `fold` alone)."""
+    if folds is None:
+        _train(config, max_steps, None, plan=plan)
+        return
+    from segcli.training.cross_validation import start_cross_validation
+
+    parent = start_cross_validation(config, folds, plan, hold_out_val=hold_out_val)
+    console.print(f"cross-validation: {folds} folds in {parent} (folds.json)")
+    _train_folds(parent, config, fold, max_steps)
+
+
+def _resume_cross_validation(
+    parent: Path,
+    fold: int | None,
+    time_budget: str | None,
+    overrides: list[str],
+    max_steps: int | None,
+) -> None:
+    from segcli.errors import UsageError
+    from segcli.training.cross_validation import shared_config
+
+    if time_budget is not None or overrides:
+        raise UsageError(
+            f"{parent} is a cross-validation: its folds keep the configuration and time they "
+            "were given",
+            hint=f"give one fold more: segcli train --resume {parent}/fold-0 --time +5m",
+        )
+    _train_folds(parent, shared_config(parent), fold, max_steps)
+
+
+def _train_folds(parent: Path, config: Any, only: int | None, max_steps: int | None) -> None:
+    """Train the folds of `parent` still to train, one after another, each an ordinary run;
+    the parent's summary.json is rewritten after each, and shown at the end."""
+    from segcli.runs.cross_validation import write_folds_summary
+    from segcli.training.cross_validation import folds_to_train
+
+    for position, todo in enumerate(folds_to_train(parent, config, only)):
+        console.print(f"[bold]fold {todo.fold}[/]: {todo.run_dir}", highlight=False)
+        if todo.config is None:  # stopped before its end: continued like any run
+            _train(None, max_steps, todo.run_dir, first=position == 0)
+        else:
+            _train(
+                todo.config,
+                max_steps,
+                None,
+                plan=todo.plan,
+                run_dir=todo.run_dir,
+                first=position == 0,
+            )
+        summary = write_folds_summary(parent)
+    print_folds_summary(parent, summary)
 
 
 def _seconds(text: str, *, added: bool = False) -> float:
@@ -198,7 +318,11 @@ def _train(
     resume: Path | None,
     plan: dict[str, Any] | None = None,
     extension: Any = None,
+    run_dir: Path | None = None,
+    first: bool = True,
 ) -> None:
+    """`fit` with the live display, then the summary and the report. The time budget counts
+    from the command's start for its `first` run (planning included), else from here."""
     from segcli.training.fit import fit
 
     monitor = config.train.monitor if config else "confusion/miou"
@@ -211,8 +335,9 @@ def _train(
             reporter=reporter,
             plan=plan,
             extension=extension,
-            started=command_started(),
+            started=command_started() if first else None,
             finishing_validations=REPORT_VALIDATIONS,
+            run_dir=run_dir,
         )
     finally:
         reporter.stop()
@@ -259,6 +384,39 @@ def print_summary(run_dir: Path) -> None:
     console.print(f"checkpoints: {run_dir}/best.safetensors, {run_dir}/last.safetensors")
     console.print(f"curves: {run_dir}/curves.png")
     console.print(f"next: segcli predict --colorize FOLDER   (uses {run_dir}/best.safetensors)")
+
+
+def print_folds_summary(parent: Path, summary: dict[str, Any]) -> None:
+    """Each fold's best monitored score, their mean ± sd, and what to do next."""
+    from rich.table import Table
+
+    monitor = summary.get("monitor") or "score"
+    table = Table(title=f"cross-validation: best {monitor} per fold")
+    for column in ("fold", "train", "val", monitor, "epoch"):
+        table.add_column(column, justify="left" if column == "fold" else "right")
+    for row in summary["folds"]:
+        best = row["best"]
+        table.add_row(
+            str(row["fold"]),
+            str(row["images"]["train"]),
+            str(row["images"]["val"]),
+            "not trained" if best is None else f"{best:.4f}",
+            "-" if row["best_epoch"] is None else str(row["best_epoch"]),
+        )
+    console.print(table)
+    if summary["mean"] is not None:
+        sd = "" if summary["sd"] is None else f" ± {summary['sd']:.4f}"
+        console.print(
+            f"{monitor}: [bold]{summary['mean']:.4f}{sd}[/] (mean ± sd of {summary['trained']} "
+            f"fold(s) of {len(summary['folds'])})",
+            highlight=False,
+        )
+    console.print(f"summary: {parent}/summary.json", highlight=False)
+    console.print(
+        f"next: segcli predict --ensemble {parent} IMAGES...; "
+        f"segcli evaluate DATASET --cv {parent}",
+        highlight=False,
+    )
 
 
 def time_line(summary: dict[str, Any]) -> str:

@@ -101,6 +101,17 @@ class DatasetConfig(Section):
     val_split: Name = "val"
     # decoded training and validation images kept in memory: auto = when they fit
     cache: Literal["auto", "memory", "off"] = "auto"
+    # cross-validation (`segcli train --folds K` sets both): a folds file and the fold this run
+    # trains; its images then replace train_split and val_split
+    folds: Name | None = None
+    fold: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _fold_with_folds(self) -> DatasetConfig:
+        if (self.fold is None) != (self.folds is None):
+            key = "dataset.folds" if self.folds is None else "dataset.fold"
+            raise InvalidKey(key, "set together with dataset.fold and dataset.folds (or neither)")
+        return self
 
 
 class ModelConfig(Section):

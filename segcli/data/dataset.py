@@ -72,19 +72,24 @@ class SegmentationDataset(Dataset):
         seed: int = 0,
         info: DatasetInfo | None = None,
         load_size: tuple[int, int] | None = None,
+        pairs: list[tuple[Path, Path]] | None = None,
     ) -> None:
+        """`pairs`: the (image, mask) files to read instead of the split's, already checked
+        (a cross-validation fold's, `segcli.data.folds`); `split` then only names them."""
         self.root = Path(root)
         # images larger than this are resized to it when read (InputConfig.load_size)
         self.load_size = load_size
         self.info = info or read_dataset_info(self.root)
         self.split = split
-        self.pairs = [(image, mask) for image, mask in split_files(self.root, split) if mask]
+        if pairs is None:
+            pairs = [(image, mask) for image, mask in split_files(self.root, split) if mask]
+            check_mask_values(self.root, split, self.info)
+        self.pairs = pairs
         if not self.pairs:
             raise DataError(
                 f"split {split!r} of {root} has no labelled images",
                 hint=f"labelled splits: {', '.join(self.info.labelled_splits) or 'none'}",
             )
-        check_mask_values(self.root, split, self.info)
         self.transform = transform
         self.seed = seed
         # index -> (image, mask) as decoded and checked; filled by `decode_all`

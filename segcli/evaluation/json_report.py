@@ -74,8 +74,11 @@ def evaluation_report(
 
 
 def default_report_path(checkpoint: Path, split: str) -> Path:
-    """`<run>/eval-<split>.json` for a checkpoint in a run folder, else next to the file."""
+    """`<run>/eval-<split>.json` for a checkpoint in a run folder, else next to the file;
+    `<run>/eval-ensemble-<split>.json` for the ensemble of a cross-validation run's folds."""
     checkpoint = Path(checkpoint)
+    if checkpoint.is_dir():
+        return checkpoint / f"eval-ensemble-{split}.json"
     if (checkpoint.parent / "config.toml").is_file():
         return checkpoint.parent / f"eval-{split}.json"
     return checkpoint.with_name(f"{checkpoint.stem}-eval-{split}.json")

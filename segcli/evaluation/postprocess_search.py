@@ -80,22 +80,23 @@ def learn_post_processing(
     dataset_dir: Path,
     split: str,
     *,
+    pairs: Sequence[tuple[Path, Path]] | None = None,
     monitor: str,
     maximize: bool,
     device: str = "auto",
 ) -> Choice | None:
-    """The post-processing a two-class checkpoint's predictions on `split` call for, judged by
-    its `monitor` metric at the images' own size; None for a model of more classes or a
-    monitor no metric plugin gives."""
+    """The post-processing a two-class checkpoint's predictions on `split` (or on `pairs`, a
+    cross-validation fold's validation images) call for, judged by its `monitor` metric at the
+    images' own size; None for a model of more classes or a monitor no metric plugin gives."""
     predictor = Predictor(checkpoint, device, post_processing=False)
     plugin = monitor.split("/", 1)[0]
     metrics = build_metrics(predictor.config, predictor.dataset_info())
     if predictor.num_classes != 2 or plugin not in metrics:
         return None
     metrics = {plugin: metrics[plugin]}
-    pairs, held = [], 0
-    for image_path, mask_path in labelled_pairs(dataset_dir, split):
-        pairs.append((image_path, mask_path))
+    chosen, held = [], 0
+    for image_path, mask_path in pairs or labelled_pairs(dataset_dir, split):
+        chosen.append((image_path, mask_path))
         held += _pixels(mask_path)
         if held >= LEARNING_PIXELS:
             break  # enough to choose by; the rest would only cost memory
@@ -110,7 +111,7 @@ def learn_post_processing(
         return foregrounds[-1]
 
     evaluate_split(
-        predictor, dataset_dir, split, pairs=pairs, metrics={}, on_image=keep,
+        predictor, dataset_dir, split, pairs=chosen, metrics={}, on_image=keep,
         foreground=foreground_of,
     )  # fmt: skip
 

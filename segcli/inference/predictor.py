@@ -23,6 +23,7 @@ from segcli.inference.postprocessing import PostProcessing
 from segcli.inference.preprocessing import recorded_preprocessing, resize_in_strips, size_divisor
 from segcli.inference.tiling import DEFAULT_OVERLAP, sliding_window
 from segcli.runs.checkpoint_file import load_checkpoint, load_model_state
+from segcli.runs.cross_validation import fold_checkpoints
 
 # flip dimensions of each test-time view; the views' probabilities are averaged
 TTA_VIEWS: dict[str, list[tuple[int, ...]]] = {
@@ -56,7 +57,9 @@ def reuse_freed_memory() -> None:
 
 class Predictor:
     """A model with the preprocessing it was trained with, from a segcli checkpoint
-    (`.safetensors`) or an export made by `segcli export` (`.onnx`, TorchScript `.pt`)."""
+    (`.safetensors`) or an export made by `segcli export` (`.onnx`, TorchScript `.pt`); or
+    the ensemble of a cross-validation run's folds (its folder): each fold's `best` predicts
+    and their probabilities are averaged, so tiles, TTA and every output work alike."""
 
     def __init__(
         self,
@@ -70,6 +73,10 @@ class Predictor:
     ) -> None:
         checkpoint_path = Path(checkpoint_path)
         self.device = resolve_device(device, "--device")
+        # a cross-validation run: its folds, the first of which describes them all
+        folds = fold_checkpoints(checkpoint_path) if checkpoint_path.is_dir() else []
+        if folds:
+            checkpoint_path = folds[0]
         self.exported = checkpoint_path.suffix in EXPORT_SUFFIXES
         if self.exported:
             meta, self.model = load_exported(checkpoint_path, self.device)
@@ -103,6 +110,8 @@ class Predictor:
                 f" image channel(s), its model for {self.channels}"
             )
         self.size = self.preprocessing.size
+        # the models whose probabilities are averaged: the folds of an ensemble
+        self.members = [self.model, *(self._fold_model(path) for path in folds[1:])]
         self.num_classes = max(2, len(self.classes))
         if threshold is not None and self.num_classes != 2:
             raise UsageError(
@@ -110,7 +119,9 @@ class Predictor:
                 hint="leave --threshold out: the most probable class is taken",
             )
         self.rules = PostProcessing(threshold=self.config.train.threshold)
-        if post_processing and self.num_classes == 2 and meta.get("post_processing"):
+        # each fold's rules were chosen for that fold alone: an ensemble applies none
+        learned = meta.get("post_processing") if not folds else None
+        if post_processing and self.num_classes == 2 and learned:
             self.rules = _recorded_rules(meta["post_processing"], checkpoint_path)
         if threshold is not None:
             self.rules = replace(self.rules, threshold=threshold)
@@ -125,6 +136,24 @@ class Predictor:
             amp = "fp16" if self.device.type == "cuda" and not self.exported else "off"
         self.amp = "off" if self.exported else amp
         self.palette = [c.color for c in self.classes]
+
+    def _fold_model(self, path: Path) -> torch.nn.Module:
+        """Another fold of an ensemble: a model that must read the same input and predict the
+        same classes as the first fold's."""
+        checkpoint = load_checkpoint(path)
+        classes = [c.get("name") for c in checkpoint.meta.get("classes", [])]
+        if classes != [c.name for c in self.classes] or replace(
+            recorded_preprocessing(checkpoint.meta, path), size_divisor=0
+        ) != replace(self.preprocessing, size_divisor=0):
+            raise CheckpointError(
+                f"{path} predicts other classes or reads its input otherwise than the first fold",
+                hint="an ensemble needs folds trained with one configuration: train them again",
+            )
+        config = _saved_config(checkpoint.meta, path)
+        config.model.backbone_weights = None  # the checkpoint holds all weights
+        model = rebuild_model(config, checkpoint.meta, self.dataset_info(), source=path)
+        load_model_state(model, checkpoint.model_state, path)
+        return model.to(self.device).eval()
 
     def dataset_info(self) -> DatasetInfo:
         return DatasetInfo(
@@ -144,17 +173,19 @@ class Predictor:
 
     @torch.no_grad()
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
-        """(N, K, h, w) float32 CPU class probabilities for a preprocessed batch, TTA averaged."""
+        """(N, K, h, w) float32 CPU class probabilities for a preprocessed batch, averaged
+        over the TTA views and the members of an ensemble."""
         batch = batch.to(self.device, non_blocking=True)
         total = None
-        for dims in self.views:
-            view = batch.flip(dims) if dims else batch
-            with autocast_for(self.amp, self.device):
-                logits = forward(self.model, view)
-            probs = probabilities(logits.float())
-            probs = probs.flip(dims) if dims else probs
-            total = probs if total is None else total + probs
-        return (total / len(self.views)).cpu()
+        for model in self.members:
+            for dims in self.views:
+                view = batch.flip(dims) if dims else batch
+                with autocast_for(self.amp, self.device):
+                    logits = forward(model, view)
+                probs = probabilities(logits.float())
+                probs = probs.flip(dims) if dims else probs
+                total = probs if total is None else total + probs
+        return (total / (len(self.views) * len(self.members))).cpu()
 
     def window_probabilities(self, windows: list[np.ndarray]) -> torch.Tensor:
         return self.probabilities(torch.stack([self.normalise(w) for w in windows]))

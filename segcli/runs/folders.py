@@ -29,9 +29,20 @@ LOCK_FILE = ".segcli-train.lock"
 _UNSAFE_IN_NAMES = re.compile(r"[^A-Za-z0-9._+-]+")
 
 
-def create_run_dir(config: RunConfig) -> Path:
+def create_run_dir(config: RunConfig, path: Path | None = None) -> Path:
     """`<runs_dir>/<dataset>-<model>-<YYYYmmdd-HHMMSS>/`, named after what the run trains (not
-    the recipe it may have borrowed), unique even when two runs start together."""
+    the recipe it may have borrowed), unique even when two runs start together; or `path`
+    (a cross-validation fold's folder), which must not exist yet."""
+    if path is not None:
+        try:
+            Path(path).mkdir(parents=True)
+            return Path(path)
+        except FileExistsError:
+            raise OutputError(
+                f"{path} exists already", hint=f"resume it with --resume {path}"
+            ) from None
+        except OSError as exc:
+            raise write_error(Path(path), exc) from None
     label = run_label(config)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = Path(config.runs_dir)
@@ -219,9 +230,13 @@ def find_checkpoint(spec: Path | None, runs_dir: Path = Path("runs"), which: str
             candidate = spec / f"{name}{SUFFIX}"
             if candidate.is_file():
                 return candidate
+        from segcli.runs.cross_validation import is_cross_validation
+
         raise CheckpointError(
             f"run folder {spec} has no checkpoint",
-            hint="was the run stopped before its first epoch ended?",
+            hint=f"it is a cross-validation: use --ensemble {spec}, or --checkpoint {spec}/fold-0"
+            if is_cross_validation(spec)
+            else "was the run stopped before its first epoch ended?",
         )
     if not spec.exists():
         raise CheckpointError(f"checkpoint {spec} does not exist")

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from segcli.config import RunConfig
+from segcli.data.folds import fold_pairs
 from segcli.data.format import DatasetInfo, read_dataset_info
 from segcli.errors import ConfigError, Interrupted, ResourceError, UsageError
 from segcli.evaluation.postprocess_search import learn_post_processing, record_post_processing
@@ -78,6 +79,7 @@ def fit(
     clock: Clock = time.monotonic,
     started: float | None = None,
     finishing_validations: float = 0.0,
+    run_dir: Path | None = None,
 ) -> Path:
     """Train a configuration to the end (or `max_steps`, or `train.max_time`); returns the run
     folder.
@@ -85,7 +87,8 @@ def fit(
     With `resume`, the configuration, weights, optimiser, scheduler, RNG, progress and time
     spent come from the run folder's `last` checkpoint, and training continues where it
     ended; `extension` gives a run more epochs or time (a finished run needs one). `plan` (a
-    planned run's layer and reasons, `segcli.planning`) is saved in a new run folder.
+    planned run's layer and reasons, `segcli.planning`) is saved in a new run folder, which is
+    `run_dir` when given (a cross-validation fold's), else a new folder in `runs_dir`.
 
     A time budget is the caller's whole command: `started` (a `clock` reading) is when it
     began, and `finishing_validations` how many validation passes' worth of work it does
@@ -119,6 +122,7 @@ def fit(
                 plan,
                 locks,
                 finishing_validations,
+                run_dir,
             )
     finally:
         distributed.stop(context)
@@ -135,6 +139,7 @@ def _fit(
     plan: dict[str, Any] | None,
     locks: ExitStack,
     finishing_validations: float,
+    new_run_dir: Path | None,
 ) -> Path:
     plugins = get_plugins()
     root = ensure_dataset(config) if context.is_main else config.dataset_path()
@@ -156,7 +161,8 @@ def _fit(
             state = start_segment(state)
     else:
         new_runs_dir = context.is_main and not Path(config.runs_dir).exists()
-        state, run_dir = TrainingState(), _new_run_dir(config, context, plan, locks)
+        state = TrainingState()
+        run_dir = _new_run_dir(config, context, plan, locks, new_run_dir)
     learns = _learns_post_processing(config, info, validate)
     # choosing post-processing predicts the validation images once more at their own size
     finishing = finishing_validations + (POST_PROCESSING_VALIDATIONS if learns else 0.0)
@@ -219,7 +225,8 @@ def _fit(
         learned = None
         if learns and (run_dir / f"best{SUFFIX}").is_file():
             watch.switch("post-processing")
-            learned = _post_processing(config, run_dir / f"best{SUFFIX}", root, monitor, mode)
+            best_path = run_dir / f"best{SUFFIX}"
+            learned = _post_processing(config, best_path, root, info, monitor, mode)
         spent = watch.spent()
         log.write_summary(
             {
@@ -249,7 +256,7 @@ def _learns_post_processing(config: RunConfig, info: DatasetInfo, validate: bool
 
 
 def _post_processing(
-    config: RunConfig, best: Path, root: Path, monitor: str, mode: str
+    config: RunConfig, best: Path, root: Path, info: DatasetInfo, monitor: str, mode: str
 ) -> dict[str, Any] | None:
     """Choose the post-processing of `best` on the validation images and record it in the
     checkpoint when it changes anything; what was chosen, with the monitored metric before and
@@ -258,6 +265,7 @@ def _post_processing(
         best,
         root,
         config.dataset.val_split,
+        pairs=fold_pairs(config, root, info, "val"),
         monitor=monitor,
         maximize=mode == "max",
         device=config.train.device,
@@ -456,11 +464,12 @@ def _new_run_dir(
     context: distributed.Distributed,
     plan: dict[str, Any] | None,
     locks: ExitStack,
+    path: Path | None,
 ) -> Path:
     if not context.enabled:
-        run_dir = create_run_dir(config)
+        run_dir = create_run_dir(config, path)
     else:
-        made = str(create_run_dir(config)) if context.is_main else None
+        made = str(create_run_dir(config, path)) if context.is_main else None
         run_dir = Path(distributed.broadcast_text(made, context))
     if context.is_main:
         locks.enter_context(run_lock(run_dir))

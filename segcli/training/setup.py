@@ -22,6 +22,7 @@ from segcli.data.dataset import (
     build_transforms,
     cache_decoded,
 )
+from segcli.data.folds import fold_pairs
 from segcli.data.format import DatasetInfo
 from segcli.devices import resolve_device
 from segcli.errors import DataError
@@ -109,14 +110,17 @@ def _build_loaders(
     context: distributed.Distributed,
     device: torch.device,
 ) -> tuple[DataLoader, EpochSampler, DataLoader | None]:
-    """The training loader and its sampler, and the validation loader (None without one)."""
+    """The training loader and its sampler, and the validation loader (None without one).
+    A cross-validation fold reads its own images of the train and validation splits."""
+    fold_train, fold_val = (fold_pairs(config, root, info, part) for part in ("train", "val"))
     train_set = SegmentationDataset(
         root,
-        config.dataset.train_split,
+        config.dataset.train_split if fold_train is None else f"fold {config.dataset.fold}",
         build_transforms(config.input, config.augment, info.image_channels),
         config.train.seed,
         info,
-        config.input.load_size(augmented=True),
+        load_size=config.input.load_size(augmented=True),
+        pairs=fold_train,
     )
     train_sampler = EpochSampler(
         len(train_set),
@@ -126,14 +130,15 @@ def _build_loaders(
         world_size=context.world_size,
     )
     val_set = None
-    if config.dataset.val_split in info.labelled_splits:
+    if config.dataset.val_split in info.labelled_splits or fold_val is not None:
         val_set = SegmentationDataset(
             root,
-            config.dataset.val_split,
+            config.dataset.val_split if fold_val is None else f"fold {config.dataset.fold}",
             build_transforms(config.input, None, info.image_channels),
             config.train.seed,
             info,
-            config.input.load_size(augmented=False),
+            load_size=config.input.load_size(augmented=False),
+            pairs=fold_val,
         )
     # before the loaders: their workers then share the decoded arrays
     cache_decoded([d for d in (train_set, val_set) if d is not None], config.dataset.cache)
