@@ -110,8 +110,8 @@ class Predictor:
                 f" image channel(s), its model for {self.channels}"
             )
         self.size = self.preprocessing.size
-        # the models whose probabilities are averaged: the folds of an ensemble
-        self.members = [self.model, *(self._fold_model(path) for path in folds[1:])]
+        # the other folds of an ensemble, whose probabilities are averaged with the model's
+        self.other_folds = [self._fold_model(path) for path in folds[1:]]
         self.num_classes = max(2, len(self.classes))
         if threshold is not None and self.num_classes != 2:
             raise UsageError(
@@ -177,7 +177,8 @@ class Predictor:
         over the TTA views and the members of an ensemble."""
         batch = batch.to(self.device, non_blocking=True)
         total = None
-        for model in self.members:
+        members = [self.model, *self.other_folds]
+        for model in members:
             for dims in self.views:
                 view = batch.flip(dims) if dims else batch
                 with autocast_for(self.amp, self.device):
@@ -185,7 +186,7 @@ class Predictor:
                 probs = probabilities(logits.float())
                 probs = probs.flip(dims) if dims else probs
                 total = probs if total is None else total + probs
-        return (total / (len(self.views) * len(self.members))).cpu()
+        return (total / (len(self.views) * len(members))).cpu()
 
     def window_probabilities(self, windows: list[np.ndarray]) -> torch.Tensor:
         return self.probabilities(torch.stack([self.normalise(w) for w in windows]))

@@ -92,8 +92,9 @@ def names(pairs) -> set[str]:
 def test_each_fold_is_an_ordinary_run_on_its_own_images_with_its_share_of_the_budget(parent, data):
     from segcli.config import build_config
     from segcli.data.format import read_dataset_info
+    from segcli.evaluation.best_checkpoint import evaluate_best
     from segcli.plugins import get_plugins
-    from segcli.report import evaluate_best, read_run
+    from segcli.report import read_run
     from segcli.training import distributed
     from segcli.training.setup import build_parts
 
@@ -109,7 +110,10 @@ def test_each_fold_is_an_ordinary_run_on_its_own_images_with_its_share_of_the_bu
         parts = build_parts(config, data, info, distributed.start("cpu"), get_plugins())
         assert names(parts.train_loader.dataset.pairs) == set(folds.training_ids(k))
         assert names(parts.val_loader.dataset.pairs) == set(folds.validation_ids(k))
-        shown = evaluate_best(read_run(run), worst=20, max_images=0)
+        record = read_run(run)
+        shown = evaluate_best(
+            record.path, record.checkpoint, record.dataset, worst=20, max_images=0
+        )
         assert shown.total == len(folds.validation_ids(k))
         assert {f"{r.path.parent.parent.name}/{r.path.stem}" for r in shown.worst} <= set(
             folds.validation_ids(k)
