@@ -56,12 +56,12 @@ MIN_SIDE = 64
 # 64 px (9 px thick, 105 passes: 42k samples) 0.169; IDD-Lite at 10.5 px thick (36k samples)
 # beat 64 px (6.6 px) by 0.117; TGS at 96 px (58k samples) beat 64 px by 0.106.
 COMFORTABLE_THICKNESS = 10.0
+ENOUGH_SAMPLES = 40_000
 # A downscale by this much or less saves under half the time; when it would leave structures
 # thinner than COMFORTABLE_THICKNESS, crops at native resolution (most of the image each)
 # keep the pixels instead: ISBI at 30 minutes would otherwise train its 7.7 px membranes at
 # 448 px, 6.7 px thick, and be scored at 512.
 MILD_DOWNSCALE = 0.75
-ENOUGH_SAMPLES = 40_000
 # A class is thin when its thickness (band width, blob radius) would fall below this many
 # pixels: a stack of 3x3 convolutions needs a few pixels inside a band besides its two
 # edges, and the prediction is scored at native size (ISBI membranes: 7.7 px at 512 px).
@@ -318,7 +318,7 @@ class _Planner:
         return measurement
 
     def _use(self, measurement: Measurement, geometry: _Geometry) -> None:
-        cost = self._width_cost(geometry)  # back to the base width's speed
+        cost = self._width_cost(geometry.width)  # back to the base width's speed
         self.train_speed = measurement.train_images_per_second * geometry.trained_pixels * cost
         if math.isfinite(measurement.val_images_per_second):
             self.val_speed = measurement.val_images_per_second * geometry.val_pixels * cost
@@ -452,9 +452,9 @@ class _Planner:
             self.base_width,
         )  # fmt: skip
 
-    def _width_cost(self, geometry: _Geometry) -> float:
-        """How much slower than the base width the geometry's net trains (width^2)."""
-        return (geometry.width / self.base_width) ** 2
+    def _width_cost(self, width: int) -> float:
+        """How much slower than the base width a net of `width` trains (width^2)."""
+        return (width / self.base_width) ** 2
 
     def _wider(self, surplus: float, epochs: float) -> tuple[int, str]:
         """The base width for a budget that affords `surplus` times the target passes at the
@@ -462,11 +462,11 @@ class _Planner:
         chosen = self.base_width
         for factor in WIDER:
             width = round(self.base_width * factor)
-            if surplus >= SURPLUS_PASSES * (width / self.base_width) ** 2:
+            if surplus >= SURPLUS_PASSES * self._width_cost(width):
                 chosen = width
         if chosen == self.base_width:
             return chosen, ""
-        passes = epochs * surplus * (self.base_width / chosen) ** 2
+        passes = epochs * surplus / self._width_cost(chosen)
         return chosen, (
             f"the budget affords {surplus:.1f}x the {epochs:.0f} target passes at the native "
             f"size: past {SURPLUS_PASSES:g}x, more passes stop paying and a wider net (cost "
@@ -585,7 +585,7 @@ class _Planner:
     def _optimisation(self, geometry: _Geometry) -> None:
         images, batch = self.train_images, geometry.batch
         epoch_seconds = (
-            images * geometry.trained_pixels * self._width_cost(geometry) / self.train_speed
+            images * geometry.trained_pixels * self._width_cost(geometry.width) / self.train_speed
         )
         epochs = self.training_seconds() / epoch_seconds
         self.estimates.update(epoch_seconds=round(epoch_seconds, 2), epochs=round(epochs, 1))
@@ -617,7 +617,7 @@ class _Planner:
         )
 
     def _validation(self, geometry: _Geometry) -> None:
-        cost = self._width_cost(geometry)
+        cost = self._width_cost(geometry.width)
         epoch_seconds = self.train_images * geometry.trained_pixels * cost / self.train_speed
         val_seconds = self.val_images * geometry.val_pixels * cost / self.val_speed
         share = 1 - VALIDATION_SHARE
