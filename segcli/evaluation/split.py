@@ -1,8 +1,8 @@
 """Running a predictor over a labelled split: `evaluate_split`, the one evaluation loop.
 
-Predictions are made exactly as `segcli predict` makes them (same preprocessing, resizing
-back, tiles and TTA when asked, the same pixel cap and loader workers), and compared with
-the original masks, so the scores describe the masks a user gets, not the downscaled
+Predictions are made exactly as `segcli predict` makes them (same preprocessing, batches,
+resizing back, tiles and TTA when asked, the same pixel cap and loader workers), and compared
+with the original masks, so the scores describe the masks a user gets, not the downscaled
 training view.
 """
 
@@ -29,8 +29,9 @@ from segcli.evaluation.scores import (
     reset_metrics,
     update_metrics,
 )
-from segcli.inference.predict_files import loader_workers
+from segcli.inference.predict_files import loader_workers, read_ahead
 from segcli.inference.predictor import Predictor
+from segcli.inference.preprocessing import Preprocessing
 from segcli.inference.tiling import tiling_options
 
 Pair = tuple[Path, Path]  # (image file, mask file)
@@ -70,28 +71,47 @@ class SplitEvaluation:
         return len(self.per_image)
 
 
+@dataclass
+class _Labelled:
+    """One labelled image as the loader gives it; `model_input` when it is predicted whole."""
+
+    image_path: Path
+    mask_path: Path
+    image: np.ndarray
+    truth: np.ndarray
+    model_input: torch.Tensor | None
+
+
 class _LabelledImages(Dataset):
-    def __init__(self, pairs: Sequence[Pair], channels: int, max_pixels: int) -> None:
+    """Reads (in loader workers when there are any) each image and its mask, and
+    preprocesses the image when it is predicted whole; it holds the preprocessing, not the
+    Predictor, so that the model never travels to a worker."""
+
+    def __init__(
+        self,
+        pairs: Sequence[Pair],
+        preprocessing: Preprocessing,
+        max_pixels: int,
+        preprocess: bool,
+    ) -> None:
         self.pairs = pairs
-        self.channels = channels
+        self.preprocessing = preprocessing
         self.max_pixels = max_pixels
+        self.preprocess = preprocess
 
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def __getitem__(self, index: int) -> tuple[Path, Path, np.ndarray, np.ndarray]:
+    def __getitem__(self, index: int) -> _Labelled:
         image_path, mask_path = self.pairs[index]
-        image = read_image(image_path, self.channels, self.max_pixels)
+        image = read_image(image_path, self.preprocessing.image_channels, self.max_pixels)
         mask = read_mask(mask_path, self.max_pixels)
         if mask.shape != image.shape[:2]:
             raise DataError(
                 f"{mask_path} is {mask.shape[::-1]} but {image_path} is {image.shape[1::-1]}"
             )
-        return image_path, mask_path, image, mask
-
-
-def _unchanged(item: Any) -> Any:
-    return item  # keep numpy arrays as they are (the default converts them to tensors)
+        model_input = self.preprocessing.image_input(image) if self.preprocess else None
+        return _Labelled(image_path, mask_path, image, mask, model_input)
 
 
 def labelled_pairs(dataset_dir: Path, split: str) -> list[Pair]:
@@ -165,35 +185,65 @@ def evaluate_split(
         dataset_dir, split, predictor.classes, {}, np.zeros((count, count), np.int64)
     )
     kept: list[tuple[float, int, ImageRecord]] = []  # a max-heap on (IoU, order) via negation
+    # as `segcli predict` does: whole images resized to the model's one input size go
+    # through it `batch_size` at a time, paying each call's fixed cost once per batch;
+    # tiles go window by window (`batch_size` windows a call), image by image
+    batched = bool(predictor.size) and not tile
     loader = DataLoader(
-        _LabelledImages(pairs, predictor.channels, max_pixels),
-        batch_size=None,
-        collate_fn=_unchanged,
+        _LabelledImages(pairs, predictor.preprocessing, max_pixels, preprocess=not tile),
+        batch_size=batch_size if batched else 1,
+        collate_fn=list,
         num_workers=loader_workers(workers, predictor.device, len(pairs)),
     )
-    for order, (image_path, mask_path, image, truth) in enumerate(loader):
-        prediction = predictor.predict_mask(
-            image,
-            foreground=None if foreground is None else foreground(truth.shape),
-            tile=tile,
-            overlap=overlap,
-            batch_size=batch_size,
-        )
-        update_metrics(
-            metrics, torch.from_numpy(prediction).long()[None], torch.from_numpy(truth).long()[None]
-        )
-        confusion = confusion_matrix(prediction, truth, count, mask_path)
-        record = ImageRecord(
-            Path(image_path), image, truth, prediction, confusion, iou_scores(confusion)[1]
-        )
-        result.confusion += confusion
-        result.per_image.append((record.path.name, record.iou))
-        if worst > 0 and record.iou == record.iou:  # NaN: no score, never among the worst
-            heapq.heappush(kept, (-record.iou, -order, record))
-            if len(kept) > worst:
-                heapq.heappop(kept)
-        if on_image is not None:
-            on_image(record)
+    order = 0
+    for items in loader if loader.num_workers else read_ahead(loader):
+        foregrounds = [None if foreground is None else foreground(i.truth.shape) for i in items]
+        if tile:
+            predictions = [
+                predictor.predict_mask(
+                    item.image, foreground=fg, tile=tile, overlap=overlap, batch_size=batch_size
+                )
+                for item, fg in zip(items, foregrounds, strict=True)
+            ]
+        else:
+            predictions = predictor.predict_masks(
+                torch.stack([item.model_input for item in items]),
+                [item.truth.shape for item in items],
+                foregrounds,
+            )
+        for item, prediction in zip(items, predictions, strict=True):
+            _score(item, prediction, order, metrics, result, kept, worst, on_image)
+            order += 1
     result.metrics = metric_scores(metrics)
     result.worst = [record for _, _, record in sorted(kept, key=lambda k: (-k[0], -k[1]))]
     return result
+
+
+def _score(
+    item: _Labelled,
+    prediction: np.ndarray,
+    order: int,
+    metrics: dict[str, Any],
+    result: SplitEvaluation,
+    kept: list[tuple[float, int, ImageRecord]],
+    worst: int,
+    on_image: Callable[[ImageRecord], None] | None,
+) -> None:
+    """One image's prediction scored: fed to the metrics, its record added to `result`, kept
+    among the `worst` when it is, and handed to `on_image`."""
+    truth = item.truth
+    update_metrics(
+        metrics, torch.from_numpy(prediction).long()[None], torch.from_numpy(truth).long()[None]
+    )
+    confusion = confusion_matrix(prediction, truth, len(result.classes), item.mask_path)
+    record = ImageRecord(
+        Path(item.image_path), item.image, truth, prediction, confusion, iou_scores(confusion)[1]
+    )
+    result.confusion += confusion
+    result.per_image.append((record.path.name, record.iou))
+    if worst > 0 and record.iou == record.iou:  # NaN: no score, never among the worst
+        heapq.heappush(kept, (-record.iou, -order, record))
+        if len(kept) > worst:
+            heapq.heappop(kept)
+    if on_image is not None:
+        on_image(record)

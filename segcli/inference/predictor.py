@@ -231,14 +231,39 @@ class Predictor:
     ) -> np.ndarray:
         """The (H, W) uint8 class mask of one image (uint8 H, W, C); a two-class model's
         foreground probabilities also go into `foreground` (H, W) when given."""
-        mask = np.empty(image.shape[:2], np.uint8)
+        return self._mask(
+            lambda emit: self.predict_image(image, emit, **tiling), image.shape[:2], foreground
+        )
+
+    def predict_masks(
+        self,
+        batch: torch.Tensor,
+        shapes: list[tuple[int, int]],
+        foregrounds: list[np.ndarray | None],
+    ) -> list[np.ndarray]:
+        """The masks of a batch of preprocessed images (`preprocess`, stacked) predicted in
+        one model call, each at its own (H, W) in `shapes`: what `predict_mask` gives for
+        each image alone (without tiles), with the per-call cost paid once per batch."""
+        return [
+            self._mask(lambda emit, p=probs, s=shape: emit_resized(p, *s, emit=emit), shape, fg)
+            for probs, shape, fg in zip(self.probabilities(batch), shapes, foregrounds, strict=True)
+        ]
+
+    def _mask(
+        self,
+        produce: Callable[[Callable[[int, torch.Tensor], None]], None],
+        shape: tuple[int, int],
+        foreground: np.ndarray | None,
+    ) -> np.ndarray:
+        """The post-processed mask of the strips of probabilities `produce(emit)` emits."""
+        mask = np.empty(shape, np.uint8)
 
         def keep(top: int, probs: torch.Tensor) -> None:
             mask[top : top + probs.shape[1]] = self.decide(probs).numpy()
             if foreground is not None:
                 foreground[top : top + probs.shape[1]] = probs[1].numpy()
 
-        self.predict_image(image, keep, **tiling)
+        produce(keep)
         return self.finish(mask)
 
     def finish(self, mask: np.ndarray) -> np.ndarray:

@@ -55,14 +55,14 @@ def counted_predictor(trained_run, monkeypatch):
     from segcli.inference.predictor import Predictor
 
     predictor = Predictor(trained_run / "best.safetensors", "cpu")
-    calls = []
-    original = Predictor.predict_mask
+    calls = []  # the number of images of each model call (evaluation batches them)
+    original = Predictor.probabilities
 
-    def counting(self, image, **tiling):
-        calls.append(image.shape)
-        return original(self, image, **tiling)
+    def counting(self, batch):
+        calls.append(len(batch))
+        return original(self, batch)
 
-    monkeypatch.setattr(Predictor, "predict_mask", counting)
+    monkeypatch.setattr(Predictor, "probabilities", counting)
     return predictor, calls
 
 
@@ -72,7 +72,7 @@ def test_per_image_counts_add_up_to_the_splits_and_the_worst_are_the_lowest(
     predictor, calls = counted_predictor
     seen = []
     evaluation = evaluate_split(predictor, shapes_dataset, "val", worst=3, on_image=seen.append)
-    assert len(calls) == len(seen) == evaluation.images == 16  # each image predicted once
+    assert sum(calls) == len(seen) == evaluation.images == 16  # each image predicted once
     assert evaluation.confusion.tolist() == evaluation.metrics["confusion/matrix"]
     assert sum(r.confusion for r in seen).tolist() == evaluation.confusion.tolist()
     assert [r.iou for r in seen] == [iou for _, iou in evaluation.per_image]
@@ -87,7 +87,31 @@ def test_visualize_worst_first_predicts_each_image_once(counted_predictor, shape
 
     predictor, calls = counted_predictor
     prediction_rows(shapes_dataset, predictor, "val", 4, worst_first=True)
-    assert len(calls) == 16  # was 16 + 4: the chosen ones were predicted again
+    assert sum(calls) == 16  # was 16 + 4: the chosen ones were predicted again
     calls.clear()
     prediction_rows(shapes_dataset, predictor, "val", 4)
     assert len(calls) == 4
+
+
+def test_whole_images_go_through_the_model_a_batch_at_a_time_with_the_same_results(
+    counted_predictor, shapes_dataset
+):
+    predictor, calls = counted_predictor
+    masks = {1: [], 4: []}
+    results = {}
+    for batch_size in (1, 4):
+        calls.clear()
+        results[batch_size] = evaluate_split(
+            predictor,
+            shapes_dataset,
+            "val",
+            batch_size=batch_size,
+            on_image=lambda record, size=batch_size: masks[size].append(record.prediction),
+        )
+        assert calls == [batch_size] * (16 // batch_size)  # was one call per image
+    assert all(np.array_equal(a, b) for a, b in zip(masks[1], masks[4], strict=True))
+    assert results[4].per_image == results[1].per_image
+    assert results[4].confusion.tolist() == results[1].confusion.tolist()
+    calls.clear()
+    evaluate_split(predictor, shapes_dataset, "val", batch_size=4, tile=16, overlap=0.25)
+    assert len(calls) > 16 and max(calls) <= 4  # tiles: windows of one image at a time
