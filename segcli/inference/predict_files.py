@@ -15,10 +15,12 @@ is the loop that ties them together.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -38,7 +40,16 @@ from segcli.inference.preprocessing import Preprocessing
 from segcli.inference.tiling import tiling_options
 from segcli.ledger import OutputLedger
 
-__all__ = ["PredictReport", "Predictor", "loader_workers", "predict_paths", "reuse_freed_memory"]
+__all__ = [
+    "PredictReport",
+    "Predictor",
+    "loader_workers",
+    "predict_paths",
+    "read_ahead",
+    "reuse_freed_memory",
+]
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -56,6 +67,53 @@ def loader_workers(requested: int | None, device: torch.device, images: int) -> 
     if requested is None:
         return 2 if device.type == "cuda" else 0
     return max(0, requested)
+
+
+def read_ahead(batches: Iterable[T], depth: int = 1) -> Iterator[T]:
+    """`batches` in their order, each read by a background thread while the caller works on
+    the ones before it (`depth` read and waiting, one more being read: as few as overlap
+    needs, since a batch of large images is large).
+
+    Without loader processes (on a CPU), the decoding of the next images then overlaps the
+    model and this batch's post-processing: those leave a core idle on and off (the glue
+    between the model calls runs on one core), and Pillow, zlib, onnxruntime and torch
+    release the GIL while they work. An exception raised while reading is raised here, in
+    the caller's thread; a caller that stops early stops the reading too."""
+    waiting: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def hand_over(entry: tuple[bool, Any]) -> None:
+        while not stop.is_set():
+            try:
+                waiting.put(entry, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def read() -> None:
+        try:
+            for batch in batches:
+                hand_over((True, batch))
+                if stop.is_set():
+                    return
+        except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
+            hand_over((False, exc))
+            return
+        hand_over((False, None))
+
+    reader = threading.Thread(target=read, name="segcli-read-ahead", daemon=True)
+    reader.start()
+    try:
+        while True:
+            is_batch, value = waiting.get()
+            if not is_batch:
+                if value is not None:
+                    raise value
+                return
+            yield value
+    finally:
+        stop.set()
+        reader.join()
 
 
 class _ImageFiles(Dataset):
@@ -181,7 +239,7 @@ def predict_paths(
         finally:
             outputs.discard()
 
-    for items in loader:
+    for items in loader if loader.num_workers else read_ahead(loader):
         good = [item for item in items if "error" not in item]
         for item in items:
             if "error" in item:
