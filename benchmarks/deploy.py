@@ -10,8 +10,10 @@ makes it (INT8: `--quantize int8`, calibrated on the run's train images) and kep
 scores. Three speeds: `predict` is `segcli predict` on the validation images (decoding,
 resizing, the model at --batch-size, resizing back, writing the masks), `forward` the bare
 forward passes on the same images already preprocessed, at --batch-size; `end to end` is
-the pass that re-scored an export (as `segcli evaluate` predicts: one image at a time, at its
-own size). Every format runs on PyTorch's threads. Run it alone on the machine.
+the pass that re-scored an export (as `segcli evaluate` predicts: reading images and masks,
+batches of 4, each mask at its image's own size, scoring; after one untimed batch, the same
+images for float and INT8). Every format runs on PyTorch's threads. Run it alone on the
+machine.
 Target (issue 21): INT8 at least 1.5x the float end-to-end images/s, the metric within 0.01.
 """
 

@@ -177,3 +177,47 @@ def test_a_dataset_with_other_classes_is_refused_before_exporting(cli, trained_r
     )
     assert result.exit_code == 3
     assert "holds none" in result.stderr and "--dataset" in result.stderr
+
+
+def test_each_model_is_timed_on_the_same_images_after_an_untimed_batch(
+    trained_run, shapes_dataset, monkeypatch
+):
+    """The end-to-end speed of re-scoring is fair: the float and the exported model each get
+    one untimed batch first (a runtime's first call sets up its buffers), then the clock
+    runs over the same split for both."""
+    from types import SimpleNamespace
+
+    from segcli.inference import quantization
+    from segcli.inference.predictor import Predictor
+
+    predictor = Predictor(trained_run / "best.safetensors", "cpu")
+    events = []
+
+    def runner(role):
+        def run(images):
+            events.append((role, len(images)))
+            return predictor.model(images)
+
+        return run
+
+    def clock():
+        events.append("clock")
+        return float(len(events))
+
+    monkeypatch.setattr(quantization, "time", SimpleNamespace(perf_counter=clock))
+    data = quantization.ScoringData(shapes_dataset, [])
+    record = quantization.compare_scores(
+        predictor,
+        data,
+        reference=("float", runner("float")),
+        exported=("int8", runner("int8")),
+        max_drop=0.01,
+    )
+    timed = ["clock", *[(None, 4)] * 4, "clock"]  # the 16 validation images, 4 a call
+    expected = [
+        event if event == "clock" else (role, event[1])
+        for role in ("float", "int8")
+        for event in [(None, quantization.WARM_UP_IMAGES), *timed]
+    ]
+    assert events == expected
+    assert record["images"] == 16 and record["exported"]["score"] == record["reference"]["score"]
