@@ -80,7 +80,9 @@ def measure(config: RunConfig, root: Path, info: DatasetInfo) -> Measurement:
     cached = config.dataset.cache == "memory" or (
         config.dataset.cache == "auto" and train_set.decoded_bytes() <= available_memory() // 4
     )
-    train_set.pairs = _spread(train_set.pairs, batch * (WARMUP_STEPS + TIMED_STEPS))
+    # every step a full batch, repeating images when the split has fewer: a split smaller
+    # than the steps would end the epoch early, on a short batch counted as a full one
+    train_set.pairs = _spread(train_set.pairs, batch * (WARMUP_STEPS + TIMED_STEPS), repeat=True)
     if cached:  # as the run will (dataset.cache): then its steps read memory, not files
         train_set.decode_all()
     model = build_model(config, info).to(device)
@@ -147,9 +149,10 @@ def _validation_speed(
     return len(val_set) / max(seconds, 1e-9)
 
 
-def _spread(items: list[Any], count: int) -> list[Any]:
-    """`count` evenly spaced items (all of them when there are fewer)."""
-    if len(items) <= count:
+def _spread(items: list[Any], count: int, repeat: bool = False) -> list[Any]:
+    """`count` evenly spaced items; when there are fewer, all of them, each repeated in
+    turn up to `count` with `repeat`."""
+    if len(items) <= count and not repeat:
         return list(items)
     return [items[index * len(items) // count] for index in range(count)]
 

@@ -407,6 +407,45 @@ def test_measure_times_real_steps_of_a_candidate_on_the_dataset(tmp_path):
     assert measured.seconds > 0
 
 
+def test_measured_steps_are_full_batches_even_on_a_split_smaller_than_them(tmp_path, monkeypatch):
+    # ISBI: 25 images at batch 8 end an epoch after 4 steps, the last of 1 image; timing it as
+    # a batch of 8 made the 30m plan's speed 2x optimistic
+    from segcli_shapes.generate import prepare
+
+    import segcli.training.loop
+    from segcli.data.format import read_dataset_info
+    from segcli.data.prepare import build_dataset
+    from segcli.planning.measure import TIMED_STEPS, WARMUP_STEPS, measure
+
+    root = tmp_path / "shapes"
+    build_dataset(prepare(None, train=3, val=2, test=0, size=32), root, workers=1)
+    info = read_dataset_info(root)
+    batches: list[int] = []
+    train_one_epoch = segcli.training.loop.train_one_epoch
+
+    def counting(model, loader, *args, **kwargs):
+        class Counted:
+            def __iter__(self):
+                for images, masks in loader:
+                    batches.append(len(images))
+                    yield images, masks
+
+            def __len__(self):
+                return len(loader)
+
+        return train_one_epoch(model, Counted(), *args, **kwargs)
+
+    monkeypatch.setattr(segcli.training.loop, "train_one_epoch", counting)
+    layer = {
+        "dataset": {"name": info.name, "path": str(root)},
+        "model": {"name": "unet", "depth": 2, "base_width": 4},
+        "input": {"size": [32, 32]},
+        "train": {"batch_size": 2, "workers": 0},
+    }
+    measure(build_config(layer), root, info)
+    assert batches == [2] * (WARMUP_STEPS + TIMED_STEPS)
+
+
 def test_a_rounded_up_size_is_judged_by_the_pixels_the_model_is_fed():
     # TGS at the speed measured on the 2-core Xeon (1.12 Mpx/s in bf16): 101 px fits the budget,
     # but 112 px, its multiple of 16, does not: the plan must not keep it at 3/4 of the passes
