@@ -9,7 +9,7 @@ training view.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +38,8 @@ class SplitEvaluation:
     classes: list[ClassInfo]
     metrics: dict[str, Any]
     confusion: np.ndarray
-    per_image: list[tuple[str, float]] = field(default_factory=list)  # (file name, mean IoU)
-    worst: list[ImageRecord] = field(default_factory=list)  # lowest IoU first
+    per_image: list[tuple[str, float]]  # (file name, mean IoU)
+    worst: list[ImageRecord]  # lowest IoU first
 
     @property
     def images(self) -> int:
