@@ -8,48 +8,24 @@ training view.
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch.utils.data import DataLoader, Dataset
 
 from segcli.building import build_metrics
 from segcli.data.format import ClassInfo, read_dataset_info, split_files
 from segcli.data.images import max_image_pixels, read_image, read_mask
 from segcli.errors import DataError
-from segcli.evaluation.scores import (
-    confusion_matrix,
-    iou_scores,
-    metric_scores,
-    reset_metrics,
-    update_metrics,
-)
+from segcli.evaluation.scores import ImageRecord, Scoring
 from segcli.inference.predict_files import loader_workers
 from segcli.inference.predictor import Predictor
 from segcli.inference.tiling import tiling_options
 
 Pair = tuple[Path, Path]  # (image file, mask file)
-
-
-@dataclass
-class ImageRecord:
-    """One evaluated image: what was predicted, the truth, and its scores."""
-
-    path: Path
-    image: np.ndarray  # uint8 (H, W, C), as the model read it
-    truth: np.ndarray  # (H, W) class ids, 255 ignored
-    prediction: np.ndarray  # (H, W) uint8 class ids
-    confusion: np.ndarray  # (K, K) counts, truth rows x prediction columns
-    iou: float  # mean IoU of `confusion` (NaN: no labelled pixel, no score)
-
-    @property
-    def name(self) -> str:
-        return self.path.stem
 
 
 @dataclass
@@ -62,8 +38,8 @@ class SplitEvaluation:
     classes: list[ClassInfo]
     metrics: dict[str, Any]
     confusion: np.ndarray
-    per_image: list[tuple[str, float]] = field(default_factory=list)  # (file name, mean IoU)
-    worst: list[ImageRecord] = field(default_factory=list)  # lowest IoU first
+    per_image: list[tuple[str, float]]  # (file name, mean IoU)
+    worst: list[ImageRecord]  # lowest IoU first
 
     @property
     def images(self) -> int:
@@ -159,19 +135,15 @@ def evaluate_split(
         pairs = labelled_pairs(dataset_dir, split)
     if metrics is None:
         metrics = build_metrics(predictor.config, predictor.dataset_info())
-    reset_metrics(metrics)
     count = len(predictor.classes)
-    result = SplitEvaluation(
-        dataset_dir, split, predictor.classes, {}, np.zeros((count, count), np.int64)
-    )
-    kept: list[tuple[float, int, ImageRecord]] = []  # a max-heap on (IoU, order) via negation
+    scoring = Scoring(metrics, count, worst=worst)
     loader = DataLoader(
         _LabelledImages(pairs, predictor.channels, max_pixels),
         batch_size=None,
         collate_fn=_unchanged,
         num_workers=loader_workers(workers, predictor.device, len(pairs)),
     )
-    for order, (image_path, mask_path, image, truth) in enumerate(loader):
+    for image_path, mask_path, image, truth in loader:
         prediction = predictor.predict_mask(
             image,
             foreground=None if foreground is None else foreground(truth.shape),
@@ -179,21 +151,16 @@ def evaluate_split(
             overlap=overlap,
             batch_size=batch_size,
         )
-        update_metrics(
-            metrics, torch.from_numpy(prediction).long()[None], torch.from_numpy(truth).long()[None]
-        )
-        confusion = confusion_matrix(prediction, truth, count, mask_path)
-        record = ImageRecord(
-            Path(image_path), image, truth, prediction, confusion, iou_scores(confusion)[1]
-        )
-        result.confusion += confusion
-        result.per_image.append((record.path.name, record.iou))
-        if worst > 0 and record.iou == record.iou:  # NaN: no score, never among the worst
-            heapq.heappush(kept, (-record.iou, -order, record))
-            if len(kept) > worst:
-                heapq.heappop(kept)
+        record = ImageRecord.scored(Path(image_path), image, truth, prediction, count, mask_path)
+        scoring.add_image(record)
         if on_image is not None:
             on_image(record)
-    result.metrics = metric_scores(metrics)
-    result.worst = [record for _, _, record in sorted(kept, key=lambda k: (-k[0], -k[1]))]
-    return result
+    return SplitEvaluation(
+        dataset_dir,
+        split,
+        predictor.classes,
+        scoring.metric_scores(),
+        scoring.confusion,
+        scoring.per_image,
+        scoring.worst(),
+    )

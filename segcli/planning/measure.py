@@ -4,7 +4,7 @@ included, and a validation batch, on the device that will train.
 The planner asks for a measurement of each configuration it considers
 (`segcli.planning.Timer`); this module answers with the real thing: the prepared
 dataset's own images (a small, evenly spaced sample), the planned transforms, loader, model,
-loss, optimiser, precision and memory format, through `train_one_epoch` and `evaluate`, the
+loss, optimiser, precision and memory format, through `train_one_epoch` and `validate`, the
 functions the training runs. So a busy machine, a slow data pipeline or a CPU whose bf16 is
 slow shows in the figures the plan is made from.
 """
@@ -124,7 +124,8 @@ def _validation_speed(
     """Validation images per second: one batch to warm up, one timed."""
     from segcli.building import build_metrics
     from segcli.data.dataset import EpochSampler, SegmentationDataset, build_transforms
-    from segcli.training.loop import evaluate, make_loader
+    from segcli.evaluation.validation import validate
+    from segcli.training.loop import make_loader
 
     if config.dataset.val_split not in info.labelled_splits:
         return float("inf")
@@ -143,7 +144,7 @@ def _validation_speed(
     seconds = 0.0
     for _ in range(2):  # the second pass is timed: workers started, kernels chosen
         began = time.perf_counter()
-        evaluate(model, loader, loss_fn, metrics, device, config)
+        validate(model, loader, loss_fn, metrics, device, config)
         _synchronise(device)
         seconds = time.perf_counter() - began
     return len(val_set) / max(seconds, 1e-9)
