@@ -48,6 +48,7 @@ def test_model_contract(name):
     [
         "unet",
         "unet-valid",
+        "unet-resnet",
         pytest.param("erfnet", marks=pytest.mark.slow),
         pytest.param("fcn8s-vgg", marks=pytest.mark.slow),
     ],
