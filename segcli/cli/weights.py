@@ -5,6 +5,8 @@ this module parses and prints."""
 
 from __future__ import annotations
 
+import json
+
 import typer
 
 from segcli.cli import help_format
@@ -36,7 +38,9 @@ def fetch(
 
 
 @weights_app.command("list")
-def list_weights() -> None:
+def list_weights(
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+) -> None:
     """List the published weights of the loaded model plugins: which are in the cache,
     their file and size."""
     from rich.markup import escape
@@ -44,6 +48,18 @@ def list_weights() -> None:
 
     from segcli.weights import published_weights, weights_cache_dir
 
+    if as_json:
+        rows = [
+            {
+                "name": f"{published.model}:{published.name}",
+                "url": published.url,
+                "path": str(published.path),
+                "bytes": published.path.stat().st_size if published.cached else None,
+            }
+            for published in published_weights()
+        ]
+        typer.echo(json.dumps(rows, indent=2))
+        return
     table = Table(title=f"published weights (cache: {weights_cache_dir()})")
     for column in ("name", "cached", "file", "size"):
         table.add_column(column, overflow="fold")
