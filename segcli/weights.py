@@ -429,13 +429,13 @@ def published_weights(model: str | None = None) -> list[PublishedWeights]:
     models = get_plugins().models
     names = models.names() if model is None else [model] if model in models else []
     known = []
-    for model in names:
+    for model_name in names:
         try:
-            factory = models.get(model)
+            factory = models.get(model_name)
         except SegcliError:
             continue
         for name, url in (getattr(factory, PUBLISHED_ATTRIBUTE, None) or {}).items():
-            known.append(PublishedWeights(model, name, url))
+            known.append(PublishedWeights(model_name, name, url))
     return known
 
 
