@@ -18,10 +18,11 @@ from segcli import Fingerprint, published_weights
 PRETRAINED_MODEL = "unet-resnet"
 DEFAULT_ENCODER = "resnet18"
 # Training time per pixel of `unet-resnet` over the width-16 U-Net's (the planner's base
-# speed), channels-last, 128 px, batch 8, measured on the 2-core Xeon (AMX/AVX512-BF16), fp32
-# and bf16 alike within the machine's noise; resnet34 has twice resnet18's encoder FLOPs. A
-# measurement of the candidate replaces the figure.
-ENCODER_COST = {"resnet18": 4.0, "resnet34": 5.5}
+# speed). Measured with bf16, channels-last, 128 px, batch 8, AdamW on the 2-core Xeon
+# (AMX/AVX512-BF16), steps interleaved: resnet18 3.5x (71.0 vs 20.2 img/s, the calmest of
+# five runs on a shared machine, which ranged 1.5x-4.0x) and resnet34 1.6x resnet18's. The
+# planner times the candidate itself when it measures: this figure only sizes the first try.
+ENCODER_COST = {"resnet18": 3.5, "resnet34": 5.5}
 # the encoder downsamples 5 times: the model's size divisor
 ENCODER_LEVELS = 5
 # The statistics ImageNet weights were trained with (torchvision's): a pretrained encoder's

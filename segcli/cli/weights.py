@@ -27,8 +27,6 @@ def fetch(
 ) -> None:
     """Download published weights into torch hub's cache (SHA-256 checked) and print where
     they are; a file already there is kept as it is. Training then uses them offline."""
-    from rich.markup import escape
-
     from segcli.weights import find_published
 
     published = find_published(name)
@@ -36,8 +34,8 @@ def fetch(
     weights = published.fetch()
     size = weights.path.stat().st_size
     done = "already in the cache" if was_cached else "downloaded"
-    where = escape(str(weights.path))
-    console.print(f"{published.model}:{published.name} {done}: {where} ({_megabytes(size)})")
+    # plain text: a path a script reads back is never wrapped
+    typer.echo(f"{published.model}:{published.name} {done}: {weights.path} ({_megabytes(size)})")
 
 
 @weights_app.command("list")
