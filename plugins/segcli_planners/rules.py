@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,19 @@ from segcli import (
     Timer,
     estimate_pixels_per_second,
     requirements,
+)
+
+from .pretrained import (
+    ENCODER_COST,
+    ENCODER_LEVELS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    PRETRAINED_LR,
+    PRETRAINED_MIN_SIDE,
+    PRETRAINED_MODEL,
+    PRETRAINED_PASS_SHARE,
+    Encoder,
+    encoder_at_hand,
 )
 
 # Share of the budget the optimizer steps get: validation is kept to ~10 %, start-up, setup
@@ -108,10 +122,13 @@ def plan(
     budget_seconds: float,
     *,
     timer: Timer | None = None,
+    requested: Mapping[str, Any] | None = None,
 ) -> Plan:
     """Choose model, input size, batch, loss, schedule, augmentation and metrics; with a
-    `timer`, from speeds measured on the machine, else from the built-in speed table."""
-    planner = _Planner(fingerprint, hardware, budget_seconds, timer)
+    `timer`, from speeds measured on the machine, else from the built-in speed table.
+    `requested`: what --config and --set ask for (they override the plan), by dotted key;
+    `model.backbone_weights` there makes a plan of photographs use a pretrained encoder."""
+    planner = _Planner(fingerprint, hardware, budget_seconds, timer, requested or {})
     planner.run()
     return Plan(planner.layer, planner.reasons, planner.estimates)
 
@@ -119,7 +136,7 @@ def plan(
 # Every name a plan of these rules may use, with the built-in plugin that provides it: a
 # disabled or missing one is named before planning starts.
 plan.needs = (  # type: ignore[attr-defined]
-    *requirements("models", "segcli", model=["unet"]),
+    *requirements("models", "segcli", model=["unet", PRETRAINED_MODEL]),
     *requirements("losses", "segcli", loss=["ce", "dice", "bce"]),
     *requirements("metrics", "segcli", metric=["confusion", "binary", "tgs"]),
     *requirements("optim", "segcli", optimizer=["adamw"], scheduler=["cosine"]),
@@ -154,13 +171,22 @@ class _Geometry:
     why: str
     width: int  # the U-Net's base width
     width_why: str = ""
+    encoder: str | None = None  # a pretrained encoder's name (unet-resnet), None for the U-Net
+    target_epochs: float = 0.0  # the passes it was sized for
+    affordable: float = 0.0  # pixels per image the budget affords at those passes
 
 
 class _Planner:
     def __init__(
-        self, fp: Fingerprint, hardware: Hardware, budget: float, timer: Timer | None
+        self,
+        fp: Fingerprint,
+        hardware: Hardware,
+        budget: float,
+        timer: Timer | None,
+        requested: Mapping[str, Any],
     ) -> None:
         self.fp, self.hw, self.budget, self.timer = fp, hardware, budget, timer
+        self.requested = requested
         self.layer: dict[str, Any] = {}
         self.reasons: dict[str, str] = {}
         self.estimates: dict[str, Any] = {}
@@ -172,6 +198,11 @@ class _Planner:
         # steps, validation forward passes; and seconds already spent measuring (in the budget)
         self.train_speed = self.val_speed = 0.0
         self.measuring_seconds = 0.0
+        # the pretrained encoder at hand (None: none, or the rule does not apply), its cost per
+        # pixel over the base-width U-Net's, and what the U-Net's reason says about it
+        self.encoder: Encoder | None = None
+        self.encoder_cost, self.encoder_cost_source = 1.0, ""
+        self.encoder_note = ""
 
     def set(self, key: str, value: Any, reason: str) -> None:
         table = self.layer
@@ -194,6 +225,7 @@ class _Planner:
             self.timer = None
         if self.timer is not None:
             machine, geometry = self._measured(machines, geometry)
+        geometry = self._with_pretrained_encoder(geometry, machine)
         self._apply(geometry, machine)
         self.estimates.update(
             pixels_per_second=round(self.train_speed),
@@ -205,9 +237,43 @@ class _Planner:
         """Write the whole plan for `geometry` and `machine` into the layer."""
         self.layer.clear()
         self.reasons.clear()
-        side = min(geometry.crop or geometry.size or [self.height, self.width])
+        self.estimates.update(
+            target_epochs=round(geometry.target_epochs, 1),
+            affordable_pixels_per_image=round(geometry.affordable),
+        )
         self.set("input.size", geometry.size, geometry.why)
-        self.set("model.name", "unet", "segcli's U-Net: same-size output, any size, fast on CPU")
+        if geometry.encoder is not None:
+            self._pretrained_model(geometry)
+        else:
+            self._unet(geometry)
+        activations = _activation_bytes(geometry.width, geometry.trained_pixels, self.fp.channels)
+        self.set(
+            "train.batch_size",
+            geometry.batch,
+            f"fits {self.hw.memory_bytes / 2**30:.1f} GiB of {self.hw.device} memory "
+            f"(~{activations / 2**20:.0f} MiB of activations per image)"
+            + (
+                "; moderate on a CPU so the budget holds enough steps"
+                if self.hw.device == "cpu"
+                else ""
+            ),
+        )
+        self._loss_and_metrics()
+        self._optimisation(geometry)
+        self._validation(geometry)
+        self._augmentation(geometry)
+        self._load_scale(geometry)
+        self._normalisation(geometry)
+        self._machine(machine)
+
+    def _unet(self, geometry: _Geometry) -> None:
+        side = min(geometry.crop or geometry.size or [self.height, self.width])
+        self.set(
+            "model.name",
+            "unet",
+            "segcli's U-Net: same-size output, any size, fast on CPU"
+            + (f"; {self.encoder_note}" if self.encoder_note else ""),
+        )
         bottleneck = side / 2**geometry.depth
         self.set(
             "model.depth",
@@ -230,25 +296,39 @@ class _Planner:
             ),
         )
         self.set("model.batch_norm", True, "keeps AdamW at a high learning rate stable")
-        activations = _activation_bytes(geometry.width, geometry.trained_pixels, self.fp.channels)
+
+    def _pretrained_model(self, geometry: _Geometry) -> None:
+        encoder = self.encoder
+        assert encoder is not None
+        passes = self._expected_passes(geometry)
         self.set(
-            "train.batch_size",
-            geometry.batch,
-            f"fits {self.hw.memory_bytes / 2**30:.1f} GiB of {self.hw.device} memory "
-            f"(~{activations / 2**20:.0f} MiB of activations per image)"
+            "model.name",
+            PRETRAINED_MODEL,
+            f"photographs, and ImageNet weights for a {encoder.name} encoder are at hand "
+            f"({encoder.where}): a U-Net decoder on that pretrained encoder, ~"
+            f"{self.encoder_cost:.1f}x the U-Net's time per pixel"
+            + (f" ({self.encoder_cost_source})" if self.encoder_cost_source else "")
+            + f", ~{passes:.0f} passes (a pretrained encoder is planned for "
+            f"{PRETRAINED_PASS_SHARE:.0%} of the target passes)"
             + (
-                "; moderate on a CPU so the budget holds enough steps"
-                if self.hw.device == "cpu"
-                else ""
+                ""
+                if passes >= self._enough_passes(geometry)
+                else "; fewer than it wants, kept because the weights were asked for"
             ),
         )
-        self._loss_and_metrics()
-        self._optimisation(geometry)
-        self._validation(geometry)
-        self._augmentation(geometry)
-        self._load_scale(geometry)
-        self._normalisation()
-        self._machine(machine)
+        self.set(
+            "model.encoder",
+            encoder.name,
+            "as asked for"
+            if "model.encoder" in self.requested
+            else "the cheaper of resnet18 and resnet34 (--set model.encoder=resnet34 for more)",
+        )
+        if encoder.planned_weights:
+            self.set(
+                "model.backbone_weights",
+                encoder.weights,
+                f"torchvision's ImageNet weights for {encoder.name}, {encoder.where}",
+            )
 
     # -- speed: the table, or measurements -----------------------------------------------
 
@@ -346,47 +426,55 @@ class _Planner:
         fits = int(0.5 * self.hw.memory_bytes // activations)
         return max(1, min(ceiling, fits))
 
-    def _geometry(self) -> _Geometry:
+    def _geometry(self, encoder: str | None = None) -> _Geometry:
         """Input size (or native crops), depth and batch that afford the target passes over
-        the data and steps at the current speed."""
+        the data and steps at the current speed: of the U-Net, or of `unet-resnet` with the
+        pretrained `encoder` (its own cost, and PRETRAINED_PASS_SHARE of the passes)."""
         fp = self.fp
         height, width = self.height, self.width
         native = height * width
-        epochs = self.target_epochs()
+        pass_share = PRETRAINED_PASS_SHARE if encoder else 1.0
+        # the smallest side: the naive U-Net's, or the encoder's (4 px at its 1/32 stride)
+        min_side = PRETRAINED_MIN_SIDE if encoder else MIN_SIDE
+        epochs = self.target_epochs() * pass_share
         seconds = self.training_seconds()
         batch = self._batch_size(native, memory_bound=False)
         samples = max(self.train_images * epochs, TARGET_STEPS * batch)
-        affordable = self.train_speed * seconds / samples
-        self.estimates.update(
-            target_epochs=round(epochs, 1), affordable_pixels_per_image=round(affordable)
-        )
+        speed = self.train_speed / self._model_cost(encoder, self.base_width)
+        affordable = speed * seconds / samples
         budget_text = (
             f"{self.train_images} images x {epochs:.0f} passes (or {TARGET_STEPS} steps) in "
-            f"~{seconds:.0f} s at ~{self.train_speed / 1e6:.2f} Mpx/s afford "
+            f"~{seconds:.0f} s at ~{speed / 1e6:.2f} Mpx/s afford "
             f"~{affordable:.0f} px per image"
         )
+        sized_for = {"encoder": encoder, "target_epochs": epochs, "affordable": affordable}
         thickness = _foreground_thickness(fp)
         # structures thick at the native size are drawn as well smaller: they want the passes
         # that show the model ENOUGH_SAMPLES images before they want every pixel
         wanted_epochs = epochs
         if thickness is not None and thickness > COMFORTABLE_THICKNESS:
-            wanted_epochs = max(epochs, ENOUGH_SAMPLES / self.train_images)
+            wanted_epochs = max(epochs, pass_share * ENOUGH_SAMPLES / self.train_images)
         at_wanted_passes = affordable * epochs / wanted_epochs
-        depth = _depth(min(height, width))
+        depth = _levels(min(height, width), encoder)
         size = [_round_up(height, 2**depth), _round_up(width, 2**depth)]
         pixels = size[0] * size[1]
         # judged on the rounded-up size the model is fed: TGS's 101 px became 112 px, 1.5x the
         # affordable pixels, and 12 of the 16 passes the budget was meant to buy
         if pixels <= at_wanted_passes * NATIVE_SLACK:
-            net_width, width_why = self._wider(at_wanted_passes / pixels, wanted_epochs)
+            net_width, width_why = (
+                (self.base_width, "")
+                if encoder
+                else self._wider(at_wanted_passes / pixels, wanted_epochs)
+            )
+            model = PRETRAINED_MODEL if encoder else "U-Net"
             return _Geometry(
                 size, None, depth, self._batch_size(pixels, net_width), pixels, pixels,
                 f"median image {height}x{width} rounded up to a multiple of {2**depth} (the "
-                f"U-Net's size divisor): every pixel kept, as {budget_text} (within "
+                f"{model}'s size divisor): every pixel kept, as {budget_text} (within "
                 f"{NATIVE_SLACK:g}x is close enough)",
-                net_width, width_why,
+                net_width, width_why, **sized_for,
             )  # fmt: skip
-        floor = min(1.0, MIN_SIDE / min(height, width))
+        floor = min(1.0, min_side / min(height, width))
         scale = max(floor, math.sqrt(affordable / native))
         uniform = fp.height.min == fp.height.max and fp.width.min == fp.width.max
         thin = thickness is not None and thickness * scale < MIN_THICKNESS
@@ -402,21 +490,21 @@ class _Planner:
         mild = thickness is not None and scale >= MILD_DOWNSCALE
         thin_ish = mild and thickness * scale < COMFORTABLE_THICKNESS
         if (thin or thin_ish) and uniform and scale < 1:
-            crop_geometry = self._native_crops(affordable, thickness, scale, budget_text)
+            crop_geometry = self._native_crops(affordable, thickness, scale, budget_text, sized_for)
             if crop_geometry is not None:
                 return crop_geometry
         if scale >= 1:
-            depth = _depth(min(height, width))
+            depth = _levels(min(height, width), encoder)
             size = [_round_up(height, 2**depth), _round_up(width, 2**depth)]
             pixels = size[0] * size[1]
             return _Geometry(
                 size, None, depth, self._batch_size(pixels), pixels, pixels,
                 f"median image {height}x{width} kept whole although {budget_text}: smaller "
-                f"than {MIN_SIDE} px would lose more than fewer passes do",
-                self.base_width,
+                f"than {min_side} px would lose more than fewer passes do",
+                self.base_width, **sized_for,
             )  # fmt: skip
         target_h, target_w = round(height * scale), round(width * scale)
-        depth = _depth_for(target_h, target_w)
+        depth = ENCODER_LEVELS if encoder else _depth_for(target_h, target_w)
         size = [_round_up(target_h, 2**depth), _round_up(target_w, 2**depth)]
         pixels = size[0] * size[1]
         if thickness is None:
@@ -447,17 +535,66 @@ class _Planner:
                     f"({wanted_epochs:.0f} passes), whichever keeps more pixels "
                     f"(~{passes:.0f} passes afforded)"
                 )
-        limit = " (the 64 px floor)" if scale == floor else ""
+        limit = f" (the {min_side} px floor)" if scale == floor else ""
         return _Geometry(
             size, None, depth, self._batch_size(pixels), pixels, pixels,
             f"median image {height}x{width} downscaled by {scale:.2f}{limit}, as {budget_text}; "
             f"{detail}",
-            self.base_width,
+            self.base_width, **sized_for,
         )  # fmt: skip
 
     def _width_cost(self, width: int) -> float:
         """How much slower than the base width a net of `width` trains (width^2)."""
         return (width / self.base_width) ** 2
+
+    def _model_cost(self, encoder: str | None, width: int) -> float:
+        """How much slower per pixel than the base-width U-Net a model trains."""
+        return self.encoder_cost if encoder else self._width_cost(width)
+
+    def _cost(self, geometry: _Geometry) -> float:
+        return self._model_cost(geometry.encoder, geometry.width)
+
+    def _expected_passes(self, geometry: _Geometry) -> float:
+        pixels = self.train_images * geometry.trained_pixels * self._cost(geometry)
+        return self.training_seconds() * self.train_speed / pixels
+
+    def _enough_passes(self, geometry: _Geometry) -> float:
+        """The passes a geometry must afford: its target, within the native size's slack."""
+        return geometry.target_epochs / NATIVE_SLACK
+
+    def _with_pretrained_encoder(self, geometry: _Geometry, machine: _Machine) -> _Geometry:
+        """`geometry` of the U-Net, or of unet-resnet when the rule applies (photographs,
+        ImageNet weights at hand) and the budget affords it enough passes (its input is never
+        below PRETRAINED_MIN_SIDE, or the images' own size): timed like any candidate when the
+        measuring share allows. Weights the user gave are used whatever the budget."""
+        self.encoder, self.encoder_note = encoder_at_hand(
+            self.fp, self.requested, _foreground_thickness(self.fp)
+        )
+        if self.encoder is None:
+            return geometry
+        name = self.encoder.name
+        self.encoder_cost = ENCODER_COST[name] * (16 / self.base_width) ** 2
+        self.encoder_cost_source = "segcli's table"
+        candidate = self._geometry(name)
+        if self.timer is not None and self._another_measurement_fits():
+            self._apply(candidate, machine)
+            measured = self._timed(candidate, machine)
+            pixel_speed = measured.train_images_per_second * candidate.trained_pixels
+            self.encoder_cost = self.train_speed / max(pixel_speed, 1e-9)
+            self.encoder_cost_source = "measured here"
+            candidate = self._geometry(name)
+        side = min(candidate.crop or candidate.size)
+        passes, enough = self._expected_passes(candidate), self._enough_passes(candidate)
+        if passes >= enough or not self.encoder.planned_weights:
+            return candidate
+        self.encoder_note = (
+            f"ImageNet weights for {name} are at hand ({self.encoder.where}), but "
+            f"{PRETRAINED_MODEL} at ~{self.encoder_cost:.1f}x the U-Net's time per pixel "
+            f"({self.encoder_cost_source}) would afford ~{passes:.0f} passes at {side} px, "
+            f"its smallest input (it wants >= {enough:.0f}): a longer --time buys it"
+        )
+        self.encoder = None
+        return geometry
 
     def _wider(self, surplus: float, epochs: float) -> tuple[int, str]:
         """The base width for a budget that affords `surplus` times the target passes at the
@@ -477,16 +614,23 @@ class _Planner:
         )
 
     def _native_crops(
-        self, affordable: float, thickness: float, scale: float, budget_text: str
+        self,
+        affordable: float,
+        thickness: float,
+        scale: float,
+        budget_text: str,
+        sized_for: dict[str, Any],
     ) -> _Geometry | None:
         """Crops at native resolution for thin structures; None when validating whole native
         images would cost too much of the budget."""
         height, width = self.height, self.width
-        val_pass = self.val_images * height * width / max(self.val_speed, 1e-9)
+        encoder = sized_for["encoder"]
+        val_speed = self.val_speed / self._model_cost(encoder, self.base_width)
+        val_pass = self.val_images * height * width / max(val_speed, 1e-9)
         if val_pass > MAX_VALIDATION_PASS_SHARE * self.budget:
             return None
-        side = max(MIN_SIDE, int(math.sqrt(affordable)))
-        depth = _depth(side)
+        side = max(PRETRAINED_MIN_SIDE if encoder else MIN_SIDE, int(math.sqrt(affordable)))
+        depth = _levels(side, encoder)
         side = max(2**depth, side // 2**depth * 2**depth)
         crop = [min(side, _round_up(height, 2**depth)), min(side, _round_up(width, 2**depth))]
         return _Geometry(
@@ -504,7 +648,7 @@ class _Planner:
             + ", so training uses "
             f"{crop[0]}x{crop[1]} crops at native resolution and validates whole images "
             f"(~{val_pass:.0f} s a pass)",
-            self.base_width,
+            self.base_width, **sized_for,
         )  # fmt: skip
 
     def _load_scale(self, geometry: _Geometry) -> None:
@@ -587,9 +731,7 @@ class _Planner:
 
     def _optimisation(self, geometry: _Geometry) -> None:
         images, batch = self.train_images, geometry.batch
-        epoch_seconds = (
-            images * geometry.trained_pixels * self._width_cost(geometry.width) / self.train_speed
-        )
+        epoch_seconds = images * geometry.trained_pixels * self._cost(geometry) / self.train_speed
         epochs = self.training_seconds() / epoch_seconds
         self.estimates.update(epoch_seconds=round(epoch_seconds, 2), epochs=round(epochs, 1))
         self.set(
@@ -603,7 +745,16 @@ class _Planner:
             f"an upper bound that never binds: the budget ends the run (~{epochs:.0f} "
             f"epochs of ~{epoch_seconds:.1f} s expected)",
         )
-        self.set("train.lr", 3e-3, "AdamW at 3e-3 trains a batch-norm U-Net fast and stably")
+        if geometry.encoder is None:
+            self.set("train.lr", 3e-3, "AdamW at 3e-3 trains a batch-norm U-Net fast and stably")
+        else:
+            self.set(
+                "train.lr",
+                PRETRAINED_LR,
+                "a third of the U-Net's 3e-3: the new decoder's first gradients would wreck "
+                "the pretrained features at the scratch rate (the usual fine-tuning range is "
+                "1e-4 to 1e-3)",
+            )
         self.set(
             "train.optimizer",
             {"name": "adamw", "weight_decay": 1e-4},
@@ -620,7 +771,7 @@ class _Planner:
         )
 
     def _validation(self, geometry: _Geometry) -> None:
-        cost = self._width_cost(geometry.width)
+        cost = self._cost(geometry)
         epoch_seconds = self.train_images * geometry.trained_pixels * cost / self.train_speed
         val_seconds = self.val_images * geometry.val_pixels * cost / self.val_speed
         share = 1 - VALIDATION_SHARE
@@ -638,7 +789,7 @@ class _Planner:
         """Scale, rotate, crop, flips, in that order; one reason per transform."""
         fp, images, crop = self.fp, self.train_images, geometry.crop
         self.layer["augment"] = {}
-        passes = self.estimates.get("epochs", 0.0) / self.target_epochs()
+        passes = self.estimates.get("epochs", 0.0) / geometry.target_epochs
         if images < SMALL_DATASET:
             self.set(
                 "augment.scale",
@@ -670,8 +821,14 @@ class _Planner:
         if free:
             self.set("augment.vflip", {"p": 0.5}, symmetric)
 
-    def _normalisation(self) -> None:
+    def _normalisation(self, geometry: _Geometry) -> None:
         fp = self.fp
+        if geometry.encoder is not None:
+            why = f"the statistics the {geometry.encoder} ImageNet weights were trained with"
+            self.set("input.mean", IMAGENET_MEAN, why)
+            self.set("input.std", IMAGENET_STD, why)
+            self.set("dataset.cache", "auto", "decode each image once when the dataset fits memory")
+            return
         self.set(
             "input.mean",
             [round(v, 4) for v in fp.mean],
@@ -731,6 +888,11 @@ def _activation_bytes(base_width: int, pixels: int, channels: int) -> int:
 
 def _depth(side: int) -> int:
     return max(2, min(5, int(math.log2(max(side, 1) / BOTTLENECK_SIDE))))
+
+
+def _levels(side: int, encoder: str | None) -> int:
+    """Downsampling levels: a pretrained encoder's are fixed, the U-Net's follow the side."""
+    return ENCODER_LEVELS if encoder else _depth(side)
 
 
 def _depth_for(height: int, width: int) -> int:

@@ -242,10 +242,14 @@ def test_validation_is_spaced_to_cost_at_most_a_tenth_of_the_time():
 
 class FakeMachine:
     """A timer for a machine that trains `pixels_per_second` with a width-16 net (halved in
-    fp32 when bf16 is native) and validates three times as fast; counts its calls."""
+    fp32 when bf16 is native), `encoder_cost` times slower with unet-resnet, and validates
+    three times as fast; counts its calls."""
 
-    def __init__(self, pixels_per_second: float, *, bf16_speed_up: float = 2.0) -> None:
+    def __init__(
+        self, pixels_per_second: float, *, bf16_speed_up: float = 2.0, encoder_cost: float = 4.0
+    ) -> None:
         self.speed, self.bf16_speed_up = pixels_per_second, bf16_speed_up
+        self.encoder_cost = encoder_cost
         self.layers: list[dict] = []
 
     def __call__(self, layer: dict) -> Measurement:
@@ -253,7 +257,10 @@ class FakeMachine:
         crop = layer.get("augment", {}).get("crop", {}).get("size")
         side = crop or layer["input"]["size"] or [512, 512]
         speed = self.speed * (self.bf16_speed_up if layer["train"]["amp"] == "bf16" else 1.0)
-        speed *= (16 / layer["model"]["base_width"]) ** 2  # a wider net costs width^2
+        if layer["model"]["name"] == "unet-resnet":
+            speed /= self.encoder_cost
+        else:
+            speed *= (16 / layer["model"]["base_width"]) ** 2  # a wider net costs width^2
         train = speed / (side[0] * side[1])
         val_side = layer["input"]["size"] or [512, 512]
         return Measurement(train, 3 * speed / (val_side[0] * val_side[1]), 1.0)
