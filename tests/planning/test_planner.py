@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from segcli_planners.rules import (
+from segcli_planners.constants import (
     COMFORTABLE_THICKNESS,
     ENOUGH_SAMPLES,
     MEASURING_SHARE,
     MIN_SIDE,
-    plan,
 )
+from segcli_planners.rules import plan
 
 from segcli.config import build_config, to_toml
 from segcli.data.fingerprint import ClassStats, Fingerprint, SizeStats
