@@ -11,8 +11,10 @@ VALIDATION_SHARE = 0.10
 # and 0.785-0.787 with 256 px (784-844); DRIVE (20) 0.819 vessel Dice at 320 px (701).
 TARGET_STEPS = 750
 # Training images larger than this multiple of the input are resized once, when read: the
-# largest zoom planned is 1.25x. Scale augmentation of a 640 px image took 22 ms a sample on
-# one core, at 168 px 1.5 ms: car damage at 112 px was loader-bound at ~39 img/s.
+# largest zoom planned is 1.25x. With torchvision's affine, zooming a 640 px image took 22 ms a
+# sample on one core, at 168 px 1.5 ms: car damage at 112 px was loader-bound at ~39 img/s.
+# The zoom is now an OpenCV warp (0.04 ms at 216 px), but the resize to the input size still
+# grows with the pixels read.
 LOAD_SCALE = 1.5
 # A class below this share of the labelled pixels is rare: the loss gets a Dice term.
 RARE_PIXEL_SHARE = 0.10
