@@ -75,6 +75,8 @@ _PUBLIC_NAMES: dict[str, str] = {
     "record_pretrained": "segcli.weights",
     "pretrained_record": "segcli.weights",
     "weights_cache_dir": "segcli.weights",
+    "PublishedWeights": "segcli.weights",
+    "published_weights": "segcli.weights",
     # loggers
     "Logger": "segcli.hookspecs",
     "scalars": "segcli.runs.metrics",

@@ -1,6 +1,7 @@
 """Turning a configuration into modules through the plugin registries (model, loss, metrics),
 rebuilding a checkpoint's model from its record, and running a model (`forward`: padding to its
-size divisor, logits resized to the input). Training, inference, evaluation and planning all
+size divisor, logits resized to the input; `PluginCalls`: the model's and the loss's calls
+checked against their plugin contracts). Training, inference, evaluation and planning all
 build and run models through it, so it sits in the models layer, below all of them; it may
 import the data format, the losses, the checkpoint file format and the preprocessing."""
 
@@ -17,13 +18,13 @@ from torch import nn
 
 from segcli.config import RunConfig
 from segcli.data.format import IGNORE_INDEX, DatasetInfo
-from segcli.errors import CheckpointError, ConfigError, PluginError
+from segcli.errors import CheckpointError, ConfigError, PluginError, SegcliError
 from segcli.factories import call_factory
 from segcli.inference.preprocessing import crop_padding, pad_to_multiple, resize, size_divisor
 from segcli.losses import build_loss as build_weighted_loss
 from segcli.losses import is_single_logit, parse_loss_spec
 from segcli.plugins import Plugins, get_plugins
-from segcli.registry import Origin
+from segcli.registry import Origin, one_line
 from segcli.runs.checkpoint_file import ANOTHER_CHECKPOINT
 
 logger = logging.getLogger(__name__)
@@ -272,3 +273,93 @@ def autocast_for(amp: str, device: torch.device):
             )
         return torch.autocast("cuda", dtype=torch.float16)
     raise ConfigError(f"unknown train.amp {amp!r}; valid: off, bf16, fp16")
+
+
+@dataclass(frozen=True)
+class PluginCalls:
+    """The model's and the loss's calls, checked against their contracts (docs/plugins.md):
+    a model returns an (N, C, H, W) Tensor (or a dict holding it under "out"), a loss a
+    floating Tensor of one number. What they raise, or return instead, is a PluginError that
+    names the plugin and its distribution. The checks read shapes only: no device sync."""
+
+    model: str  # "model 'unet' from plugin segcli_models (segcli 1.0)"
+    loss: str
+    outputs: int | None = None  # the head width, when known
+
+    @classmethod
+    def of(
+        cls, config: RunConfig, outputs: int | None = None, plugins: Plugins | None = None
+    ) -> PluginCalls:
+        plugins = plugins or get_plugins()
+
+        def described(kind: str, registry: Any, name: str) -> str:
+            origin = registry.entry(name).origin if name in registry else None
+            return f"{kind} {name!r}" + (f" from plugin {origin}" if origin else "")
+
+        parts = [part for part, _ in parse_loss_spec(config.loss.name)]
+        loss = (
+            described("loss", plugins.losses, parts[0])
+            if len(parts) == 1
+            else f"loss {config.loss.name!r} ("
+            + ", ".join(described("loss", plugins.losses, part) for part in parts)
+            + ")"
+        )
+        return cls(described("model", plugins.models, config.model.name), loss, outputs)
+
+    def logits(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        returned: list[Any] = []  # what the model itself returned, before `forward` uses it
+        hook = model.register_forward_hook(lambda module, args, output: returned.append(output))
+        try:
+            logits = forward(model, images)
+        except (SegcliError, MemoryError, torch.cuda.OutOfMemoryError):
+            raise
+        except Exception as exc:
+            raw = returned[0] if returned else None
+            if returned and not isinstance(raw, (torch.Tensor, dict)):
+                raise self._broken(
+                    self.model, f"returned {_shape_of(raw)}, not a Tensor (N, C, H, W)"
+                ) from exc
+            raise self._broken(self.model, f"failed: {one_line(exc)}") from exc
+        finally:
+            hook.remove()
+        channels = self.outputs or "C"
+        if not (
+            isinstance(logits, torch.Tensor)
+            and logits.dim() == 4
+            and logits.shape[0] == images.shape[0]
+            and (self.outputs is None or logits.shape[1] == self.outputs)
+        ):
+            raise self._broken(
+                self.model,
+                f"returned {_shape_of(logits)} for a batch of {images.shape[0]}, not a Tensor "
+                f"of shape ({images.shape[0]}, {channels}, H, W)",
+            )
+        return logits
+
+    def loss_of(self, loss_fn: Callable, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        try:
+            loss = loss_fn(logits, masks)
+        except (SegcliError, MemoryError, torch.cuda.OutOfMemoryError):
+            raise
+        except Exception as exc:
+            raise self._broken(self.loss, f"failed: {one_line(exc)}") from exc
+        if not (isinstance(loss, torch.Tensor) and loss.numel() == 1 and loss.is_floating_point()):
+            raise self._broken(
+                self.loss, f"returned {_shape_of(loss)}, not a Tensor holding one number"
+            )
+        if torch.is_grad_enabled() and logits.requires_grad and not loss.requires_grad:
+            raise self._broken(self.loss, "returned a Tensor that gradients do not flow through")
+        return loss.reshape(())
+
+    @staticmethod
+    def _broken(what: str, problem: str) -> PluginError:
+        return PluginError(
+            f"{what} {problem}",
+            hint="report it to the plugin's authors; --debug shows the traceback",
+        )
+
+
+def _shape_of(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a {value.dtype} Tensor of shape {tuple(value.shape)}"
+    return f"a {type(value).__name__}"

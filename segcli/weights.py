@@ -44,7 +44,13 @@ import torch
 from torch import nn
 from torch.hub import HASH_REGEX
 
-from segcli.errors import CheckpointError, ConfigError, SegcliError, WeightsUnavailable
+from segcli.errors import (
+    CheckpointError,
+    ConfigError,
+    SegcliError,
+    UsageError,
+    WeightsUnavailable,
+)
 from segcli.files import write_error
 from segcli.runs.checkpoint_file import is_checkpoint, load_checkpoint
 
@@ -383,3 +389,73 @@ def record_pretrained(model: nn.Module, option: str, weights: WeightsFile) -> No
 def pretrained_record(model: nn.Module) -> dict[str, dict[str, str | None]]:
     """Which files `model` started from, by option (empty when none): for a run's records."""
     return dict(getattr(model, PRETRAINED_ATTRIBUTE, None) or {})
+
+
+# --- the published files model plugins know by name: `segcli weights fetch|list` ------------
+
+PUBLISHED_ATTRIBUTE = "published_weights"  # model factory attribute: name -> URL
+
+
+@dataclass(frozen=True)
+class PublishedWeights:
+    """A published weights file a model plugin knows by name (its factory's
+    ``published_weights``: ``imagenet``, ``coco``, or a backbone's name such as ``resnet18``
+    where the backbone is an option)."""
+
+    model: str
+    name: str
+    url: str
+
+    @property
+    def path(self) -> Path:
+        """Where torch hub caches it (the file need not be there)."""
+        return weights_cache_dir() / published_file_name(self.url)
+
+    @property
+    def cached(self) -> bool:
+        return self.path.is_file()
+
+    def fetch(self) -> WeightsFile:
+        """The cached file, downloaded first when not there (SHA-256 checked)."""
+        return fetch_published(self.url, name=self.name, target=self.model)
+
+
+def published_weights(model: str | None = None) -> list[PublishedWeights]:
+    """The files `model` publishes (none for a model no loaded plugin registers), or every
+    loaded model's. A model whose plugin fails to load is left out: `segcli plugins` says
+    why."""
+    from segcli.plugins import get_plugins
+
+    models = get_plugins().models
+    names = models.names() if model is None else [model] if model in models else []
+    known = []
+    for model_name in names:
+        try:
+            factory = models.get(model_name)
+        except SegcliError:
+            continue
+        for name, url in (getattr(factory, PUBLISHED_ATTRIBUTE, None) or {}).items():
+            known.append(PublishedWeights(model_name, name, url))
+    return known
+
+
+def find_published(spec: str, known: Iterable[PublishedWeights] | None = None) -> PublishedWeights:
+    """`MODEL:NAME` (``deeplabv3-resnet50:coco``), or a bare NAME (``resnet18``) that names
+    one file; a UsageError listing the valid names otherwise."""
+    known = list(published_weights() if known is None else known)
+    model, _, name = spec.rpartition(":")
+    matches = [w for w in known if w.name == name and model in ("", w.model)]
+    if len({w.url for w in matches}) == 1:
+        return matches[0]
+    if matches:  # a bare name several models use for different files
+        choices = ", ".join(f"{w.model}:{w.name}" for w in matches)
+        raise UsageError(f"{spec!r} names {len(matches)} files", hint=f"choose one: {choices}")
+    by_name: dict[str, set[str]] = {}
+    for weights in known:
+        by_name.setdefault(weights.name, set()).add(weights.url)
+    unique = ", ".join(sorted(name for name, urls in by_name.items() if len(urls) == 1))
+    raise UsageError(
+        f"no published weights named {spec!r}",
+        hint=f"valid names: {unique or 'none'} (one file each), or MODEL:NAME as "
+        "`segcli weights list` shows them",
+    )

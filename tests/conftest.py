@@ -24,6 +24,13 @@ def _no_debug_leak(monkeypatch):
     monkeypatch.delenv("SEGCLI_DEBUG", raising=False)
 
 
+@pytest.fixture(autouse=True)
+def _own_torch_hub_cache(tmp_path_factory, monkeypatch):
+    """Plans depend on the pretrained weights torch hub's cache holds: tests see an empty
+    cache of their own (TORCH_HOME), never the machine's, and never download into it."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.getbasetemp() / "torch-home"))
+
+
 @pytest.fixture
 def cli(capsys, monkeypatch):
     """Run `segcli ARGS...` in this process, the way the console script does."""

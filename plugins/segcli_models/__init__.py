@@ -19,6 +19,12 @@ _MODELS = [
         "than input, resized by the engine (options: depth=2, base_width=16, batch_norm=false)",
     ),
     (
+        "unet-resnet",
+        "segcli_models.unet_resnet:build_unet_resnet",
+        "U-Net decoder on a torchvision ResNet encoder, output = input size (options: "
+        "encoder=resnet18|resnet34, backbone_weights=imagenet|PATH); any input channels",
+    ),
+    (
         "deeplabv3-resnet50",
         "segcli_models.torchvision_models:build_deeplabv3_resnet50",
         "torchvision DeepLabV3, ResNet-50 backbone, 39.6 M parameters "

@@ -137,3 +137,10 @@ def build_fcn8s(
     if in_channels != 3:
         replace_input_conv(model.features, "0", in_channels)
     return model
+
+
+# The published files `segcli weights fetch|list` know for this model: `backbone_weights=imagenet`
+# picks the one of its `backbone`.
+build_fcn8s.published_weights = {  # type: ignore[attr-defined]
+    backbone: weights.url for backbone, weights in _IMAGENET.items()
+}

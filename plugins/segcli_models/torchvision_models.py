@@ -153,10 +153,7 @@ def build_deeplabv3_resnet50(
         num_classes,
         in_channels,
         backbone_weights,
-        published_urls(
-            ResNet50_Weights.IMAGENET1K_V1,
-            segmentation.DeepLabV3_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1,
-        ),
+        build_deeplabv3_resnet50.published_weights,  # type: ignore[attr-defined]
         8,
         ("classifier.4.",),
     )
@@ -172,10 +169,7 @@ def build_deeplabv3_resnet101(
         num_classes,
         in_channels,
         backbone_weights,
-        published_urls(
-            ResNet101_Weights.IMAGENET1K_V1,
-            segmentation.DeepLabV3_ResNet101_Weights.COCO_WITH_VOC_LABELS_V1,
-        ),
+        build_deeplabv3_resnet101.published_weights,  # type: ignore[attr-defined]
         8,
         ("classifier.4.",),
     )
@@ -191,10 +185,7 @@ def build_fcn_resnet50(
         num_classes,
         in_channels,
         backbone_weights,
-        published_urls(
-            ResNet50_Weights.IMAGENET1K_V1,
-            segmentation.FCN_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1,
-        ),
+        build_fcn_resnet50.published_weights,  # type: ignore[attr-defined]
         8,
         ("classifier.4.",),
     )
@@ -210,10 +201,26 @@ def build_lraspp_mobilenet_v3(
         num_classes,
         in_channels,
         backbone_weights,
-        published_urls(
-            MobileNet_V3_Large_Weights.IMAGENET1K_V1,
-            segmentation.LRASPP_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1,
-        ),
+        build_lraspp_mobilenet_v3.published_weights,  # type: ignore[attr-defined]
         16,
         ("classifier.low_classifier.", "classifier.high_classifier."),
     )
+
+
+# `backbone_weights` names and addresses, also what `segcli weights fetch|list` know
+build_deeplabv3_resnet50.published_weights = published_urls(  # type: ignore[attr-defined]
+    ResNet50_Weights.IMAGENET1K_V1,
+    segmentation.DeepLabV3_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1,
+)
+build_deeplabv3_resnet101.published_weights = published_urls(  # type: ignore[attr-defined]
+    ResNet101_Weights.IMAGENET1K_V1,
+    segmentation.DeepLabV3_ResNet101_Weights.COCO_WITH_VOC_LABELS_V1,
+)
+build_fcn_resnet50.published_weights = published_urls(  # type: ignore[attr-defined]
+    ResNet50_Weights.IMAGENET1K_V1,
+    segmentation.FCN_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1,
+)
+build_lraspp_mobilenet_v3.published_weights = published_urls(  # type: ignore[attr-defined]
+    MobileNet_V3_Large_Weights.IMAGENET1K_V1,
+    segmentation.LRASPP_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1,
+)

@@ -1,17 +1,23 @@
-"""The built-in joint image + mask augmentations, on torchvision's transforms v2.
+"""The built-in joint image + mask augmentations, on torchvision's transforms v2 and OpenCV.
 
 Each factory takes its options as keyword arguments and returns a callable
-``(image: tv_tensors.Image, mask: tv_tensors.Mask) -> (image, mask)``. torchvision's v2
-transforms apply the same random draw to both, resample masks nearest-neighbour and fill
-what a geometric transform uncovers with the value given for ``tv_tensors.Mask``: the
-ignore index, so the loss and the metrics skip those pixels. All randomness comes from
-torch's global generator, which segcli seeds per sample.
+``(image: tv_tensors.Image, mask: tv_tensors.Mask) -> (image, mask)``. Both get the same
+random draw; masks are resampled nearest-neighbour, and what a geometric transform uncovers
+is filled with 0 in the image and the ignore index in the mask, so the loss and the metrics
+skip those pixels. All randomness comes from torch's global generator, which segcli seeds
+per sample.
+
+Zoom and rotation warp the uint8 pixels with OpenCV rather than torchvision's tensor affine,
+which resamples through a float grid: 1.5 ms against 0.04 ms a sample at 216 px on one core,
+and on a 2-core machine the loader's time is taken from the model's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import cv2
+import numpy as np
 import torch
 from torch import nn
 from torchvision import tv_tensors
@@ -30,22 +36,55 @@ def vflip(p: float = 0.5) -> v2.Transform:
     return v2.RandomVerticalFlip(_probability(p))
 
 
-def scale(range: Sequence[float] = (0.75, 1.25)) -> v2.Transform:
-    low, high = _interval(range)
-    return v2.RandomAffine(
-        degrees=0.0,
-        scale=(low, high),
-        interpolation=v2.InterpolationMode.BILINEAR,
-        fill=_FILL,
-    )
+def scale(range: Sequence[float] = (0.75, 1.25)) -> RandomWarp:
+    """Zoom about the centre by a factor drawn uniformly from `range` [min, max]."""
+    return RandomWarp(degrees=0.0, zoom=_interval(range))
 
 
-def rotate(degrees: float = 15.0) -> v2.Transform:
+def rotate(degrees: float = 15.0) -> RandomWarp:
+    """Rotate about the centre by an angle drawn uniformly from [-degrees, degrees]."""
     if not 0 <= degrees <= 180:
         raise ValueError(f"degrees must be in [0, 180], got {degrees}")
-    return v2.RandomAffine(
-        degrees=float(degrees), interpolation=v2.InterpolationMode.BILINEAR, fill=_FILL
+    return RandomWarp(degrees=float(degrees), zoom=(1.0, 1.0))
+
+
+class RandomWarp:
+    """A rotation and zoom about the image centre, the same for image and mask (the draws
+    in torchvision's RandomAffine order: angle, then zoom)."""
+
+    def __init__(self, degrees: float, zoom: tuple[float, float]) -> None:
+        self.degrees = degrees
+        self.zoom = zoom
+
+    def __call__(
+        self, image: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        angle = torch.empty(1).uniform_(-self.degrees, self.degrees).item()
+        zoom = torch.empty(1).uniform_(*self.zoom).item()
+        height, width = image.shape[-2:]
+        # OpenCV turns a positive angle the other way round from torchvision's affine
+        centre = ((width - 1) / 2, (height - 1) / 2)
+        matrix = cv2.getRotationMatrix2D(centre, -angle, zoom)
+        warped_image = _warp(image, matrix, cv2.INTER_LINEAR, _FILL[tv_tensors.Image])
+        warped_mask = _warp(mask, matrix, cv2.INTER_NEAREST, _FILL[tv_tensors.Mask])
+        return tv_tensors.wrap(warped_image, like=image), tv_tensors.wrap(warped_mask, like=mask)
+
+
+def _warp(pixels: torch.Tensor, matrix: np.ndarray, interpolation: int, fill: int) -> torch.Tensor:
+    """`pixels` ((C,) H, W) warped by the 2x3 `matrix` to the same size."""
+    height, width = pixels.shape[-2:]
+    planes = pixels.numpy() if pixels.ndim == 2 else pixels.permute(1, 2, 0).numpy()
+    warped = cv2.warpAffine(
+        planes,
+        matrix,
+        (width, height),
+        flags=interpolation,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=(fill,) * 4,
     )
+    if pixels.ndim == 2:
+        return torch.from_numpy(warped)
+    return torch.from_numpy(warped.reshape(height, width, -1)).permute(2, 0, 1)
 
 
 def crop(size: Sequence[int] = (256, 256)) -> v2.Transform:

@@ -22,6 +22,7 @@ from segcli.cli import profile as profile_command
 from segcli.cli import report as report_command
 from segcli.cli import train as train_command
 from segcli.cli import visualize as visualize_command
+from segcli.cli import weights as weights_command
 from segcli.plugins import CommandHost, command_names, host_commands
 
 
@@ -97,6 +98,7 @@ profile_command.add_to(app)
 visualize_command.add_to(app)
 report_command.add_to(app)
 plugins_command.add_to(app)
+weights_command.add_to(app)
 
 # taken before any plugin command joins: the names no plugin command may shadow
 BUILT_IN_COMMANDS = frozenset(command_names(app))

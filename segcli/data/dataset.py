@@ -165,7 +165,8 @@ def _resized_pair(
     # torch's "nearest": source index floor(target index x in / out), for any mask dtype
     rows = np.arange(size[0]) * height // size[0]
     columns = np.arange(size[1]) * width // size[1]
-    return resized.permute(1, 2, 0).numpy(), mask[rows[:, None], columns[None, :]]
+    # contiguous: each sample then reads the pixels without copying them first
+    return resized.permute(1, 2, 0).contiguous().numpy(), mask[rows[:, None], columns[None, :]]
 
 
 def cache_decoded(

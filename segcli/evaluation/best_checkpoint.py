@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from segcli.errors import DataError
-from segcli.evaluation.split import ImageRecord, evaluate_split, evenly_spaced, labelled_pairs
+from segcli.evaluation.scores import ImageRecord
+from segcli.evaluation.split import evaluate_split, evenly_spaced, labelled_pairs
 
 DEFAULT_WORST = 6
 # Evaluating on CPU costs about a second per large image: enough images to find the bad ones

@@ -10,13 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from segcli.building import build_metrics
 from segcli.data.folds import pairs_of_fold
 from segcli.data.format import read_dataset_info
-from segcli.evaluation.scores import metric_scores, reset_metrics, update_metrics
-from segcli.evaluation.split import ImageRecord, SplitEvaluation, evaluate_split
+from segcli.evaluation.scores import ImageRecord, Scoring
+from segcli.evaluation.split import SplitEvaluation, evaluate_split
 from segcli.inference.predictor import Predictor
 from segcli.runs.cross_validation import FOLDS_FILE, fold_checkpoints
 
@@ -61,17 +60,16 @@ def evaluate_out_of_fold(
     `segcli evaluate --checkpoint RUN/fold-k` would, and score them per fold and pooled."""
     checkpoints = fold_checkpoints(run)
     held_out = out_of_fold_pairs(run, dataset_dir)
-    pooled: dict[str, Any] = {}  # the folds share one configuration, so one set of metrics
     result = OutOfFoldEvaluation([], {}, np.zeros((0, 0), np.int64))
+    pooled: Scoring | None = None  # the folds share one configuration, so one set of metrics
     for fold, (checkpoint, pairs) in enumerate(zip(checkpoints, held_out, strict=True)):
         predictor = Predictor(checkpoint, device, tta=tta, post_processing=post_processing)
-        if not fold:
-            pooled.update(build_metrics(predictor.config, predictor.dataset_info()))
-            reset_metrics(pooled)
+        if pooled is None:
+            metrics = build_metrics(predictor.config, predictor.dataset_info())
+            pooled = Scoring(metrics, len(predictor.classes))
 
-        def each_image(record: ImageRecord, fold: int = fold) -> None:
-            prediction = torch.from_numpy(record.prediction).long()[None]
-            update_metrics(pooled, prediction, torch.from_numpy(record.truth).long()[None])
+        def each_image(record: ImageRecord, fold: int = fold, pooled: Scoring = pooled) -> None:
+            pooled.add_image(record)
             result.per_image.append((fold, record.path.name, record.iou))
             if on_image is not None:
                 on_image(record)
@@ -88,10 +86,8 @@ def evaluate_out_of_fold(
             on_image=each_image,
         )
         result.folds.append(evaluation)
-        result.confusion = (
-            evaluation.confusion if not fold else result.confusion + evaluation.confusion
-        )
-    result.metrics = metric_scores(pooled)
+    if pooled is not None:
+        result.metrics, result.confusion = pooled.metric_scores(), pooled.confusion
     return result
 
 

@@ -15,8 +15,8 @@ import torch
 from PIL import Image
 
 from segcli.building import build_metrics
-from segcli.evaluation.scores import metric_scores, reset_metrics, update_metrics
-from segcli.evaluation.split import ImageRecord, evaluate_split, labelled_pairs
+from segcli.evaluation.scores import ImageRecord, Scoring
+from segcli.evaluation.split import evaluate_split, labelled_pairs
 from segcli.inference.postprocessing import PostProcessing
 from segcli.inference.predictor import Predictor
 from segcli.runs.checkpoint_file import load_checkpoint, save_checkpoint
@@ -116,10 +116,10 @@ def learn_post_processing(
     )  # fmt: skip
 
     def score(masks: Sequence[np.ndarray]) -> float:
-        reset_metrics(metrics)
+        scoring = Scoring(metrics)
         for mask, truth in zip(masks, truths, strict=True):
-            update_metrics(metrics, torch.from_numpy(mask).long()[None], truth)
-        return float(metric_scores(metrics)[monitor])
+            scoring.add_batch(torch.from_numpy(mask).long()[None], truth)
+        return float(scoring.metric_scores()[monitor])
 
     return choose_post_processing(
         foregrounds, score, threshold=predictor.rules.threshold, maximize=maximize

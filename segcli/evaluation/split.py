@@ -8,9 +8,8 @@ training view.
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,35 +21,13 @@ from segcli.building import build_metrics
 from segcli.data.format import ClassInfo, read_dataset_info, split_files
 from segcli.data.images import max_image_pixels, read_image, read_mask
 from segcli.errors import DataError
-from segcli.evaluation.scores import (
-    confusion_matrix,
-    iou_scores,
-    metric_scores,
-    reset_metrics,
-    update_metrics,
-)
+from segcli.evaluation.scores import ImageRecord, Scoring
 from segcli.inference.predict_files import loader_workers, read_ahead
 from segcli.inference.predictor import Predictor
 from segcli.inference.preprocessing import Preprocessing
 from segcli.inference.tiling import tiling_options
 
 Pair = tuple[Path, Path]  # (image file, mask file)
-
-
-@dataclass
-class ImageRecord:
-    """One evaluated image: what was predicted, the truth, and its scores."""
-
-    path: Path
-    image: np.ndarray  # uint8 (H, W, C), as the model read it
-    truth: np.ndarray  # (H, W) class ids, 255 ignored
-    prediction: np.ndarray  # (H, W) uint8 class ids
-    confusion: np.ndarray  # (K, K) counts, truth rows x prediction columns
-    iou: float  # mean IoU of `confusion` (NaN: no labelled pixel, no score)
-
-    @property
-    def name(self) -> str:
-        return self.path.stem
 
 
 @dataclass
@@ -63,8 +40,8 @@ class SplitEvaluation:
     classes: list[ClassInfo]
     metrics: dict[str, Any]
     confusion: np.ndarray
-    per_image: list[tuple[str, float]] = field(default_factory=list)  # (file name, mean IoU)
-    worst: list[ImageRecord] = field(default_factory=list)  # lowest IoU first
+    per_image: list[tuple[str, float]]  # (file name, mean IoU)
+    worst: list[ImageRecord]  # lowest IoU first
 
     @property
     def images(self) -> int:
@@ -179,12 +156,8 @@ def evaluate_split(
         pairs = labelled_pairs(dataset_dir, split)
     if metrics is None:
         metrics = build_metrics(predictor.config, predictor.dataset_info())
-    reset_metrics(metrics)
     count = len(predictor.classes)
-    result = SplitEvaluation(
-        dataset_dir, split, predictor.classes, {}, np.zeros((count, count), np.int64)
-    )
-    kept: list[tuple[float, int, ImageRecord]] = []  # a max-heap on (IoU, order) via negation
+    scoring = Scoring(metrics, count, worst=worst)
     # as `segcli predict` does: whole images resized to the model's one input size go
     # through it `batch_size` at a time, paying each call's fixed cost once per batch;
     # tiles go window by window (`batch_size` windows a call), image by image
@@ -195,7 +168,6 @@ def evaluate_split(
         collate_fn=list,
         num_workers=loader_workers(workers, predictor.device, len(pairs)),
     )
-    order = 0
     for items in loader if loader.num_workers else read_ahead(loader):
         foregrounds = [None if foreground is None else foreground(i.truth.shape) for i in items]
         if tile:
@@ -212,38 +184,18 @@ def evaluate_split(
                 foregrounds,
             )
         for item, prediction in zip(items, predictions, strict=True):
-            _score(item, prediction, order, metrics, result, kept, worst, on_image)
-            order += 1
-    result.metrics = metric_scores(metrics)
-    result.worst = [record for _, _, record in sorted(kept, key=lambda k: (-k[0], -k[1]))]
-    return result
-
-
-def _score(
-    item: _Labelled,
-    prediction: np.ndarray,
-    order: int,
-    metrics: dict[str, Any],
-    result: SplitEvaluation,
-    kept: list[tuple[float, int, ImageRecord]],
-    worst: int,
-    on_image: Callable[[ImageRecord], None] | None,
-) -> None:
-    """One image's prediction scored: fed to the metrics, its record added to `result`, kept
-    among the `worst` when it is, and handed to `on_image`."""
-    truth = item.truth
-    update_metrics(
-        metrics, torch.from_numpy(prediction).long()[None], torch.from_numpy(truth).long()[None]
+            record = ImageRecord.scored(
+                Path(item.image_path), item.image, item.truth, prediction, count, item.mask_path
+            )
+            scoring.add_image(record)
+            if on_image is not None:
+                on_image(record)
+    return SplitEvaluation(
+        dataset_dir,
+        split,
+        predictor.classes,
+        scoring.metric_scores(),
+        scoring.confusion,
+        scoring.per_image,
+        scoring.worst(),
     )
-    confusion = confusion_matrix(prediction, truth, len(result.classes), item.mask_path)
-    record = ImageRecord(
-        Path(item.image_path), item.image, truth, prediction, confusion, iou_scores(confusion)[1]
-    )
-    result.confusion += confusion
-    result.per_image.append((record.path.name, record.iou))
-    if worst > 0 and record.iou == record.iou:  # NaN: no score, never among the worst
-        heapq.heappush(kept, (-record.iou, -order, record))
-        if len(kept) > worst:
-            heapq.heappop(kept)
-    if on_image is not None:
-        on_image(record)

@@ -8,6 +8,7 @@ The plan takes the place of a recipe among the configuration layers, so `--confi
 from __future__ import annotations
 
 import copy
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,8 +150,13 @@ def planned_run(
     hardware = detect_hardware(str(_early_value(config_file, overrides, "train.device")))
     timer = _StepTimer(Path(data), info, config_file, tuple(overrides)) if measure else None
     fingerprint = load_fingerprint(data)
+    # only a planner that takes `requested` is given it: planners written before it still work
+    asks = _takes_keyword(make_plan, "requested")
+    extra = {"requested": _requested(config_file, overrides)} if asks else {}
     with planners.plugin_errors(planner):
-        planned = check_plan(planner, make_plan(fingerprint, hardware, budget, timer=timer))
+        planned = check_plan(
+            planner, make_plan(fingerprint, hardware, budget, timer=timer, **extra)
+        )
     planned.layer.setdefault("dataset", {}).update(name=info.name, path=str(data))
     planned.reasons["dataset.name"] = f"the name in {Path(data) / 'dataset.json'}"
     planned.reasons["dataset.path"] = "--data"
@@ -192,6 +198,36 @@ def _budget(config_file: Path | None, overrides: list[str] | tuple[str, ...]) ->
     except ValueError:
         # build_config reports the bad value with its key and source
         return DEFAULT_BUDGET_SECONDS, "no valid budget given"
+
+
+def _takes_keyword(function: Any, name: str) -> bool:
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):  # a callable without a signature takes no such keyword
+        return False
+    return any(p.name == name or p.kind is p.VAR_KEYWORD for p in parameters)
+
+
+def _requested(config_file: Path | None, overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """What the configuration file and --set give, by dotted key (the last one wins): they
+    override the plan, and a planner may plan around them."""
+    requested: dict[str, Any] = {}
+    if config_file is not None:
+        requested.update(_dotted(load_toml(config_file)))
+    for override in overrides:
+        key, value = parse_override(override)
+        requested[key] = value
+    return requested
+
+
+def _dotted(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, dict) and value:
+            flat.update(_dotted(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _early_value(config_file: Path | None, overrides: list[str] | tuple[str, ...], key: str) -> Any:

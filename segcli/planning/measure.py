@@ -4,7 +4,7 @@ included, and a validation batch, on the device that will train.
 The planner asks for a measurement of each configuration it considers
 (`segcli.planning.Timer`); this module answers with the real thing: the prepared
 dataset's own images (a small, evenly spaced sample), the planned transforms, loader, model,
-loss, optimiser, precision and memory format, through `train_one_epoch` and `evaluate`, the
+loss, optimiser, precision and memory format, through `train_one_epoch` and `validate`, the
 functions the training runs. So a busy machine, a slow data pipeline or a CPU whose bf16 is
 slow shows in the figures the plan is made from.
 """
@@ -80,7 +80,9 @@ def measure(config: RunConfig, root: Path, info: DatasetInfo) -> Measurement:
     cached = config.dataset.cache == "memory" or (
         config.dataset.cache == "auto" and train_set.decoded_bytes() <= available_memory() // 4
     )
-    train_set.pairs = _spread(train_set.pairs, batch * (WARMUP_STEPS + TIMED_STEPS))
+    # every step a full batch, repeating images when the split has fewer: a split smaller
+    # than the steps would end the epoch early, on a short batch counted as a full one
+    train_set.pairs = _spread(train_set.pairs, batch * (WARMUP_STEPS + TIMED_STEPS), repeat=True)
     if cached:  # as the run will (dataset.cache): then its steps read memory, not files
         train_set.decode_all()
     model = build_model(config, info).to(device)
@@ -122,7 +124,8 @@ def _validation_speed(
     """Validation images per second: one batch to warm up, one timed."""
     from segcli.building import build_metrics
     from segcli.data.dataset import EpochSampler, SegmentationDataset, build_transforms
-    from segcli.training.loop import evaluate, make_loader
+    from segcli.evaluation.validation import validate
+    from segcli.training.loop import make_loader
 
     if config.dataset.val_split not in info.labelled_splits:
         return float("inf")
@@ -141,15 +144,16 @@ def _validation_speed(
     seconds = 0.0
     for _ in range(2):  # the second pass is timed: workers started, kernels chosen
         began = time.perf_counter()
-        evaluate(model, loader, loss_fn, metrics, device, config)
+        validate(model, loader, loss_fn, metrics, device, config)
         _synchronise(device)
         seconds = time.perf_counter() - began
     return len(val_set) / max(seconds, 1e-9)
 
 
-def _spread(items: list[Any], count: int) -> list[Any]:
-    """`count` evenly spaced items (all of them when there are fewer)."""
-    if len(items) <= count:
+def _spread(items: list[Any], count: int, repeat: bool = False) -> list[Any]:
+    """`count` evenly spaced items; when there are fewer, all of them, each repeated in
+    turn up to `count` with `repeat`."""
+    if len(items) <= count and not repeat:
         return list(items)
     return [items[index * len(items) // count] for index in range(count)]
 

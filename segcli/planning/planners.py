@@ -5,15 +5,18 @@ A planner is a function ``plan(fingerprint, hardware, budget_seconds, *, timer=N
 the dataset's `Fingerprint`, the `Hardware` a run will use and the time budget in, a
 configuration layer with one reason per planned key out. It may time candidate layers with
 `timer` (segcli passes one that runs real steps, `segcli.planning.measure`; tests pass a
-fake). Its ``needs`` attribute lists the plugin names its plans may use (`Requirement`), so
-that a missing plugin is named before anything is measured or trained (`check_needs`).
+fake). A planner that takes a ``requested`` keyword is also given what the configuration
+file and ``--set`` request, by dotted key (``{"model.backbone_weights": "w.pth"}``): those
+values override the plan, so it may plan around them. Its ``needs`` attribute lists the plugin
+names its plans may use (`Requirement`), so that a missing plugin is named before anything
+is measured or trained (`check_needs`).
 The built-in rules are the `default` planner of the `planners` plugin (plugins/segcli_planners).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -89,6 +92,7 @@ class Planner(Protocol):
         budget_seconds: float,
         *,
         timer: Timer | None = None,
+        requested: Mapping[str, Any] = ...,  # optional: a planner may leave it out
     ) -> Plan: ...
 
 

@@ -1,4 +1,5 @@
-"""Multi-process training through torchrun: who am I, and summing results across processes."""
+"""Multi-process training through torchrun: who am I, and combining results across processes
+(validation's scores are summed by `segcli.evaluation.scores.Scoring`)."""
 
 from __future__ import annotations
 
@@ -47,27 +48,10 @@ def stop(context: Distributed) -> None:
         dist.destroy_process_group()
 
 
-def sum_metric_state(metric: object) -> None:
-    """Add up a metric's tensor attributes over all processes.
-
-    Metric plugins keep their accumulated state in tensors that are sums over samples (a
-    confusion matrix, counts, score totals), so summing them gives the metric of the whole
-    validation set.
-    """
-    for value in vars(metric).values():
-        if isinstance(value, torch.Tensor):
-            dist.all_reduce(value)
-
-
 def mean_across(value: torch.Tensor) -> torch.Tensor:
     value = value.clone()
     dist.all_reduce(value)
     return value / dist.get_world_size()
-
-
-def sum_across(value: torch.Tensor) -> None:
-    """Replace `value` in place by its sum over all processes."""
-    dist.all_reduce(value)
 
 
 def min_across(count: int, device: torch.device) -> int:

@@ -1,10 +1,10 @@
 """Training a configuration: `fit` puts the parts together and runs the epochs.
 
 The parts live next door: `setup` (dataset, model, loaders: the parts an epoch works with),
-`loop` (train_one_epoch, evaluate), `optimisation` (optimiser and schedule from their
-plugins), `resume` (BestTracker, training state, resume) and `segcli.runs.log` (metrics
-files, TensorBoard). Pictures are the caller's: the CLI's reporter draws curves.png in
-`run_end`.
+`loop` (train_one_epoch), `optimisation` (optimiser and schedule from their plugins),
+`resume` (BestTracker, training state, resume) and `segcli.runs.log` (metrics files,
+TensorBoard); validation is `segcli.evaluation.validation`'s, the one scoring path.
+Pictures are the caller's: the CLI's reporter draws curves.png in `run_end`.
 """
 
 from __future__ import annotations
@@ -16,11 +16,13 @@ from typing import Any
 
 import torch
 
+from segcli.building import PluginCalls
 from segcli.config import RunConfig
 from segcli.data.folds import fold_pairs
 from segcli.data.format import DatasetInfo, read_dataset_info
 from segcli.errors import ConfigError, Interrupted, ResourceError, UsageError
 from segcli.evaluation.postprocess_search import learn_post_processing, record_post_processing
+from segcli.evaluation.validation import validate
 from segcli.files import remove_stale_temporaries
 from segcli.inference.postprocessing import PostProcessing
 from segcli.plugins import get_plugins
@@ -37,12 +39,10 @@ from segcli.runs.log import RunLog
 from segcli.training import distributed
 from segcli.training.budget import BudgetPacer, Clock, Stopwatch, TimeBudget
 from segcli.training.loop import (
-    PluginCalls,
     Reporter,
     SilentReporter,
     TrainingState,
     check_finite,
-    evaluate,
     make_loader,
     train_one_epoch,
 )
@@ -373,15 +373,15 @@ def _run_epoch(
     if parts.val_loader is not None and (due or final):
         watch.switch("validation")
         record.update(
-            evaluate(
+            validate(
                 parts.evaluated,
                 parts.val_loader,
                 parts.loss_fn,
                 parts.metrics,
                 parts.device,
                 config,
-                context,
-                calls,
+                across_processes=context.enabled,
+                calls=calls,
             )
         )
         validation = watch.switch("training")

@@ -1,10 +1,11 @@
-"""The two loops: `train_one_epoch` (one pass of optimizer steps) and `evaluate`.
+"""The step loop, `train_one_epoch` (one pass of optimizer steps); validation is
+`segcli.evaluation.validation.validate`, the batch form of the one scoring path.
 
 The step loop never synchronises with the device except every `train.log_every` steps,
 when the running loss is read once for the reporter and the weights are checked for NaN and
 infinities (`check_finite`, which ends a diverged run before anything non-finite is saved).
-The model and the loss are called through `PluginCalls`, which blames what they raise or
-return against their contract on the plugin that provides them.
+The model and the loss are called through `segcli.building.PluginCalls`, which blames what
+they raise or return against their contract on the plugin that provides them.
 """
 
 from __future__ import annotations
@@ -21,16 +22,10 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 
-from segcli.building import autocast_for, forward, predictions
+from segcli.building import PluginCalls, autocast_for
 from segcli.config import RunConfig
 from segcli.data.dataset import EpochSampler, SegmentationDataset, collate
-from segcli.data.format import IGNORE_INDEX
-from segcli.errors import DivergedError, PluginError, SegcliError
-from segcli.evaluation.scores import metric_scores, reset_metrics, update_metrics
-from segcli.losses import parse_loss_spec
-from segcli.plugins import Plugins, get_plugins
-from segcli.registry import one_line
-from segcli.training import distributed
+from segcli.errors import DivergedError
 
 
 class Reporter(Protocol):
@@ -100,96 +95,6 @@ class TrainingState:
     segment_step: int = 0
     segment_epoch: int = 0
     stopped: str | None = None  # why the run ended: budget, epochs, early-stop or max-steps
-
-
-@dataclass(frozen=True)
-class PluginCalls:
-    """The model's and the loss's calls, checked against their contracts (docs/plugins.md):
-    a model returns an (N, C, H, W) Tensor (or a dict holding it under "out"), a loss a
-    floating Tensor of one number. What they raise, or return instead, is a PluginError that
-    names the plugin and its distribution. The checks read shapes only: no device sync."""
-
-    model: str  # "model 'unet' from plugin segcli_models (segcli 1.0)"
-    loss: str
-    outputs: int | None = None  # the head width, when known
-
-    @classmethod
-    def of(
-        cls, config: RunConfig, outputs: int | None = None, plugins: Plugins | None = None
-    ) -> PluginCalls:
-        plugins = plugins or get_plugins()
-
-        def described(kind: str, registry: Any, name: str) -> str:
-            origin = registry.entry(name).origin if name in registry else None
-            return f"{kind} {name!r}" + (f" from plugin {origin}" if origin else "")
-
-        parts = [part for part, _ in parse_loss_spec(config.loss.name)]
-        loss = (
-            described("loss", plugins.losses, parts[0])
-            if len(parts) == 1
-            else f"loss {config.loss.name!r} ("
-            + ", ".join(described("loss", plugins.losses, part) for part in parts)
-            + ")"
-        )
-        return cls(described("model", plugins.models, config.model.name), loss, outputs)
-
-    def logits(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-        returned: list[Any] = []  # what the model itself returned, before `forward` uses it
-        hook = model.register_forward_hook(lambda module, args, output: returned.append(output))
-        try:
-            logits = forward(model, images)
-        except (SegcliError, MemoryError, torch.cuda.OutOfMemoryError):
-            raise
-        except Exception as exc:
-            raw = returned[0] if returned else None
-            if returned and not isinstance(raw, (torch.Tensor, dict)):
-                raise self._broken(
-                    self.model, f"returned {_shape_of(raw)}, not a Tensor (N, C, H, W)"
-                ) from exc
-            raise self._broken(self.model, f"failed: {one_line(exc)}") from exc
-        finally:
-            hook.remove()
-        channels = self.outputs or "C"
-        if not (
-            isinstance(logits, torch.Tensor)
-            and logits.dim() == 4
-            and logits.shape[0] == images.shape[0]
-            and (self.outputs is None or logits.shape[1] == self.outputs)
-        ):
-            raise self._broken(
-                self.model,
-                f"returned {_shape_of(logits)} for a batch of {images.shape[0]}, not a Tensor "
-                f"of shape ({images.shape[0]}, {channels}, H, W)",
-            )
-        return logits
-
-    def loss_of(self, loss_fn: Callable, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        try:
-            loss = loss_fn(logits, masks)
-        except (SegcliError, MemoryError, torch.cuda.OutOfMemoryError):
-            raise
-        except Exception as exc:
-            raise self._broken(self.loss, f"failed: {one_line(exc)}") from exc
-        if not (isinstance(loss, torch.Tensor) and loss.numel() == 1 and loss.is_floating_point()):
-            raise self._broken(
-                self.loss, f"returned {_shape_of(loss)}, not a Tensor holding one number"
-            )
-        if torch.is_grad_enabled() and logits.requires_grad and not loss.requires_grad:
-            raise self._broken(self.loss, "returned a Tensor that gradients do not flow through")
-        return loss.reshape(())
-
-    @staticmethod
-    def _broken(what: str, problem: str) -> PluginError:
-        return PluginError(
-            f"{what} {problem}",
-            hint="report it to the plugin's authors; --debug shows the traceback",
-        )
-
-
-def _shape_of(value: Any) -> str:
-    if isinstance(value, torch.Tensor):
-        return f"a {value.dtype} Tensor of shape {tuple(value.shape)}"
-    return f"a {type(value).__name__}"
 
 
 def check_finite(model: nn.Module, loss: float | None, epoch: int, step: int, lr: float) -> None:
@@ -305,43 +210,3 @@ def train_one_epoch(
         if max_steps is not None and state.step >= max_steps:
             break
     return loss_sum / max(1, batches)
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    loader: DataLoader,
-    loss_fn: Callable | None,
-    metrics: dict[str, Any],
-    device: torch.device,
-    config: RunConfig,
-    context: distributed.Distributed | None = None,
-    calls: PluginCalls | None = None,
-) -> dict[str, Any]:
-    """Validation loss and every metric over a loader, keyed `<metric>/<key>`: the training
-    view of `segcli.evaluation` (batches at the training size, fed to the same metric
-    plugins the same way; `evaluate_split` scores whole images as predict makes them)."""
-    calls = calls or PluginCalls.of(config)
-    model.eval()
-    reset_metrics(metrics)
-    # [sum of batch losses, batches with a labelled pixel]: under torchrun a batch of
-    # padding samples (all pixels ignored) must not count, and totals add across processes
-    loss_total = torch.zeros(2, device=device)
-    for images, masks in loader:
-        images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
-        with autocast_for(config.train.amp, device):
-            logits = calls.logits(model, images)
-            if loss_fn is not None:
-                labelled = (masks != IGNORE_INDEX).any()
-                loss = torch.where(labelled, calls.loss_of(loss_fn, logits, masks).float(), 0.0)
-                loss_total += torch.stack([loss, labelled.float()])
-        update_metrics(metrics, predictions(logits.float(), config.train.threshold), masks)
-    if context is not None and context.enabled:
-        distributed.sum_across(loss_total)
-        for metric in metrics.values():
-            distributed.sum_metric_state(metric)
-    mean_loss = loss_total[0] / loss_total[1].clamp(min=1)
-    results: dict[str, Any] = {}
-    if loss_fn is not None:
-        results["val/loss"] = float(mean_loss)
-    return results | metric_scores(metrics)

@@ -120,7 +120,8 @@ def test_disabled_models_plugin_is_named_before_planning(
     assert result.exit_code == 4
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert result.stderr.startswith(
-        "error: planner 'default' needs model 'unet' of plugin 'models', which is disabled ("
+        "error: planner 'default' needs model 'unet', model 'unet-resnet' of plugin 'models', "
+        "which is disabled ("
     )
     assert "leave 'models' out of SEGCLI_DISABLE_PLUGINS" in result.stderr
     assert list(tmp_path.iterdir()) == []  # nothing measured, no run folder

@@ -30,7 +30,7 @@ MODEL_OPTIONS = {
     "unet-valid": {"base_width": 4},
     "fcn8s-vgg": {"head_width": 16},
 }
-SLOW_MODELS = {"deeplabv3-resnet50", "deeplabv3-resnet101", "fcn-resnet50"}
+SLOW_MODELS = {"deeplabv3-resnet50", "deeplabv3-resnet101", "fcn-resnet50", "unet-resnet"}
 BINARY_CAPABLE_LOSSES = ["dice", "focal", "lovasz", "tversky"]
 
 
@@ -48,6 +48,7 @@ def test_model_contract(name):
     [
         "unet",
         "unet-valid",
+        pytest.param("unet-resnet", marks=pytest.mark.slow),
         pytest.param("erfnet", marks=pytest.mark.slow),
         pytest.param("fcn8s-vgg", marks=pytest.mark.slow),
     ],

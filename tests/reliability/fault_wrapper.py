@@ -58,16 +58,16 @@ def arm_prepare() -> None:
 
 
 def arm_train() -> None:
-    import segcli.training.loop as loop
+    import segcli.building as building
 
-    original = loop.forward
+    original = building.forward
 
     def forward(model, images):
         if model.training and reached():
             strike()
         return original(model, images)
 
-    loop.forward = forward
+    building.forward = forward
 
 
 class HalfWriter:
