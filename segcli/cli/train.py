@@ -250,7 +250,7 @@ def _train_folds(parent: Path, config: Any, only: int | None, max_steps: int | N
     """Train the folds of `parent` still to train, one after another, each an ordinary run;
     the parent's summary.json is rewritten after each, and shown at the end."""
     from segcli.runs.cross_validation import write_folds_summary
-    from segcli.training.cross_validation import folds_to_train
+    from segcli.training.cross_validation import choose_ensemble_post_processing, folds_to_train
 
     for position, todo in enumerate(folds_to_train(parent, config, only)):
         console.print(f"[bold]fold {todo.fold}[/]: {todo.run_dir}", highlight=False)
@@ -265,6 +265,8 @@ def _train_folds(parent: Path, config: Any, only: int | None, max_steps: int | N
                 run_dir=todo.run_dir,
                 first=position == 0,
             )
+        summary = write_folds_summary(parent)
+    if choose_ensemble_post_processing(parent) is not None:
         summary = write_folds_summary(parent)
     print_folds_summary(parent, summary)
 
@@ -409,6 +411,13 @@ def print_folds_summary(parent: Path, summary: dict[str, Any]) -> None:
         console.print(
             f"{monitor}: [bold]{summary['mean']:.4f}{sd}[/] (mean ± sd of {summary['trained']} "
             f"fold(s) of {len(summary['folds'])})",
+            highlight=False,
+        )
+    chosen = summary.get("post_processing")
+    if chosen:
+        console.print(
+            f"ensemble post-processing (out-of-fold {chosen['monitor']}): "
+            f"{chosen['description']}, {chosen['before']:.4f} -> {chosen['after']:.4f}",
             highlight=False,
         )
     console.print(f"summary: {parent}/summary.json", highlight=False)

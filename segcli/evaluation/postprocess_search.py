@@ -9,17 +9,20 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
 from segcli.building import build_metrics
+from segcli.evaluation.cross_validation import out_of_fold_pairs
 from segcli.evaluation.scores import ImageRecord, Scoring
 from segcli.evaluation.split import evaluate_split, labelled_pairs
 from segcli.inference.postprocessing import PostProcessing
 from segcli.inference.predictor import Predictor
 from segcli.runs.checkpoint_file import load_checkpoint, save_checkpoint
+from segcli.runs.cross_validation import fold_checkpoints
 
 THRESHOLDS = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
 # shares of an image's pixels: 1e-3 is 10 px of a 101x101 image, 1000 px of a 1000x1000 one
@@ -37,6 +40,18 @@ class Choice:
     rules: PostProcessing
     before: float
     after: float
+
+    def summary(self, monitor: str, default: PostProcessing) -> dict[str, Any]:
+        """The choice for a run's summary: the rules (None when they are `default`, the
+        plain threshold: nothing improved the metric), and `monitor` before and after."""
+        kept = self.rules != default
+        return {
+            "rules": self.rules.to_json() if kept else None,
+            "description": self.rules.describe() if kept else "none improved the metric",
+            "monitor": monitor,
+            "before": self.before,
+            "after": self.after,
+        }
 
 
 Score = Callable[[Sequence[np.ndarray]], float]
@@ -89,17 +104,49 @@ def learn_post_processing(
     cross-validation fold's validation images) call for, judged by its `monitor` metric at the
     images' own size; None for a model of more classes or a monitor no metric plugin gives."""
     predictor = Predictor(checkpoint, device, post_processing=False)
+    return _choose(
+        [(predictor, pairs or labelled_pairs(dataset_dir, split))],
+        dataset_dir,
+        split,
+        monitor=monitor,
+        maximize=maximize,
+    )
+
+
+def learn_ensemble_post_processing(
+    run: Path, dataset_dir: Path, *, monitor: str, maximize: bool, device: str = "auto"
+) -> Choice | None:
+    """The post-processing for the ensemble of a cross-validation `run`'s folds, chosen as
+    nnU-Net does on the out-of-fold predictions: each image predicted by the fold that held it
+    out, all of them pooled (each fold's own rules saw a fifth of the images)."""
+    predictors = [
+        Predictor(checkpoint, device, post_processing=False) for checkpoint in fold_checkpoints(run)
+    ]
+    held_out = out_of_fold_pairs(run, dataset_dir)
+    return _choose(
+        list(zip(predictors, held_out, strict=True)),
+        dataset_dir,
+        "out-of-fold",
+        monitor=monitor,
+        maximize=maximize,
+    )
+
+
+def _choose(
+    sources: Sequence[tuple[Predictor, Sequence[tuple[Path, Path]]]],
+    dataset_dir: Path,
+    split: str,
+    *,
+    monitor: str,
+    maximize: bool,
+) -> Choice | None:
+    """Rules chosen on what each predictor predicts of its (image, mask) pairs, pooled."""
+    predictor = sources[0][0]
     plugin = monitor.split("/", 1)[0]
     metrics = build_metrics(predictor.config, predictor.dataset_info())
     if predictor.num_classes != 2 or plugin not in metrics:
         return None
     metrics = {plugin: metrics[plugin]}
-    chosen, held = [], 0
-    for image_path, mask_path in pairs or labelled_pairs(dataset_dir, split):
-        chosen.append((image_path, mask_path))
-        held += _pixels(mask_path)
-        if held >= LEARNING_PIXELS:
-            break  # enough to choose by; the rest would only cost memory
     foregrounds: list[np.ndarray] = []
     truths: list[torch.Tensor] = []
 
@@ -110,10 +157,17 @@ def learn_post_processing(
         foregrounds.append(np.empty(shape, np.float16))
         return foregrounds[-1]
 
-    evaluate_split(
-        predictor, dataset_dir, split, pairs=chosen, metrics={}, on_image=keep,
-        foreground=foreground_of,
-    )  # fmt: skip
+    for source, pairs in sources:
+        chosen, held = [], 0
+        for image_path, mask_path in pairs:
+            chosen.append((image_path, mask_path))
+            held += _pixels(mask_path)
+            if held >= LEARNING_PIXELS // len(sources):
+                break  # enough to choose by; the rest would only cost memory
+        evaluate_split(
+            source, dataset_dir, split, pairs=chosen, metrics={}, on_image=keep,
+            foreground=foreground_of,
+        )  # fmt: skip
 
     def score(masks: Sequence[np.ndarray]) -> float:
         scoring = Scoring(metrics)

@@ -23,7 +23,11 @@ from segcli.inference.postprocessing import PostProcessing
 from segcli.inference.preprocessing import recorded_preprocessing, resize_in_strips, size_divisor
 from segcli.inference.tiling import DEFAULT_OVERLAP, sliding_window
 from segcli.runs.checkpoint_file import load_checkpoint, load_model_state
-from segcli.runs.cross_validation import fold_checkpoints
+from segcli.runs.cross_validation import (
+    ENSEMBLE_POST_PROCESSING_FILE,
+    fold_checkpoints,
+    read_ensemble_post_processing,
+)
 
 # flip dimensions of each test-time view; the views' probabilities are averaged
 TTA_VIEWS: dict[str, list[tuple[int, ...]]] = {
@@ -75,6 +79,7 @@ class Predictor:
         self.device = resolve_device(device, "--device")
         # a cross-validation run: its folds, the first of which describes them all
         folds = fold_checkpoints(checkpoint_path) if checkpoint_path.is_dir() else []
+        ensemble = checkpoint_path
         if folds:
             checkpoint_path = folds[0]
         self.exported = checkpoint_path.suffix in EXPORT_SUFFIXES
@@ -119,10 +124,15 @@ class Predictor:
                 hint="leave --threshold out: the most probable class is taken",
             )
         self.rules = PostProcessing(threshold=self.config.train.threshold)
-        # each fold's rules were chosen for that fold alone: an ensemble applies none
-        learned = meta.get("post_processing") if not folds else None
+        # each fold's rules were chosen for that fold alone: an ensemble applies its own,
+        # chosen on the out-of-fold predictions of all of them
+        if folds:
+            learned = (read_ensemble_post_processing(ensemble) or {}).get("rules")
+            source = ensemble / ENSEMBLE_POST_PROCESSING_FILE
+        else:
+            learned, source = meta.get("post_processing"), checkpoint_path
         if post_processing and self.num_classes == 2 and learned:
-            self.rules = _recorded_rules(meta["post_processing"], checkpoint_path)
+            self.rules = _recorded_rules(learned, source)
         if threshold is not None:
             self.rules = replace(self.rules, threshold=threshold)
         if not 0 < self.rules.threshold < 1:

@@ -6,6 +6,8 @@ Layout (`segcli train --folds K`, docs/training.md#cross-validation)::
     RUN/folds.json        the seed and, per fold, the image ids it trains and validates on
     RUN/config.toml       the configuration every fold shares (each fold adds dataset.fold)
     RUN/summary.json      each fold's monitored score, their mean and standard deviation
+    RUN/post_processing.json  what the ensemble applies (two-class runs): chosen on the
+                          out-of-fold predictions, with the metric before and after
     RUN/fold-K/           an ordinary run: config.toml, checkpoints, metrics, summary.json
 
 An image id is `split/stem` of the prepared dataset (`train/img_003`): ids of the train and
@@ -29,6 +31,7 @@ from segcli.runs.checkpoint_file import SUFFIX
 from segcli.runs.metrics import read_summary
 
 FOLDS_FILE = "folds.json"
+ENSEMBLE_POST_PROCESSING_FILE = "post_processing.json"
 FOLDS_VERSION = 1
 
 
@@ -193,7 +196,29 @@ def summarise_folds(run: Path) -> dict[str, Any]:
         "trained": len(scores),
         "mean": statistics.fmean(scores) if scores else None,
         "sd": statistics.stdev(scores) if len(scores) > 1 else None,
+        "post_processing": read_ensemble_post_processing(run),
     }
+
+
+def write_ensemble_post_processing(run: Path, record: dict[str, Any]) -> None:
+    """Keep what the ensemble of `run`'s folds applies: `record` has the rules (None: none
+    improved the metric), their description, the monitor and its value before and after."""
+    with atomic_write(Path(run) / ENSEMBLE_POST_PROCESSING_FILE) as stream:
+        stream.write(json.dumps(record, indent=2).encode())
+
+
+def read_ensemble_post_processing(run: Path) -> dict[str, Any] | None:
+    """What `write_ensemble_post_processing` kept; None before the folds are all trained."""
+    path = Path(run) / ENSEMBLE_POST_PROCESSING_FILE
+    if not path.is_file():
+        return None
+    record = read_json(path, "the ensemble's post-processing")
+    if not isinstance(record, dict):
+        raise DataError(
+            f"{path} is damaged: not a JSON object",
+            hint="delete it: the ensemble then applies no post-processing",
+        )
+    return record
 
 
 def write_folds_summary(run: Path) -> dict[str, Any]:

@@ -7,6 +7,7 @@ on disk is `segcli.runs.cross_validation`'s; the ensemble of the folds is
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ from segcli.config import RunConfig, build_config
 from segcli.data.folds import make_folds
 from segcli.data.format import read_dataset_info
 from segcli.errors import UsageError
+from segcli.evaluation.postprocess_search import learn_ensemble_post_processing
+from segcli.inference.postprocessing import PostProcessing
 from segcli.json_files import read_json
 from segcli.runs.checkpoint_file import SUFFIX
 from segcli.runs.cross_validation import (
@@ -22,6 +25,7 @@ from segcli.runs.cross_validation import (
     check_fold,
     fold_dir,
     read_folds,
+    write_ensemble_post_processing,
     write_folds,
 )
 from segcli.runs.folders import (
@@ -117,3 +121,29 @@ def folds_to_train(parent: Path, config: RunConfig, only: int | None = None) -> 
             hint=f"give a fold more time: `segcli train --resume {fold_dir(parent, 0)} --time +5m`",
         )
     return to_train
+
+
+def choose_ensemble_post_processing(parent: Path) -> dict[str, Any] | None:
+    """Once every fold of `parent` is trained, the post-processing its ensemble applies
+    (`segcli predict --ensemble`), chosen on the out-of-fold predictions and written to the
+    parent (two-class runs, `train.post_process` on): what was chosen, for the summary."""
+    parent = Path(parent)
+    config = shared_config(parent)
+    count = read_folds(parent / FOLDS_FILE).count
+    trained = all((fold_dir(parent, k) / "summary.json").is_file() for k in range(count))
+    if not (trained and config.train.post_process):
+        return None
+    started = time.perf_counter()
+    choice = learn_ensemble_post_processing(
+        parent,
+        ensure_dataset(config),
+        monitor=config.train.monitor,
+        maximize=config.train.monitor_mode == "max",
+        device=config.train.device,
+    )
+    if choice is None:
+        return None
+    record = choice.summary(config.train.monitor, PostProcessing(threshold=config.train.threshold))
+    record["seconds"] = round(time.perf_counter() - started, 1)
+    write_ensemble_post_processing(parent, record)
+    return record

@@ -272,16 +272,10 @@ def _post_processing(
     )
     if choice is None:
         return None
-    kept = choice.rules != PostProcessing(threshold=config.train.threshold)
-    if kept:
+    summary = choice.summary(monitor, PostProcessing(threshold=config.train.threshold))
+    if summary["rules"] is not None:
         record_post_processing(best, choice.rules)
-    return {
-        "rules": choice.rules.to_json() if kept else None,
-        "description": choice.rules.describe() if kept else "none improved the metric",
-        "monitor": monitor,
-        "before": choice.before,
-        "after": choice.after,
-    }
+    return summary
 
 
 def _without_pretrained(config: RunConfig, checkpoint: Any) -> RunConfig:

@@ -139,3 +139,59 @@ def test_an_onnx_export_applies_the_same_post_processing(binary_run, tmp_path, c
             np.asarray(Image.open(path)), np.asarray(Image.open(tmp_path / "onnx" / path.name))
         )
     assert json.loads(sidecar_path(exported).read_text())["post_processing"] == (rules.to_json())
+
+
+def test_a_cross_validation_chooses_its_ensembles_rules_on_every_out_of_fold_image(
+    tmp_path, monkeypatch
+):
+    # nnU-Net's habit: the ensemble's rules are chosen on the out-of-fold predictions, each
+    # image predicted by the fold that held it out, all folds pooled
+    from segcli.cli import main
+    from segcli.evaluation import postprocess_search
+    from segcli.evaluation.postprocess_search import Choice
+
+    images, masks = raw_binary(tmp_path / "raw")
+    data, runs = tmp_path / "data", tmp_path / "runs"
+    config = tmp_path / "run.toml"
+    config.write_text(
+        f"""runs_dir = "{runs}"
+metrics = ["binary"]
+[dataset]
+path = "{data}"
+[model]
+name = "unet"
+options = {{depth = 2, base_width = 4}}
+[loss]
+name = "bce+dice"
+[train]
+epochs = 1
+batch_size = 4
+monitor = "binary/iou"
+[input]
+size = [32, 32]
+"""
+    )
+    seen: list[int] = []
+
+    def choose(foregrounds, score, *, threshold, maximize):
+        seen.append(len(foregrounds))
+        assert 0 <= score([f > 0.5 for f in foregrounds]) <= 1
+        return Choice(PostProcessing(threshold=0.7), before=0.4, after=0.5)
+
+    monkeypatch.setattr(postprocess_search, "choose_post_processing", choose)
+    for args in (
+        ["prepare", "folder", images, "--masks", masks, "--val-fraction", "0.25", "--out", data],
+        ["train", "--config", config, "--folds", "2"],
+    ):  # fmt: skip
+        with pytest.MonkeyPatch.context() as patch, pytest.raises(SystemExit) as done:
+            patch.setattr("sys.argv", ["segcli", *map(str, args)])
+            main()
+        assert done.value.code in (0, None)
+    [parent] = runs.iterdir()
+    # each fold chose its own rules on its 8 images, then the ensemble on all 16
+    assert seen == [8, 8, 16]
+    chosen = json.loads((parent / "summary.json").read_text())["post_processing"]
+    assert chosen["rules"]["threshold"] == 0.7 and chosen["monitor"] == "binary/iou"
+    assert chosen == json.loads((parent / "post_processing.json").read_text())
+    assert Predictor(parent, "cpu").rules.threshold == 0.7
+    assert Predictor(parent, "cpu", post_processing=False).rules.threshold == 0.5
