@@ -33,17 +33,10 @@ def raw_binary(root: Path, count: int = 16, side: int = 32) -> tuple[Path, Path]
     return images, masks
 
 
-@pytest.fixture(scope="module")
-def binary_run(tmp_path_factory) -> tuple[Path, Path]:
-    """A two-class dataset and a run trained on it for a few epochs (its folder)."""
-    from segcli.cli import main
-
-    root = tmp_path_factory.mktemp("binary")
-    images, masks = raw_binary(root / "raw")
-    data = root / "data"
-    config = root / "run.toml"
-    config.write_text(
-        f"""runs_dir = "{root / "runs"}"
+def binary_config(path: Path, runs: Path, data: Path, *, epochs: int) -> Path:
+    """A tiny two-class U-Net run's configuration file at `path`."""
+    path.write_text(
+        f"""runs_dir = "{runs}"
 metrics = ["binary"]
 [dataset]
 path = "{data}"
@@ -53,7 +46,7 @@ options = {{depth = 2, base_width = 4}}
 [loss]
 name = "bce+dice"
 [train]
-epochs = 3
+epochs = {epochs}
 batch_size = 4
 lr = 0.01
 monitor = "binary/iou"
@@ -61,6 +54,18 @@ monitor = "binary/iou"
 size = [32, 32]
 """
     )
+    return path
+
+
+@pytest.fixture(scope="module")
+def binary_run(tmp_path_factory) -> tuple[Path, Path]:
+    """A two-class dataset and a run trained on it for a few epochs (its folder)."""
+    from segcli.cli import main
+
+    root = tmp_path_factory.mktemp("binary")
+    images, masks = raw_binary(root / "raw")
+    data = root / "data"
+    config = binary_config(root / "run.toml", root / "runs", data, epochs=3)
     for args in (
         ["prepare", "folder", str(images), "--masks", str(masks), "--val-fraction", "0.25",
          "--out", str(data)],
@@ -152,25 +157,7 @@ def test_a_cross_validation_chooses_its_ensembles_rules_on_every_out_of_fold_ima
 
     images, masks = raw_binary(tmp_path / "raw")
     data, runs = tmp_path / "data", tmp_path / "runs"
-    config = tmp_path / "run.toml"
-    config.write_text(
-        f"""runs_dir = "{runs}"
-metrics = ["binary"]
-[dataset]
-path = "{data}"
-[model]
-name = "unet"
-options = {{depth = 2, base_width = 4}}
-[loss]
-name = "bce+dice"
-[train]
-epochs = 1
-batch_size = 4
-monitor = "binary/iou"
-[input]
-size = [32, 32]
-"""
-    )
+    config = binary_config(tmp_path / "run.toml", runs, data, epochs=1)
     seen: list[int] = []
 
     def choose(foregrounds, score, *, threshold, maximize):
