@@ -95,8 +95,9 @@ def build_unet_resnet(
     averages the first convolution's RGB kernels, so pretrained weights still apply."""
     model = UNetResNet(num_classes, encoder)
     if backbone_weights:
-        published = {"imagenet": _IMAGENET[encoder].url} if encoder in _IMAGENET else {}
-        weights = resolve_weights(backbone_weights, published, target="unet-resnet")
+        weights = resolve_weights(
+            backbone_weights, {"imagenet": _IMAGENET[encoder].url}, target="unet-resnet"
+        )
         load_matching(
             model.encoder,
             read_state_dict(weights.path),
