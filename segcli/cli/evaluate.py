@@ -44,6 +44,7 @@ def evaluate(
     tta: options.Tta = "none",
     workers: options.Workers = None,
     device: options.Device = "auto",
+    threads: options.Threads = None,
     runs_dir: options.RunsDir = Path("runs"),
     force: options.Force = False,
     max_image_pixels: options.MaxImagePixels = None,
@@ -63,6 +64,7 @@ def evaluate(
     )
     from segcli.inference.predictor import Predictor, reuse_freed_memory
 
+    options.use_threads(threads)
     if cv is not None:
         if checkpoint is not None or ensemble is not None or split is not None:
             from segcli.errors import UsageError

@@ -183,3 +183,21 @@ BatchSize = Annotated[
         callback=in_range("--batch-size", low=1),
     ),
 ]
+Threads = Annotated[
+    int | None,
+    typer.Option(
+        "--threads",
+        help="CPU threads of the model, in every format (PyTorch, TorchScript, ONNX Runtime, "
+        "OpenVINO) [default: PyTorch's, the physical cores or OMP_NUM_THREADS].",
+        callback=in_range("--threads", low=1),
+    ),
+]
+
+
+def use_threads(threads: int | None) -> None:
+    """`--threads N`: PyTorch's CPU threads, which the runtimes of exported models take too
+    (`segcli.inference.exported_models.runtime_threads`); left out, PyTorch's default."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)

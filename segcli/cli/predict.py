@@ -58,13 +58,7 @@ def predict(
     batch_size: options.BatchSize = 4,
     workers: options.Workers = None,
     device: options.Device = "auto",
-    threads: int = typer.Option(
-        None,
-        "--threads",
-        help="CPU threads of the model, in every format (PyTorch, TorchScript, ONNX Runtime, "
-        "OpenVINO) [default: PyTorch's, the physical cores or OMP_NUM_THREADS].",
-        callback=options.in_range("--threads", low=1),
-    ),
+    threads: options.Threads = None,
     amp: str = typer.Option(
         "auto", "--amp", help="Mixed precision: auto (fp16 on CUDA), off, bf16, fp16."
     ),
@@ -93,10 +87,7 @@ def predict(
 
     checkpoint_path = options.model_path(checkpoint, ensemble, runs_dir)
     reuse_freed_memory()
-    if threads is not None:  # exported models take PyTorch's count (runtime_threads)
-        import torch
-
-        torch.set_num_threads(threads)
+    options.use_threads(threads)
     total = len(discover_inputs(inputs, recursive))
     console.print(f"{'ensemble' if ensemble else 'checkpoint'}: {checkpoint_path}")
     columns = (TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())

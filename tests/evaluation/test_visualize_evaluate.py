@@ -45,6 +45,22 @@ def test_evaluate_writes_a_per_class_report_and_predictions(
     assert len(predictions) == 16 and Image.open(predictions[0]).size == (64, 64)
 
 
+def test_evaluate_threads_sets_the_threads_of_the_model(cli, trained_run, shapes_dataset, tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    threads = 1 if before > 1 else 2
+    try:
+        result = cli(
+            "evaluate", shapes_dataset, "--checkpoint", trained_run, "--out",
+            tmp_path / "eval.json", "--threads", threads,
+        )  # fmt: skip
+        assert result.exit_code == 0, result.stderr
+        assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_evaluate_an_unlabelled_split_is_a_data_error(cli, trained_run, shapes_dataset):
     result = cli(
         "evaluate", str(shapes_dataset), "--split", "test", "--checkpoint", str(trained_run)

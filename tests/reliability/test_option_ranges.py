@@ -35,10 +35,12 @@ OUT_OF_RANGE = [
     ("predict", "--threshold", "1"),
     ("predict", "--threshold", "nan"),
     ("predict", "--max-image-pixels", "0"),
+    ("predict", "--threads", "0"),
     ("evaluate", "--tile", "7"),
     ("evaluate", "--overlap", "inf"),
     ("evaluate", "--workers", "-2"),
     ("evaluate", "--max-image-pixels", "-5"),
+    ("evaluate", "--threads", "0"),
     ("visualize", "--count", "0"),
     ("train", "--max-steps", "0"),
 ]
