@@ -69,17 +69,17 @@ def loader_workers(requested: int | None, device: torch.device, images: int) -> 
     return max(0, requested)
 
 
-def read_ahead(batches: Iterable[T], depth: int = 1) -> Iterator[T]:
+def read_ahead(batches: Iterable[T]) -> Iterator[T]:
     """`batches` in their order, each read by a background thread while the caller works on
-    the ones before it (`depth` read and waiting, one more being read: as few as overlap
-    needs, since a batch of large images is large).
+    the one before it.
 
     Without loader processes (on a CPU), the decoding of the next images then overlaps the
     model and this batch's post-processing: those leave a core idle on and off (the glue
     between the model calls runs on one core), and Pillow, zlib, onnxruntime and torch
     release the GIL while they work. An exception raised while reading is raised here, in
     the caller's thread; a caller that stops early stops the reading too."""
-    waiting: queue.Queue = queue.Queue(maxsize=depth)
+    # one batch waiting, one being read: as few as overlap needs (a batch of large images is large)
+    waiting: queue.Queue = queue.Queue(maxsize=1)
     stop = threading.Event()
 
     def hand_over(entry: tuple[bool, Any]) -> None:

@@ -156,6 +156,91 @@ def test_fold_k_trains_only_that_fold_and_resume_trains_the_others(data, tmp_pat
     assert json.loads((parent / "summary.json").read_text())["trained"] == FOLDS
 
 
+def folds_of_summary(parent: Path) -> list[dict]:
+    """The parent summary's row of each fold, as each fold's own summary.json has it now."""
+    rows = []
+    for k in range(len(json.loads((parent / "summary.json").read_text())["folds"])):
+        own = json.loads((parent / f"fold-{k}" / "summary.json").read_text())
+        rows.append({"best": own["best"], "best_epoch": own["best_epoch"],
+                     "seconds": own["seconds"]["total"]})  # fmt: skip
+    return rows
+
+
+def test_a_fold_finished_by_resume_updates_the_parents_summary_and_ensemble(
+    data, tmp_path, cli, monkeypatch
+):
+    from segcli.cli.progress import RichReporter
+    from segcli.evaluation.postprocess_search import Choice
+    from segcli.inference.postprocessing import PostProcessing
+    from segcli.training import cross_validation
+
+    class CtrlCInFoldOne(RichReporter):  # Ctrl-C after fold 1's first epoch (its `last` kept)
+        def start(self, run_dir, *args, **options):
+            self.fold = Path(run_dir).name
+            super().start(run_dir, *args, **options)
+
+        def epoch_end(self, record, best):
+            super().epoch_end(record, best)
+            if self.fold == "fold-1":
+                raise KeyboardInterrupt
+
+    chosen: list[Path] = []  # the ensemble's post-processing, chosen as for a two-class run
+
+    def learn(run, *args, **options):
+        chosen.append(Path(run))
+        return Choice(PostProcessing(threshold=0.7), before=0.4, after=0.5)
+
+    monkeypatch.setattr(cross_validation, "learn_ensemble_post_processing", learn)
+    runs = tmp_path / "runs"
+    with monkeypatch.context() as patch:
+        patch.setattr("segcli.cli.train.RichReporter", CtrlCInFoldOne)
+        result = cli("train", "--plugin", "shapes-unet", "--data", data, "--runs-dir", runs,
+                     *TINY, "--set", "train.epochs=2", "--folds", 2)  # fmt: skip
+    assert result.exit_code == 130, result.stderr
+    [parent] = runs.iterdir()
+    assert not (parent / "fold-1" / "summary.json").is_file() and not chosen
+
+    result = cli("train", "--resume", parent / "fold-1")  # the last fold left: now finished
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads((parent / "summary.json").read_text())
+    assert summary["trained"] == 2 and chosen == [parent]
+    assert [{key: row[key] for key in ("best", "best_epoch", "seconds")}
+            for row in summary["folds"]] == folds_of_summary(parent)  # fmt: skip
+    assert summary["post_processing"]["rules"]["threshold"] == 0.7
+    assert (parent / "post_processing.json").is_file()
+    assert "2 fold(s) of 2" in result.stdout.replace("\n", " ")
+
+    # a finished fold extended: its new scores and time, the ensemble's rules chosen again
+    assert cli("train", "--resume", parent / "fold-0", "--set", "train.epochs=3").exit_code == 0
+    summary = json.loads((parent / "summary.json").read_text())
+    assert [{key: row[key] for key in ("best", "best_epoch", "seconds")}
+            for row in summary["folds"]] == folds_of_summary(parent)  # fmt: skip
+    assert chosen == [parent, parent]
+
+
+def test_a_cross_validation_run_moved_elsewhere_still_works(data, tmp_path, cli):
+    import shutil
+
+    trained = train_folds(data, tmp_path / "runs", "--folds", 2)
+    parent = tmp_path / "elsewhere" / "cv"
+    parent.parent.mkdir()
+    shutil.move(trained, parent)
+    assert not trained.exists()
+    scored = cli("evaluate", data, "--cv", parent)
+    assert scored.exit_code == 0, scored.stderr
+    assert json.loads((parent / "eval-cv.json").read_text())["images"] == 18
+    out = tmp_path / "pred"
+    predicted = cli("predict", "--ensemble", parent, data / "test" / "images", "--out", out)
+    assert predicted.exit_code == 0, predicted.stderr
+    assert len(list(out.glob("*.png"))) == 2
+    # what reads a fold's images again: its report, and training it further
+    reported = cli("report", parent)
+    assert reported.exit_code == 0, reported.stderr
+    extended = cli("train", "--resume", parent / "fold-1", "--set", "train.epochs=2")
+    assert extended.exit_code == 0, extended.stderr
+    assert json.loads((parent / "fold-1" / "summary.json").read_text())["epochs_run"] == 2
+
+
 def test_the_ensemble_averages_the_folds_probabilities(parent, data):
     from segcli.data.images import read_image
     from segcli.inference.predictor import Predictor
