@@ -106,7 +106,12 @@ def train(
     from segcli.config import build_config, to_toml
     from segcli.errors import UsageError
     from segcli.plugins import get_plugins
-    from segcli.runs.cross_validation import check_fold, check_fold_count, is_cross_validation
+    from segcli.runs.cross_validation import (
+        check_fold,
+        check_fold_count,
+        cross_validation_of,
+        is_cross_validation,
+    )
 
     if folds is not None:
         check_fold_count(folds)
@@ -154,7 +159,10 @@ def train(
                 f"--fold picks a fold of a cross-validation run; {target} is a single run",
                 hint=f"segcli train --resume {target}",
             )
-        _train(None, max_steps, target, extension=_extension(time_budget, overrides))
+        run_dir = _train(None, max_steps, target, extension=_extension(time_budget, overrides))
+        parent = cross_validation_of(run_dir)
+        if parent is not None and _reports():  # a fold resumed: its parent's scores follow
+            print_folds_summary(parent)
         return
     if time_budget is not None:
         seconds = _seconds(time_budget)
@@ -247,10 +255,9 @@ def _resume_cross_validation(
 
 
 def _train_folds(parent: Path, config: Any, only: int | None, max_steps: int | None) -> None:
-    """Train the folds of `parent` still to train, one after another, each an ordinary run;
-    the parent's summary.json is rewritten after each, and shown at the end."""
-    from segcli.runs.cross_validation import write_folds_summary
-    from segcli.training.cross_validation import choose_ensemble_post_processing, folds_to_train
+    """Train the folds of `parent` still to train, one after another, each an ordinary run
+    (which updates the parent's summary.json); the summary is shown at the end."""
+    from segcli.training.cross_validation import folds_to_train
 
     for position, todo in enumerate(folds_to_train(parent, config, only)):
         console.print(f"[bold]fold {todo.fold}[/]: {todo.run_dir}", highlight=False)
@@ -265,10 +272,13 @@ def _train_folds(parent: Path, config: Any, only: int | None, max_steps: int | N
                 run_dir=todo.run_dir,
                 first=position == 0,
             )
-        summary = write_folds_summary(parent)
-    if choose_ensemble_post_processing(parent) is not None:
-        summary = write_folds_summary(parent)
-    print_folds_summary(parent, summary)
+    if _reports():
+        print_folds_summary(parent)
+
+
+def _reports() -> bool:
+    """Whether this process reports: under torchrun only the first one does."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def _seconds(text: str, *, added: bool = False) -> float:
@@ -322,9 +332,13 @@ def _train(
     extension: Any = None,
     run_dir: Path | None = None,
     first: bool = True,
-) -> None:
-    """`fit` with the live display, then the summary and the report. The time budget counts
-    from the command's start for its `first` run (planning included), else from here."""
+) -> Path:
+    """`fit` with the live display, then the summary and the report, and for a fold of a
+    cross-validation (trained anew or resumed) its parent's summary; the run folder. The
+    time budget counts from the command's start for its `first` run (planning included),
+    else from here."""
+    from segcli.runs.cross_validation import cross_validation_of
+    from segcli.training.cross_validation import update_folds_summary
     from segcli.training.fit import fit
 
     monitor = config.train.monitor if config else "confusion/miou"
@@ -343,11 +357,15 @@ def _train(
         )
     finally:
         reporter.stop()
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, only the first process reports
+    if _reports():
         print_summary(run_dir)
         from segcli.cli.report import write_after_training
 
         write_after_training(run_dir)
+        parent = cross_validation_of(run_dir)
+        if parent is not None:
+            update_folds_summary(parent)
+    return run_dir
 
 
 def print_summary(run_dir: Path) -> None:
@@ -388,10 +406,12 @@ def print_summary(run_dir: Path) -> None:
     console.print(f"next: segcli predict --colorize FOLDER   (uses {run_dir}/best.safetensors)")
 
 
-def print_folds_summary(parent: Path, summary: dict[str, Any]) -> None:
-    """Each fold's best monitored score, their mean ± sd, and what to do next."""
+def print_folds_summary(parent: Path) -> None:
+    """From the parent's summary.json: each fold's best monitored score, their mean ± sd,
+    and what to do next."""
     from rich.table import Table
 
+    summary = json.loads((parent / "summary.json").read_text())
     monitor = summary.get("monitor") or "score"
     table = Table(title=f"cross-validation: best {monitor} per fold")
     for column in ("fold", "train", "val", monitor, "epoch"):

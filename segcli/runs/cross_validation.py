@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import statistics
 from dataclasses import dataclass
@@ -111,6 +112,17 @@ def is_cross_validation(run: Path) -> bool:
 
 def fold_dir(run: Path, fold: int) -> Path:
     return Path(run) / f"fold-{fold}"
+
+
+def cross_validation_of(run: Path) -> Path | None:
+    """The cross-validation run that `run` is a fold of: its parent folder, when that holds a
+    folds file and `run` is one of its `fold-k` folders; None for any other run."""
+    run = Path(os.path.abspath(run))  # `--resume .` from inside the fold
+    parent = run.parent
+    if not is_cross_validation(parent):
+        return None
+    folds = read_folds(parent / FOLDS_FILE)
+    return parent if any(run == fold_dir(parent, k) for k in range(folds.count)) else None
 
 
 def check_fold_count(count: int) -> None:
@@ -221,9 +233,7 @@ def read_ensemble_post_processing(run: Path) -> dict[str, Any] | None:
     return record
 
 
-def write_folds_summary(run: Path) -> dict[str, Any]:
-    """Write the parent run's summary.json from its folds' summaries; returns it."""
-    summary = summarise_folds(run)
+def write_folds_summary(run: Path) -> None:
+    """Write the parent run's summary.json from its folds' summaries."""
     with atomic_write(Path(run) / "summary.json") as stream:
-        stream.write(json.dumps(summary, indent=2).encode())
-    return summary
+        stream.write(json.dumps(summarise_folds(run), indent=2).encode())

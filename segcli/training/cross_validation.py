@@ -27,6 +27,7 @@ from segcli.runs.cross_validation import (
     read_folds,
     write_ensemble_post_processing,
     write_folds,
+    write_folds_summary,
 )
 from segcli.runs.folders import (
     PLAN_FILE,
@@ -147,3 +148,12 @@ def choose_ensemble_post_processing(parent: Path) -> dict[str, Any] | None:
     record["seconds"] = round(time.perf_counter() - started, 1)
     write_ensemble_post_processing(parent, record)
     return record
+
+
+def update_folds_summary(parent: Path) -> None:
+    """After a fold of `parent` trained, anew or resumed: the parent's summary.json rewritten
+    from its folds' summaries and, when every fold is trained, the ensemble's post-processing
+    chosen (again, when a fold was extended) and added to it."""
+    write_folds_summary(parent)
+    if choose_ensemble_post_processing(parent) is not None:
+        write_folds_summary(parent)
