@@ -4,6 +4,7 @@ and writing TOML; pydantic's errors turned into one line naming key, value and l
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,8 @@ def build_config(
     if recipe:
         _merge(data, RunConfig, recipe, recipe_source, sources)
     if config_file is not None:
-        _merge(data, RunConfig, load_toml(config_file), str(config_file), sources)
+        values = _anchored(load_toml(config_file), Path(config_file).parent)
+        _merge(data, RunConfig, values, str(config_file), sources)
     for override in overrides:
         key, value = parse_override(override)
         _set_path(data, key.split("."), value, f"--set {override}", sources)
@@ -54,6 +56,18 @@ def build_config(
         raise ConfigError(_describe(exc.errors(include_url=False)[0], data, sources)) from None
     config._sources = sources
     return config
+
+
+def _anchored(values: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """A configuration file's `values` with a relative `dataset.folds` taken from the file's
+    `folder`, not the working directory: a run records its folds file relative to itself
+    (`../folds.json` in a fold, `segcli.runs.folders.write_config`), so that it is found from
+    any working directory and after the cross-validation run is moved or copied whole."""
+    dataset = values.get("dataset")
+    folds = dataset.get("folds") if isinstance(dataset, dict) else None
+    if not isinstance(folds, str) or not folds or Path(folds).is_absolute():
+        return values  # absent, absolute, or wrong (the schema says so, naming the file)
+    return {**values, "dataset": {**dataset, "folds": os.path.abspath(folder / folds)}}
 
 
 def load_toml(path: Path) -> dict[str, Any]:

@@ -48,6 +48,7 @@ def evaluate_best(
 
     More than `max_images` images (0: no limit) are thinned to evenly spaced ones. A
     DataError when the checkpoint records no dataset or the dataset is not where it was."""
+    from segcli.config import build_config
     from segcli.data.folds import fold_pairs
     from segcli.data.format import read_dataset_info
     from segcli.inference.predictor import Predictor
@@ -55,8 +56,10 @@ def evaluate_best(
     dataset_dir = checked_dataset(run_dir, checkpoint, dataset)
     predictor = Predictor(checkpoint, device)
     split = predictor.config.dataset.val_split
-    # a cross-validation fold is shown the images it held out
-    held_out = fold_pairs(predictor.config, dataset_dir, read_dataset_info(dataset_dir), "val")
+    # a cross-validation fold is shown the images it held out, from the folds file its
+    # config.toml names (relative to the run folder: found after the run is moved)
+    run_config = build_config(config_file=Path(run_dir) / "config.toml")
+    held_out = fold_pairs(run_config, dataset_dir, read_dataset_info(dataset_dir), "val")
     pairs = held_out or labelled_pairs(dataset_dir, split)
     chosen = evenly_spaced(pairs, max_images)
     evaluation = evaluate_split(

@@ -111,9 +111,15 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 
 def write_config(run_dir: Path, config: RunConfig) -> None:
     """The run's config.toml (`segcli train --config` repeats the run), written atomically:
-    an extended run rewrites it."""
+    an extended run rewrites it. Its folds file (`dataset.folds`) is recorded relative to the
+    run folder (`../folds.json` in a fold), where a configuration file's relative folds file
+    is read from: a cross-validation run moved or copied whole still finds its folds."""
+    recorded = config
+    if config.dataset.folds is not None:
+        recorded = config.model_copy(deep=True)
+        recorded.dataset.folds = os.path.relpath(config.dataset.folds, run_dir)
     with atomic_write(Path(run_dir) / "config.toml") as stream:
-        stream.write(to_toml(config).encode())
+        stream.write(to_toml(recorded).encode())
 
 
 def record_plan(run_dir: Path, plan: dict[str, Any]) -> None:
