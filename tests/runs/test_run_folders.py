@@ -249,3 +249,26 @@ def test_dataset_json_fields_are_checked_when_it_is_read(
     assert str(caught.value).startswith(f"{root / 'dataset.json'}")
     assert message in str(caught.value)
     assert "segcli prepare" in str(caught.value)
+
+
+def test_a_run_records_its_folds_file_relative_to_itself_and_reads_it_from_anywhere(
+    tmp_path, monkeypatch
+):
+    from segcli.runs.folders import write_config
+
+    fold = tmp_path / "cv" / "fold-1"
+    fold.mkdir(parents=True)
+    folds_file = str(tmp_path / "cv" / "folds.json")
+    config = build_config(overrides=[f'dataset.folds="{folds_file}"', "dataset.fold=1"])
+    write_config(fold, config)
+    assert 'folds = "../folds.json"' in (fold / "config.toml").read_text()
+    shutil.move(tmp_path / "cv", tmp_path / "moved")
+    monkeypatch.chdir(tmp_path / "moved")  # a relative configuration path, another folder
+    moved = build_config(config_file=Path("fold-1") / "config.toml")
+    assert Path(moved.dataset.folds) == (tmp_path / "moved" / "folds.json").resolve()
+    # on the command line a relative folds file is the working directory's, as any path
+    given = build_config(overrides=['dataset.folds="folds.json"', "dataset.fold=1"])
+    write_config(Path("fold-1"), given)
+    assert build_config(config_file=Path("fold-1") / "config.toml").dataset.folds == (
+        moved.dataset.folds
+    )
