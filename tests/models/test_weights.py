@@ -157,13 +157,14 @@ def test_unknown_suffix_and_segcli_checkpoint(tmp_path):
 
 
 class _Tiny(nn.Module):
-    """A backbone (`encoder`) and a head whose width is the class count."""
+    """A backbone (`encoder`), a layer after it and a head whose width is the class count."""
 
     head_prefixes = ("head.",)
 
     def __init__(self, num_classes: int = 2):
         super().__init__()
         self.encoder = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+        self.neck = nn.Conv2d(4, 4, 1)
         self.head = nn.Conv2d(4, num_classes, 1)
 
 
@@ -212,5 +213,6 @@ def test_load_backbone_loads_a_whole_model_file_into_the_model_keeping_a_fresh_h
     model = _Tiny(num_classes=2)
     _load_tiny_backbone(model, path, whole_model_prefix="encoder.")
     assert torch.equal(model.encoder[0].weight, trained.encoder[0].weight)
+    assert torch.equal(model.neck.weight, trained.neck.weight)  # beyond the backbone
     assert model.head.weight.shape[0] == 2
     assert pretrained_record(model)["backbone_weights"]["file"] == "whole.safetensors"
