@@ -73,6 +73,7 @@ _PUBLIC_NAMES: dict[str, str] = {
     "read_state_dict": "segcli.weights",
     "load_matching": "segcli.weights",
     "record_pretrained": "segcli.weights",
+    "load_backbone": "segcli.weights",
     "pretrained_record": "segcli.weights",
     "weights_cache_dir": "segcli.weights",
     "PublishedWeights": "segcli.weights",

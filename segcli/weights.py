@@ -7,7 +7,8 @@ either into a `WeightsFile`. Named weights live in torch hub's cache
 as it is, without touching the network; one that is not is downloaded and its SHA-256
 checked against the hash in its published file name; offline, the error names the file,
 the folder to put it in and the address to fetch it from. `record_pretrained` keeps on the
-model which file it started from (name, file, SHA-256), for the run's records.
+model which file it started from (name, file, SHA-256), for the run's records;
+`load_backbone` does all three for a model factory's ``backbone_weights`` option.
 
 Files are read without executing code: ``.safetensors`` through safetensors, ``.pt``/``.pth``/
 ``.bin``/``.tar`` through ``torch.load(weights_only=True)``. A state dict may be wrapped the
@@ -384,6 +385,43 @@ def record_pretrained(model: nn.Module, option: str, weights: WeightsFile) -> No
     records = dict(getattr(model, PRETRAINED_ATTRIBUTE, None) or {})
     records[option] = weights.record()
     setattr(model, PRETRAINED_ATTRIBUTE, records)
+
+
+def load_backbone(
+    model: nn.Module,
+    backbone: nn.Module,
+    backbone_weights: str,
+    published: Mapping[str, str],
+    *,
+    model_name: str,
+    target: str,
+    ignore_prefixes: Iterable[str] = (),
+    whole_model_prefix: str | None = None,
+) -> WeightsFile:
+    """A model's ``backbone_weights`` option in one call: the value resolved (a name of
+    `published`, which `model_name` knows, or a local file), its tensors loaded into
+    `backbone`, a part of `model` (`target` names it in errors; file keys under
+    `ignore_prefixes` are left out), and the file recorded on `model`. A file with a key
+    under `whole_model_prefix` is the whole model's, loaded into `model` instead."""
+    weights = resolve_weights(backbone_weights, published, target=model_name)
+    state = read_state_dict(weights.path)
+    part, head_prefixes = backbone, ()
+    if whole_model_prefix and any(key.startswith(whole_model_prefix) for key in state):
+        # a whole model's file (torchvision's COCO weights: ``backbone.*``), loaded as
+        # ``model.weights`` would be: the head is kept fresh when the class count differs
+        part, target = model, model_name
+        head_prefixes = getattr(model, "head_prefixes", ())
+        ignore_prefixes = getattr(model, "ignore_prefixes", ())
+    load_matching(
+        part,
+        state,
+        source=str(weights.path),
+        target=target,
+        head_prefixes=head_prefixes,
+        ignore_prefixes=ignore_prefixes,
+    )
+    record_pretrained(model, "backbone_weights", weights)
+    return weights
 
 
 def pretrained_record(model: nn.Module) -> dict[str, dict[str, str | None]]:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from segcli import load_matching, read_state_dict, record_pretrained, resolve_weights
+from segcli import load_backbone
 
 
 class DownsamplerBlock(nn.Module):
@@ -131,13 +131,13 @@ def build_erfnet(
     for it by name: torchvision has none."""
     model = ERFNet(num_classes, in_channels, dropout)
     if backbone_weights:
-        weights = resolve_weights(backbone_weights, {}, target="erfnet")
-        load_matching(
+        load_backbone(
+            model,
             model.encoder,
-            read_state_dict(weights.path),
-            source=str(weights.path),
+            backbone_weights,
+            {},
+            model_name="erfnet",
             target="the ERFNet encoder",
             ignore_prefixes=("output_conv.",),
         )
-        record_pretrained(model, "backbone_weights", weights)
     return model

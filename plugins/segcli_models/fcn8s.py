@@ -13,7 +13,7 @@ from torch import nn
 from torchvision.models import VGG16_Weights, VGG19_Weights
 from torchvision.models.vgg import cfgs, make_layers
 
-from segcli import load_matching, read_state_dict, record_pretrained, resolve_weights
+from segcli import load_backbone
 
 from .torchvision_models import replace_input_conv
 
@@ -123,17 +123,15 @@ def build_fcn8s(
     file (its `features.*` are loaded, its classifier is not used)."""
     model = FCN8s(num_classes, backbone, head_width, dropout)
     if backbone_weights:
-        weights = resolve_weights(
-            backbone_weights, {"imagenet": _IMAGENET[backbone].url}, target="fcn8s-vgg"
-        )
-        load_matching(
+        load_backbone(
+            model,
             model.features,
-            read_state_dict(weights.path),
-            source=str(weights.path),
+            backbone_weights,
+            {"imagenet": _IMAGENET[backbone].url},
+            model_name="fcn8s-vgg",
             target=f"the {backbone} features of fcn8s-vgg",
             ignore_prefixes=("classifier.",),
         )
-        record_pretrained(model, "backbone_weights", weights)
     if in_channels != 3:
         replace_input_conv(model.features, "0", in_channels)
     return model

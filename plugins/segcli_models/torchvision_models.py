@@ -5,7 +5,7 @@ only ``forward`` is ours, to return the ``out`` tensor instead of a dict. The st
 keys stay torchvision's, so its files load as they are. ``backbone_weights`` takes a local
 file or a name: ``imagenet`` (the classifier weights torchvision's builders use for the
 backbone) or ``coco`` (the whole segmentation model, trained on COCO with the VOC classes),
-fetched through torch hub's cache by `segcli.weights.resolve_weights`.
+fetched through torch hub's cache by `segcli.weights.load_backbone`.
 """
 
 from __future__ import annotations
@@ -25,14 +25,7 @@ from torchvision.models import (
 from torchvision.models.segmentation.deeplabv3 import ASPPPooling
 from torchvision.models.segmentation.lraspp import LRASPP
 
-from segcli import (
-    WeightsFile,
-    load_matching,
-    read_state_dict,
-    record_pretrained,
-    resolve_weights,
-    single_value_safe,
-)
+from segcli import load_backbone, single_value_safe
 
 
 class SegmentationLogits(nn.Module):
@@ -111,36 +104,21 @@ def _build(
         kwargs["aux_loss"] = False
     model = SegmentationLogits(builder(**kwargs), size_divisor, head_prefixes)
     if backbone_weights:
-        weights = resolve_weights(backbone_weights, published, target=name)
-        load_backbone_weights(model, weights, name)
-        record_pretrained(model, "backbone_weights", weights)
+        # an ImageNet classifier's file into the backbone, or a whole torchvision
+        # segmentation model's (COCO: keys ``backbone.*``) into the model, head aside
+        load_backbone(
+            model,
+            model.backbone,
+            backbone_weights,
+            published,
+            model_name=name,
+            target=f"the backbone of {name}",
+            ignore_prefixes=("fc.", "classifier."),
+            whole_model_prefix="backbone.",
+        )
     if in_channels != 3:
         replace_input_conv(*_input_conv(model), in_channels)
     return model
-
-
-def load_backbone_weights(model: SegmentationLogits, weights: WeightsFile, name: str) -> None:
-    """Load an ImageNet classifier's state dict into the backbone, or a whole torchvision
-    segmentation state dict (COCO: keys ``backbone.*``) into the model, head aside."""
-    state = read_state_dict(weights.path)
-    path = str(weights.path)
-    if any(key.startswith("backbone.") for key in state):
-        load_matching(
-            model,
-            state,
-            source=path,
-            target=name,
-            head_prefixes=model.head_prefixes,
-            ignore_prefixes=model.ignore_prefixes,
-        )
-    else:
-        load_matching(
-            model.backbone,
-            state,
-            source=path,
-            target=f"the backbone of {name}",
-            ignore_prefixes=("fc.", "classifier."),
-        )
 
 
 def build_deeplabv3_resnet50(

@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.models import ResNet18_Weights, ResNet34_Weights, resnet18, resnet34
 
-from segcli import load_matching, read_state_dict, record_pretrained, resolve_weights
+from segcli import load_backbone
 
 from .torchvision_models import replace_input_conv
 from .unet import conv_block
@@ -95,17 +95,15 @@ def build_unet_resnet(
     averages the first convolution's RGB kernels, so pretrained weights still apply."""
     model = UNetResNet(num_classes, encoder)
     if backbone_weights:
-        weights = resolve_weights(
-            backbone_weights, {"imagenet": _IMAGENET[encoder].url}, target="unet-resnet"
-        )
-        load_matching(
+        load_backbone(
+            model,
             model.encoder,
-            read_state_dict(weights.path),
-            source=str(weights.path),
+            backbone_weights,
+            {"imagenet": _IMAGENET[encoder].url},
+            model_name="unet-resnet",
             target=f"the {encoder} encoder of unet-resnet",
             ignore_prefixes=("fc.",),
         )
-        record_pretrained(model, "backbone_weights", weights)
     if in_channels != 3:
         replace_input_conv(model.encoder, "conv1", in_channels)
     return model

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 
 import pytest
@@ -11,6 +12,7 @@ from segcli_models.fcn8s import build_fcn8s
 from segcli_models.torchvision_models import build_lraspp_mobilenet_v3
 from segcli_models.unet import build_unet
 from segcli_recipes import LABPICS_DEEPLABV3
+from torch import nn
 from torchvision.models import mobilenet_v3_large, resnet18, resnet50, vgg19
 from torchvision.models.segmentation import deeplabv3_resnet50
 
@@ -18,7 +20,7 @@ from segcli.config import build_config
 from segcli.data.format import ClassInfo, DatasetInfo
 from segcli.errors import CheckpointError
 from segcli.runs.checkpoint_file import save_checkpoint
-from segcli.weights import load_weights_into, read_state_dict
+from segcli.weights import load_backbone, load_weights_into, pretrained_record, read_state_dict
 
 
 def _info(num_classes: int, channels: int = 3) -> DatasetInfo:
@@ -152,3 +154,65 @@ def test_unknown_suffix_and_segcli_checkpoint(tmp_path):
     path = tmp_path / "best.safetensors"
     save_checkpoint(path, model.state_dict(), {"epoch": 1}, {"x": torch.ones(1)})
     assert set(read_state_dict(path)) == set(model.state_dict())  # its model weights only
+
+
+class _Tiny(nn.Module):
+    """A backbone (`encoder`), a layer after it and a head whose width is the class count."""
+
+    head_prefixes = ("head.",)
+
+    def __init__(self, num_classes: int = 2):
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+        self.neck = nn.Conv2d(4, 4, 1)
+        self.head = nn.Conv2d(4, num_classes, 1)
+
+
+def _load_tiny_backbone(model: _Tiny, path, **options):
+    return load_backbone(
+        model,
+        model.encoder,
+        str(path),
+        {},
+        model_name="tiny",
+        target="the tiny encoder",
+        ignore_prefixes=("fc.",),
+        **options,
+    )
+
+
+def test_load_backbone_loads_records_and_rejects_a_file_with_no_matching_keys(tmp_path):
+    source = _Tiny().encoder
+    path = tmp_path / "classifier.pth"
+    torch.save({**source.state_dict(), "fc.weight": torch.zeros(10, 4)}, path)  # fc. ignored
+    model = _Tiny()
+    weights = _load_tiny_backbone(model, path)
+    assert torch.equal(model.encoder[0].weight, source[0].weight)
+    assert torch.equal(model.encoder[1].running_mean, source[1].running_mean)
+    assert pretrained_record(model)["backbone_weights"] == {
+        "name": None,
+        "file": "classifier.pth",
+        "url": None,
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+    }
+    assert weights.path == path
+
+    unrelated = tmp_path / "other.safetensors"
+    save_file({"decoder.weight": torch.zeros(2, 2)}, str(unrelated))
+    fresh = _Tiny()
+    expected = "none of the 1 tensors in .*other.safetensors fit the tiny encoder"
+    with pytest.raises(CheckpointError, match=expected):
+        _load_tiny_backbone(fresh, unrelated)
+    assert pretrained_record(fresh) == {}
+
+
+def test_load_backbone_loads_a_whole_model_file_into_the_model_keeping_a_fresh_head(tmp_path):
+    trained = _Tiny(num_classes=5)
+    path = tmp_path / "whole.safetensors"
+    save_file(trained.state_dict(), str(path))
+    model = _Tiny(num_classes=2)
+    _load_tiny_backbone(model, path, whole_model_prefix="encoder.")
+    assert torch.equal(model.encoder[0].weight, trained.encoder[0].weight)
+    assert torch.equal(model.neck.weight, trained.neck.weight)  # beyond the backbone
+    assert model.head.weight.shape[0] == 2
+    assert pretrained_record(model)["backbone_weights"]["file"] == "whole.safetensors"
