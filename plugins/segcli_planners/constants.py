@@ -56,6 +56,11 @@ BOTTLENECK_SIDE = 6
 # over many images even a small lean is systematic (TGS salt: 0.48, i.e. it sits low).
 SYMMETRY_TOLERANCE = 0.01
 SMALL_DATASET = 500
+# Elastic deformation for small sets of grey images with no up or down: displacements with a
+# standard deviation of this share of the image side on an ELASTIC_GRID lattice (the U-Net
+# paper: 10 px on a 3x3 grid for ~512 px EM tiles).
+ELASTIC_SHARE = 0.02
+ELASTIC_GRID = 3
 # Images per second a validation forward pass is faster than a training step, roughly (the
 # table's guess; a measurement replaces it).
 FORWARD_SPEED_UP = 3.0

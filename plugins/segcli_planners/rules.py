@@ -65,7 +65,11 @@ plan.needs = (  # type: ignore[attr-defined]
     *requirements("losses", "segcli", loss=["ce", "dice", "bce"]),
     *requirements("metrics", "segcli", metric=["confusion", "binary", "tgs"]),
     *requirements("optim", "segcli", optimizer=["adamw"], scheduler=["cosine"]),
-    *requirements("transforms", "segcli", transform=["scale", "rotate", "crop", "hflip", "vflip"]),
+    *requirements(
+        "transforms",
+        "segcli",
+        transform=["scale", "rotate", "elastic", "crop", "hflip", "vflip"],
+    ),
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import tomllib
@@ -211,6 +212,19 @@ def test_orientation_free_grey_data_get_vertical_flips_and_rotation():
     assert "hflip" in tgs and "vflip" not in tgs and "rotate" not in tgs
     colour = fingerprint(channels=3, classes=(cls(0, "a", 0.5, top=0.5), cls(1, "b", 0.5, top=0.5)))
     assert "vflip" not in plan(colour, CPU, 480).layer["augment"]  # photographs stay upright
+
+
+def test_small_sets_of_grey_images_with_no_up_or_down_get_elastic_deformation_before_the_crop():
+    isbi = plan(real("isbi2012"), CPU, 480)
+    augment = isbi.layer["augment"]
+    assert augment["elastic"] == {"displacement": 10.2, "grid": 3}  # 2 % of 512 px
+    assert list(augment).index("elastic") < list(augment).index("crop")
+    assert "U-Net paper" in isbi.reasons["augment.elastic"]
+    for name in ("tgs-salt", "drive", "idd-lite", "cardamage-coco"):  # up and down, or colour
+        assert "elastic" not in plan(real(name), CPU, 600).layer["augment"], name
+    many = isbi_like()
+    many = dataclasses.replace(many, splits={"train": 5000, "val": 500})
+    assert "elastic" not in plan(many, CPU, 600).layer["augment"]  # enough variety of their own
 
 
 def test_small_datasets_get_scale_augmentation():
