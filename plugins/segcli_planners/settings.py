@@ -12,8 +12,6 @@ from segcli import ClassStats, Fingerprint
 from .constants import (
     AUGMENT_PASSES,
     BOTTLENECK_SIDE,
-    ELASTIC_GRID,
-    ELASTIC_SHARE,
     LOAD_SCALE,
     NEVER_BINDING_EPOCHS,
     RARE_PIXEL_SHARE,
@@ -122,8 +120,10 @@ class _SettingRules(_GeometryRules):
 
     def _load_scale(self, geometry: _Geometry) -> None:
         """Only with zoom augmentation: without it, the loader's work is one resize."""
-        loaded = self._loaded_size(geometry)
-        if loaded is None:
+        if not geometry.size or "scale" not in self.layer.get("augment", {}):
+            return
+        loaded = [round(side * LOAD_SCALE) for side in geometry.size]
+        if self.height * self.width <= loaded[0] * loaded[1]:
             return
         fewer = self.height * self.width / (loaded[0] * loaded[1])
         self.set(
@@ -133,15 +133,6 @@ class _SettingRules(_GeometryRules):
             f"median is {self.height}x{self.width}): zooms keep their detail and the loader "
             f"augments {fewer:.0f}x fewer pixels",
         )
-
-    def _loaded_size(self, geometry: _Geometry) -> list[int] | None:
-        """The size training images are resized to when read, None when they are not."""
-        if not geometry.size or "scale" not in self.layer.get("augment", {}):
-            return None
-        loaded = [round(side * LOAD_SCALE) for side in geometry.size]
-        if self.height * self.width <= loaded[0] * loaded[1]:
-            return None
-        return loaded
 
     def _loss_and_metrics(self) -> None:
         classes = self.fp.classes
@@ -262,7 +253,7 @@ class _SettingRules(_GeometryRules):
         )
 
     def _augmentation(self, geometry: _Geometry) -> None:
-        """Scale, rotate, elastic, crop, flips, in that order; one reason per transform."""
+        """Scale, rotate, crop, flips, in that order; one reason per transform."""
         fp, images, crop = self.fp, self.train_images, geometry.crop
         self.layer["augment"] = {}
         passes = self.estimates.get("epochs", 0.0) / geometry.target_epochs
@@ -286,18 +277,6 @@ class _SettingRules(_GeometryRules):
         )
         if free:
             self.set("augment.rotate", {"degrees": 15}, symmetric)
-        if free and images < SMALL_DATASET:
-            side = min(self._loaded_size(geometry) or (self.height, self.width))
-            displacement = round(ELASTIC_SHARE * side, 1)
-            self.set(
-                "augment.elastic",
-                {"displacement": displacement, "grid": ELASTIC_GRID},
-                f"{images} grey images with no up or down (microscopy, scans): a smooth random "
-                f"deformation ({displacement} px, {ELASTIC_SHARE:.0%} of the {side} px side, "
-                f"on a {ELASTIC_GRID}x{ELASTIC_GRID} lattice) is the tissue's own variety, as in "
-                "the U-Net paper"
-                + (", over the whole image before the crop" if crop is not None else ""),
-            )
         if crop is not None:
             self.set("augment.crop", {"size": crop}, geometry.why)
         self.set(
