@@ -80,6 +80,8 @@ class _GeometryRules:
         # steps, validation forward passes; and seconds already spent measuring (in the budget)
         self.train_speed = self.val_speed = 0.0
         self.measuring_seconds = 0.0
+        # pixels per second measured for each U-Net width, on the way of running chosen
+        self.width_speeds: dict[int, float] = {}
         # the pretrained encoder at hand (None: none, or the rule does not apply), its cost per
         # pixel over the base-width U-Net's, and what the U-Net's reason says about it
         self.encoder: Encoder | None = None
@@ -222,8 +224,16 @@ class _GeometryRules:
         )  # fmt: skip
 
     def _width_cost(self, width: int) -> float:
-        """How much slower than the base width a net of `width` trains (width^2)."""
+        """How much slower than the base width a net of `width` trains: as measured here when
+        both widths were timed, else width^2."""
+        measured = self.width_speeds
+        if width in measured and self.base_width in measured:
+            return measured[self.base_width] / measured[width]
         return (width / self.base_width) ** 2
+
+    def _width_cost_source(self, width: int) -> str:
+        measured = width in self.width_speeds and self.base_width in self.width_speeds
+        return "measured here" if measured else "width^2"
 
     def _model_cost(self, encoder: str | None, width: int) -> float:
         """How much slower per pixel than the base-width U-Net a model trains."""
@@ -250,11 +260,12 @@ class _GeometryRules:
                 chosen = width
         if chosen == self.base_width:
             return chosen, ""
-        passes = epochs * surplus / self._width_cost(chosen)
+        cost = self._width_cost(chosen)
         return chosen, (
             f"the budget affords {surplus:.1f}x the {epochs:.0f} target passes at the native "
             f"size: past {SURPLUS_PASSES:g}x, more passes stop paying and a wider net (cost "
-            f"width^2) can use the time (~{passes:.0f} passes at width {chosen})"
+            f"{cost:.1f}x, {self._width_cost_source(chosen)}) can use the time "
+            f"(~{epochs * surplus / cost:.0f} passes at width {chosen})"
         )
 
     def _native_crops(

@@ -21,6 +21,12 @@ _TRANSFORMS = [
         "Rotate about the centre by an angle drawn from [-degrees, degrees] (degrees=15)",
     ),
     (
+        "elastic",
+        "segcli_transforms.joint:elastic",
+        "Smooth random deformation: Gaussian displacements of std displacement px on a grid x grid "
+        "lattice, bicubic in between (displacement=10, grid=3)",
+    ),
+    (
         "crop",
         "segcli_transforms.joint:crop",
         "A random window of size=[height, width] (size=[256, 256]); smaller images are padded, "

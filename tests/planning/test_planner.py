@@ -246,10 +246,16 @@ class FakeMachine:
     three times as fast; counts its calls."""
 
     def __init__(
-        self, pixels_per_second: float, *, bf16_speed_up: float = 2.0, encoder_cost: float = 4.0
+        self,
+        pixels_per_second: float,
+        *,
+        bf16_speed_up: float = 2.0,
+        encoder_cost: float = 4.0,
+        width_exponent: float = 2.0,
     ) -> None:
         self.speed, self.bf16_speed_up = pixels_per_second, bf16_speed_up
         self.encoder_cost = encoder_cost
+        self.width_exponent = width_exponent  # a net's cost grows as width**width_exponent
         self.layers: list[dict] = []
 
     def __call__(self, layer: dict) -> Measurement:
@@ -260,7 +266,7 @@ class FakeMachine:
         if layer["model"]["name"] == "unet-resnet":
             speed /= self.encoder_cost
         else:
-            speed *= (16 / layer["model"]["base_width"]) ** 2  # a wider net costs width^2
+            speed *= (16 / layer["model"]["base_width"]) ** self.width_exponent
         train = speed / (side[0] * side[1])
         val_side = layer["input"]["size"] or [512, 512]
         return Measurement(train, 3 * speed / (val_side[0] * val_side[1]), 1.0)
@@ -481,16 +487,28 @@ def test_a_longer_budget_buys_passes_then_width_then_zoom():
     tgs = real("tgs-salt")  # 3400 images at 101 px, at the speed measured on the 2-core Xeon
     short, medium, long = (plan(tgs, CPU, b, timer=FakeMachine(0.56e6)) for b in (480, 1800, 7200))
     assert short.layer["model"]["base_width"] == 16 and "scale" not in short.layer["augment"]
-    # 30 minutes: every native pixel, and past 1.5x the target passes a wider net
+    # 30 minutes: every native pixel, passes enough to want zoom, not yet 4x the cost of width
     assert medium.layer["input"]["size"] == [112, 112]
-    assert medium.layer["model"]["base_width"] == 20
-    assert "wider net" in medium.reasons["model.base_width"]
-    assert medium.estimates["epochs"] >= 1.5 * medium.estimates["target_epochs"]
-    # 2 hours: twice the width, and passes enough to want zoom
+    assert medium.layer["model"]["base_width"] == 16
+    assert medium.estimates["epochs"] >= 2 * medium.estimates["target_epochs"]
+    assert "target passes" in medium.reasons["augment.scale"]
+    # 2 hours: twice the width, and still passes enough to want zoom
     assert long.layer["model"]["base_width"] == 32
+    assert "wider net (cost 4.0x, measured here)" in long.reasons["model.base_width"]
     assert long.estimates["epochs"] >= 2 * long.estimates["target_epochs"]
     assert "target passes" in long.reasons["augment.scale"]
     assert long.layer["train"]["batch_size"] <= medium.layer["train"]["batch_size"]
+
+
+def test_the_cost_of_a_wider_net_is_measured_not_assumed():
+    tgs = real("tgs-salt")
+    # a machine where width 32 costs 8x width 16, not 4x: two hours do not pay for it
+    machine = FakeMachine(0.56e6, width_exponent=3.0)
+    dear = plan(tgs, CPU, 7200, timer=machine)
+    assert dear.layer["model"]["base_width"] == 16
+    timed = [layer["model"]["base_width"] for layer in machine.layers]
+    assert timed[0] == 16 and 32 in timed  # ways of running compared at 16, then 32 timed
+    assert dear.estimates["epochs"] >= 2 * dear.estimates["target_epochs"]
 
 
 def test_a_mild_downscale_of_thin_ish_structures_becomes_native_crops():

@@ -1,10 +1,11 @@
-"""The built-in zoom and rotation: the geometry of torchvision's affine, on uint8 pixels."""
+"""The built-in zoom, rotation and elastic deformation: the geometry of torchvision's affine
+on uint8 pixels, and one deformation shared by image and mask."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from segcli_transforms.joint import RandomWarp, rotate, scale
+from segcli_transforms.joint import RandomWarp, elastic, rotate, scale
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
@@ -65,3 +66,42 @@ def test_draws_come_from_the_seeded_generator():
     other = augment(image, mask)
     assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
     assert not torch.equal(first[0], other[0])
+
+
+def test_elastic_without_displacement_changes_nothing():
+    image, mask = _pair()
+    moved_image, moved_mask = elastic(displacement=0.0)(image, mask)
+    assert torch.equal(moved_image, image) and torch.equal(moved_mask, mask)
+    assert isinstance(moved_image, tv_tensors.Image) and isinstance(moved_mask, tv_tensors.Mask)
+
+
+def test_elastic_moves_image_and_mask_together():
+    rows = torch.arange(96).view(-1, 1).expand(96, 96)
+    mask = tv_tensors.Mask(((rows // 24 + rows.T // 24) % 2).to(torch.uint8))  # 24 px squares
+    image = tv_tensors.Image((mask * 200).unsqueeze(0))  # the class, written into the pixels
+    torch.manual_seed(0)
+    moved_image, moved_mask = elastic(displacement=4.0, grid=3)(image, mask)
+    labelled = moved_mask != IGNORE_INDEX
+    assert (moved_mask[labelled] != mask[labelled]).float().mean() > 0.05  # it did deform
+    # the same field: the bilinear image sits nearest the mask's class (edges blur, no more)
+    distance = (moved_image[0][labelled].float() - moved_mask[labelled].float() * 200).abs()
+    assert (distance <= 100).float().mean() > 0.99
+
+
+def test_elastic_draws_come_from_the_seeded_generator():
+    image, mask = _pair()
+    augment = elastic(displacement=3.0)
+    torch.manual_seed(5)
+    first = augment(image, mask)
+    torch.manual_seed(5)
+    again = augment(image, mask)
+    torch.manual_seed(6)
+    other = augment(image, mask)
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+    assert not torch.equal(first[0], other[0])
+
+
+@pytest.mark.parametrize("options", [{"displacement": -1.0}, {"grid": 1}, {"grid": 2.5}])
+def test_elastic_rejects_bad_options(options):
+    with pytest.raises(ValueError, match="displacement|grid"):
+        elastic(**options)
