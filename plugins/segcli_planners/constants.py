@@ -8,7 +8,8 @@ VALIDATION_SHARE = 0.10
 # Enough optimizer steps for AdamW with a warm-up and a decay to converge on small data. A
 # floor for tiny sets, where it buys steps with smaller crops: ISBI (25 images) at 8 minutes
 # on 2 CPU cores reached 0.779 mIoU with 224 px crops (1244 steps), 0.778 with 160 px (1708)
-# and 0.785-0.787 with 256 px (784-844); DRIVE (20) 0.819 vessel Dice at 320 px (701).
+# and 0.785-0.787 with 256 px (784-844), 0.776 with 320 px (680 steps; membrane Dice 0.789
+# against 0.796 at 256 px); DRIVE (20) 0.819 vessel Dice at 320 px (701).
 TARGET_STEPS = 750
 # Training images larger than this multiple of the input are resized once, when read: the
 # largest zoom planned is 1.25x. With torchvision's affine, zooming a 640 px image took 22 ms a
