@@ -197,10 +197,14 @@ def test_shapes_with_time_20s_stops_in_time_keeps_the_best_and_ends_decayed(
     assert summary["seconds"]["total"] <= 20.0 + allowance(run)
     assert "stopped: budget" in result.stdout and "of a 20 s budget" in result.stdout
     assert Predictor(run / "best.safetensors", "cpu").model is not None  # a usable best
-    # the last step was planned as the last: cosine's end, 0. If a step ran slower than the
-    # measured mean, the run may stop one step early: the factor one step before the end.
+    # the last step was planned as the last: cosine's end, 0. The end is predicted from the
+    # mean step time, so a hiccup near it (a slow validation, the OS: up to a second) may stop
+    # the run the steps of that second early (a CI run ended 34 of 814 steps early)
     steps = len(recorded_lrs)
-    assert steps > 3 and recorded_lrs[-1] <= 0.05 * 0.5 * (1 + math.cos(math.pi * (1 - 1 / steps)))
+    early = max(1.0, steps / summary["seconds"]["training"])
+    assert steps > 3 and recorded_lrs[-1] <= 0.05 * 0.5 * (
+        1 + math.cos(math.pi * (1 - early / steps))
+    )
 
 
 def test_a_resumed_run_gets_the_rest_of_its_budget_and_a_finished_one_can_be_extended(
