@@ -226,14 +226,14 @@ class _GeometryRules:
     def _width_cost(self, width: int) -> float:
         """How much slower than the base width a net of `width` trains: as measured here when
         both widths were timed, else width^2."""
-        measured = self.width_speeds
-        if width in measured and self.base_width in measured:
-            return measured[self.base_width] / measured[width]
-        return (width / self.base_width) ** 2
+        measured = self._measured_width_cost(width)
+        return (width / self.base_width) ** 2 if measured is None else measured
 
-    def _width_cost_source(self, width: int) -> str:
-        measured = width in self.width_speeds and self.base_width in self.width_speeds
-        return "measured here" if measured else "width^2"
+    def _measured_width_cost(self, width: int) -> float | None:
+        speeds = self.width_speeds
+        if width in speeds and self.base_width in speeds:
+            return speeds[self.base_width] / speeds[width]
+        return None
 
     def _model_cost(self, encoder: str | None, width: int) -> float:
         """How much slower per pixel than the base-width U-Net a model trains."""
@@ -261,11 +261,12 @@ class _GeometryRules:
         if chosen == self.base_width:
             return chosen, ""
         cost = self._width_cost(chosen)
+        source = "width^2" if self._measured_width_cost(chosen) is None else "measured here"
         return chosen, (
             f"the budget affords {surplus:.1f}x the {epochs:.0f} target passes at the native "
             f"size: past {SURPLUS_PASSES:g}x, more passes stop paying and a wider net (cost "
-            f"{cost:.1f}x, {self._width_cost_source(chosen)}) can use the time "
-            f"(~{epochs * surplus / cost:.0f} passes at width {chosen})"
+            f"{cost:.1f}x, {source}) can use the time (~{epochs * surplus / cost:.0f} passes "
+            f"at width {chosen})"
         )
 
     def _native_crops(

@@ -393,17 +393,23 @@ def print_summary(run_dir: Path) -> None:
         for name, value in zip(classes, iou, strict=False):
             table.add_row(name, "-" if value != value else f"{value:.4f}")
         console.print(table)
-    learned = summary.get("post_processing")
-    if learned:
-        console.print(
-            f"post-processing: {learned['description']} ({learned['monitor']} at the images' "
-            f"own size {learned['before']:.4f} -> {learned['after']:.4f})",
-            highlight=False,
-        )
+    _print_post_processing("post-processing", "at the images' own size", summary)
     console.print(time_line(summary), highlight=False)
     console.print(f"checkpoints: {run_dir}/best.safetensors, {run_dir}/last.safetensors")
     console.print(f"curves: {run_dir}/curves.png")
     console.print(f"next: segcli predict --colorize FOLDER   (uses {run_dir}/best.safetensors)")
+
+
+def _print_post_processing(what: str, scored: str, summary: dict[str, Any]) -> None:
+    """The learned post-processing in `summary` (a run's or a cross-validation's), if any,
+    with the monitored score before and after it."""
+    chosen = summary.get("post_processing")
+    if chosen:
+        console.print(
+            f"{what}: {chosen['description']} ({chosen['monitor']} {scored} "
+            f"{chosen['before']:.4f} -> {chosen['after']:.4f})",
+            highlight=False,
+        )
 
 
 def print_folds_summary(parent: Path) -> None:
@@ -433,13 +439,7 @@ def print_folds_summary(parent: Path) -> None:
             f"fold(s) of {len(summary['folds'])})",
             highlight=False,
         )
-    chosen = summary.get("post_processing")
-    if chosen:
-        console.print(
-            f"ensemble post-processing (out-of-fold {chosen['monitor']}): "
-            f"{chosen['description']}, {chosen['before']:.4f} -> {chosen['after']:.4f}",
-            highlight=False,
-        )
+    _print_post_processing("ensemble post-processing", "out of fold", summary)
     console.print(f"summary: {parent}/summary.json", highlight=False)
     console.print(
         f"next: segcli predict --ensemble {parent} IMAGES...; "
