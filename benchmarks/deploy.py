@@ -135,7 +135,7 @@ def main() -> None:
         pairs = labelled_pairs(Path(check["dataset"]), SCORING_SPLIT)
         image_files = [image for image, _ in pairs]
         for name, model in models.items():
-            predictor = Predictor(model, "cpu", amp="off")
+            predictor = Predictor(model, "cpu", amp="off", tta="none")
             tensors = [predictor.preprocess(read_image(p, predictor.channels)) for p in image_files]
             rows[name] = {
                 "predict": predict_images_per_second(

@@ -54,7 +54,7 @@ def main() -> None:
 
         files = sorted((folder / "in").iterdir())
         reuse_freed_memory()  # as `segcli predict` does: the bare loop gets the same allocator
-        predictor = Predictor(checkpoint, "cpu", amp="off")
+        predictor = Predictor(checkpoint, "cpu", amp="off", tta="none")
         tensors = [predictor.preprocess(read_image(path, 3)) for path in files]
         size = args.batch_size
         batches = [torch.stack(tensors[i : i + size]) for i in range(0, len(tensors), size)]

@@ -36,12 +36,13 @@ def evaluate(
     post_processing: bool = typer.Option(
         True,
         "--post-processing/--no-post-processing",
-        help="Two-class models: apply the post-processing training chose on the validation "
-        "images (threshold, smallest region, empty images), recorded in the checkpoint.",
+        help="Apply what training chose on the validation images, recorded in the "
+        "checkpoint: test-time flips (--tta auto) and, for two-class models, the threshold, "
+        "smallest region and empty-image rules.",
     ),
     tile: options.Tile = None,
     overlap: options.Overlap = None,
-    tta: options.Tta = "none",
+    tta: options.Tta = "auto",
     workers: options.Workers = None,
     device: options.Device = "auto",
     threads: options.Threads = None,

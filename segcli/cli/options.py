@@ -164,7 +164,13 @@ MaxImagePixels = Annotated[
     ),
 ]
 Tta = Annotated[
-    str, typer.Option("--tta", help="Test-time augmentation: none, flip (horizontal) or flip-hv.")
+    str,
+    typer.Option(
+        "--tta",
+        help="Test-time augmentation: auto (the flips training found to help on its validation "
+        "images, recorded in the checkpoint; none with --no-post-processing), none, flip "
+        "(horizontal) or flip-hv.",
+    ),
 ]
 Workers = Annotated[
     int | None,

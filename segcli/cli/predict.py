@@ -46,15 +46,16 @@ def predict(
     post_processing: bool = typer.Option(
         True,
         "--post-processing/--no-post-processing",
-        help="Two-class models: apply the post-processing training chose on the validation "
-        "images (threshold, smallest region, empty images), recorded in the checkpoint.",
+        help="Apply what training chose on the validation images, recorded in the "
+        "checkpoint: test-time flips (--tta auto) and, for two-class models, the threshold, "
+        "smallest region and empty-image rules.",
     ),
     recursive: bool = typer.Option(
         False, "--recursive", "-r", help="Include images in subfolders (the tree is mirrored)."
     ),
     tile: options.Tile = None,
     overlap: options.Overlap = None,
-    tta: options.Tta = "none",
+    tta: options.Tta = "auto",
     batch_size: options.BatchSize = 4,
     workers: options.Workers = None,
     device: options.Device = "auto",

@@ -16,7 +16,7 @@ from segcli.data.folds import pairs_of_fold
 from segcli.data.format import read_dataset_info
 from segcli.evaluation.scores import ImageRecord, Scoring
 from segcli.evaluation.split import SplitEvaluation, evaluate_split
-from segcli.inference.predictor import Predictor
+from segcli.inference.predictor import LEARNED_TTA, Predictor
 from segcli.runs.cross_validation import FOLDS_FILE, fold_checkpoints
 
 
@@ -47,7 +47,7 @@ def evaluate_out_of_fold(
     dataset_dir: Path,
     *,
     device: str = "auto",
-    tta: str = "none",
+    tta: str = LEARNED_TTA,
     post_processing: bool = True,
     tile: int | None = None,
     overlap: float | None = None,

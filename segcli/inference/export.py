@@ -271,8 +271,9 @@ def describe(
         if recorded_head(predictor.meta, source=checkpoint).single_logit
         else "class logits (argmax)",
         "threshold": config.train.threshold,
-        # learned on the validation images; the Predictor that reads the sidecar applies it
+        # learned on the validation images; the Predictor that reads the sidecar applies them
         "post_processing": predictor.meta.get("post_processing"),
+        "tta": predictor.meta.get("tta"),
         "preprocessing": predictor.preprocessing.record(),
         "input": {
             "name": "images",

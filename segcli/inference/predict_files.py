@@ -35,7 +35,7 @@ from segcli.inference.output_files import (
     check_outputs,
     output_suffixes,
 )
-from segcli.inference.predictor import Predictor, emit_resized, reuse_freed_memory
+from segcli.inference.predictor import LEARNED_TTA, Predictor, emit_resized, reuse_freed_memory
 from segcli.inference.preprocessing import Preprocessing
 from segcli.inference.tiling import tiling_options
 from segcli.ledger import OutputLedger
@@ -168,7 +168,7 @@ def predict_paths(
     workers: int | None = None,
     device: str = "auto",
     amp: str = "auto",
-    tta: str = "none",
+    tta: str = LEARNED_TTA,
     tile: int | None = None,
     overlap: float | None = None,
     force: bool = False,

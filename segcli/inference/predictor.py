@@ -35,6 +35,9 @@ TTA_VIEWS: dict[str, list[tuple[int, ...]]] = {
     "flip": [(), (3,)],
     "flip-hv": [(), (3,), (2,), (2, 3)],
 }
+# the test-time augmentation training chose on the validation images (recorded with the
+# post-processing), or none; `post_processing=False` turns it off as it does the rules
+LEARNED_TTA = "auto"
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 EXPORT_SUFFIXES = (".onnx", ".pt", ".xml")
 
@@ -71,7 +74,7 @@ class Predictor:
         device: str = "auto",
         *,
         amp: str = "auto",
-        tta: str = "none",
+        tta: str = LEARNED_TTA,
         threshold: float | None = None,
         post_processing: bool = True,
     ) -> None:
@@ -127,25 +130,35 @@ class Predictor:
         # each fold's rules were chosen for that fold alone: an ensemble applies its own,
         # chosen on the out-of-fold predictions of all of them
         if folds:
-            learned = (read_ensemble_post_processing(ensemble) or {}).get("rules")
+            ensemble_record = read_ensemble_post_processing(ensemble) or {}
+            learned, learned_tta = ensemble_record.get("rules"), ensemble_record.get("tta")
             source = ensemble / ENSEMBLE_POST_PROCESSING_FILE
         else:
-            learned, source = meta.get("post_processing"), checkpoint_path
+            learned, learned_tta = meta.get("post_processing"), meta.get("tta")
+            source = checkpoint_path
         if post_processing and self.num_classes == 2 and learned:
             self.rules = _recorded_rules(learned, source)
         if threshold is not None:
             self.rules = replace(self.rules, threshold=threshold)
         if not 0 < self.rules.threshold < 1:
             raise UsageError(f"--threshold {self.rules.threshold} must lie between 0 and 1")
-        if tta not in TTA_VIEWS:
-            raise UsageError(f"unknown --tta {tta!r}; valid: {', '.join(TTA_VIEWS)}")
-        self.views = TTA_VIEWS[tta]
+        if tta == LEARNED_TTA:
+            tta = _recorded_tta(learned_tta, source) if post_processing else "none"
+        self.use_tta(tta)
         if amp not in AMP_MODES:
             raise UsageError(f"unknown --amp {amp!r}; valid: {', '.join(AMP_MODES)}")
         if amp == "auto":
             amp = "fp16" if self.device.type == "cuda" and not self.exported else "off"
         self.amp = "off" if self.exported else amp
         self.palette = [c.color for c in self.classes]
+
+    def use_tta(self, tta: str) -> None:
+        """Predict with the test-time augmentation `tta` (a name of TTA_VIEWS) from now on."""
+        if tta not in TTA_VIEWS:
+            valid = ", ".join([LEARNED_TTA, *TTA_VIEWS])
+            raise UsageError(f"unknown --tta {tta!r}; valid: {valid}")
+        self.tta = tta
+        self.views = TTA_VIEWS[tta]
 
     def _fold_model(self, path: Path) -> torch.nn.Module:
         """Another fold of an ensemble: a model that must read the same input and predict the
@@ -310,3 +323,16 @@ def _recorded_rules(recorded: Any, checkpoint_path: Path) -> PostProcessing:
             f"{checkpoint_path}: its post-processing record is damaged ({exc})",
             hint="predict with --no-post-processing, or train the run again",
         ) from None
+
+
+def _recorded_tta(recorded: Any, checkpoint_path: Path) -> str:
+    """The test-time augmentation training recorded ("none" when it recorded none)."""
+    if recorded is None:
+        return "none"
+    if not isinstance(recorded, str) or recorded not in TTA_VIEWS:
+        raise CheckpointError(
+            f"{checkpoint_path}: its test-time augmentation record {recorded!r} is not one of "
+            f"{', '.join(TTA_VIEWS)}",
+            hint="predict with --no-post-processing or --tta none, or train the run again",
+        )
+    return str(recorded)

@@ -21,10 +21,15 @@ from segcli.config import RunConfig
 from segcli.data.folds import fold_pairs
 from segcli.data.format import DatasetInfo, read_dataset_info
 from segcli.errors import ConfigError, Interrupted, ResourceError, UsageError
-from segcli.evaluation.postprocess_search import learn_post_processing, record_post_processing
+from segcli.evaluation.postprocess_search import (
+    flips_to_try,
+    learn_post_processing,
+    record_post_processing,
+)
 from segcli.evaluation.validation import validate
 from segcli.files import remove_stale_temporaries
 from segcli.inference.postprocessing import PostProcessing
+from segcli.inference.predictor import TTA_VIEWS
 from segcli.plugins import get_plugins
 from segcli.runs.checkpoint_file import SUFFIX, save_checkpoint
 from segcli.runs.folders import (
@@ -164,8 +169,7 @@ def _fit(
         state = TrainingState()
         run_dir = _new_run_dir(config, context, plan, locks, new_run_dir)
     learns = _learns_post_processing(config, info, validate)
-    # choosing post-processing predicts the validation images once more at their own size
-    finishing = finishing_validations + (POST_PROCESSING_VALIDATIONS if learns else 0.0)
+    finishing = finishing_validations + post_processing_validations(config, learns)
     pacer = _pacer(config, parts, state, context, watch, finishing)
     log = RunLog(run_dir, config, plugins) if context.is_main else None
     if log is not None and checkpoint is not None:
@@ -252,7 +256,23 @@ def _fit(
 
 
 def _learns_post_processing(config: RunConfig, info: DatasetInfo, validate: bool) -> bool:
-    return config.train.post_process and validate and len(info.classes) == 2
+    choices = len(info.classes) == 2 or flips_to_try(config.augment)
+    return config.train.post_process and validate and bool(choices)
+
+
+def post_processing_validations(config: RunConfig, learns: bool) -> float:
+    """What choosing post-processing costs a run that `learns` it, in validation passes kept
+    from its budget: its own choice predicts the validation images at their own size, plain
+    and with each test-time augmentation tried; a cross-validation fold's images are predicted
+    so once more, when the ensemble's choice is made on the out-of-fold predictions after the
+    last fold, so that the whole `train --folds K --time T` ends within T."""
+    if not learns:
+        return 0.0
+    # each test-time augmentation tried predicts the images once per view
+    own = POST_PROCESSING_VALIDATIONS + sum(
+        len(TTA_VIEWS[tta]) for tta in flips_to_try(config.augment)
+    )
+    return own * (2 if config.dataset.fold is not None else 1)
 
 
 def _post_processing(
@@ -273,8 +293,7 @@ def _post_processing(
     if choice is None:
         return None
     summary = choice.summary(monitor, PostProcessing(threshold=config.train.threshold))
-    if summary["rules"] is not None:
-        record_post_processing(best, choice.rules)
+    record_post_processing(best, choice.rules if summary["rules"] else None, choice.tta)
     return summary
 
 

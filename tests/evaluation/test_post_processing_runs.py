@@ -1,5 +1,6 @@
-"""Post-processing learned at the end of a two-class training: recorded in `best`, reported in
-the summary, applied by predict and evaluate, and turned off by a flag."""
+"""Post-processing learned at the end of a training (test-time flips, and a two-class model's
+rules): recorded in `best`, reported in the summary, applied by predict, evaluate and exports,
+and turned off by a flag."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from segcli.data.images import read_image
 from segcli.evaluation.postprocess_search import record_post_processing
 from segcli.inference.exported_models import sidecar_path
 from segcli.inference.postprocessing import PostProcessing
-from segcli.inference.predictor import Predictor
+from segcli.inference.predictor import TTA_VIEWS, Predictor
 
 
 def raw_binary(root: Path, count: int = 16, side: int = 32) -> tuple[Path, Path]:
@@ -85,8 +86,64 @@ def test_the_summary_reports_the_choice_and_its_effect(binary_run):
     assert learned["monitor"] == "binary/iou"
     assert learned["after"] >= learned["before"]
     assert isinstance(learned["description"], str)
-    meta_rules = Predictor(run / "best.safetensors", "cpu").meta.get("post_processing")
-    assert meta_rules == learned["rules"]  # recorded exactly when something was kept
+    meta = Predictor(run / "best.safetensors", "cpu").meta
+    assert meta.get("post_processing") == learned["rules"]  # recorded exactly when kept
+    # trained with horizontal flips, so their test-time average was tried, and kept or not
+    assert learned["tta"] in ("none", "flip")
+    assert meta.get("tta", "none") == learned["tta"]
+
+
+def test_flips_are_kept_only_when_they_improve_the_metric_enough(binary_run, monkeypatch):
+    from segcli.evaluation import postprocess_search
+    from segcli.evaluation.postprocess_search import MIN_GAIN, Choice, learn_post_processing
+
+    data, run = binary_run
+    tried: list[str] = []
+
+    def choose(monitor_of, maximize):
+        tried.clear()
+
+        def predicted(held, tta, *args):
+            tried.append(tta)
+            return monitor_of[tta], []
+
+        def rules(foregrounds, score, *, threshold, maximize):  # the rules, on the chosen view
+            return Choice(PostProcessing(threshold), before=0.0, after=0.77)
+
+        monkeypatch.setattr(postprocess_search, "_predicted", predicted)
+        monkeypatch.setattr(postprocess_search, "choose_post_processing", rules)
+        return learn_post_processing(
+            run / "best.safetensors", data, "val", monitor="binary/iou", maximize=maximize
+        )
+
+    chosen = choose({"none": 0.5, "flip": 0.5 + 2 * MIN_GAIN}, maximize=True)
+    assert tried == ["none", "flip"]
+    assert (chosen.tta, chosen.before, chosen.after) == ("flip", 0.5, 0.77)
+    assert choose({"none": 0.5, "flip": 0.5 + MIN_GAIN / 2}, maximize=True).tta == "none"
+    assert choose({"none": 0.5, "flip": 0.4}, maximize=False).tta == "flip"  # a loss falls
+    assert choose({"none": 0.5, "flip": 0.6}, maximize=False).tta == "none"
+
+
+def test_recorded_flips_are_applied_and_the_flags_turn_them_off(binary_run, tmp_path, cli):
+    data, run = binary_run
+    best = tmp_path / "best.safetensors"
+    best.write_bytes((run / "best.safetensors").read_bytes())
+    record_post_processing(best, None, "flip")
+    assert Predictor(best, "cpu").views == TTA_VIEWS["flip"]
+    assert Predictor(best, "cpu", tta="none").views == TTA_VIEWS["none"]
+    assert Predictor(best, "cpu", post_processing=False).views == TTA_VIEWS["none"]
+    images = data / "val" / "images"
+    outputs = {}
+    for name, extra in (("learned", []), ("flip", ["--tta", "flip", "--no-post-processing"]),
+                        ("none", ["--tta", "none"])):  # fmt: skip
+        out = tmp_path / name
+        done = cli("predict", str(images), "--checkpoint", str(best), "--out", str(out),
+                   "--probabilities", "npy", *extra)  # fmt: skip
+        assert done.exit_code == 0, done.stderr
+        outputs[name] = [np.load(p) for p in sorted(out.glob("*.npy"))]
+    pairs = {name: list(zip(outputs["learned"], outputs[name], strict=True)) for name in outputs}
+    assert pairs["flip"] and all(np.array_equal(a, b) for a, b in pairs["flip"])
+    assert not all(np.array_equal(a, b) for a, b in pairs["none"])
 
 
 def test_recorded_rules_are_applied_and_the_flag_turns_them_off(binary_run, tmp_path, cli):
@@ -123,6 +180,10 @@ def test_a_damaged_record_is_a_one_line_checkpoint_error(binary_run, tmp_path):
     with pytest.raises(CheckpointError, match="post-processing record is damaged"):
         Predictor(damaged, "cpu")
     Predictor(damaged, "cpu", post_processing=False)  # the flag is the way around it
+    save_checkpoint(damaged, saved.model_state, {**saved.meta, "tta": ["flip"]})
+    with pytest.raises(CheckpointError, match="test-time augmentation record"):
+        Predictor(damaged, "cpu")
+    Predictor(damaged, "cpu", tta="none")
 
 
 def test_an_onnx_export_applies_the_same_post_processing(binary_run, tmp_path, cli):
@@ -131,7 +192,7 @@ def test_an_onnx_export_applies_the_same_post_processing(binary_run, tmp_path, c
     best = tmp_path / "best.safetensors"
     best.write_bytes((run / "best.safetensors").read_bytes())
     rules = PostProcessing(threshold=0.05, min_region_share=0.02)
-    record_post_processing(best, rules)
+    record_post_processing(best, rules, "flip")
     exported = tmp_path / "model.onnx"
     done = cli("export", "--checkpoint", str(best), "--format", "onnx", "--out", str(exported))
     assert done.exit_code == 0, done.stderr
@@ -143,7 +204,9 @@ def test_an_onnx_export_applies_the_same_post_processing(binary_run, tmp_path, c
         assert np.array_equal(
             np.asarray(Image.open(path)), np.asarray(Image.open(tmp_path / "onnx" / path.name))
         )
-    assert json.loads(sidecar_path(exported).read_text())["post_processing"] == (rules.to_json())
+    sidecar = json.loads(sidecar_path(exported).read_text())
+    assert (sidecar["post_processing"], sidecar["tta"]) == (rules.to_json(), "flip")
+    assert Predictor(exported, "cpu").views == TTA_VIEWS["flip"]
 
 
 def test_a_cross_validation_chooses_its_ensembles_rules_on_every_out_of_fold_image(

@@ -11,7 +11,7 @@ import pytest
 from segcli.config import build_config
 from segcli.errors import UsageError
 from segcli.training.budget import BudgetPacer, Stopwatch, TimeBudget
-from segcli.training.fit import fit
+from segcli.training.fit import POST_PROCESSING_VALIDATIONS, fit, post_processing_validations
 from segcli.training.loop import TrainingState
 from segcli.training.optimisation import ScheduleLayout
 
@@ -138,6 +138,23 @@ def test_the_budget_counts_from_the_commands_start_and_keeps_time_for_the_report
     # the report after the run: 1.5 validation passes (6 s) and 1 % of the budget (at most
     # 3 s) of drawing, reserved
     assert budget(0.0).available() - budget(1.5).available() == pytest.approx(7.0)
+
+
+def test_choosing_post_processing_keeps_time_for_each_view_and_for_a_folds_ensemble(tmp_path):
+    data, runs = tmp_path / "data", tmp_path / "runs"
+    single = tiny_config(data, runs)  # trained with horizontal flips: "flip" is tried too
+    unmirrored = tiny_config(data, runs, "augment={}")
+    fold = tiny_config(
+        data, runs, f'dataset.folds="{tmp_path / "folds.json"}"', "dataset.fold=2"
+    )  # fmt: skip
+    assert post_processing_validations(single, learns=False) == 0.0
+    assert post_processing_validations(fold, learns=False) == 0.0
+    # one plain pass and the search, then the image and its mirror
+    assert post_processing_validations(unmirrored, learns=True) == POST_PROCESSING_VALIDATIONS
+    own = post_processing_validations(single, learns=True)
+    assert own == POST_PROCESSING_VALIDATIONS + 2
+    # after the last fold the ensemble chooses again on every fold's held-out images
+    assert post_processing_validations(fold, learns=True) == 2 * own
 
 
 def tiny_config(dataset: Path, runs: Path, *extra: str):
