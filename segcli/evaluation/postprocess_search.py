@@ -1,5 +1,5 @@
-"""Choosing post-processing on validation predictions: first the test-time flips (those the
-training augmentation mirrored the images by), then for a two-class model one rule at a time
+"""Choosing a two-class model's post-processing on validation predictions: first the
+test-time flips (when the training augmentation mirrored the images), then one rule at a time
 (the threshold, the smallest region kept, the empty-image share), each kept only when it
 improves the monitored metric by more than `MIN_GAIN`: a choice that merely fits the noise of
 one validation set is left out.
@@ -7,7 +7,7 @@ one validation set is left out.
 
 from __future__ import annotations
 
-import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,7 +22,7 @@ from segcli.evaluation.cross_validation import out_of_fold_pairs
 from segcli.evaluation.scores import ImageRecord, Scoring
 from segcli.evaluation.split import evaluate_split, labelled_pairs
 from segcli.inference.postprocessing import PostProcessing
-from segcli.inference.predictor import Predictor
+from segcli.inference.predictor import TTA_VIEWS, Predictor
 from segcli.runs.checkpoint_file import load_checkpoint, save_checkpoint
 from segcli.runs.cross_validation import fold_checkpoints
 
@@ -115,12 +115,13 @@ def learn_post_processing(
     monitor: str,
     maximize: bool,
     device: str = "auto",
+    seconds: float | None = None,
 ) -> Choice | None:
-    """The post-processing a checkpoint's predictions on `split` (or on `pairs`, a
+    """The post-processing a two-class checkpoint's predictions on `split` (or on `pairs`, a
     cross-validation fold's validation images) call for, judged by its `monitor` metric at the
-    images' own size: test-time flips, and for a two-class model the rules; None when there is
-    nothing to choose (no flips to try and more than two classes) or no metric plugin gives
-    the monitor."""
+    images' own size: test-time flips, then the rules; None for a model of more classes or a
+    monitor no metric plugin gives. With `seconds` (what is left of a time budget), flips are
+    tried only when the plain prediction's time says they fit in it."""
     predictor = Predictor(checkpoint, device, tta="none", post_processing=False)
     return _choose(
         [(predictor, pairs or labelled_pairs(dataset_dir, split))],
@@ -128,6 +129,7 @@ def learn_post_processing(
         split,
         monitor=monitor,
         maximize=maximize,
+        seconds=seconds,
     )
 
 
@@ -158,31 +160,31 @@ def _choose(
     *,
     monitor: str,
     maximize: bool,
+    seconds: float | None = None,
 ) -> Choice | None:
     """Test-time flips, then rules, chosen on what each predictor predicts of its (image, mask)
-    pairs, pooled."""
+    pairs, pooled; flips only while they fit in `seconds` (None: no limit)."""
+    started = time.perf_counter()
     predictor = sources[0][0]
     plugin = monitor.split("/", 1)[0]
     metrics = build_metrics(predictor.config, predictor.dataset_info())
-    binary = predictor.num_classes == 2
-    flips = flips_to_try(predictor.config.augment)
-    if plugin not in metrics or not (binary or flips):
+    if predictor.num_classes != 2 or plugin not in metrics:
         return None
     metrics = {plugin: metrics[plugin]}
     held = [(source, _enough_to_choose_by(pairs, len(sources))) for source, pairs in sources]
     sign = 1.0 if maximize else -1.0
-    before = best_value = -math.inf
-    best_tta, best_foregrounds = "none", []
-    for tta in ("none", *flips):
-        value, foregrounds = _predicted(held, tta, dataset_dir, split, metrics, monitor, binary)
-        if tta == "none":
-            before = best_value = sign * value
-            best_foregrounds = foregrounds
-        elif sign * value > best_value + MIN_GAIN:
+    value, best_foregrounds = _predicted(held, "none", dataset_dir, split, metrics, monitor)
+    before = best_value = sign * value
+    one_view = time.perf_counter() - started
+    best_tta = "none"
+    for tta in flips_to_try(predictor.config.augment):
+        spent = time.perf_counter() - started
+        if seconds is not None and spent + one_view * len(TTA_VIEWS[tta]) > seconds:
+            continue  # the budget ends first: what was chosen so far stands
+        value, foregrounds = _predicted(held, tta, dataset_dir, split, metrics, monitor)
+        if sign * value > best_value + MIN_GAIN:
             best_tta, best_value, best_foregrounds = tta, sign * value, foregrounds
     threshold = predictor.rules.threshold
-    if not binary:
-        return Choice(PostProcessing(threshold), sign * before, sign * best_value, best_tta)
     truths = [torch.from_numpy(truth).long()[None] for truth, _ in best_foregrounds]
 
     def score(masks: Sequence[np.ndarray]) -> float:
@@ -221,18 +223,16 @@ def _predicted(
     split: str,
     metrics: dict[str, Any],
     monitor: str,
-    binary: bool,
 ) -> tuple[float, list[tuple[np.ndarray, np.ndarray]]]:
     """`monitor` over every predictor's pairs predicted with test-time augmentation `tta`, and
-    for a two-class model each image's (truth, foreground probabilities)."""
+    each image's (truth, foreground probabilities)."""
     scoring = Scoring(metrics, len(held[0][0].classes))
     truths: list[np.ndarray] = []
     foregrounds: list[np.ndarray] = []
 
     def each_image(record: ImageRecord) -> None:
         scoring.add_image(record)
-        if binary:
-            truths.append(record.truth)
+        truths.append(record.truth)
 
     def foreground_of(shape: tuple[int, int]) -> np.ndarray:
         foregrounds.append(np.empty(shape, np.float16))
@@ -242,7 +242,7 @@ def _predicted(
         source.use_tta(tta)
         evaluate_split(
             source, dataset_dir, split, pairs=pairs, metrics={}, on_image=each_image,
-            foreground=foreground_of if binary else None,
+            foreground=foreground_of,
         )  # fmt: skip
     return float(scoring.metric_scores()[monitor]), list(zip(truths, foregrounds, strict=True))
 

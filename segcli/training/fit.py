@@ -230,7 +230,10 @@ def _fit(
         if learns and (run_dir / f"best{SUFFIX}").is_file():
             watch.switch("post-processing")
             best_path = run_dir / f"best{SUFFIX}"
-            learned = _post_processing(config, best_path, root, info, monitor, mode)
+            left = (
+                None if config.train.max_time is None else config.train.max_time - watch.elapsed()
+            )
+            learned = _post_processing(config, best_path, root, info, monitor, mode, left)
         spent = watch.spent()
         log.write_summary(
             {
@@ -256,8 +259,7 @@ def _fit(
 
 
 def _learns_post_processing(config: RunConfig, info: DatasetInfo, validate: bool) -> bool:
-    choices = len(info.classes) == 2 or flips_to_try(config.augment)
-    return config.train.post_process and validate and bool(choices)
+    return config.train.post_process and validate and len(info.classes) == 2
 
 
 def post_processing_validations(config: RunConfig, learns: bool) -> float:
@@ -276,11 +278,18 @@ def post_processing_validations(config: RunConfig, learns: bool) -> float:
 
 
 def _post_processing(
-    config: RunConfig, best: Path, root: Path, info: DatasetInfo, monitor: str, mode: str
+    config: RunConfig,
+    best: Path,
+    root: Path,
+    info: DatasetInfo,
+    monitor: str,
+    mode: str,
+    seconds: float | None,
 ) -> dict[str, Any] | None:
-    """Choose the post-processing of `best` on the validation images and record it in the
-    checkpoint when it changes anything; what was chosen, with the monitored metric before and
-    after (at the images' own size), for the summary."""
+    """Choose the post-processing of `best` on the validation images (test-time flips only
+    while they fit in `seconds`, what is left of a budget) and record it in the checkpoint
+    when it changes anything; what was chosen, with the monitored metric before and after (at
+    the images' own size), for the summary."""
     choice = learn_post_processing(
         best,
         root,
@@ -289,6 +298,7 @@ def _post_processing(
         monitor=monitor,
         maximize=mode == "max",
         device=config.train.device,
+        seconds=seconds,
     )
     if choice is None:
         return None

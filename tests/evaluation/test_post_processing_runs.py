@@ -100,7 +100,7 @@ def test_flips_are_kept_only_when_they_improve_the_metric_enough(binary_run, mon
     data, run = binary_run
     tried: list[str] = []
 
-    def choose(monitor_of, maximize):
+    def choose(monitor_of, maximize, seconds=None):
         tried.clear()
 
         def predicted(held, tta, *args):
@@ -113,8 +113,9 @@ def test_flips_are_kept_only_when_they_improve_the_metric_enough(binary_run, mon
         monkeypatch.setattr(postprocess_search, "_predicted", predicted)
         monkeypatch.setattr(postprocess_search, "choose_post_processing", rules)
         return learn_post_processing(
-            run / "best.safetensors", data, "val", monitor="binary/iou", maximize=maximize
-        )
+            run / "best.safetensors", data, "val", monitor="binary/iou", maximize=maximize,
+            seconds=seconds,
+        )  # fmt: skip
 
     chosen = choose({"none": 0.5, "flip": 0.5 + 2 * MIN_GAIN}, maximize=True)
     assert tried == ["none", "flip"]
@@ -122,6 +123,10 @@ def test_flips_are_kept_only_when_they_improve_the_metric_enough(binary_run, mon
     assert choose({"none": 0.5, "flip": 0.5 + MIN_GAIN / 2}, maximize=True).tta == "none"
     assert choose({"none": 0.5, "flip": 0.4}, maximize=False).tta == "flip"  # a loss falls
     assert choose({"none": 0.5, "flip": 0.6}, maximize=False).tta == "none"
+    # at the end of a budget the flips are not tried when the plain pass says they would not fit
+    assert choose({"none": 0.5, "flip": 0.9}, maximize=True, seconds=0.0).tta == "none"
+    assert tried == ["none"]
+    assert choose({"none": 0.5, "flip": 0.9}, maximize=True, seconds=60.0).tta == "flip"
 
 
 def test_recorded_flips_are_applied_and_the_flags_turn_them_off(binary_run, tmp_path, cli):
