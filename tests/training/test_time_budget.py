@@ -11,7 +11,12 @@ import pytest
 from segcli.config import build_config
 from segcli.errors import UsageError
 from segcli.training.budget import BudgetPacer, Stopwatch, TimeBudget
-from segcli.training.fit import POST_PROCESSING_VALIDATIONS, fit, post_processing_validations
+from segcli.training.fit import (
+    OWN_SIZE_VIEW_VALIDATIONS,
+    POST_PROCESSING_VALIDATIONS,
+    fit,
+    post_processing_validations,
+)
 from segcli.training.loop import TrainingState
 from segcli.training.optimisation import ScheduleLayout
 
@@ -152,7 +157,7 @@ def test_choosing_post_processing_keeps_time_for_each_view_and_for_a_folds_ensem
     # one plain pass and the search, then the image and its mirror
     assert post_processing_validations(unmirrored, learns=True) == POST_PROCESSING_VALIDATIONS
     own = post_processing_validations(single, learns=True)
-    assert own == POST_PROCESSING_VALIDATIONS + 2
+    assert own == POST_PROCESSING_VALIDATIONS + 2 * OWN_SIZE_VIEW_VALIDATIONS
     # after the last fold the ensemble chooses again on every fold's held-out images
     assert post_processing_validations(fold, learns=True) == 2 * own
 
