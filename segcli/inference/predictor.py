@@ -157,7 +157,6 @@ class Predictor:
         if tta not in TTA_VIEWS:
             valid = ", ".join([LEARNED_TTA, *TTA_VIEWS])
             raise UsageError(f"unknown --tta {tta!r}; valid: {valid}")
-        self.tta = tta
         self.views = TTA_VIEWS[tta]
 
     def _fold_model(self, path: Path) -> torch.nn.Module:

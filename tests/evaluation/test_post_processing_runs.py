@@ -1,6 +1,6 @@
-"""Post-processing learned at the end of a training (test-time flips, and a two-class model's
-rules): recorded in `best`, reported in the summary, applied by predict, evaluate and exports,
-and turned off by a flag."""
+"""Post-processing learned at the end of a two-class training (test-time flips, then rules):
+recorded in `best`, reported in the summary, applied by predict, evaluate and exports, and
+turned off by a flag."""
 
 from __future__ import annotations
 
