@@ -19,7 +19,7 @@ from PIL import Image
 
 from segcli.building import build_metrics
 from segcli.evaluation.cross_validation import out_of_fold_pairs
-from segcli.evaluation.scores import ImageRecord, Scoring
+from segcli.evaluation.scores import Scoring
 from segcli.evaluation.split import evaluate_split, labelled_pairs
 from segcli.inference.postprocessing import PostProcessing
 from segcli.inference.predictor import TTA_VIEWS, Predictor
@@ -79,14 +79,21 @@ def choose_post_processing(
     *,
     threshold: float = 0.5,
     maximize: bool = True,
+    seconds: float | None = None,
 ) -> Choice:
     """The rules that best improve `score` (the monitored metric of a list of predicted masks,
     in the order of `foregrounds`) over plain `threshold`, one rule at a time: the threshold,
     then the smallest region, then the empty-image share. `foregrounds` are (H, W) foreground
-    probabilities of the validation images at their own size."""
+    probabilities of the validation images at their own size. With `seconds`, a rule is tried
+    only while its candidates fit in them at the pace of the scores so far; the rules chosen
+    until then stand."""
+    started = time.perf_counter()
     sign = 1.0 if maximize else -1.0
+    scored = 0
 
     def value(rules: PostProcessing) -> float:
+        nonlocal scored
+        scored += 1
         return sign * score([rules.decide(f) for f in foregrounds])
 
     best = PostProcessing(threshold=threshold)
@@ -97,6 +104,9 @@ def choose_post_processing(
         ("empty_below_share", EMPTY_SHARES),
     ):
         tried = [replace(best, **{field: c}) for c in candidates if c != getattr(best, field)]
+        spent = time.perf_counter() - started
+        if seconds is not None and spent + spent / scored * len(tried) > seconds:
+            break
         if not tried:
             continue
         values = [value(rules) for rules in tried]
@@ -104,6 +114,16 @@ def choose_post_processing(
         if values[top] > best_value + MIN_GAIN:
             best, best_value = tried[top], values[top]
     return Choice(best, sign * before, sign * best_value)
+
+
+def own_size_ratio(pairs: Sequence[tuple[Path, Path]], input_pixels: int | None) -> float:
+    """How many times the pixels of a validation pass at the model's input size (each image
+    `input_pixels`; None: at their own size) the search scores at the images' own size: the
+    images it chooses by (up to LEARNING_PIXELS), each at its own size."""
+    chosen = _enough_to_choose_by(pairs, 1)
+    if not chosen or not input_pixels:
+        return 1.0
+    return sum(_pixels(mask) for _, mask in chosen) / (len(chosen) * input_pixels)
 
 
 def learn_post_processing(
@@ -172,32 +192,36 @@ def _choose(
         return None
     metrics = {plugin: metrics[plugin]}
     held = [(source, _enough_to_choose_by(pairs, len(sources))) for source, pairs in sources]
-    sign = 1.0 if maximize else -1.0
-    value, best_foregrounds = _predicted(held, "none", dataset_dir, split, metrics, monitor)
-    before = best_value = sign * value
-    one_view = time.perf_counter() - started
-    best_tta = "none"
-    for tta in flips_to_try(predictor.config.augment):
-        spent = time.perf_counter() - started
-        if seconds is not None and spent + one_view * len(TTA_VIEWS[tta]) > seconds:
-            continue  # the budget ends first: what was chosen so far stands
-        value, foregrounds = _predicted(held, tta, dataset_dir, split, metrics, monitor)
-        if sign * value > best_value + MIN_GAIN:
-            best_tta, best_value, best_foregrounds = tta, sign * value, foregrounds
-    threshold = predictor.rules.threshold
-    truths = [torch.from_numpy(truth).long()[None] for truth, _ in best_foregrounds]
+    truths, plain = _view_foregrounds(held, (), dataset_dir, split)
+    labels = [torch.from_numpy(truth).long()[None] for truth in truths]
 
     def score(masks: Sequence[np.ndarray]) -> float:
         scoring = Scoring(metrics)
-        for mask, truth in zip(masks, truths, strict=True):
+        for mask, truth in zip(masks, labels, strict=True):
             scoring.add_batch(torch.from_numpy(mask).long()[None], truth)
         return float(scoring.metric_scores()[monitor])
 
+    sign = 1.0 if maximize else -1.0
+    threshold = PostProcessing(threshold=predictor.rules.threshold)
+
+    def value(foregrounds: Sequence[np.ndarray]) -> float:
+        return sign * score([threshold.decide(foreground) for foreground in foregrounds])
+
+    before = best_value = value(plain)
+    one_view = time.perf_counter() - started
+    best_tta, best_foregrounds = "none", plain
+    for tta in flips_to_try(predictor.config.augment):
+        more_views = [dims for dims in TTA_VIEWS[tta] if dims]
+        spent = time.perf_counter() - started
+        if seconds is not None and spent + one_view * len(more_views) > seconds:
+            continue  # the budget ends first: what was chosen so far stands
+        foregrounds = _flipped_average(held, plain, more_views, dataset_dir, split)
+        flipped = value(foregrounds)
+        if flipped > best_value + MIN_GAIN:
+            best_tta, best_value, best_foregrounds = tta, flipped, foregrounds
+    left = None if seconds is None else seconds - (time.perf_counter() - started)
     rules = choose_post_processing(
-        [foreground for _, foreground in best_foregrounds],
-        score,
-        threshold=threshold,
-        maximize=maximize,
+        best_foregrounds, score, threshold=threshold.threshold, maximize=maximize, seconds=left
     )
     return replace(rules, before=sign * before, tta=best_tta)
 
@@ -216,35 +240,48 @@ def _enough_to_choose_by(
     return chosen
 
 
-def _predicted(
+def _view_foregrounds(
     held: Sequence[tuple[Predictor, Sequence[tuple[Path, Path]]]],
-    tta: str,
+    flip_dims: tuple[int, ...],
     dataset_dir: Path,
     split: str,
-    metrics: dict[str, Any],
-    monitor: str,
-) -> tuple[float, list[tuple[np.ndarray, np.ndarray]]]:
-    """`monitor` over every predictor's pairs predicted with test-time augmentation `tta`, and
-    each image's (truth, foreground probabilities)."""
-    scoring = Scoring(metrics, len(held[0][0].classes))
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Each image's truth and (H, W) float16 foreground probabilities at its own size, every
+    predictor's pairs in turn, predicted from one view of the input: flipped along
+    `flip_dims` (none: the plain image)."""
     truths: list[np.ndarray] = []
     foregrounds: list[np.ndarray] = []
-
-    def each_image(record: ImageRecord) -> None:
-        scoring.add_image(record)
-        truths.append(record.truth)
 
     def foreground_of(shape: tuple[int, int]) -> np.ndarray:
         foregrounds.append(np.empty(shape, np.float16))
         return foregrounds[-1]
 
     for source, pairs in held:
-        source.use_tta(tta)
+        source.views = [flip_dims]
         evaluate_split(
-            source, dataset_dir, split, pairs=pairs, metrics={}, on_image=each_image,
-            foreground=foreground_of,
+            source, dataset_dir, split, pairs=pairs, metrics={},
+            on_image=lambda record: truths.append(record.truth), foreground=foreground_of,
         )  # fmt: skip
-    return float(scoring.metric_scores()[monitor]), list(zip(truths, foregrounds, strict=True))
+    return truths, foregrounds
+
+
+def _flipped_average(
+    held: Sequence[tuple[Predictor, Sequence[tuple[Path, Path]]]],
+    plain: Sequence[np.ndarray],
+    flip_dims: Sequence[tuple[int, ...]],
+    dataset_dir: Path,
+    split: str,
+) -> list[np.ndarray]:
+    """The foregrounds a test-time augmentation of the plain view and the `flip_dims` views
+    predicts: only the flipped views are predicted again, and the average is taken at the
+    images' own size, as the Predictor's at the model's is (bilinear resizing is linear)."""
+    total = [foreground.astype(np.float32) for foreground in plain]
+    for dims in flip_dims:
+        for summed, foreground in zip(
+            total, _view_foregrounds(held, dims, dataset_dir, split)[1], strict=True
+        ):
+            summed += foreground
+    return [(summed / (1 + len(flip_dims))).astype(np.float16) for summed in total]
 
 
 def _pixels(mask_path: Path) -> int:

@@ -24,8 +24,10 @@ from segcli.errors import ConfigError, Interrupted, ResourceError, UsageError
 from segcli.evaluation.postprocess_search import (
     flips_to_try,
     learn_post_processing,
+    own_size_ratio,
     record_post_processing,
 )
+from segcli.evaluation.split import labelled_pairs
 from segcli.evaluation.validation import validate
 from segcli.files import remove_stale_temporaries
 from segcli.inference.postprocessing import PostProcessing
@@ -67,12 +69,17 @@ from segcli.training.setup import RunParts, build_parts, ensure_dataset, seed_ev
 # Under a time budget, `last` is written at least this often (and at every validation).
 LAST_EVERY_SECONDS = 30.0
 # What choosing post-processing costs, in validation passes: one pass at the images' own size
-# and the search over its rules. Measured on TGS at 8 minutes (2-core Xeon): 8.4 s, 4.7 of its
-# 1.8 s validation passes, for the own-size pass reads every image from disk and resizes its
-# prediction back, where validation reads cached tensors.
+# and the search over its rules. Measured on TGS (2-core Xeon): the pass 7.0 s and the search
+# 1.7 s, against validation passes of 1.8 s, for the own-size pass reads every image from disk,
+# predicts it in batches of 4 and resizes its prediction back, where validation reads cached
+# tensors in larger batches.
 POST_PROCESSING_VALIDATIONS = 5.0
-# and each more view a test-time augmentation tried predicts: ~4 s of that 8.4 s on TGS
-OWN_SIZE_VIEW_VALIDATIONS = 2.2
+# and each more view a test-time augmentation tries: TGS's mirrored pass, 6.7 s
+OWN_SIZE_VIEW_VALIDATIONS = 3.9
+# and, for images larger than the model's input, the search's scoring of each pixel beyond
+# it: validation images of ~550x690 at 96x120 (28 times the pixels) took 10.8 s to search,
+# 8.3 of their 1.3 s validation passes
+OWN_PIXEL_SEARCH_VALIDATIONS = 0.3
 
 __all__ = ["Reporter", "TrainingState", "checkpoint_meta", "fit", "make_loader", "train_one_epoch"]
 
@@ -173,7 +180,9 @@ def _fit(
         state = TrainingState()
         run_dir = _new_run_dir(config, context, plan, locks, new_run_dir)
     learns = _learns_post_processing(config, info, validate)
-    finishing = finishing_validations + post_processing_validations(config, learns)
+    finishing = finishing_validations + post_processing_validations(
+        config, learns, _own_size_ratio(config, root, info) if learns else 1.0
+    )
     pacer = _pacer(config, parts, state, context, watch, finishing)
     log = RunLog(run_dir, config, plugins) if context.is_main else None
     if log is not None and checkpoint is not None:
@@ -266,17 +275,35 @@ def _learns_post_processing(config: RunConfig, info: DatasetInfo, validate: bool
     return config.train.post_process and validate and len(info.classes) == 2
 
 
-def post_processing_validations(config: RunConfig, learns: bool) -> float:
+def post_processing_validations(
+    config: RunConfig, learns: bool, own_size_ratio: float = 1.0
+) -> float:
     """What choosing post-processing costs a run that `learns` it, in validation passes kept
     from its budget: its own choice predicts the validation images at their own size, plain
-    and with each test-time augmentation tried; a cross-validation fold's images are predicted
-    so once more, when the ensemble's choice is made on the out-of-fold predictions after the
-    last fold, so that the whole `train --folds K --time T` ends within T."""
+    and in each flipped view a test-time augmentation tried adds, and scores its rules on
+    them, `own_size_ratio` times the pixels validation handles; a cross-validation fold's
+    images are predicted so once more, when the ensemble's choice is made on the out-of-fold
+    predictions after the last fold, so that the whole `train --folds K --time T` ends within
+    T."""
     if not learns:
         return 0.0
-    views = sum(len(TTA_VIEWS[tta]) for tta in flips_to_try(config.augment))
-    own = POST_PROCESSING_VALIDATIONS + OWN_SIZE_VIEW_VALIDATIONS * views
+    # the plain view is predicted once; each augmentation tried adds its other views
+    views = sum(len(TTA_VIEWS[tta]) - 1 for tta in flips_to_try(config.augment))
+    own = (
+        POST_PROCESSING_VALIDATIONS
+        + OWN_SIZE_VIEW_VALIDATIONS * views
+        + OWN_PIXEL_SEARCH_VALIDATIONS * max(0.0, own_size_ratio - 1.0)
+    )
     return own * (2 if config.dataset.fold is not None else 1)
+
+
+def _own_size_ratio(config: RunConfig, root: Path, info: DatasetInfo) -> float:
+    """`own_size_ratio` of the images this run's post-processing will be chosen on."""
+    if config.train.max_time is None:
+        return 1.0  # nothing to budget
+    pairs = fold_pairs(config, root, info, "val") or labelled_pairs(root, config.dataset.val_split)
+    size = config.input.size
+    return own_size_ratio(pairs, size[0] * size[1] if size else None)
 
 
 def _post_processing(

@@ -95,38 +95,77 @@ def test_the_summary_reports_the_choice_and_its_effect(binary_run):
 
 def test_flips_are_kept_only_when_they_improve_the_metric_enough(binary_run, monkeypatch):
     from segcli.evaluation import postprocess_search
-    from segcli.evaluation.postprocess_search import MIN_GAIN, Choice, learn_post_processing
+    from segcli.evaluation.postprocess_search import Choice, learn_post_processing
 
     data, run = binary_run
-    tried: list[str] = []
+    truth = np.zeros((100, 200), np.uint8)
+    truth.flat[:10_000] = 1
+    plain = np.full(truth.shape, 0.1, np.float16)
+    plain.flat[:5_000] = 0.9  # half the foreground found: IoU 0.5
 
-    def choose(monitor_of, maximize, seconds=None):
+    def mirrored(found: int) -> np.ndarray:
+        """A mirrored view sure of the first `found` foreground pixels, and of nothing else:
+        averaged with the plain view, IoU found / 10,000 when found >= 5,000, else 0."""
+        view = np.zeros(truth.shape, np.float16)
+        view.flat[:found] = 1.0
+        return view
+
+    tried: list[tuple[int, ...]] = []
+
+    def choose(found, maximize, seconds=None):
         tried.clear()
 
-        def predicted(held, tta, *args):
-            tried.append(tta)
-            return monitor_of[tta], []
+        def predicted(held, flip_dims, *args):
+            tried.append(flip_dims)
+            return [truth], [mirrored(found) if flip_dims else plain]
 
-        def rules(foregrounds, score, *, threshold, maximize):  # the rules, on the chosen view
+        def rules(foregrounds, score, *, threshold, maximize, seconds):  # on the chosen view
             return Choice(PostProcessing(threshold), before=0.0, after=0.77)
 
-        monkeypatch.setattr(postprocess_search, "_predicted", predicted)
+        monkeypatch.setattr(postprocess_search, "_view_foregrounds", predicted)
         monkeypatch.setattr(postprocess_search, "choose_post_processing", rules)
         return learn_post_processing(
             run / "best.safetensors", data, "val", monitor="binary/iou", maximize=maximize,
             seconds=seconds,
         )  # fmt: skip
 
-    chosen = choose({"none": 0.5, "flip": 0.5 + 2 * MIN_GAIN}, maximize=True)
-    assert tried == ["none", "flip"]
+    chosen = choose(5_040, maximize=True)  # IoU 0.504: more than MIN_GAIN better
+    assert tried == [(), (3,)]  # the plain view is predicted once, the mirrored one added
     assert (chosen.tta, chosen.before, chosen.after) == ("flip", 0.5, 0.77)
-    assert choose({"none": 0.5, "flip": 0.5 + MIN_GAIN / 2}, maximize=True).tta == "none"
-    assert choose({"none": 0.5, "flip": 0.4}, maximize=False).tta == "flip"  # a loss falls
-    assert choose({"none": 0.5, "flip": 0.6}, maximize=False).tta == "none"
+    assert choose(5_005, maximize=True).tta == "none"  # 0.5005: within MIN_GAIN
+    assert choose(0, maximize=False).tta == "flip"  # IoU 0: a loss falls
+    assert choose(5_040, maximize=False).tta == "none"
     # at the end of a budget the flips are not tried when the plain pass says they would not fit
-    assert choose({"none": 0.5, "flip": 0.9}, maximize=True, seconds=0.0).tta == "none"
-    assert tried == ["none"]
-    assert choose({"none": 0.5, "flip": 0.9}, maximize=True, seconds=60.0).tta == "flip"
+    assert choose(5_040, maximize=True, seconds=0.0).tta == "none"
+    assert tried == [()]
+    assert choose(5_040, maximize=True, seconds=60.0).tta == "flip"
+
+
+def test_the_flips_chosen_on_are_those_the_predictor_makes(binary_run):
+    # the search predicts only the mirrored view and averages it with the plain one at the
+    # images' own size; predict averages the views at the model's size and resizes once
+    from segcli.evaluation.postprocess_search import _flipped_average, _view_foregrounds
+    from segcli.evaluation.split import evaluate_split, labelled_pairs
+
+    data, run = binary_run
+    best = run / "best.safetensors"
+    plain_predictor = Predictor(best, "cpu", tta="none", post_processing=False)
+    held = [(plain_predictor, labelled_pairs(data, "val"))]
+    _, plain = _view_foregrounds(held, (), data, "val")
+    searched = _flipped_average(held, plain, [(3,)], data, "val")
+    predicted: list[np.ndarray] = []
+
+    def foreground_of(shape):
+        predicted.append(np.empty(shape, np.float32))
+        return predicted[-1]
+
+    flips = Predictor(best, "cpu", tta="flip", post_processing=False)
+    evaluate_split(flips, data, "val", metrics={}, foreground=foreground_of)
+    assert len(searched) == len(predicted) == 4
+    for ours, theirs in zip(searched, predicted, strict=True):
+        np.testing.assert_allclose(ours, theirs, atol=2e-3)
+    unflipped = zip(searched, plain, strict=True)
+    assert not all(np.allclose(ours, fg, atol=2e-3) for ours, fg in unflipped)
 
 
 def test_recorded_flips_are_applied_and_the_flags_turn_them_off(binary_run, tmp_path, cli):
@@ -228,7 +267,7 @@ def test_a_cross_validation_chooses_its_ensembles_rules_on_every_out_of_fold_ima
     config = binary_config(tmp_path / "run.toml", runs, data, epochs=1)
     seen: list[int] = []
 
-    def choose(foregrounds, score, *, threshold, maximize):
+    def choose(foregrounds, score, *, threshold, maximize, seconds):
         seen.append(len(foregrounds))
         assert 0 <= score([f > 0.5 for f in foregrounds]) <= 1
         return Choice(PostProcessing(threshold=0.7), before=0.4, after=0.5)

@@ -85,3 +85,43 @@ def test_a_metric_to_minimise_is_minimised():
 def test_rules_round_trip_through_json():
     rules = PostProcessing(threshold=0.4, min_region_share=2e-4, empty_below_share=5e-3)
     assert PostProcessing.from_json(rules.to_json()) == rules
+
+
+def test_the_rules_stop_where_the_time_given_ends(monkeypatch):
+    from segcli.evaluation import postprocess_search
+
+    truths = [blob(), np.zeros((100, 100), np.uint8)]
+    noisy = np.zeros((100, 100), np.float32)
+    noisy[50:53, 50:53] = 0.9  # a speck the region and empty-image rules would remove
+    foregrounds = [blob().astype(np.float32) * 0.9, noisy]
+    clock = [0.0]  # every score takes one second
+    monkeypatch.setattr(postprocess_search.time, "perf_counter", lambda: clock[0])
+
+    def score(masks):
+        clock[0] += 1.0
+        return empty_aware(masks, truths)
+
+    def choose(seconds):
+        clock[0] = 0.0
+        return choose_post_processing(foregrounds, score, seconds=seconds)
+
+    assert choose(None).rules.cleans
+    # the plain score, then the 8 other thresholds fit in 9.5 s; the 6 region sizes would not
+    within = choose(9.5)
+    assert clock[0] == 9.0
+    assert not within.rules.cleans and within.after == within.before == pytest.approx(0.5)
+    assert choose(0.0).rules == PostProcessing() and clock[0] == 1.0
+
+
+def test_the_own_size_ratio_compares_the_searched_pixels_with_validations(tmp_path):
+    from PIL import Image
+
+    from segcli.evaluation.postprocess_search import own_size_ratio
+
+    pairs = []
+    for name, (width, height) in (("a", (200, 100)), ("b", (100, 100))):
+        Image.fromarray(np.zeros((height, width), np.uint8)).save(tmp_path / f"{name}.png")
+        pairs.append((tmp_path / f"{name}.png", tmp_path / f"{name}.png"))
+    assert own_size_ratio(pairs, 50 * 60) == pytest.approx(30_000 / (2 * 3_000))
+    assert own_size_ratio(pairs, None) == 1.0  # validation at the images' own size
+    assert own_size_ratio([], 100) == 1.0

@@ -12,6 +12,7 @@ from segcli.config import build_config
 from segcli.errors import UsageError
 from segcli.training.budget import BudgetPacer, Stopwatch, TimeBudget
 from segcli.training.fit import (
+    OWN_PIXEL_SEARCH_VALIDATIONS,
     OWN_SIZE_VIEW_VALIDATIONS,
     POST_PROCESSING_VALIDATIONS,
     fit,
@@ -154,10 +155,13 @@ def test_choosing_post_processing_keeps_time_for_each_view_and_for_a_folds_ensem
     )  # fmt: skip
     assert post_processing_validations(single, learns=False) == 0.0
     assert post_processing_validations(fold, learns=False) == 0.0
-    # one plain pass and the search, then the image and its mirror
+    # one plain pass and the search, then the mirrored view (the plain one is not predicted again)
     assert post_processing_validations(unmirrored, learns=True) == POST_PROCESSING_VALIDATIONS
     own = post_processing_validations(single, learns=True)
-    assert own == POST_PROCESSING_VALIDATIONS + 2 * OWN_SIZE_VIEW_VALIDATIONS
+    assert own == POST_PROCESSING_VALIDATIONS + OWN_SIZE_VIEW_VALIDATIONS  # the mirrored view
+    # images larger than the model's input cost the rule search their extra pixels
+    larger = post_processing_validations(single, learns=True, own_size_ratio=28.0)
+    assert larger == pytest.approx(own + 27 * OWN_PIXEL_SEARCH_VALIDATIONS)
     # after the last fold the ensemble chooses again on every fold's held-out images
     assert post_processing_validations(fold, learns=True) == 2 * own
 
