@@ -17,6 +17,12 @@ TARGET_STEPS = 750
 # The zoom is now an OpenCV warp (0.04 ms at 216 px), but the resize to the input size still
 # grows with the pixels read.
 LOAD_SCALE = 1.5
+# Without zoom, training and validation images this many times the input's pixels or more are
+# resized to the input once, when read, instead of in every sample. Measured on the 2-core Xeon
+# (benchmarks/loader_speed.py, 128x176, batch 8, one loader process): 1,000 street photographs
+# of ~550x690 (33x the input's pixels) trained at 33.6 img/s, 40.3 resized once (bare loop
+# 42.5-43.8); IDD-Lite's 320x227 (4.5x) at 36.8 and 36.3: no loss where little is gained.
+RESIZE_ONCE_AREA = 2.0
 # A class below this share of the labelled pixels is rare: the loss gets a Dice term.
 RARE_PIXEL_SHARE = 0.10
 # Passes over the training data a plan must afford: 30 for 1,000 images, more for fewer (each

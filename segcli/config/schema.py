@@ -173,6 +173,9 @@ class TrainConfig(Section):
     # two-class models: choose the threshold, the smallest region kept and the empty-image
     # share on the validation images after training, and record them in `best`
     post_process: bool = True
+    # metrics (higher is better) that post-processing must not lower by more than 0.001: a
+    # threshold that raises the monitored IoU but costs TGS's per-image score is not kept
+    post_process_guard: list[Name] = Field(default_factory=list)
     # decay of an exponential moving average of the weights; 0 = off
     ema: float = Field(0.0, ge=0, lt=1)
 
@@ -283,9 +286,13 @@ class RunConfig(Section):
     @model_validator(mode="after")
     def _monitor_names_a_metric(self) -> RunConfig:
         monitor = self.train.monitor
-        if monitor in LOSS_MONITORS or any(monitor.startswith(f"{m}/") for m in self.metrics):
-            return self
-        raise InvalidKey("train.monitor", f"one of: {monitor_choices(self.metrics)}")
+        if not (monitor in LOSS_MONITORS or any(monitor.startswith(f"{m}/") for m in self.metrics)):
+            raise InvalidKey("train.monitor", f"one of: {monitor_choices(self.metrics)}")
+        for guarded in self.train.post_process_guard:
+            if not any(guarded.startswith(f"{m}/") for m in self.metrics):
+                choices = ", ".join(f"{m}/<key>" for m in self.metrics)
+                raise InvalidKey("train.post_process_guard", f"a list of: {choices}")
+        return self
 
     def __eq__(self, other: object) -> bool:
         # the values make the configuration, not where they came from

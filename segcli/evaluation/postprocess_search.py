@@ -70,7 +70,9 @@ def flips_to_try(augment: dict[str, Any]) -> tuple[str, ...]:
     return ("flip",) if mirrored else ()
 
 
-Score = Callable[[Sequence[np.ndarray]], float]
+# the monitored metric of a list of predicted masks; or it, then the guarded metrics (higher
+# is better), which a choice must not lower by more than MIN_GAIN
+Score = Callable[[Sequence[np.ndarray]], float | tuple[float, ...]]
 
 
 def choose_post_processing(
@@ -80,24 +82,29 @@ def choose_post_processing(
     threshold: float = 0.5,
     maximize: bool = True,
     seconds: float | None = None,
+    floor: tuple[float, ...] | None = None,
 ) -> Choice:
-    """The rules that best improve `score` (the monitored metric of a list of predicted masks,
-    in the order of `foregrounds`) over plain `threshold`, one rule at a time: the threshold,
-    then the smallest region, then the empty-image share. `foregrounds` are (H, W) foreground
-    probabilities of the validation images at their own size. With `seconds`, a rule is tried
-    only while its candidates fit in them at the pace of the scores so far; the rules chosen
-    until then stand."""
+    """The rules that best improve `score` (see Score) over plain `threshold`, one rule at a
+    time: the threshold, then the smallest region, then the empty-image share. `foregrounds`
+    are (H, W) foreground probabilities of the validation images at their own size. A rule is
+    kept only when it improves the monitored metric by more than MIN_GAIN and keeps each
+    guarded one at or above `floor` (by default: its plain-threshold value less MIN_GAIN).
+    With `seconds`, a rule is tried only while its candidates fit in them at the pace of the
+    scores so far; the rules chosen until then stand."""
     started = time.perf_counter()
     sign = 1.0 if maximize else -1.0
     scored = 0
 
-    def value(rules: PostProcessing) -> float:
+    def value(rules: PostProcessing) -> tuple[float, tuple[float, ...]]:
         nonlocal scored
         scored += 1
-        return sign * score([rules.decide(f) for f in foregrounds])
+        return _signed(score([rules.decide(f) for f in foregrounds]), sign)
 
     best = PostProcessing(threshold=threshold)
-    before = best_value = value(best)
+    before, guarded = value(best)
+    best_value = before
+    if floor is None:
+        floor = tuple(kept - MIN_GAIN for kept in guarded)
     for field, candidates in (
         ("threshold", THRESHOLDS),
         ("min_region_share", COMPONENT_SHARES),
@@ -107,13 +114,29 @@ def choose_post_processing(
         spent = time.perf_counter() - started
         if seconds is not None and spent + spent / scored * len(tried) > seconds:
             break
-        if not tried:
+        allowed = [
+            (monitored, rules)
+            for rules in tried
+            for monitored, kept in [value(rules)]
+            if _within(kept, floor)
+        ]
+        if not allowed:
             continue
-        values = [value(rules) for rules in tried]
-        top = int(np.argmax(values))
-        if values[top] > best_value + MIN_GAIN:
-            best, best_value = tried[top], values[top]
+        # the best monitored value, the earlier candidate on a tie
+        top_value, top_rules = max(allowed, key=lambda pair: pair[0])
+        if top_value > best_value + MIN_GAIN:
+            best, best_value = top_rules, top_value
     return Choice(best, sign * before, sign * best_value)
+
+
+def _signed(result: float | tuple[float, ...], sign: float) -> tuple[float, tuple[float, ...]]:
+    """A Score's result as (sign x the monitored value, the guarded values)."""
+    monitored, *guarded = result if isinstance(result, tuple) else (result,)
+    return sign * monitored, tuple(guarded)
+
+
+def _within(guarded: tuple[float, ...], floor: tuple[float, ...]) -> bool:
+    return all(value >= lowest for value, lowest in zip(guarded, floor, strict=True))
 
 
 def own_size_ratio(pairs: Sequence[tuple[Path, Path]], input_pixels: int | None) -> float:
@@ -186,28 +209,32 @@ def _choose(
     pairs, pooled; flips only while they fit in `seconds` (None: no limit)."""
     started = time.perf_counter()
     predictor = sources[0][0]
-    plugin = monitor.split("/", 1)[0]
+    keys = [monitor, *predictor.config.train.post_process_guard]
     metrics = build_metrics(predictor.config, predictor.dataset_info())
-    if predictor.num_classes != 2 or plugin not in metrics:
+    plugins = {key.split("/", 1)[0] for key in keys}
+    if predictor.num_classes != 2 or not plugins <= metrics.keys():
         return None
-    metrics = {plugin: metrics[plugin]}
+    metrics = {name: metrics[name] for name in plugins}
     held = [(source, _enough_to_choose_by(pairs, len(sources))) for source, pairs in sources]
     truths, plain = _view_foregrounds(held, (), dataset_dir, split)
     labels = [torch.from_numpy(truth).long()[None] for truth in truths]
 
-    def score(masks: Sequence[np.ndarray]) -> float:
+    def score(masks: Sequence[np.ndarray]) -> tuple[float, ...]:
         scoring = Scoring(metrics)
         for mask, truth in zip(masks, labels, strict=True):
             scoring.add_batch(torch.from_numpy(mask).long()[None], truth)
-        return float(scoring.metric_scores()[monitor])
+        scores = scoring.metric_scores()
+        return tuple(float(scores[key]) for key in keys)
 
     sign = 1.0 if maximize else -1.0
     threshold = PostProcessing(threshold=predictor.rules.threshold)
 
-    def value(foregrounds: Sequence[np.ndarray]) -> float:
-        return sign * score([threshold.decide(foreground) for foreground in foregrounds])
+    def value(foregrounds: Sequence[np.ndarray]) -> tuple[float, tuple[float, ...]]:
+        return _signed(score([threshold.decide(f) for f in foregrounds]), sign)
 
-    before = best_value = value(plain)
+    before, guarded = value(plain)
+    best_value = before
+    floor = tuple(kept - MIN_GAIN for kept in guarded)  # no choice below the plain one
     one_view = time.perf_counter() - started
     best_tta, best_foregrounds = "none", plain
     for tta in flips_to_try(predictor.config.augment):
@@ -216,13 +243,14 @@ def _choose(
         if seconds is not None and spent + one_view * len(more_views) > seconds:
             continue  # the budget ends first: what was chosen so far stands
         foregrounds = _flipped_average(held, plain, more_views, dataset_dir, split)
-        flipped = value(foregrounds)
-        if flipped > best_value + MIN_GAIN:
+        flipped, kept = value(foregrounds)
+        if flipped > best_value + MIN_GAIN and _within(kept, floor):
             best_tta, best_value, best_foregrounds = tta, flipped, foregrounds
     left = None if seconds is None else seconds - (time.perf_counter() - started)
     rules = choose_post_processing(
-        best_foregrounds, score, threshold=threshold.threshold, maximize=maximize, seconds=left
-    )
+        best_foregrounds, score, threshold=threshold.threshold, maximize=maximize,
+        seconds=left, floor=floor,
+    )  # fmt: skip
     return replace(rules, before=sign * before, tta=best_tta)
 
 

@@ -244,21 +244,26 @@ def check_amp(config: RunConfig, device: torch.device) -> None:
 
 
 def check_monitor(config: RunConfig, info: DatasetInfo, plugins: Plugins | None = None) -> None:
-    """train.monitor must be a number that the loss or one of the metrics reports."""
-    monitor = config.train.monitor
-    if monitor in LOSS_MONITORS:
-        return
+    """train.monitor must be a number that the loss or one of the metrics reports, and each
+    of train.post_process_guard one that a metric reports."""
     keys = list(LOSS_MONITORS)
+    trusted: list[str] = []  # metrics that cannot say their keys: any key under their name
     for name, metric in build_metrics(config, info, plugins).items():
         reported = scalar_keys(metric)
-        if reported is None:  # the metric cannot say: trust a key under its name
-            if monitor.startswith(f"{name}/"):
-                return
+        if reported is None:
+            trusted.append(name)
             keys.append(f"{name}/<key>")
         else:
             keys.extend(f"{name}/{key}" for key in reported)
-    if monitor not in keys:
+
+    def reported(key: str) -> bool:
+        return key in keys or any(key.startswith(f"{name}/") for name in trusted)
+
+    if not reported(config.train.monitor):
         raise config.invalid("train.monitor", f"one of: {', '.join(keys)}")
+    metric_keys = [key for key in keys if key not in LOSS_MONITORS]
+    if not all(reported(key) for key in config.train.post_process_guard):
+        raise config.invalid("train.post_process_guard", f"a list of: {', '.join(metric_keys)}")
 
 
 def scalar_keys(metric: Any) -> list[str] | None:

@@ -92,6 +92,7 @@ BAD_VALUES = [
     ("train.amp=fp8", "one of: off, bf16, fp16"),
     ("train.monitor=confuson/miou", "one of: train/loss, val/loss, confusion/<key>"),
     ("train.monitor_mode=maximum", "one of: max, min"),
+    ("train.post_process_guard=['tgs/score']", "a list of: confusion/<key>"),
     ("train.device=gpu", "auto, cpu, mps, cuda or cuda:N"),
     ("train.device=cuda:x", "auto, cpu, mps, cuda or cuda:N"),
     ("train.workers=-1", "int >= 0"),

@@ -119,7 +119,7 @@ def test_flips_are_kept_only_when_they_improve_the_metric_enough(binary_run, mon
             tried.append(flip_dims)
             return [truth], [mirrored(found) if flip_dims else plain]
 
-        def rules(foregrounds, score, *, threshold, maximize, seconds):  # on the chosen view
+        def rules(foregrounds, score, *, threshold, maximize, **_):  # on the chosen view
             return Choice(PostProcessing(threshold), before=0.0, after=0.77)
 
         monkeypatch.setattr(postprocess_search, "_view_foregrounds", predicted)
@@ -267,9 +267,9 @@ def test_a_cross_validation_chooses_its_ensembles_rules_on_every_out_of_fold_ima
     config = binary_config(tmp_path / "run.toml", runs, data, epochs=1)
     seen: list[int] = []
 
-    def choose(foregrounds, score, *, threshold, maximize, seconds):
+    def choose(foregrounds, score, *, threshold, maximize, **_):
         seen.append(len(foregrounds))
-        assert 0 <= score([f > 0.5 for f in foregrounds]) <= 1
+        assert 0 <= score([f > 0.5 for f in foregrounds])[0] <= 1
         return Choice(PostProcessing(threshold=0.7), before=0.4, after=0.5)
 
     monkeypatch.setattr(postprocess_search, "choose_post_processing", choose)

@@ -125,3 +125,24 @@ def test_the_own_size_ratio_compares_the_searched_pixels_with_validations(tmp_pa
     assert own_size_ratio(pairs, 50 * 60) == pytest.approx(30_000 / (2 * 3_000))
     assert own_size_ratio(pairs, None) == 1.0  # validation at the images' own size
     assert own_size_ratio([], 100) == 1.0
+
+
+def test_a_rule_that_lowers_a_guarded_metric_is_left_out():
+    # a blob the model is unsure of (0.45) and specks (0.42) on two empty images: a threshold
+    # of 0.4 finds the blob (pooled IoU up) but fills the empty images (per-image score down)
+    unsure, sure = blob(), blob(top=50, left=50)
+    truths = [unsure, np.zeros((100, 100), np.uint8), sure, np.zeros((100, 100), np.uint8)]
+    speck = np.zeros((100, 100), np.float32)
+    speck[5:8, 5:8] = 0.42
+    foregrounds = [unsure * 0.45, speck, sure * 0.9, speck]
+
+    def pooled_iou(masks):
+        return iou(masks, truths)
+
+    def guarded(masks):
+        return iou(masks, truths), empty_aware(masks, truths)
+
+    unguarded = choose_post_processing(foregrounds, pooled_iou)
+    assert unguarded.rules.threshold <= 0.4 and unguarded.after > unguarded.before
+    kept = choose_post_processing(foregrounds, guarded)
+    assert kept.rules == PostProcessing() and kept.after == kept.before == 0.5

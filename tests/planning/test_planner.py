@@ -185,14 +185,17 @@ def test_binary_with_a_minority_foreground_is_single_logit_bce_dice_with_binary_
     planned = plan(tgs_like(), CPU, 480)
     assert planned.layer["loss"]["name"] == "bce+dice"
     assert planned.layer["train"]["monitor"] == "binary/iou"
-    # 40 % of the images hold no salt: the per-image competition score applies
+    # 40 % of the images hold no salt: the per-image competition score applies, and the
+    # post-processing may not lower it
     assert planned.layer["metrics"] == ["confusion", "binary", "tgs"]
+    assert planned.layer["train"]["post_process_guard"] == ["tgs/score"]
 
 
 def test_binary_with_class_1_the_majority_scores_the_minority_with_two_logits():
     planned = plan(isbi_like(), CPU, 480)
     assert planned.layer["loss"]["name"] == "ce+dice"
     assert planned.layer["metrics"] == ["confusion"]
+    assert "post_process_guard" not in planned.layer["train"]
     assert planned.layer["train"]["monitor"] == "confusion/miou"
 
 
@@ -479,8 +482,10 @@ def test_images_much_larger_than_the_input_are_resized_once_when_read():
     assert "load_scale" not in tgs.layer["input"]
     isbi = plan(real("isbi2012"), CPU, 480)  # native crops: every pixel is needed
     assert "load_scale" not in isbi.layer["input"]
-    idd = plan(real("idd-lite"), CPU, 600)  # 1403 images: no zoom, the loader only resizes
-    assert "scale" not in idd.layer["augment"] and "load_scale" not in idd.layer["input"]
+    # 1403 images: no zoom; at 320x227, 4.5x the pixels of its input, resized once
+    idd = plan(real("idd-lite"), CPU, 600)
+    assert "scale" not in idd.layer["augment"] and idd.layer["input"]["load_scale"] == 1.0
+    assert "resizes none of them" in idd.reasons["input.load_scale"]
 
 
 def test_a_longer_budget_buys_passes_then_width_then_zoom():

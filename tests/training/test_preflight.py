@@ -44,6 +44,18 @@ def test_a_monitor_no_metric_reports_as_a_number_is_refused_with_the_valid_keys(
     assert f"got '{monitor}' (from --set train.monitor={monitor})" in message
 
 
+def test_a_post_processing_guard_must_be_a_number_a_metric_reports():
+    metrics = "metrics=['confusion','binary','tgs']"
+    guarded = build_config(overrides=[metrics, "train.post_process_guard=['tgs/score']"])
+    check_monitor(guarded, INFO)
+    wrong = build_config(overrides=[metrics, "train.post_process_guard=['tgs/scores']"])
+    with pytest.raises(ConfigError) as caught:
+        check_monitor(wrong, INFO)
+    message = str(caught.value)
+    assert message.startswith("train.post_process_guard must be a list of: confusion/")
+    assert "tgs/score" in message and "val/loss" not in message
+
+
 def _third_party(*metrics):
     plugins = Plugins()
     for name, factory in metrics:
