@@ -23,6 +23,9 @@ LOAD_SCALE = 1.5
 # of ~550x690 (33x the input's pixels) trained at 33.6 img/s, 40.3 resized once (bare loop
 # 42.5-43.8); IDD-Lite's 320x227 (4.5x) at 36.8 and 36.3: no loss where little is gained.
 RESIZE_ONCE_AREA = 2.0
+# A downscaled input is rounded up to the next level's size divisor (one level deeper) when
+# that costs at most this many times the pixels of rounding to its own (docs/planning.md)
+DEEPER_ROUNDING = 1.2
 # A class below this share of the labelled pixels is rare: the loss gets a Dice term.
 RARE_PIXEL_SHARE = 0.10
 # Passes over the training data a plan must afford: 30 for 1,000 images, more for fewer (each

@@ -473,6 +473,17 @@ def test_a_rounded_up_size_is_judged_by_the_pixels_the_model_is_fed():
     assert planned.estimates["epochs"] >= 0.85 * planned.estimates["target_epochs"]
 
 
+def test_a_downscaled_size_near_the_deeper_divisor_is_rounded_up_to_it():
+    # TGS on a slightly slower machine affords ~85 px: 88 px would call for depth 3, 96 px
+    # (1.19x its pixels) for depth 4, which scored higher with fewer epochs
+    planned = plan(real("tgs-salt"), CPU, 480, timer=FakeMachine(0.5e6))
+    assert planned.layer["input"]["size"] == [96, 96]
+    assert planned.layer["model"]["depth"] == 4
+    # far from it (1.44x the pixels), the shallower net stays
+    small = plan(real("tgs-salt"), CPU, 480, timer=FakeMachine(0.3e6))
+    assert small.layer["model"]["depth"] == 3 and small.layer["input"]["size"][0] < 96
+
+
 def test_images_much_larger_than_the_input_are_resized_once_when_read():
     car_damage = plan(real("cardamage-coco"), CPU, 600, timer=FakeMachine(0.385e6))
     side = car_damage.layer["input"]["size"][0]
