@@ -329,7 +329,7 @@ def _depth_for(height: int, width: int) -> int:
     """The depth for an input of about `height` x `width`: one level deeper than its short
     side calls for when rounding up to the deeper size divisor adds at most DEEPER_ROUNDING
     of the pixels. TGS downscaled to 85 px is fed at 96 px instead of 88: on the 2-core Xeon
-    at 8 minutes, depth 4 at 96 px reached a salt IoU of 0.784 and 0.788 in 14 epochs, depth
+    at 8 minutes, depth 4 at 96 px reached a salt IoU of 0.788 in 14 and in 13 epochs, depth
     3 at 88 px 0.774 in 18 (and at 90 px, depth 4 0.780 after 12 of 16 epochs, depth 3 0.772
     after all 16)."""
     depth = _depth(min(height, width))

@@ -18,7 +18,7 @@ import torch
 
 from segcli.building import PluginCalls
 from segcli.config import RunConfig
-from segcli.data.folds import fold_pairs
+from segcli.data.folds import Pair, fold_pairs
 from segcli.data.format import DatasetInfo, read_dataset_info
 from segcli.errors import ConfigError, Interrupted, ResourceError, UsageError
 from segcli.evaluation.postprocess_search import (
@@ -297,12 +297,18 @@ def post_processing_validations(
     return own * (2 if config.dataset.fold is not None else 1)
 
 
+def _post_processing_pairs(config: RunConfig, root: Path, info: DatasetInfo) -> list[Pair]:
+    """The (image, mask) files post-processing is chosen on: the fold's validation images, or
+    the validation split's; one answer for the budget's reserve and for the choice."""
+    return fold_pairs(config, root, info, "val") or labelled_pairs(root, config.dataset.val_split)
+
+
 def _own_size_ratio(config: RunConfig, root: Path, info: DatasetInfo) -> float:
     """`own_size_ratio` of the images this run's post-processing will be chosen on."""
     if config.train.max_time is None:
         return 1.0  # nothing to budget
-    pairs = fold_pairs(config, root, info, "val") or labelled_pairs(root, config.dataset.val_split)
     size = config.input.size
+    pairs = _post_processing_pairs(config, root, info)
     return own_size_ratio(pairs, size[0] * size[1] if size else None)
 
 
@@ -323,7 +329,7 @@ def _post_processing(
         best,
         root,
         config.dataset.val_split,
-        pairs=fold_pairs(config, root, info, "val"),
+        pairs=_post_processing_pairs(config, root, info),
         monitor=monitor,
         maximize=mode == "max",
         device=config.train.device,

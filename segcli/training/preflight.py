@@ -261,9 +261,9 @@ def check_monitor(config: RunConfig, info: DatasetInfo, plugins: Plugins | None 
 
     if not reported(config.train.monitor):
         raise config.invalid("train.monitor", f"one of: {', '.join(keys)}")
-    metric_keys = [key for key in keys if key not in LOSS_MONITORS]
     if not all(reported(key) for key in config.train.post_process_guard):
-        raise config.invalid("train.post_process_guard", f"a list of: {', '.join(metric_keys)}")
+        metric_keys = ", ".join(key for key in keys if key not in LOSS_MONITORS)
+        raise config.invalid("train.post_process_guard", f"a list of: {metric_keys}")
 
 
 def scalar_keys(metric: Any) -> list[str] | None:

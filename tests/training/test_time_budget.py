@@ -166,6 +166,23 @@ def test_choosing_post_processing_keeps_time_for_each_view_and_for_a_folds_ensem
     assert post_processing_validations(fold, learns=True) == 2 * own
 
 
+def test_the_reserve_sees_how_much_larger_the_validation_images_are(shapes_dataset, tmp_path):
+    from segcli.data.format import read_dataset_info
+    from segcli.training.fit import _own_size_ratio
+
+    info = read_dataset_info(shapes_dataset)
+
+    def ratio(*extra: str) -> float:
+        config = tiny_config(shapes_dataset, tmp_path / "runs", *extra)
+        return _own_size_ratio(config, shapes_dataset, info)
+
+    budget = "train.max_time=60"
+    assert ratio(budget, "input.size=[32,32]") == pytest.approx(4.0)  # 64x64 images at 32x32
+    assert ratio(budget, "input.size=[64,64]") == pytest.approx(1.0)
+    assert ratio(budget, "input.size=[]") == 1.0  # validated at their own size
+    assert ratio("input.size=[32,32]") == 1.0  # no budget to keep time from
+
+
 def tiny_config(dataset: Path, runs: Path, *extra: str):
     return build_config(
         {"model": {"name": "unet"}, "metrics": ["confusion"]},
