@@ -13,14 +13,17 @@ def describe_machine() -> dict[str, Any]:
     for."""
     import torch
 
-    cpu, flags = "unknown CPU", set()
+    cpu, flags, ids = "unknown CPU", set(), {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
-            if key.strip() == "model name" and cpu == "unknown CPU":
+            key = key.strip()
+            if key == "model name" and cpu == "unknown CPU":
                 cpu = value.strip()
-            elif key.strip() == "flags" and not flags:
+            elif key == "flags" and not flags:
                 flags = set(value.split())
+            elif key in ("cpu family", "model") and key not in ids:
+                ids[key] = value.strip()
     except OSError:
         pass
     native = sorted(flags & {"avx512_bf16", "amx_bf16"})
@@ -28,8 +31,12 @@ def describe_machine() -> dict[str, Any]:
         native = ["oneDNN reports bf16 support"]
     return {
         "cpu": cpu,
+        # a virtual machine may name only the brand ("AMD EPYC"): family and model tell
+        # its generations apart
+        "cpu_id": ", ".join(f"{key} {value}" for key, value in ids.items()),
         "cores": len(os.sched_getaffinity(0)),
         "bf16": ", ".join(native) or "no",
+        "vectors": torch.backends.cpu.get_cpu_capability(),
         "torch": torch.__version__,
         "python": sys.version.split()[0],
     }
@@ -47,7 +54,9 @@ def machine_line(machine: dict[str, Any] | None) -> str:
     if not machine:
         return "machine not recorded"
     bf16 = "no native bf16" if machine["bf16"] == "no" else f"native bf16 ({machine['bf16']})"
+    cpu = machine["cpu"] + (f" ({machine['cpu_id']})" if machine.get("cpu_id") else "")
+    vectors = f"{machine['vectors']}, " if machine.get("vectors") else ""
     return (
-        f"{machine['cpu']}, {machine['cores']} cores, {bf16}, torch {machine['torch']}, "
+        f"{cpu}, {machine['cores']} cores, {vectors}{bf16}, torch {machine['torch']}, "
         f"Python {machine['python']}"
     )

@@ -315,9 +315,11 @@ def run(
     }
 
 
-def machine_key(machine: dict[str, Any] | None) -> tuple[str, int] | None:
-    """Figures compare on one CPU model and core count (a torch upgrade is named per row)."""
-    return (machine["cpu"], machine["cores"]) if machine else None
+def machine_key(machine: dict[str, Any] | None) -> tuple[str, int, str] | None:
+    """Figures compare on one CPU model, core count and native bf16 (a torch upgrade is named
+    per row): two virtual machines both named "AMD EPYC", one with AVX512-BF16 and one
+    without, train at twice each other's speed."""
+    return (machine["cpu"], machine["cores"], machine["bf16"]) if machine else None
 
 
 def _metrics(scores: Scores) -> str:
@@ -397,7 +399,7 @@ def markdown(results: list[dict[str, Any]], machine: dict[str, Any], quick: bool
     ]
     if quick:
         lines += ["", "**`--quick` run: synthetic data, 20 s budgets; these are not figures.**"]
-    groups: dict[tuple[str, int] | None, list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, int, str] | None, list[dict[str, Any]]] = {}
     for result in results:
         groups.setdefault(machine_key(result.get("machine")), []).append(result)
     here = machine_key(machine)

@@ -68,3 +68,26 @@ def test_results_quick_compares_the_plan_with_the_naive_path(tmp_path):
     page = (work / "results.md").read_text()
     assert "| shapes | 20s | mIoU |" in page  # the plan against naive, side by side
     assert "## This machine: " in page
+
+
+def test_machines_of_one_name_with_and_without_bf16_keep_their_own_rows(monkeypatch):
+    """Two virtual machines named "AMD EPYC", one with AVX512-BF16 and one without, train at
+    twice each other's speed: neither's figures stand for the other's."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import results
+
+    def row(bf16: str, iou: float) -> dict:
+        return {
+            "dataset": "tgs-salt", "variant": "plan", "budget": "8m",
+            "command": "segcli train --data data/tgs-salt --time 8m", "wall_seconds": 470.0,
+            "epochs": 12, "scores": {"salt IoU": iou},
+            "machine": {"cpu": "AMD EPYC", "cores": 2, "bf16": bf16, "torch": "2.14.1",
+                        "python": "3.11.7"},
+        }  # fmt: skip
+
+    with_bf16, without = row("avx512_bf16", 0.781), row("no", 0.764)
+    assert results.machine_key(with_bf16["machine"]) != results.machine_key(without["machine"])
+    page = results.markdown([with_bf16, without], without["machine"], quick=False)
+    assert "## This machine: AMD EPYC, 2 cores, no native bf16" in page
+    assert "## Another machine: AMD EPYC, 2 cores, native bf16 (avx512_bf16)" in page
+    assert "salt IoU **0.781**" in page and "salt IoU **0.764**" in page

@@ -139,14 +139,20 @@ def _within(guarded: tuple[float, ...], floor: tuple[float, ...]) -> bool:
     return all(value >= lowest for value, lowest in zip(guarded, floor, strict=True))
 
 
-def own_size_ratio(pairs: Sequence[tuple[Path, Path]], input_pixels: int | None) -> float:
-    """How many times the pixels of a validation pass at the model's input size (each image
-    `input_pixels`; None: at their own size) the search scores at the images' own size: the
-    images it chooses by (up to LEARNING_PIXELS), each at its own size."""
+@dataclass(frozen=True)
+class ChoiceImages:
+    """The validation images post-processing is chosen on, as its cost needs them: how many,
+    and their pixels at their own size."""
+
+    count: int
+    pixels: int
+
+
+def choice_images(pairs: Sequence[tuple[Path, Path]]) -> ChoiceImages:
+    """The images of `pairs` a choice is made by (up to LEARNING_PIXELS), from their masks'
+    headers."""
     chosen = _enough_to_choose_by(pairs, 1)
-    if not chosen or not input_pixels:
-        return 1.0
-    return sum(_pixels(mask) for _, mask in chosen) / (len(chosen) * input_pixels)
+    return ChoiceImages(len(chosen), sum(_pixels(mask) for _, mask in chosen))
 
 
 def learn_post_processing(

@@ -18,6 +18,11 @@ from segcli.memory import available_memory
 # fp32 44.9 img/s, bf16 autocast 79.1, channels_last 70.0, channels_last + bf16 129.3.
 _CPU_PIXELS_PER_SECOND_PER_CORE = 44.9 * 112 * 112 / 2
 _CPU_SPEED_UP = {(False, False): 1.0, (True, False): 70.0 / 44.9, (True, True): 129.3 / 44.9}
+# CPUs whose widest vectors torch's kernels use are narrower than AVX-512 train slower per core:
+# a 2-core AMD EPYC of Zen 3 (AVX2, no bf16) trained the same step (3-channel images), fp32
+# with channels_last, at 25.7 img/s where the table says 70.0 (benchmarks/train_overhead.py,
+# bare loop, alone); its planner measured 0.44 Mpx/s at 80 px, the table had said 0.88.
+_CPU_VECTOR_SPEED = {"AVX2": 25.7 / 70.0}
 # A conservative guess for one current CUDA GPU at base_width 32 with bf16 and channels_last:
 # the starting point `segcli train --data` measures from (`segcli.planning.measure`), and what
 # `--print-config` shows.
@@ -37,6 +42,8 @@ class Hardware:
     cpu_cores: int
     # bf16 autocast runs natively (CPU: AVX512-BF16/AMX; CUDA: Ampere or newer)
     bf16: bool
+    # the vector instructions torch's CPU kernels use (AVX512, AVX2, ...); "" for a GPU
+    vectors: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,6 +76,7 @@ def detect_hardware(device: str = "auto") -> Hardware:
         memory_bytes=available_memory(),
         cpu_cores=cores,
         bf16=bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+        vectors=torch.backends.cpu.get_cpu_capability(),
     )
 
 
@@ -81,7 +89,12 @@ def estimate_pixels_per_second(
     if hardware.device == "mps":
         return _MPS_PIXELS_PER_SECOND * (16 / base_width) ** 2
     speed_up = _CPU_SPEED_UP[(channels_last, channels_last and bf16)]
-    per_core = _CPU_PIXELS_PER_SECOND_PER_CORE * speed_up * (16 / base_width) ** 2
+    per_core = (
+        _CPU_PIXELS_PER_SECOND_PER_CORE
+        * speed_up
+        * _CPU_VECTOR_SPEED.get(hardware.vectors, 1.0)
+        * (16 / base_width) ** 2
+    )
     return per_core * hardware.cpu_cores
 
 

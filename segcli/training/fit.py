@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,10 @@ from segcli.data.folds import Pair, fold_pairs
 from segcli.data.format import DatasetInfo, read_dataset_info
 from segcli.errors import ConfigError, Interrupted, ResourceError, UsageError
 from segcli.evaluation.postprocess_search import (
+    ChoiceImages,
+    choice_images,
     flips_to_try,
     learn_post_processing,
-    own_size_ratio,
     record_post_processing,
 )
 from segcli.evaluation.split import labelled_pairs
@@ -68,18 +70,24 @@ from segcli.training.setup import RunParts, build_parts, ensure_dataset, seed_ev
 
 # Under a time budget, `last` is written at least this often (and at every validation).
 LAST_EVERY_SECONDS = 30.0
-# What choosing post-processing costs, in validation passes: one pass at the images' own size
-# and the search over its rules. Measured on TGS (2-core Xeon): the pass 7.0 s and the search
-# 1.7 s, against validation passes of 1.8 s, for the own-size pass reads every image from disk,
-# predicts it in batches of 4 and resizes its prediction back, where validation reads cached
-# tensors in larger batches.
-POST_PROCESSING_VALIDATIONS = 5.0
-# and each more view a test-time augmentation tries: TGS's mirrored pass, 6.7 s
-OWN_SIZE_VIEW_VALIDATIONS = 3.9
-# and, for images larger than the model's input, the search's scoring of each pixel beyond
-# it: validation images of ~550x690 at 96x120 (28 times the pixels) took 10.8 s to search,
-# 8.3 of their 1.3 s validation passes
-OWN_PIXEL_SEARCH_VALIDATIONS = 0.3
+# What choosing post-processing costs (docs/training.md). Each prediction of the validation
+# images at their own size (the plain one, and one per flipped view a test-time augmentation
+# tries) does a validation pass's model work, and reads every image from disk, predicts it in
+# batches of 4 and resizes the prediction back (validation reads cached tensors): seconds per
+# image and per pixel at its own size more. The rule search scores ~20 candidates on every
+# pixel, and the per-image TGS score on every image. Fitted so that none falls short on the
+# 2-core Xeon or the 2-core AMD EPYC (without AVX-512): TGS's 600 images of 101x101 (Xeon:
+# passes of 7.0 s and a search of 1.7 s against validation passes of 1.8 s; AMD: 3.7 s, 3.6 s
+# and 1.6 s), ~550x690 street photographs (200 at 96x120, Xeon: 4.9 s and 10.8 s against 1.3
+# s), DRIVE's 20 of 565x584 (AMD: 8.0 s and 1.0 s against 14 s) and ISBI's 5 of 512x512
+# (AMD: 1.7 s and 0.3 s against ~2 s). Counted in validation passes alone (5 for the plain
+# pass and the search, 3.9 per more view), the reserve had kept ~140 s of DRIVE's 10 minutes
+# unused.
+OWN_SIZE_PASS_VALIDATIONS = 1.0
+OWN_SIZE_IMAGE_SECONDS = 0.009
+OWN_SIZE_PIXEL_SECONDS = 2.5e-8
+SEARCH_IMAGE_SECONDS = 0.005
+SEARCH_PIXEL_SECONDS = 2e-7
 
 __all__ = ["Reporter", "TrainingState", "checkpoint_meta", "fit", "make_loader", "train_one_epoch"]
 
@@ -180,9 +188,10 @@ def _fit(
         state = TrainingState()
         run_dir = _new_run_dir(config, context, plan, locks, new_run_dir)
     learns = _learns_post_processing(config, info, validate)
-    finishing = finishing_validations + post_processing_validations(
-        config, learns, _own_size_ratio(config, root, info) if learns else 1.0
+    reserve = post_processing_reserve(
+        config, learns, _choice_images(config, root, info) if learns else None
     )
+    finishing = Reserve(finishing_validations + reserve.validations, reserve.seconds)
     pacer = _pacer(config, parts, state, context, watch, finishing)
     log = RunLog(run_dir, config, plugins) if context.is_main else None
     if log is not None and checkpoint is not None:
@@ -275,26 +284,36 @@ def _learns_post_processing(config: RunConfig, info: DatasetInfo, validate: bool
     return config.train.post_process and validate and len(info.classes) == 2
 
 
-def post_processing_validations(
-    config: RunConfig, learns: bool, own_size_ratio: float = 1.0
-) -> float:
-    """What choosing post-processing costs a run that `learns` it, in validation passes kept
-    from its budget: its own choice predicts the validation images at their own size, plain
-    and in each flipped view a test-time augmentation tried adds, and scores its rules on
-    them, `own_size_ratio` times the pixels validation handles; a cross-validation fold's
-    images are predicted so once more, when the ensemble's choice is made on the out-of-fold
-    predictions after the last fold, so that the whole `train --folds K --time T` ends within
-    T."""
+@dataclass(frozen=True)
+class Reserve:
+    """Time kept from a budget for work after the last epoch: validation passes (measured
+    during the run) and seconds."""
+
+    validations: float = 0.0
+    seconds: float = 0.0
+
+
+def post_processing_reserve(
+    config: RunConfig, learns: bool, images: ChoiceImages | None = None
+) -> Reserve:
+    """What choosing post-processing costs a run that `learns` it, kept from its budget: its
+    own choice predicts the validation `images` at their own size, plain and in each flipped
+    view a test-time augmentation tried adds, and scores its rules on them; a cross-validation
+    fold's images are predicted so once more, when the ensemble's choice is made on the
+    out-of-fold predictions after the last fold, so that the whole `train --folds K --time T`
+    ends within T."""
     if not learns:
-        return 0.0
+        return Reserve()
     # the plain view is predicted once; each augmentation tried adds its other views
-    views = sum(len(TTA_VIEWS[tta]) - 1 for tta in flips_to_try(config.augment))
-    own = (
-        POST_PROCESSING_VALIDATIONS
-        + OWN_SIZE_VIEW_VALIDATIONS * views
-        + OWN_PIXEL_SEARCH_VALIDATIONS * max(0.0, own_size_ratio - 1.0)
-    )
-    return own * (2 if config.dataset.fold is not None else 1)
+    passes = 1 + sum(len(TTA_VIEWS[tta]) - 1 for tta in flips_to_try(config.augment))
+    images = images or ChoiceImages(0, 0)
+    per_pass = images.count * OWN_SIZE_IMAGE_SECONDS + images.pixels * OWN_SIZE_PIXEL_SECONDS
+    search = images.count * SEARCH_IMAGE_SECONDS + images.pixels * SEARCH_PIXEL_SECONDS
+    folds = 2 if config.dataset.fold is not None else 1
+    return Reserve(
+        validations=folds * passes * OWN_SIZE_PASS_VALIDATIONS,
+        seconds=folds * (passes * per_pass + search),
+    )  # fmt: skip
 
 
 def _post_processing_pairs(config: RunConfig, root: Path, info: DatasetInfo) -> list[Pair]:
@@ -303,13 +322,11 @@ def _post_processing_pairs(config: RunConfig, root: Path, info: DatasetInfo) -> 
     return fold_pairs(config, root, info, "val") or labelled_pairs(root, config.dataset.val_split)
 
 
-def _own_size_ratio(config: RunConfig, root: Path, info: DatasetInfo) -> float:
-    """`own_size_ratio` of the images this run's post-processing will be chosen on."""
+def _choice_images(config: RunConfig, root: Path, info: DatasetInfo) -> ChoiceImages | None:
+    """The images this run's post-processing will be chosen on, when a budget needs them."""
     if config.train.max_time is None:
-        return 1.0  # nothing to budget
-    size = config.input.size
-    pairs = _post_processing_pairs(config, root, info)
-    return own_size_ratio(pairs, size[0] * size[1] if size else None)
+        return None  # nothing to budget
+    return choice_images(_post_processing_pairs(config, root, info))
 
 
 def _post_processing(
@@ -471,7 +488,7 @@ def _pacer(
     state: TrainingState,
     context: distributed.Distributed,
     watch: Stopwatch,
-    finishing_validations: float,
+    finishing: Reserve,
 ) -> BudgetPacer | None:
     """The time budget's pacer when `train.max_time` is set."""
     if config.train.max_time is None:
@@ -486,7 +503,8 @@ def _pacer(
         checkpoint_bytes=sum(
             t.numel() * t.element_size() for t in parts.model.state_dict().values()
         ),
-        finishing_validations=finishing_validations,
+        finishing_validations=finishing.validations,
+        finishing_seconds=finishing.seconds,
     )
 
     def agree(count: int) -> int:

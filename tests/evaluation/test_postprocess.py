@@ -113,18 +113,17 @@ def test_the_rules_stop_where_the_time_given_ends(monkeypatch):
     assert choose(0.0).rules == PostProcessing() and clock[0] == 1.0
 
 
-def test_the_own_size_ratio_compares_the_searched_pixels_with_validations(tmp_path):
+def test_the_choice_images_are_counted_with_their_pixels_from_the_mask_headers(tmp_path):
     from PIL import Image
 
-    from segcli.evaluation.postprocess_search import own_size_ratio
+    from segcli.evaluation.postprocess_search import ChoiceImages, choice_images
 
     pairs = []
     for name, (width, height) in (("a", (200, 100)), ("b", (100, 100))):
         Image.fromarray(np.zeros((height, width), np.uint8)).save(tmp_path / f"{name}.png")
         pairs.append((tmp_path / f"{name}.png", tmp_path / f"{name}.png"))
-    assert own_size_ratio(pairs, 50 * 60) == pytest.approx(30_000 / (2 * 3_000))
-    assert own_size_ratio(pairs, None) == 1.0  # validation at the images' own size
-    assert own_size_ratio([], 100) == 1.0
+    assert choice_images(pairs) == ChoiceImages(2, 30_000)
+    assert choice_images([]) == ChoiceImages(0, 0)
 
 
 def test_a_rule_that_lowers_a_guarded_metric_is_left_out():

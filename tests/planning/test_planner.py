@@ -174,6 +174,23 @@ def test_bf16_only_where_the_device_runs_it_natively():
     assert plan(tgs_like(), no_bf16_gpu, 480).layer["train"]["amp"] == "fp16"
 
 
+def test_the_table_expects_less_of_a_cpu_with_narrower_vectors():
+    """--print-config plans from the table: a CPU without AVX-512 gets the smaller plan its
+    measured speed would give it, not the AVX-512 machine's."""
+    from segcli.planning import estimate_pixels_per_second
+
+    avx2 = Hardware("cpu", "AVX2 CPU", 8 * GiB, cpu_cores=2, bf16=False, vectors="AVX2")
+    avx512 = Hardware("cpu", "AVX-512 CPU", 8 * GiB, cpu_cores=2, bf16=False, vectors="AVX512")
+
+    def speed(hardware: Hardware) -> float:
+        return estimate_pixels_per_second(hardware, 16, channels_last=True, bf16=False)
+
+    assert speed(avx2) < 0.8 * speed(avx512)
+    assert speed(avx512) == speed(OLD_CPU)  # the table's own machine
+    narrow, wide = plan(tgs_like(), avx2, 480).layer, plan(tgs_like(), avx512, 480).layer
+    assert math.prod(narrow["input"]["size"]) < math.prod(wide["input"]["size"])
+
+
 def test_batch_size_fits_the_device_memory():
     big = plan(isbi_like(), GPU, 480).layer["train"]["batch_size"]
     small = plan(isbi_like(), SMALL_GPU, 480).layer["train"]["batch_size"]

@@ -10,13 +10,17 @@ import pytest
 
 from segcli.config import build_config
 from segcli.errors import UsageError
+from segcli.evaluation.postprocess_search import ChoiceImages
 from segcli.training.budget import BudgetPacer, Stopwatch, TimeBudget
 from segcli.training.fit import (
-    OWN_PIXEL_SEARCH_VALIDATIONS,
-    OWN_SIZE_VIEW_VALIDATIONS,
-    POST_PROCESSING_VALIDATIONS,
+    OWN_SIZE_IMAGE_SECONDS,
+    OWN_SIZE_PASS_VALIDATIONS,
+    OWN_SIZE_PIXEL_SECONDS,
+    SEARCH_IMAGE_SECONDS,
+    SEARCH_PIXEL_SECONDS,
+    Reserve,
     fit,
-    post_processing_validations,
+    post_processing_reserve,
 )
 from segcli.training.loop import TrainingState
 from segcli.training.optimisation import ScheduleLayout
@@ -93,6 +97,18 @@ def test_the_budget_stops_in_time_and_the_schedule_ends_at_its_last_step():
     assert factors[0] == 1.0 and all(a >= b for a, b in zip(factors[1:], factors[2:], strict=False))
 
 
+def test_the_first_validation_s_one_time_costs_leave_the_reserve_once_another_is_timed():
+    budget = TimeBudget(
+        480.0, Stopwatch(FakeClock()), steps_per_epoch=2, validation_batches=5, val_every=13,
+        checkpoint_bytes=0,
+    )  # fmt: skip
+    budget.timed_validation(4.7)  # ISBI's first, at full size, on a fresh process
+    assert budget.expected_validation() == 4.7
+    for seconds in (2.0, 3.0, 1.3):
+        budget.timed_validation(seconds)
+    assert budget.expected_validation() == 3.0  # the slowest after the first
+
+
 def test_warm_up_in_epochs_counts_real_steps_per_epoch_under_a_budget():
     factors, _ = simulate(60.0, step=0.5, validation=1.0, steps_per_epoch=10, warmup=1.0)
     assert factors[:10] == sorted(factors[:10]) and factors[9] < 1.0 <= max(factors)
@@ -153,34 +169,50 @@ def test_choosing_post_processing_keeps_time_for_each_view_and_for_a_folds_ensem
     fold = tiny_config(
         data, runs, f'dataset.folds="{tmp_path / "folds.json"}"', "dataset.fold=2"
     )  # fmt: skip
-    assert post_processing_validations(single, learns=False) == 0.0
-    assert post_processing_validations(fold, learns=False) == 0.0
-    # one plain pass and the search, then the mirrored view (the plain one is not predicted again)
-    assert post_processing_validations(unmirrored, learns=True) == POST_PROCESSING_VALIDATIONS
-    own = post_processing_validations(single, learns=True)
-    assert own == POST_PROCESSING_VALIDATIONS + OWN_SIZE_VIEW_VALIDATIONS  # the mirrored view
-    # images larger than the model's input cost the rule search their extra pixels
-    larger = post_processing_validations(single, learns=True, own_size_ratio=28.0)
-    assert larger == pytest.approx(own + 27 * OWN_PIXEL_SEARCH_VALIDATIONS)
+    tgs = ChoiceImages(600, 600 * 101 * 101)
+    assert post_processing_reserve(single, False, tgs) == Reserve()
+    assert post_processing_reserve(fold, False, tgs) == Reserve()
+    # each pass at the images' own size: a validation's model work, and reading, predicting
+    # and resizing every image; the search: scoring every image and pixel
+    per_pass = 600 * OWN_SIZE_IMAGE_SECONDS + tgs.pixels * OWN_SIZE_PIXEL_SECONDS
+    search = 600 * SEARCH_IMAGE_SECONDS + tgs.pixels * SEARCH_PIXEL_SECONDS
+    plain = post_processing_reserve(unmirrored, True, tgs)
+    assert plain == Reserve(OWN_SIZE_PASS_VALIDATIONS, pytest.approx(per_pass + search))
+    # then the mirrored view (the plain one is not predicted again)
+    own = post_processing_reserve(single, True, tgs)
+    assert own == Reserve(2 * OWN_SIZE_PASS_VALIDATIONS, pytest.approx(2 * per_pass + search))
     # after the last fold the ensemble chooses again on every fold's held-out images
-    assert post_processing_validations(fold, learns=True) == 2 * own
+    assert post_processing_reserve(fold, True, tgs) == Reserve(
+        2 * own.validations, pytest.approx(2 * own.seconds)
+    )
 
 
-def test_the_reserve_sees_how_much_larger_the_validation_images_are(shapes_dataset, tmp_path):
+def test_the_post_processing_reserve_follows_the_images_count_and_size(tmp_path):
+    """A few large images cost their model work, already measured in validation passes (ISBI:
+    5 slices of 512x512); 600 small ones cost reading each (TGS: ~9 s a pass on the 2-core
+    Xeon); larger photographs, the search over their pixels (~550x690: 10.8 s)."""
+    config = tiny_config(tmp_path / "data", tmp_path / "runs")  # mirrored: two passes
+    isbi = post_processing_reserve(config, True, ChoiceImages(5, 5 * 512 * 512))
+    tgs = post_processing_reserve(config, True, ChoiceImages(600, 600 * 101 * 101))
+    photographs = post_processing_reserve(config, True, ChoiceImages(200, 200 * 550 * 690))
+    assert isbi.validations == tgs.validations == photographs.validations == 2.0
+    assert isbi.seconds < 1.0
+    assert 2 * 7.0 < tgs.seconds + 2 * 1.8 < 25.0
+    assert 10.8 + 2 * 4.9 < photographs.seconds + 2 * 1.3 < 40.0
+
+
+def test_the_reserve_reads_the_images_post_processing_is_chosen_on(shapes_dataset, tmp_path):
     from segcli.data.format import read_dataset_info
-    from segcli.training.fit import _own_size_ratio
+    from segcli.evaluation.split import labelled_pairs
+    from segcli.training.fit import _choice_images
 
     info = read_dataset_info(shapes_dataset)
-
-    def ratio(*extra: str) -> float:
-        config = tiny_config(shapes_dataset, tmp_path / "runs", *extra)
-        return _own_size_ratio(config, shapes_dataset, info)
-
-    budget = "train.max_time=60"
-    assert ratio(budget, "input.size=[32,32]") == pytest.approx(4.0)  # 64x64 images at 32x32
-    assert ratio(budget, "input.size=[64,64]") == pytest.approx(1.0)
-    assert ratio(budget, "input.size=[]") == 1.0  # validated at their own size
-    assert ratio("input.size=[32,32]") == 1.0  # no budget to keep time from
+    budgeted = tiny_config(shapes_dataset, tmp_path / "runs", "train.max_time=60")
+    validation = len(labelled_pairs(shapes_dataset, "val"))
+    chosen = _choice_images(budgeted, shapes_dataset, info)
+    assert chosen == ChoiceImages(validation, validation * 64 * 64)  # 64x64 images
+    unbudgeted = tiny_config(shapes_dataset, tmp_path / "runs")
+    assert _choice_images(unbudgeted, shapes_dataset, info) is None  # nothing to keep time from
 
 
 def tiny_config(dataset: Path, runs: Path, *extra: str):
