@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from child_processes import takes_ctrl_c
 from PIL import Image
 from raw_images import blob, noise, save
 from segcli_datasets.folder import prepare as prepare_folder
@@ -253,6 +254,7 @@ def segcli_process(*args: str, cwd: Path, **options) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "COLUMNS": "200"},
+        preexec_fn=takes_ctrl_c(options.pop("preexec_fn", None)),
         **options,
     )
 

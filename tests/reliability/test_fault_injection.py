@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from child_processes import takes_ctrl_c
 from PIL import Image
 from reliability_helpers import (
     TINY_TRAIN,
@@ -63,6 +64,7 @@ class Child:
                 stdout=stdout,
                 stderr=stderr,
                 start_new_session=True,
+                preexec_fn=takes_ctrl_c(),
             )
         self.workers: list[int] = []
 
